@@ -1,0 +1,30 @@
+// shmht/check.hpp - verify every invariant of a table, whatever engine wrote it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace shmht {
+
+struct CheckReport {
+  bool clean = true;
+  std::vector<std::string> problems;   // one line each; empty when clean
+  std::uint64_t items = 0;             // occupied slots
+  std::uint64_t counted_items = 0;     // sum of the attachments' item counters
+  std::uint64_t free_records = 0;
+  std::uint64_t live_record_bytes = 0; // class bytes of the records slots point at
+  std::uint64_t free_record_bytes = 0;
+  std::uint64_t unaccounted_bytes = 0; // arena bytes neither live, free nor unused chunk tail
+  std::uint64_t repaired_shifts = 0;   // interrupted operations repaired while locking
+};
+
+// Opens `name` with its active engine, takes exclusive access (which, as for any lock
+// holder, first repairs what a dead process left half done) and checks: every offset in
+// bounds and 8-aligned; every record's lengths within limits; each key's hash gives its
+// tag and its home slot (slot - dist); the Robin Hood ordering; no duplicate key or
+// offset; the item counters sum to the occupied slots; every free list stays in the
+// arena, holds no live record and no cycle.
+CheckReport check_table(const std::string& name);
+
+}  // namespace shmht

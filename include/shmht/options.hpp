@@ -1,0 +1,35 @@
+// shmht/options.hpp - what a caller chooses when creating or opening a table.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "shmht/engine.hpp"
+
+namespace shmht {
+
+// Fixed when the table is created; recorded in the header.
+struct CreateOptions {
+  // Items the table must hold. The slot array is sized so that `capacity` items fit at a
+  // load factor of at most 0.85; it never resizes.
+  std::uint64_t capacity = 1u << 20;
+  std::uint32_t max_key_bytes = 1024;
+  std::uint32_t max_value_bytes = 64 * 1024;
+  // Upper bound of the file (header + slots + arena). The file itself grows on demand;
+  // this only bounds it and the virtual address range each process reserves.
+  std::uint64_t max_bytes = std::uint64_t{64} << 30;
+  // Attached-process table entries (each also carries that process's allocator state).
+  std::uint32_t max_processes = 128;
+  // Permission bits of a file-backed table.
+  mode_t mode = 0600;
+  // The engine the creating process attaches with.
+  Engine engine = Engine::kGlobalLock;
+};
+
+struct OpenOptions {
+  Engine engine = Engine::kGlobalLock;
+};
+
+}  // namespace shmht

@@ -1,0 +1,108 @@
+// shmht/table.hpp - a hash table in shared memory, used by many processes at once.
+//
+//   auto t = shmht::Table::create("users", {.capacity = 1'000'000});   // /dev/shm/users
+//   t.assign("alice", "42");
+//   std::optional<std::string> v = t.get("alice");                     // "42"
+//
+//   // another process:
+//   auto u = shmht::Table::open("users", {.engine = shmht::Engine::kGlobalLock});
+//
+// Keys and values are byte strings (std::string_view). A Table handle belongs to one
+// thread at a time (like a std container); threads that work concurrently each open
+// their own handle, which is cheap. A handle must not be used in a child after fork():
+// open the table again there (operations on an inherited handle throw kInvalidArgument).
+//
+// Errors are thrown as shmht::Error with an ErrorCode (shmht/error.hpp).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "shmht/engine.hpp"
+#include "shmht/error.hpp"
+#include "shmht/options.hpp"
+
+namespace shmht {
+
+struct Stats {
+  std::string path;
+  Engine engine;
+  std::uint64_t capacity;        // items guaranteed to fit
+  std::uint64_t slots;           // home slots (the load factor's denominator)
+  std::uint64_t items;
+  double load_factor;            // items / slots
+  std::uint32_t max_key_bytes;
+  std::uint32_t max_value_bytes;
+  std::uint64_t apparent_bytes;  // file size (ls -l)
+  std::uint64_t resident_bytes;  // bytes the filesystem has allocated (du), i.e. in RAM on tmpfs
+  std::uint64_t arena_bytes;     // arena handed out in chunks
+  std::uint64_t live_record_bytes;
+  std::uint64_t free_record_bytes;  // in free lists, ready for reuse
+  std::vector<pid_t> attached_pids;
+};
+
+class TableImpl;
+
+class Table {
+ public:
+  // Creates a new table. `name` is a bare name (/dev/shm/<name>) or an absolute path.
+  // Fails with kAlreadyExists if it exists. The creator is attached with options.engine.
+  static Table create(const std::string& name, const CreateOptions& options = {});
+  // Opens an existing table with the given engine (see OpenOptions).
+  static Table open(const std::string& name, const OpenOptions& options = {});
+  // Opens `name`, creating it with `create_options` if it does not exist.
+  static Table open_or_create(const std::string& name, const CreateOptions& create_options = {});
+  // A table backed by an anonymous memfd; path() names it for processes forked from this
+  // one while this handle is open.
+  static Table create_anonymous(const CreateOptions& options = {});
+  // The engine the table was last opened with (what live attachments use).
+  static Engine active_engine(const std::string& name);
+  // Deletes the named table's file; attached processes keep their mappings.
+  static bool remove(const std::string& name);
+
+  Table(Table&&) noexcept;
+  Table& operator=(Table&&) noexcept;
+  ~Table();
+
+  // Value of `key`, or nullopt.
+  std::optional<std::string> get(std::string_view key);
+  // Copies the value into `out` if it fits and returns its length (copying nothing when
+  // the length exceeds out.size(): retry with a larger buffer); nullopt if absent.
+  std::optional<std::size_t> get(std::string_view key, std::span<char> out);
+  bool contains(std::string_view key);
+  // Inserts if absent. Returns false, changing nothing, if the key is present.
+  bool insert(std::string_view key, std::string_view value);
+  // Inserts or overwrites. Returns true if the key was new.
+  bool assign(std::string_view key, std::string_view value);
+  // Returns true if the key was present.
+  bool erase(std::string_view key);
+  std::uint64_t size();
+
+  // Calls fn(key, value) for every entry. Weakly consistent: a key present for the whole
+  // iteration is seen exactly once; keys inserted or erased meanwhile may or may not be.
+  // fn runs without any lock held and may call this table.
+  void for_each(const std::function<void(std::string_view key, std::string_view value)>& fn);
+
+  Stats stats();
+  const std::string& path() const;
+  Engine engine() const;
+  // Detaches. Further calls throw kInvalidArgument. The destructor closes too.
+  void close() noexcept;
+
+ private:
+  friend struct TableAccess;  // internal: the checker and tests reach the engine
+  explicit Table(std::unique_ptr<TableImpl> impl) noexcept;
+  TableImpl& impl();
+  std::unique_ptr<TableImpl> impl_;
+};
+
+}  // namespace shmht

@@ -1,0 +1,22 @@
+// shmht/testing.hpp - fault injection for crash tests. Not for production use.
+//
+// Engines call a fault point at named places inside their write paths. A test installs a
+// hook (for example one that raises SIGKILL at kAfterLock) in a forked child to kill it
+// exactly there, then checks that the survivors repair the table.
+#pragma once
+
+namespace shmht::testing {
+
+enum class FaultPoint {
+  kAfterLock,         // the write lock (or sequence) is held; nothing written yet
+  kAfterSlotWrite,    // one slot word of the operation has been written
+  kMidShift,          // a Robin Hood shift has moved at least one slot, not all
+  kBeforeUnlock,      // every slot written, counters not yet, lock still held
+};
+
+using FaultHook = void (*)(FaultPoint);
+
+// Installs `hook` for this process (nullptr removes it).
+void set_fault_hook(FaultHook hook) noexcept;
+
+}  // namespace shmht::testing

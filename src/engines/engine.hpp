@@ -1,0 +1,110 @@
+// engines/engine.hpp - what every engine implements, and the per-handle context it uses.
+//
+// Layering (as in Boost.Unordered's foa/): layout/ and robin_hood.hpp are the mechanism
+// (where bytes are, how probing works); an engine adds a concurrency protocol on top;
+// shmht::Table (table.cpp) is the thin public wrapper that checks arguments, hashes the
+// key and forwards to the engine chosen at open.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "arena.hpp"
+#include "layout/slot.hpp"
+#include "record_io.hpp"
+#include "region.hpp"
+#include "shmht/engine.hpp"
+
+namespace shmht {
+
+// A key with its hash computed once.
+struct HashedKey {
+  std::string_view bytes;
+  std::uint64_t hash;
+};
+
+// Everything one open handle knows about its table; owned by the Table, used by its engine.
+class TableContext {
+ public:
+  TableContext(Region region, std::uint32_t entry_index)
+      : region_(std::move(region)),
+        slots_(region_.slots()),
+        entry_index_(entry_index),
+        arena_(region_, entry_index) {}
+
+  Region& region() noexcept { return region_; }
+  const layout::SlotArray& slots() const noexcept { return slots_; }
+  Arena& arena() noexcept { return arena_; }
+  std::uint32_t entry_index() const noexcept { return entry_index_; }
+  layout::ProcessEntry& own_entry() noexcept { return region_.entry(entry_index_); }
+  const layout::ImmutableHeader& fixed() const noexcept { return region_.fixed(); }
+
+  // The record a slot word points at, with its header, after checking that the offset,
+  // both lengths and the whole record lie inside the arena and the table's limits.
+  // nullptr if they do not: the caller reports corruption (lock holders) or retries
+  // (optimistic readers, whose torn read this may be).
+  const std::byte* checked_record(std::uint64_t slot_word, layout::RecordHeader* header) {
+    const std::uint64_t offset = layout::Slot::offset_of(slot_word);
+    if (!region_.ensure_mapped(offset, sizeof(layout::RecordHeader))) return nullptr;
+    const std::byte* record = region_.at(offset);
+    *header = load_record_header(record);
+    if (header->key_bytes > fixed().max_key_bytes || header->value_bytes > fixed().max_value_bytes) return nullptr;
+    if (!region_.ensure_mapped(offset, record_bytes_for(header->key_bytes, header->value_bytes))) return nullptr;
+    return record;
+  }
+
+  // Owner-only counter update (see layout::ProcessEntry).
+  void add_items(std::int64_t delta) noexcept {
+    auto& counter = own_entry().item_delta;
+    counter.store(counter.load(std::memory_order_relaxed) + delta, std::memory_order_relaxed);
+  }
+
+ private:
+  Region region_;
+  layout::SlotArray slots_;
+  std::uint32_t entry_index_;
+  Arena arena_;
+};
+
+using KeyValue = std::pair<std::string, std::string>;
+
+class EngineBase {
+ public:
+  virtual ~EngineBase() = default;
+
+  // Value length if present; the value is copied into `out` only if it fits.
+  virtual std::optional<std::size_t> get(const HashedKey& key, std::span<char> out) = 0;
+  virtual bool get(const HashedKey& key, std::string* out) = 0;
+  virtual bool contains(const HashedKey& key) = 0;
+  // Insert if absent; false (and nothing changed) if present.
+  virtual bool insert(const HashedKey& key, std::string_view value) = 0;
+  // Insert or overwrite; true if the key was new.
+  virtual bool assign(const HashedKey& key, std::string_view value) = 0;
+  virtual bool erase(const HashedKey& key) = 0;
+  // Appends a copy of every entry whose home slot is in [begin, end) (see
+  // robin_hood::visit_home_range): for_each walks the table in such ranges.
+  virtual void copy_home_range(std::uint64_t begin, std::uint64_t end, std::vector<KeyValue>* out) = 0;
+  // Runs fn with every writer excluded, after repairing anything a dead writer left.
+  // Returns the number of interrupted shifts repaired on the way in.
+  virtual std::uint64_t with_exclusive_access(const std::function<void()>& fn) = 0;
+};
+
+// Each engine file defines its factory; make_engine dispatches (engines.cpp).
+std::unique_ptr<EngineBase> make_global_lock_engine(TableContext& context);
+std::unique_ptr<EngineBase> make_engine(Engine engine, TableContext& context);
+// Throws kEngineUnavailable (naming the engines that are built) unless `engine` is built.
+void require_engine_built(Engine engine);
+
+// Called by Region::attach with the admin mutex held and no live attachment: prepares the
+// engine area and control words for `engine` (they may hold another engine's state).
+void switch_engine_state(Region& region, std::uint32_t engine);
+
+}  // namespace shmht

@@ -1,0 +1,66 @@
+// engines/engines.cpp - engine names, which engines are built, and dispatch.
+#include <cstring>
+
+#include "engines/engine.hpp"
+#include "robust_mutex.hpp"
+#include "shmht/error.hpp"
+
+namespace shmht {
+
+std::string_view engine_name(Engine engine) noexcept {
+  switch (engine) {
+    case Engine::kGlobalLock: return "global";
+    case Engine::kStripedRwLock: return "striped";
+    case Engine::kSeqlock: return "seqlock";
+    case Engine::kLockFreeRobinHood: return "lockfree";
+  }
+  return "unknown";
+}
+
+std::optional<Engine> parse_engine(std::string_view name) noexcept {
+  for (Engine e : kAllEngines) {
+    if (engine_name(e) == name) return e;
+  }
+  return std::nullopt;
+}
+
+bool engine_is_built(Engine engine) noexcept { return engine == Engine::kGlobalLock; }
+
+namespace {
+[[noreturn]] void throw_unavailable(Engine engine) {
+  std::string built;
+  for (Engine e : kAllEngines) {
+    if (engine_is_built(e)) built += (built.empty() ? "" : ", ") + std::string(engine_name(e));
+  }
+  throw Error(ErrorCode::kEngineUnavailable,
+              "engine '" + std::string(engine_name(engine)) + "' is not built yet; available: " + built);
+}
+}  // namespace
+
+void require_engine_built(Engine engine) {
+  if (!engine_is_built(engine)) throw_unavailable(engine);
+}
+
+std::unique_ptr<EngineBase> make_engine(Engine engine, TableContext& context) {
+  switch (engine) {
+    case Engine::kGlobalLock: return make_global_lock_engine(context);
+    default: throw_unavailable(engine);
+  }
+}
+
+void switch_engine_state(Region& region, std::uint32_t engine) {
+  const auto e = static_cast<Engine>(engine);
+  require_engine_built(e);
+  // Another engine's state (lock words, sequences) is meaningless to this one: clear the
+  // engine area and every control word, then initialise what this engine keeps there.
+  std::memset(region.engine_area(), 0, region.fixed().engine_area_bytes);
+  const layout::SlotArray slots = region.slots();
+  for (std::uint64_t b = 0; b < slots.bucket_count(); ++b) {
+    // Only write non-zero words: reading a never-written page does not allocate it.
+    auto& control = slots.bucket(b).control;
+    if (control.load(std::memory_order_relaxed) != 0) control.store(0, std::memory_order_relaxed);
+  }
+  if (e == Engine::kGlobalLock) RobustMutex::init(reinterpret_cast<pthread_mutex_t*>(region.engine_area()));
+}
+
+}  // namespace shmht

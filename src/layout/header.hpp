@@ -1,0 +1,126 @@
+// layout/header.hpp - the region's first page and the attached-process table.
+//
+// THE REGION (one file; every position is a byte offset from its start, never a pointer)
+//
+//   0                 4096            engine_area          slot_array        arena_offset
+//   +-----------------+---------------+-------------------+-----------------+-------------...
+//   | Header          | ProcessEntry  | engine area        | Bucket[]        | records, in
+//   | (one page)      | [max_procs]   | (locks, per engine)| (slot.hpp)      | chunks -> grows
+//   +-----------------+---------------+-------------------+-----------------+-------------...
+//                                                                            ^ arena_end: the
+//   The file is exactly arena_end bytes long (rounded to a page); it grows    chunk bump pointer
+//   one chunk at a time and never shrinks while the table exists.
+//
+// The header has an immutable part, written once by create() and covered by a checksum,
+// and a mutable part of atomics. open() validates every immutable field against the file
+// size before it touches anything else (region.cpp: validate_header).
+#pragma once
+
+#include <pthread.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "layout/size_classes.hpp"
+
+namespace shmht::layout {
+
+inline constexpr char kMagic[8] = {'s', 'h', 'm', 'h', 't', '-', 'v', '1'};
+// Bump when the meaning of any byte in the region changes.
+inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::uint64_t kPageBytes = 4096;
+
+// Header.state values: create() writes kReady last, with release order.
+inline constexpr std::uint32_t kStateInitializing = 0;
+inline constexpr std::uint32_t kStateReady = 0x52454459;  // "REDY"
+
+// Written once at create; checksummed; read-only afterwards.
+struct ImmutableHeader {
+  char magic[8];
+  std::uint32_t layout_version;
+  std::uint32_t abi_tag;  // abi_tag() below: catches a build with different struct sizes
+  std::uint64_t hash_seed;
+  std::uint64_t capacity;
+  std::uint64_t home_slots;
+  std::uint64_t bucket_count;
+  std::uint32_t max_key_bytes;
+  std::uint32_t max_value_bytes;
+  std::uint32_t max_processes;
+  std::uint32_t chunk_bytes;
+  std::uint64_t process_table_offset;
+  std::uint64_t engine_area_offset;
+  std::uint64_t engine_area_bytes;
+  std::uint64_t slot_array_offset;
+  std::uint64_t arena_offset;
+  std::uint64_t max_bytes;
+  std::uint64_t created_unix_ns;
+  std::uint64_t checksum;  // FNV-1a-64 of every byte above
+};
+static_assert(sizeof(ImmutableHeader) == 128, "immutable header: 16 words, fixed forever");
+static_assert(offsetof(ImmutableHeader, layout_version) == 8, "version right after magic");
+static_assert(offsetof(ImmutableHeader, checksum) == 120, "checksum is the last word");
+
+struct Header {
+  ImmutableHeader fixed;
+
+  // --- mutable, line 2: which engine is active and whether create() finished ---
+  alignas(64) std::atomic<std::uint32_t> state;
+  std::atomic<std::uint32_t> active_engine;  // shmht::Engine value
+
+  // --- line 3: the arena's chunk bump pointer and the file length ---
+  alignas(64) std::atomic<std::uint64_t> arena_end;  // first byte never handed out
+  std::atomic<std::uint64_t> file_bytes;             // current length of the file
+
+  // --- line 4+: robust process-shared mutex for attach/detach, engine switch, growth.
+  // Never taken on a get/put/erase path.
+  alignas(64) pthread_mutex_t admin_mutex;
+};
+static_assert(offsetof(Header, state) == 128, "mutable part starts on its own line");
+static_assert(offsetof(Header, arena_end) == 192, "arena bump pointer on its own line");
+static_assert(offsetof(Header, admin_mutex) == 256, "admin mutex on its own line");
+static_assert(sizeof(Header) <= kPageBytes, "the header fits in its page");
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+
+// One attachment (one open Table handle). An entry is also that attachment's allocator
+// context: the chunk it bump-allocates from and its free lists, one per size class.
+// The allocator state outlives the process: a later attachment that takes over the
+// entry (free, or its owner dead) inherits the chunk and the free lists, so memory held
+// by a dead process is reused, not leaked. Only the attached owner writes an entry;
+// anyone may read it (liveness, counters).
+struct alignas(64) ProcessEntry {
+  std::atomic<std::uint32_t> pid;          // 0 = free
+  std::atomic<std::uint32_t> reserved0;
+  std::atomic<std::uint64_t> start_time;   // /proc/<pid>/stat field 22: tells a reused pid
+  std::atomic<std::int64_t> item_delta;    // items this entry added minus items it erased
+  std::atomic<std::int64_t> live_bytes;    // record bytes allocated minus freed, via this entry
+  std::atomic<std::uint64_t> free_bytes;   // record bytes sitting in this entry's free lists
+  std::atomic<std::uint64_t> chunk_cursor; // next free byte in the current chunk
+  std::atomic<std::uint64_t> chunk_end;    // end of the current chunk (0: none)
+  std::atomic<std::uint64_t> reserved1;
+  // Head (region offset, 0 = empty) of a singly-linked list of free records per size
+  // class; a free record's first word holds the next offset.
+  std::atomic<std::uint64_t> free_heads[kSizeClassCount];
+};
+static_assert(offsetof(ProcessEntry, free_heads) == 64, "identity and counters in line 0");
+static_assert(sizeof(ProcessEntry) == 64 + 8 * kSizeClassCount, "no hidden padding");
+static_assert(sizeof(ProcessEntry) % 64 == 0, "entries never share a cache line");
+static_assert(std::atomic<std::int64_t>::is_always_lock_free);
+
+// A record in the arena: 8-byte aligned, its size rounded up to its size class.
+struct RecordHeader {
+  std::uint32_t key_bytes;
+  std::uint32_t value_bytes;
+};
+static_assert(sizeof(RecordHeader) == 8, "record payload starts 8 bytes in");
+
+// Changes whenever a shared struct changes size; stored in the header.
+constexpr std::uint32_t abi_tag() noexcept {
+  return static_cast<std::uint32_t>(sizeof(ImmutableHeader)) ^
+         (static_cast<std::uint32_t>(sizeof(Header)) << 8) ^
+         (static_cast<std::uint32_t>(sizeof(ProcessEntry)) << 16) ^
+         (static_cast<std::uint32_t>(sizeof(pthread_mutex_t)) << 24) ^ kSizeClassCount;
+}
+
+}  // namespace shmht::layout

@@ -1,0 +1,108 @@
+// record_io.hpp - moving key and value bytes in and out of arena records.
+//
+// Record layout (8-byte aligned; size rounded up to its size class, size_classes.hpp):
+//   +------------+--------------+-----------------+------------------+---------+
+//   | key_bytes  | value_bytes  | key ...         | value ...        | padding |
+//   | u32        | u32          | key_bytes bytes | value_bytes bytes |         |
+//   +------------+--------------+-----------------+------------------+---------+
+//
+// Writers store records with relaxed 8-byte atomic stores and optimistic readers load
+// them with relaxed 8-byte atomic loads (std::atomic_ref): a reader that races with the
+// reuse of a freed record reads stale or mixed words, which is not undefined behaviour,
+// and its version check then discards them. Readers that hold a lock (global, striped)
+// may use plain memcpy/memcmp: no write to a linked record can race with them.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string_view>
+
+#include "layout/header.hpp"
+
+namespace shmht {
+
+inline std::uint64_t record_bytes_for(std::uint64_t key_bytes, std::uint64_t value_bytes) noexcept {
+  return sizeof(layout::RecordHeader) + key_bytes + value_bytes;
+}
+
+namespace record_detail {
+inline std::uint64_t atomic_load_word(const std::uint64_t* p) noexcept {
+  return std::atomic_ref<std::uint64_t>(*const_cast<std::uint64_t*>(p)).load(std::memory_order_relaxed);
+}
+inline void atomic_store_word(std::uint64_t* p, std::uint64_t w) noexcept {
+  std::atomic_ref<std::uint64_t>(*p).store(w, std::memory_order_relaxed);
+}
+static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free, "record words are shared across processes");
+}  // namespace record_detail
+
+// Writes the whole record at `record` (8-aligned, owned by the caller) with atomic stores.
+inline void store_record(std::byte* record, std::string_view key, std::string_view value) noexcept {
+  using record_detail::atomic_store_word;
+  auto* words = reinterpret_cast<std::uint64_t*>(record);
+  atomic_store_word(words++, std::uint64_t{static_cast<std::uint32_t>(key.size())} |
+                                 (std::uint64_t{static_cast<std::uint32_t>(value.size())} << 32));
+  // Stream key then value into whole words: `pending` holds the bytes not yet stored.
+  std::uint64_t pending = 0;
+  unsigned pending_bytes = 0;
+  auto put = [&](const char* p, std::size_t n) {
+    if (pending_bytes == 0) {
+      for (; n >= 8; n -= 8, p += 8) {
+        std::uint64_t w;
+        std::memcpy(&w, p, 8);
+        atomic_store_word(words++, w);
+      }
+    } else {
+      const unsigned shift = pending_bytes * 8;
+      for (; n >= 8; n -= 8, p += 8) {
+        std::uint64_t w;
+        std::memcpy(&w, p, 8);
+        atomic_store_word(words++, pending | (w << shift));
+        pending = w >> (64 - shift);
+      }
+    }
+    for (; n > 0; --n, ++p) {
+      pending |= std::uint64_t{static_cast<unsigned char>(*p)} << (pending_bytes * 8);
+      if (++pending_bytes == 8) {
+        atomic_store_word(words++, pending);
+        pending = 0;
+        pending_bytes = 0;
+      }
+    }
+  };
+  put(key.data(), key.size());
+  put(value.data(), value.size());
+  if (pending_bytes != 0) atomic_store_word(words, pending);
+}
+
+// Copies `n` bytes starting `byte_offset` bytes into the record with atomic word loads.
+inline void load_record_bytes(const std::byte* record, std::size_t byte_offset, char* out, std::size_t n) noexcept {
+  const auto* words = reinterpret_cast<const std::uint64_t*>(record) + byte_offset / 8;
+  unsigned skip = static_cast<unsigned>(byte_offset % 8);
+  while (n > 0) {
+    const std::uint64_t w = record_detail::atomic_load_word(words++);
+    char bytes[8];
+    std::memcpy(bytes, &w, 8);
+    const std::size_t take = std::min<std::size_t>(8 - skip, n);
+    std::memcpy(out, bytes + skip, take);
+    out += take;
+    n -= take;
+    skip = 0;
+  }
+}
+
+inline layout::RecordHeader load_record_header(const std::byte* record) noexcept {
+  const std::uint64_t w = record_detail::atomic_load_word(reinterpret_cast<const std::uint64_t*>(record));
+  return {static_cast<std::uint32_t>(w), static_cast<std::uint32_t>(w >> 32)};
+}
+
+// Plain accessors for lock holders.
+inline std::string_view record_key(const std::byte* record, const layout::RecordHeader& h) noexcept {
+  return {reinterpret_cast<const char*>(record) + sizeof(layout::RecordHeader), h.key_bytes};
+}
+inline std::string_view record_value(const std::byte* record, const layout::RecordHeader& h) noexcept {
+  return {reinterpret_cast<const char*>(record) + sizeof(layout::RecordHeader) + h.key_bytes, h.value_bytes};
+}
+
+}  // namespace shmht

@@ -1,0 +1,419 @@
+#include "region.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <thread>
+#include <utility>
+
+#include "robust_mutex.hpp"
+#include "shmht/engine.hpp"
+#include "shmht/error.hpp"
+
+namespace shmht {
+namespace {
+
+using layout::Header;
+using layout::ImmutableHeader;
+using layout::kPageBytes;
+using layout::ProcessEntry;
+
+constexpr double kMaxLoadFactor = 0.85;
+constexpr std::uint64_t kEngineAreaBytes = 64 * 1024;  // room for 1024 64-byte lock lines
+constexpr std::uint32_t kMinChunkBytes = 256 * 1024;
+constexpr std::uint32_t kMaxProcesses = 4096;
+
+std::uint64_t round_up(std::uint64_t value, std::uint64_t to) { return (value + to - 1) / to * to; }
+
+[[noreturn]] void throw_errno(const std::string& what, int err) {
+  ErrorCode code = ErrorCode::kSystem;
+  std::string hint;
+  switch (err) {
+    case ENOENT: code = ErrorCode::kNotFound; hint = " (no such table; create it first)"; break;
+    case EEXIST: code = ErrorCode::kAlreadyExists; hint = " (remove it or open it instead)"; break;
+    case EACCES:
+    case EPERM: code = ErrorCode::kPermissionDenied; break;
+    case ELOOP: code = ErrorCode::kInvalidArgument; hint = " (is a symbolic link; refusing to follow it)"; break;
+    case ENOSPC:
+    case EFBIG: code = ErrorCode::kTableFull; break;
+    default: break;
+  }
+  throw Error(code, what + ": " + std::strerror(err) + hint);
+}
+
+[[noreturn]] void corrupt(const std::string& path, const std::string& why) {
+  throw Error(ErrorCode::kCorrupt, path + ": corrupt table: " + why);
+}
+
+std::uint64_t header_checksum(const ImmutableHeader& h) noexcept {
+  std::uint64_t hash = 0xcbf29ce484222325ull;
+  const auto* bytes = reinterpret_cast<const unsigned char*>(&h);
+  for (std::size_t i = 0; i < offsetof(ImmutableHeader, checksum); ++i) {
+    hash = (hash ^ bytes[i]) * 0x100000001b3ull;
+  }
+  return hash;
+}
+
+std::uint64_t now_unix_ns() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+}
+
+std::uint64_t fd_size(int fd, const std::string& path) {
+  struct stat st{};
+  if (fstat(fd, &st) != 0) throw_errno("fstat " + path, errno);
+  return static_cast<std::uint64_t>(st.st_size);
+}
+
+void validate_options(const CreateOptions& o) {
+  auto bad = [](const std::string& m) { throw Error(ErrorCode::kInvalidArgument, m); };
+  if (o.capacity == 0) bad("capacity must be at least 1");
+  if (o.capacity > (std::uint64_t{1} << 36)) bad("capacity " + std::to_string(o.capacity) + " exceeds the limit of 2^36 items");
+  if (o.max_key_bytes == 0) bad("max_key_bytes must be at least 1");
+  if (o.max_processes == 0 || o.max_processes > kMaxProcesses)
+    bad("max_processes must be between 1 and " + std::to_string(kMaxProcesses));
+  const std::uint64_t record = sizeof(layout::RecordHeader) + std::uint64_t{o.max_key_bytes} + o.max_value_bytes;
+  if (record > layout::kMaxRecordBytes)
+    bad("max_key_bytes + max_value_bytes is " + std::to_string(record - 8) + "; the limit is " +
+        std::to_string(layout::kMaxRecordBytes - 8));
+}
+
+}  // namespace
+
+std::string resolve_table_path(const std::string& name) {
+  if (name.empty()) throw Error(ErrorCode::kInvalidArgument, "table name is empty");
+  if (name.front() == '/') return name;
+  if (name.find('/') != std::string::npos) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "table name '" + name + "' contains '/': use a bare name (for /dev/shm) or an absolute path");
+  }
+  return "/dev/shm/" + name;
+}
+
+RegionLayout RegionLayout::compute(std::uint64_t capacity, std::uint32_t max_processes,
+                                   std::uint32_t max_key_bytes, std::uint32_t max_value_bytes) {
+  RegionLayout l{};
+  l.home_slots = std::max<std::uint64_t>(
+      1, static_cast<std::uint64_t>(static_cast<double>(capacity) / kMaxLoadFactor) + 1);
+  l.bucket_count = layout::SlotArray::bucket_count_for(l.home_slots);
+  l.process_table_offset = kPageBytes;
+  l.engine_area_offset =
+      round_up(l.process_table_offset + std::uint64_t{max_processes} * sizeof(ProcessEntry), 64);
+  l.engine_area_bytes = kEngineAreaBytes;
+  l.slot_array_offset = round_up(l.engine_area_offset + l.engine_area_bytes, 64);
+  l.arena_offset = round_up(l.slot_array_offset + l.bucket_count * sizeof(layout::Bucket), kPageBytes);
+  const std::uint64_t record = sizeof(layout::RecordHeader) + std::uint64_t{max_key_bytes} + max_value_bytes;
+  l.chunk_bytes = static_cast<std::uint32_t>(
+      std::max<std::uint64_t>(kMinChunkBytes, std::bit_ceil(layout::class_bytes(layout::size_class_of(record)))));
+  return l;
+}
+
+std::uint64_t process_start_time(pid_t pid) noexcept {
+  if (pid <= 0) return 0;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto close_paren = text.rfind(')');
+  if (close_paren == std::string::npos) return 0;
+  std::istringstream fields(text.substr(close_paren + 2));
+  std::string field;
+  // Fields after "(comm)" start at field 3 (state); starttime is field 22.
+  for (int index = 3; index <= 22 && (fields >> field); ++index) {
+    if (index == 22) return std::strtoull(field.c_str(), nullptr, 10);
+  }
+  return 0;
+}
+
+Region::Region(Region&& other) noexcept { *this = std::move(other); }
+
+Region& Region::operator=(Region&& other) noexcept {
+  if (this != &other) {
+    release();
+    path_ = std::move(other.path_);
+    fd_ = std::exchange(other.fd_, -1);
+    base_ = std::exchange(other.base_, nullptr);
+    reserved_bytes_ = std::exchange(other.reserved_bytes_, 0);
+    mapped_bytes_ = std::exchange(other.mapped_bytes_, 0);
+    arena_offset_ = std::exchange(other.arena_offset_, 0);
+  }
+  return *this;
+}
+
+Region::~Region() { release(); }
+
+void Region::release() noexcept {
+  if (base_ != nullptr) munmap(base_, reserved_bytes_);
+  if (fd_ >= 0) ::close(fd_);
+  base_ = nullptr;
+  fd_ = -1;
+}
+
+void Region::reserve_and_map(std::uint64_t reserve_bytes, std::uint64_t file_bytes) {
+  void* base = mmap(nullptr, reserve_bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (base == MAP_FAILED) throw_errno("reserving " + std::to_string(reserve_bytes) + " bytes of address space for " + path_, errno);
+  base_ = static_cast<std::byte*>(base);
+  reserved_bytes_ = reserve_bytes;
+  mapped_bytes_ = 0;
+  map_up_to(file_bytes);
+}
+
+void Region::map_up_to(std::uint64_t file_bytes) {
+  file_bytes = std::min(file_bytes / kPageBytes * kPageBytes, reserved_bytes_);
+  if (file_bytes <= mapped_bytes_) return;
+  void* at = mmap(base_ + mapped_bytes_, file_bytes - mapped_bytes_, PROT_READ | PROT_WRITE,
+                  MAP_SHARED | MAP_FIXED, fd_, static_cast<off_t>(mapped_bytes_));
+  if (at == MAP_FAILED) throw_errno("mapping " + path_, errno);
+  mapped_bytes_ = file_bytes;
+}
+
+bool Region::ensure_mapped(std::uint64_t offset, std::uint64_t bytes) {
+  if (contains(offset, bytes)) return true;
+  if (offset < arena_offset_ || bytes > reserved_bytes_ || offset > reserved_bytes_ - bytes) return false;
+  // The header's arena_end says how far chunks were handed out; the file is at least that long.
+  const std::uint64_t end = header().arena_end.load(std::memory_order_acquire);
+  if (offset + bytes > end) return false;
+  map_up_to(std::min(end, fd_size(fd_, path_)));
+  return contains(offset, bytes);
+}
+
+layout::ProcessEntry& Region::entry(std::uint32_t index) const noexcept {
+  return at<ProcessEntry>(fixed().process_table_offset)[index];
+}
+
+layout::SlotArray Region::slots() const noexcept {
+  return layout::SlotArray(at<layout::Bucket>(fixed().slot_array_offset), fixed().home_slots);
+}
+
+Region Region::create(const std::string& path, const CreateOptions& options, EngineStateInit init_engine) {
+  validate_options(options);
+  Region region;
+  region.path_ = path;
+  region.fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, options.mode);
+  if (region.fd_ < 0) throw_errno("creating " + path, errno);
+  try {
+    // fchmod: the requested mode must not be narrowed by the umask of whoever creates.
+    if (fchmod(region.fd_, options.mode) != 0) throw_errno("chmod " + path, errno);
+    region.initialize(options, init_engine);
+  } catch (...) {
+    ::unlink(path.c_str());
+    throw;
+  }
+  return region;
+}
+
+Region Region::create_anonymous(const CreateOptions& options, EngineStateInit init_engine) {
+  validate_options(options);
+  Region region;
+  region.fd_ = memfd_create("shmht", MFD_CLOEXEC);
+  if (region.fd_ < 0) throw_errno("memfd_create", errno);
+  // The name other processes (forked children) can open while this one holds the fd.
+  region.path_ = "/proc/" + std::to_string(getpid()) + "/fd/" + std::to_string(region.fd_);
+  region.initialize(options, init_engine);
+  return region;
+}
+
+void Region::initialize(const CreateOptions& options, EngineStateInit init_engine) {
+  const RegionLayout l = RegionLayout::compute(options.capacity, options.max_processes,
+                                               options.max_key_bytes, options.max_value_bytes);
+  if (options.max_bytes < l.arena_offset + l.chunk_bytes) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "max_bytes " + std::to_string(options.max_bytes) + " is too small: this capacity needs at least " +
+                    std::to_string(l.arena_offset + l.chunk_bytes));
+  }
+  if (ftruncate(fd_, static_cast<off_t>(l.arena_offset)) != 0) throw_errno("sizing " + path_, errno);
+  reserve_and_map(round_up(options.max_bytes, kPageBytes), l.arena_offset);
+  arena_offset_ = l.arena_offset;
+
+  Header& h = header();
+  ImmutableHeader& f = h.fixed;
+  std::memcpy(f.magic, layout::kMagic, sizeof f.magic);
+  f.layout_version = layout::kLayoutVersion;
+  f.abi_tag = layout::abi_tag();
+  f.hash_seed = std::random_device{}() | (std::uint64_t{std::random_device{}()} << 32);
+  f.capacity = options.capacity;
+  f.home_slots = l.home_slots;
+  f.bucket_count = l.bucket_count;
+  f.max_key_bytes = options.max_key_bytes;
+  f.max_value_bytes = options.max_value_bytes;
+  f.max_processes = options.max_processes;
+  f.chunk_bytes = l.chunk_bytes;
+  f.process_table_offset = l.process_table_offset;
+  f.engine_area_offset = l.engine_area_offset;
+  f.engine_area_bytes = l.engine_area_bytes;
+  f.slot_array_offset = l.slot_array_offset;
+  f.arena_offset = l.arena_offset;
+  f.max_bytes = round_up(options.max_bytes, kPageBytes);
+  f.created_unix_ns = now_unix_ns();
+  f.checksum = header_checksum(f);
+  RobustMutex::init(&h.admin_mutex);
+  h.active_engine.store(static_cast<std::uint32_t>(options.engine), std::memory_order_relaxed);
+  h.arena_end.store(l.arena_offset, std::memory_order_relaxed);
+  h.file_bytes.store(l.arena_offset, std::memory_order_relaxed);
+  init_engine(*this, static_cast<std::uint32_t>(options.engine));
+  // Everything else (process table, engine area, slots) is zero: a new file reads as zeros,
+  // which is every engine's initial state.
+  h.state.store(layout::kStateReady, std::memory_order_release);
+}
+
+Region Region::open(const std::string& path) {
+  Region region;
+  region.path_ = path;
+  // /proc/<pid>/fd/<n> (an anonymous table's name) is a symlink by design: follow it.
+  const bool proc_fd = path.rfind("/proc/", 0) == 0;
+  region.fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC | (proc_fd ? 0 : O_NOFOLLOW));
+  if (region.fd_ < 0) throw_errno("opening " + path, errno);
+
+  const std::uint64_t size = fd_size(region.fd_, path);
+  if (size < kPageBytes) {
+    corrupt(path, "file is " + std::to_string(size) + " bytes; a shmht table is at least " +
+                      std::to_string(kPageBytes) + " (truncated, or not a shmht table)");
+  }
+  ImmutableHeader f{};
+  if (pread(region.fd_, &f, sizeof f, 0) != static_cast<ssize_t>(sizeof f)) throw_errno("reading header of " + path, errno);
+  if (std::memcmp(f.magic, layout::kMagic, sizeof f.magic) != 0) corrupt(path, "bad magic: not a shmht table");
+  if (f.layout_version != layout::kLayoutVersion) {
+    throw Error(ErrorCode::kVersionMismatch, path + ": written with layout version " + std::to_string(f.layout_version) +
+                                                 "; this build reads version " + std::to_string(layout::kLayoutVersion));
+  }
+  if (f.abi_tag != layout::abi_tag()) {
+    throw Error(ErrorCode::kVersionMismatch, path + ": written by a build with different shared struct sizes (abi tag " +
+                                                 std::to_string(f.abi_tag) + ", expected " + std::to_string(layout::abi_tag()) + ")");
+  }
+  if (f.checksum != header_checksum(f)) corrupt(path, "header checksum mismatch (a fixed field was overwritten)");
+
+  auto field = [&](bool ok, const std::string& name) {
+    if (!ok) corrupt(path, "header field " + name + " is out of range");
+  };
+  field(f.capacity >= 1 && f.capacity <= (std::uint64_t{1} << 36), "capacity");
+  field(f.max_key_bytes >= 1, "max_key_bytes");
+  field(sizeof(layout::RecordHeader) + std::uint64_t{f.max_key_bytes} + f.max_value_bytes <= layout::kMaxRecordBytes,
+        "max_key_bytes + max_value_bytes");
+  field(f.max_processes >= 1 && f.max_processes <= kMaxProcesses, "max_processes");
+  const RegionLayout l = RegionLayout::compute(f.capacity, f.max_processes, f.max_key_bytes, f.max_value_bytes);
+  field(f.home_slots == l.home_slots, "home_slots");
+  field(f.bucket_count == l.bucket_count, "bucket_count");
+  field(f.chunk_bytes == l.chunk_bytes, "chunk_bytes");
+  field(f.process_table_offset == l.process_table_offset, "process_table_offset");
+  field(f.engine_area_offset == l.engine_area_offset, "engine_area_offset");
+  field(f.engine_area_bytes == l.engine_area_bytes, "engine_area_bytes");
+  field(f.slot_array_offset == l.slot_array_offset, "slot_array_offset");
+  field(f.arena_offset == l.arena_offset, "arena_offset");
+  field(f.max_bytes % kPageBytes == 0 && f.max_bytes >= l.arena_offset + l.chunk_bytes && f.max_bytes <= (std::uint64_t{1} << 46),
+        "max_bytes");
+  if (size < f.arena_offset) {
+    corrupt(path, "file is " + std::to_string(size) + " bytes but its slot array ends at " +
+                      std::to_string(f.arena_offset) + " (truncated)");
+  }
+  if (size > f.max_bytes) corrupt(path, "file is larger than its max_bytes");
+
+  region.reserve_and_map(f.max_bytes, size);
+  region.arena_offset_ = f.arena_offset;
+  Header& h = region.header();
+  // A creator still initialising: wait briefly for it to publish kStateReady.
+  for (int waited_ms = 0; h.state.load(std::memory_order_acquire) != layout::kStateReady; ++waited_ms) {
+    if (waited_ms >= 2000) corrupt(path, "never finished initialising (its creator died?)");
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  const std::uint64_t arena_end = h.arena_end.load(std::memory_order_acquire);
+  field(arena_end >= f.arena_offset && arena_end <= size && (arena_end - f.arena_offset) % f.chunk_bytes == 0, "arena_end");
+  field(engine_name(static_cast<Engine>(h.active_engine.load(std::memory_order_relaxed))) != "unknown", "active_engine");
+  return region;
+}
+
+void Region::grow_file_to(std::uint64_t end) {
+  end = round_up(end, kPageBytes);
+  if (end > fixed().max_bytes) {
+    throw Error(ErrorCode::kTableFull, path_ + ": table full: the arena needs " + std::to_string(end) +
+                                           " bytes but the table was created with max_bytes " + std::to_string(fixed().max_bytes));
+  }
+  RobustMutex mutex(&header().admin_mutex);
+  if (mutex.lock() == RobustMutex::Acquired::kOwnerDied) mutex.mark_consistent();  // growth is idempotent
+  const std::uint64_t current = fd_size(fd_, path_);
+  int rc = 0;
+  if (current < end) rc = ftruncate(fd_, static_cast<off_t>(end));
+  const int err = errno;
+  if (rc == 0) header().file_bytes.store(std::max(current, end), std::memory_order_release);
+  mutex.unlock();
+  if (rc != 0) throw_errno("growing " + path_ + " to " + std::to_string(end) + " bytes", err);
+  map_up_to(std::max(current, end));
+}
+
+std::uint64_t Region::apparent_bytes() const { return fd_size(fd_, path_); }
+
+std::uint64_t Region::allocated_bytes() const {
+  struct stat st{};
+  if (fstat(fd_, &st) != 0) throw_errno("fstat " + path_, errno);
+  return static_cast<std::uint64_t>(st.st_blocks) * 512;
+}
+
+bool Region::entry_is_live(std::uint32_t index) const noexcept {
+  const ProcessEntry& e = entry(index);
+  const pid_t pid = static_cast<pid_t>(e.pid.load(std::memory_order_acquire));
+  if (pid == 0) return false;
+  const std::uint64_t started = process_start_time(pid);
+  return started != 0 && started == e.start_time.load(std::memory_order_relaxed);
+}
+
+std::vector<pid_t> Region::attached_pids() const {
+  std::vector<pid_t> pids;
+  for (std::uint32_t i = 0; i < fixed().max_processes; ++i) {
+    if (entry_is_live(i)) pids.push_back(static_cast<pid_t>(entry(i).pid.load(std::memory_order_relaxed)));
+  }
+  return pids;
+}
+
+std::uint32_t Region::attach(std::uint32_t engine_value, EngineStateInit switch_engine) {
+  RobustMutex mutex(&header().admin_mutex);
+  if (mutex.lock() == RobustMutex::Acquired::kOwnerDied) mutex.mark_consistent();  // attach state is re-derived below
+  struct Unlock {
+    RobustMutex& m;
+    ~Unlock() { m.unlock(); }
+  } unlock{mutex};
+
+  std::vector<pid_t> live;
+  std::int64_t reusable = -1;
+  for (std::uint32_t i = 0; i < fixed().max_processes; ++i) {
+    if (entry_is_live(i)) {
+      live.push_back(static_cast<pid_t>(entry(i).pid.load(std::memory_order_relaxed)));
+    } else if (reusable < 0) {
+      reusable = i;
+    }
+  }
+  const std::uint32_t active = header().active_engine.load(std::memory_order_acquire);
+  if (active != engine_value) {
+    if (!live.empty()) {
+      std::string pids;
+      for (pid_t p : live) pids += (pids.empty() ? "" : ", ") + std::to_string(p);
+      throw Error(ErrorCode::kEngineMismatch,
+                  path_ + ": table is in use with engine '" + std::string(engine_name(static_cast<Engine>(active))) +
+                      "' by pid " + pids + "; open it with that engine, or wait until they detach");
+    }
+    switch_engine(*this, engine_value);
+    header().active_engine.store(engine_value, std::memory_order_release);
+  }
+  if (reusable < 0) {
+    throw Error(ErrorCode::kTooManyProcesses, path_ + ": all " + std::to_string(fixed().max_processes) +
+                                                  " attachment entries are held by live handles");
+  }
+  ProcessEntry& e = entry(static_cast<std::uint32_t>(reusable));
+  const pid_t self = getpid();
+  e.start_time.store(process_start_time(self), std::memory_order_relaxed);
+  e.pid.store(static_cast<std::uint32_t>(self), std::memory_order_release);
+  return static_cast<std::uint32_t>(reusable);
+}
+
+void Region::detach(std::uint32_t index) noexcept {
+  entry(index).pid.store(0, std::memory_order_release);
+}
+
+}  // namespace shmht

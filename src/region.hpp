@@ -1,0 +1,112 @@
+// region.hpp - one mapped table file: create, open and validate, lazy remap, growth,
+// and the attached-process table.
+//
+// Each process reserves max_bytes of address space (PROT_NONE) once and maps the file
+// over the front of it. When the file grows (another process allocated a chunk), the
+// process maps the new tail at the same base address the first time it meets an offset
+// past its mapping (ensure_mapped), so addresses handed out earlier stay valid.
+//
+// Every offset that comes out of shared memory is checked with contains() /
+// ensure_mapped() before it is dereferenced: a corrupt or hostile peer can make us
+// report kCorrupt, never read outside our mapping.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "layout/header.hpp"
+#include "layout/slot.hpp"
+#include "shmht/options.hpp"
+
+namespace shmht {
+
+// Where a table name lives: a bare name is /dev/shm/<name>; an absolute path is a file.
+std::string resolve_table_path(const std::string& name);
+
+// Offsets of every part of a region, derived from the creation parameters alone; create()
+// writes them and open() recomputes them to validate the header.
+struct RegionLayout {
+  std::uint64_t home_slots, bucket_count;
+  std::uint64_t process_table_offset, engine_area_offset, engine_area_bytes;
+  std::uint64_t slot_array_offset, arena_offset;
+  std::uint32_t chunk_bytes;
+
+  static RegionLayout compute(std::uint64_t capacity, std::uint32_t max_processes,
+                              std::uint32_t max_key_bytes, std::uint32_t max_value_bytes);
+};
+
+// /proc/<pid>/stat start time, 0 if there is no such process.
+std::uint64_t process_start_time(pid_t pid) noexcept;
+
+// Prepares the engine area and control words for an engine (engines/engine.hpp).
+using EngineStateInit = void (*)(class Region&, std::uint32_t engine);
+
+class Region {
+ public:
+  // `init_engine` runs before the table is published as ready.
+  static Region create(const std::string& path, const CreateOptions& options, EngineStateInit init_engine);
+  static Region create_anonymous(const CreateOptions& options, EngineStateInit init_engine);
+  static Region open(const std::string& path);
+
+  Region(Region&& other) noexcept;
+  Region& operator=(Region&& other) noexcept;
+  Region(const Region&) = delete;
+  Region& operator=(const Region&) = delete;
+  ~Region();
+
+  const std::string& path() const noexcept { return path_; }
+  int fd() const noexcept { return fd_; }
+  std::byte* base() const noexcept { return base_; }
+  layout::Header& header() const noexcept { return *reinterpret_cast<layout::Header*>(base_); }
+  const layout::ImmutableHeader& fixed() const noexcept { return header().fixed; }
+  layout::ProcessEntry& entry(std::uint32_t index) const noexcept;
+  layout::SlotArray slots() const noexcept;
+  std::byte* engine_area() const noexcept { return base_ + fixed().engine_area_offset; }
+
+  // True when [offset, offset + bytes) is inside the arena part of this mapping.
+  bool contains(std::uint64_t offset, std::uint64_t bytes) const noexcept {
+    return offset >= arena_offset_ && bytes <= mapped_bytes_ && offset <= mapped_bytes_ - bytes;
+  }
+  // Like contains(), but first maps any part of the file that grew since we last looked.
+  bool ensure_mapped(std::uint64_t offset, std::uint64_t bytes);
+  template <class T = std::byte>
+  T* at(std::uint64_t offset) const noexcept {
+    return reinterpret_cast<T*>(base_ + offset);
+  }
+
+  // Makes the file at least `end` bytes long (page-rounded) and maps it. Serialised by
+  // the admin mutex; never shrinks the file. Throws kTableFull past max_bytes.
+  void grow_file_to(std::uint64_t end);
+
+  // File size as the filesystem reports it (apparent) and bytes actually allocated.
+  std::uint64_t apparent_bytes() const;
+  std::uint64_t allocated_bytes() const;
+
+  // --- the attached-process table (admin mutex held inside) ---
+  // Takes a free entry or one whose owner is dead, checking that `engine` agrees with
+  // the live attachments (or switching the table to it when none are live).
+  std::uint32_t attach(std::uint32_t engine_value, EngineStateInit switch_engine);
+  void detach(std::uint32_t index) noexcept;
+  bool entry_is_live(std::uint32_t index) const noexcept;
+  std::vector<pid_t> attached_pids() const;
+
+ private:
+  Region() = default;
+  void initialize(const CreateOptions& options, EngineStateInit init_engine);
+  void reserve_and_map(std::uint64_t reserve_bytes, std::uint64_t file_bytes);
+  void map_up_to(std::uint64_t file_bytes);
+  void release() noexcept;
+
+  std::string path_;
+  int fd_ = -1;
+  std::byte* base_ = nullptr;
+  std::uint64_t reserved_bytes_ = 0;
+  std::uint64_t mapped_bytes_ = 0;
+  std::uint64_t arena_offset_ = 0;
+};
+
+}  // namespace shmht

@@ -1,0 +1,130 @@
+// robin_hood.hpp - the probing discipline over the shared slot array (layout/slot.hpp).
+//
+// Mechanism only: these functions read and write slot words and know nothing of locks,
+// records or processes. A caller that writes must hold exclusive access (lock, or odd
+// sequences) to every bucket the operation touches; plan_insert / erase_run_end tell it
+// which slots those are before anything is written.
+//
+// PROBE (lookup and insertion point in one pass)
+//   i = home, d = 0; stop at the first slot that is EMPTY or whose key is nearer its home
+//   than d (dist(slot) < d): the key is absent and i is where it would go. A slot with
+//   the same tag is checked with `matches` (a full key compare). Robin Hood ordering makes
+//   the unsuccessful search stop early: keys of one home are contiguous.
+//
+// INSERT at (pos, d): the run [pos, e) up to the first EMPTY slot e moves right by one,
+//   each word's dist + 1, written from e down to pos + 1; then pos gets the new word.
+// ERASE at pos (backward shift): each following word with dist > 0 moves left by one,
+//   dist - 1, written front to back; then the last vacated slot becomes EMPTY.
+// Both orders keep every key present at every instant: an interrupted shift leaves one
+// adjacent duplicate (word w at s, the same word with dist + 1 at s + 1), which
+// repair_interrupted_shifts() removes with a backward shift at s + 1. That completes an
+// interrupted erase and undoes an interrupted insert (whose caller never saw success).
+#pragma once
+
+#include <cstdint>
+
+#include "fault_injection.hpp"
+#include "layout/slot.hpp"
+
+namespace shmht::robin_hood {
+
+using layout::Slot;
+using layout::SlotArray;
+
+struct Probe {
+  bool found;
+  std::uint64_t slot;  // where the key is, or where it would be inserted
+  std::uint64_t dist;  // slot - home
+};
+
+template <class Matches>
+Probe probe(const SlotArray& slots, std::uint64_t home, std::uint16_t tag, Matches&& matches) {
+  const std::uint64_t limit = slots.probe_limit();
+  std::uint64_t d = 0;
+  for (std::uint64_t i = home; i < limit; ++i, ++d) {
+    const std::uint64_t word = slots.load(i);
+    if (word == layout::kEmptySlot || Slot::dist_of(word) < d) return {false, i, d};
+    if (Slot::tag_of(word) == tag && matches(word)) return {true, i, d};
+  }
+  return {false, limit, d};
+}
+
+// The slots an insertion at (pos, dist) rewrites: [pos, last]. ok == false when the
+// insertion would push some key past kMaxDist or run off the array (the table is full).
+struct InsertPlan {
+  bool ok;
+  std::uint64_t pos, last, dist;
+};
+
+inline InsertPlan plan_insert(const SlotArray& slots, std::uint64_t pos, std::uint64_t dist) noexcept {
+  if (dist > layout::kMaxDist) return {false, pos, pos, dist};
+  const std::uint64_t limit = slots.probe_limit();
+  for (std::uint64_t i = pos; i < limit; ++i) {
+    const std::uint64_t word = slots.load(i);
+    if (word == layout::kEmptySlot) return {true, pos, i, dist};
+    if (Slot::dist_of(word) >= layout::kMaxDist) break;
+  }
+  return {false, pos, pos, dist};
+}
+
+inline void apply_insert(const SlotArray& slots, const InsertPlan& plan, std::uint64_t word) noexcept {
+  for (std::uint64_t i = plan.last; i > plan.pos; --i) {
+    const std::uint64_t moved = slots.load(i - 1);
+    slots.store(i, Slot::with_dist(moved, Slot::dist_of(moved) + 1));
+    if (i == plan.last) detail::fault_point(testing::FaultPoint::kMidShift);
+  }
+  slots.store(plan.pos, Slot::with_dist(word, plan.dist));
+}
+
+// Last slot a backward-shift erase at `pos` rewrites (it becomes EMPTY).
+inline std::uint64_t erase_run_end(const SlotArray& slots, std::uint64_t pos) noexcept {
+  const std::uint64_t limit = slots.probe_limit();
+  std::uint64_t i = pos;
+  while (i + 1 < limit) {
+    const std::uint64_t next = slots.load(i + 1);
+    if (next == layout::kEmptySlot || Slot::dist_of(next) == 0) break;
+    ++i;
+  }
+  return i;
+}
+
+inline void apply_erase(const SlotArray& slots, std::uint64_t pos, std::uint64_t last) noexcept {
+  for (std::uint64_t i = pos; i < last; ++i) {
+    const std::uint64_t next = slots.load(i + 1);
+    slots.store(i, Slot::with_dist(next, Slot::dist_of(next) - 1));
+    if (i == pos) detail::fault_point(testing::FaultPoint::kMidShift);
+  }
+  slots.store(last, layout::kEmptySlot);
+}
+
+// Removes the adjacent duplicates an interrupted shift leaves. Returns how many.
+inline std::uint64_t repair_interrupted_shifts(const SlotArray& slots) noexcept {
+  std::uint64_t repaired = 0;
+  const std::uint64_t limit = slots.probe_limit();
+  for (std::uint64_t i = 0; i + 1 < limit; ++i) {
+    const std::uint64_t here = slots.load(i);
+    const std::uint64_t next = slots.load(i + 1);
+    if (here != layout::kEmptySlot && Slot::offset_of(here) == Slot::offset_of(next)) {
+      apply_erase(slots, i + 1, erase_run_end(slots, i + 1));
+      ++repaired;
+    }
+  }
+  return repaired;
+}
+
+// Calls visit(slot_index, word) for every key whose home slot is in [begin, end), each
+// exactly once whatever shifts moved it, as long as the caller excludes writers for the
+// duration of the call.
+template <class Visit>
+void visit_home_range(const SlotArray& slots, std::uint64_t begin, std::uint64_t end, Visit&& visit) {
+  const std::uint64_t limit = slots.probe_limit();
+  for (std::uint64_t i = begin; i < limit; ++i) {
+    const std::uint64_t word = slots.load(i);
+    const bool empty = word == layout::kEmptySlot;
+    const std::uint64_t home = empty ? i : i - Slot::dist_of(word);
+    if (i >= end && (empty || home >= end)) break;  // past the run that spills over `end`
+    if (!empty && home >= begin && home < end) visit(i, word);
+  }
+}
+
+}  // namespace shmht::robin_hood
