@@ -16,6 +16,7 @@
 #include <thread>
 #include <utility>
 
+#include "layout/engine_area.hpp"
 #include "robust_mutex.hpp"
 #include "shmht/engine.hpp"
 #include "shmht/error.hpp"
@@ -29,7 +30,6 @@ using layout::kPageBytes;
 using layout::ProcessEntry;
 
 constexpr double kMaxLoadFactor = 0.85;
-constexpr std::uint64_t kEngineAreaBytes = 64 * 1024;  // room for 1024 64-byte lock lines
 constexpr std::uint32_t kMinChunkBytes = 256 * 1024;
 constexpr std::uint32_t kMaxProcesses = 4096;
 
@@ -110,7 +110,7 @@ RegionLayout RegionLayout::compute(std::uint64_t capacity, std::uint32_t max_pro
   l.process_table_offset = kPageBytes;
   l.engine_area_offset =
       round_up(l.process_table_offset + std::uint64_t{max_processes} * sizeof(ProcessEntry), 64);
-  l.engine_area_bytes = kEngineAreaBytes;
+  l.engine_area_bytes = layout::engine_area_bytes(max_processes);
   l.slot_array_offset = round_up(l.engine_area_offset + l.engine_area_bytes, 64);
   l.arena_offset = round_up(l.slot_array_offset + l.bucket_count * sizeof(layout::Bucket), kPageBytes);
   const std::uint64_t record = sizeof(layout::RecordHeader) + std::uint64_t{max_key_bytes} + max_value_bytes;
@@ -259,7 +259,7 @@ void Region::initialize(const CreateOptions& options, EngineStateInit init_engin
   h.active_engine.store(static_cast<std::uint32_t>(options.engine), std::memory_order_relaxed);
   h.arena_end.store(l.arena_offset, std::memory_order_relaxed);
   h.file_bytes.store(l.arena_offset, std::memory_order_relaxed);
-  init_engine(*this, static_cast<std::uint32_t>(options.engine));
+  init_engine(*this, static_cast<std::uint32_t>(options.engine), options.stripes);
   // Everything else (process table, engine area, slots) is zero: a new file reads as zeros,
   // which is every engine's initial state.
   h.state.store(layout::kStateReady, std::memory_order_release);
@@ -324,9 +324,18 @@ Region Region::open(const std::string& path) {
     if (waited_ms >= 2000) corrupt(path, "never finished initialising (its creator died?)");
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
+  // Peers grow the file before they publish a larger arena_end, so a size read after
+  // arena_end covers it (the size read above may predate a concurrent growth).
   const std::uint64_t arena_end = h.arena_end.load(std::memory_order_acquire);
-  field(arena_end >= f.arena_offset && arena_end <= size && (arena_end - f.arena_offset) % f.chunk_bytes == 0, "arena_end");
-  field(engine_name(static_cast<Engine>(h.active_engine.load(std::memory_order_relaxed))) != "unknown", "active_engine");
+  const std::uint64_t size_now = fd_size(region.fd_, path);
+  field(arena_end >= f.arena_offset && arena_end <= size_now && (arena_end - f.arena_offset) % f.chunk_bytes == 0,
+        "arena_end");
+  const auto active = static_cast<Engine>(h.active_engine.load(std::memory_order_relaxed));
+  field(engine_name(active) != "unknown", "active_engine");
+  field(active != Engine::kStripedRwLock ||
+            (h.stripe_count.load(std::memory_order_relaxed) >= 1 && h.stripe_count.load(std::memory_order_relaxed) <= layout::kMaxStripes),
+        "stripe_count");
+  field(h.entry_high_water.load(std::memory_order_relaxed) <= f.max_processes, "entry_high_water");
   return region;
 }
 
@@ -372,7 +381,7 @@ std::vector<pid_t> Region::attached_pids() const {
   return pids;
 }
 
-std::uint32_t Region::attach(std::uint32_t engine_value, EngineStateInit switch_engine) {
+std::uint32_t Region::attach(std::uint32_t engine_value, std::uint32_t stripes, EngineStateInit switch_engine) {
   RobustMutex mutex(&header().admin_mutex);
   if (mutex.lock() == RobustMutex::Acquired::kOwnerDied) mutex.mark_consistent();  // attach state is re-derived below
   struct Unlock {
@@ -398,7 +407,7 @@ std::uint32_t Region::attach(std::uint32_t engine_value, EngineStateInit switch_
                   path_ + ": table is in use with engine '" + std::string(engine_name(static_cast<Engine>(active))) +
                       "' by pid " + pids + "; open it with that engine, or wait until they detach");
     }
-    switch_engine(*this, engine_value);
+    switch_engine(*this, engine_value, stripes);
     header().active_engine.store(engine_value, std::memory_order_release);
   }
   if (reusable < 0) {
@@ -407,8 +416,13 @@ std::uint32_t Region::attach(std::uint32_t engine_value, EngineStateInit switch_
   }
   ProcessEntry& e = entry(static_cast<std::uint32_t>(reusable));
   const pid_t self = getpid();
+  e.generation.store(e.generation.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   e.start_time.store(process_start_time(self), std::memory_order_relaxed);
   e.pid.store(static_cast<std::uint32_t>(self), std::memory_order_release);
+  auto& high_water = header().entry_high_water;
+  if (high_water.load(std::memory_order_relaxed) <= static_cast<std::uint32_t>(reusable)) {
+    high_water.store(static_cast<std::uint32_t>(reusable) + 1, std::memory_order_release);
+  }
   return static_cast<std::uint32_t>(reusable);
 }
 

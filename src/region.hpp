@@ -43,7 +43,7 @@ struct RegionLayout {
 std::uint64_t process_start_time(pid_t pid) noexcept;
 
 // Prepares the engine area and control words for an engine (engines/engine.hpp).
-using EngineStateInit = void (*)(class Region&, std::uint32_t engine);
+using EngineStateInit = void (*)(class Region&, std::uint32_t engine, std::uint32_t stripes);
 
 class Region {
  public:
@@ -89,7 +89,7 @@ class Region {
   // --- the attached-process table (admin mutex held inside) ---
   // Takes a free entry or one whose owner is dead, checking that `engine` agrees with
   // the live attachments (or switching the table to it when none are live).
-  std::uint32_t attach(std::uint32_t engine_value, EngineStateInit switch_engine);
+  std::uint32_t attach(std::uint32_t engine_value, std::uint32_t stripes, EngineStateInit switch_engine);
   void detach(std::uint32_t index) noexcept;
   bool entry_is_live(std::uint32_t index) const noexcept;
   std::vector<pid_t> attached_pids() const;

@@ -225,7 +225,8 @@ REGISTER_TYPED_TEST_SUITE_P(Conformance, EmptyTableHasNothing, InsertOnlyIfAbsen
                             ForEachSeesStableKeysOnceWhileTheCallbackWrites, OverwritesReuseRecordsInsteadOfGrowingTheFile);
 
 // Every engine that is built. A new engine adds its tag here and passes this suite.
-using BuiltEngines = ::testing::Types<EngineTag<Engine::kGlobalLock>>;
+using BuiltEngines = ::testing::Types<EngineTag<Engine::kGlobalLock>, EngineTag<Engine::kStripedRwLock>,
+                                      EngineTag<Engine::kSeqlock>>;
 
 struct EngineTagName {
   template <class Tag>
