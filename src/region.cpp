@@ -16,6 +16,7 @@
 #include <thread>
 #include <utility>
 
+#include "file_mapping.hpp"
 #include "layout/engine_area.hpp"
 #include "robust_mutex.hpp"
 #include "shmht/engine.hpp"
@@ -134,55 +135,14 @@ std::uint64_t process_start_time(pid_t pid) noexcept {
   return 0;
 }
 
-Region::Region(Region&& other) noexcept { *this = std::move(other); }
-
-Region& Region::operator=(Region&& other) noexcept {
-  if (this != &other) {
-    release();
-    path_ = std::move(other.path_);
-    fd_ = std::exchange(other.fd_, -1);
-    base_ = std::exchange(other.base_, nullptr);
-    reserved_bytes_ = std::exchange(other.reserved_bytes_, 0);
-    mapped_bytes_ = std::exchange(other.mapped_bytes_, 0);
-    arena_offset_ = std::exchange(other.arena_offset_, 0);
-  }
-  return *this;
-}
-
-Region::~Region() { release(); }
-
-void Region::release() noexcept {
-  if (base_ != nullptr) munmap(base_, reserved_bytes_);
-  if (fd_ >= 0) ::close(fd_);
-  base_ = nullptr;
-  fd_ = -1;
-}
-
-void Region::reserve_and_map(std::uint64_t reserve_bytes, std::uint64_t file_bytes) {
-  void* base = mmap(nullptr, reserve_bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (base == MAP_FAILED) throw_errno("reserving " + std::to_string(reserve_bytes) + " bytes of address space for " + path_, errno);
-  base_ = static_cast<std::byte*>(base);
-  reserved_bytes_ = reserve_bytes;
-  mapped_bytes_ = 0;
-  map_up_to(file_bytes);
-}
-
-void Region::map_up_to(std::uint64_t file_bytes) {
-  file_bytes = std::min(file_bytes / kPageBytes * kPageBytes, reserved_bytes_);
-  if (file_bytes <= mapped_bytes_) return;
-  void* at = mmap(base_ + mapped_bytes_, file_bytes - mapped_bytes_, PROT_READ | PROT_WRITE,
-                  MAP_SHARED | MAP_FIXED, fd_, static_cast<off_t>(mapped_bytes_));
-  if (at == MAP_FAILED) throw_errno("mapping " + path_, errno);
-  mapped_bytes_ = file_bytes;
-}
-
 bool Region::ensure_mapped(std::uint64_t offset, std::uint64_t bytes) {
   if (contains(offset, bytes)) return true;
-  if (offset < arena_offset_ || bytes > reserved_bytes_ || offset > reserved_bytes_ - bytes) return false;
+  const std::uint64_t reserved = mapping_->reserved_bytes();
+  if (offset < arena_offset_ || bytes > reserved || offset > reserved - bytes) return false;
   // The header's arena_end says how far chunks were handed out; the file is at least that long.
   const std::uint64_t end = header().arena_end.load(std::memory_order_acquire);
   if (offset + bytes > end) return false;
-  map_up_to(std::min(end, fd_size(fd_, path_)));
+  mapping_->map_up_to(std::min(end, fd_size(fd(), path_)));
   return contains(offset, bytes);
 }
 
@@ -198,12 +158,16 @@ Region Region::create(const std::string& path, const CreateOptions& options, Eng
   validate_options(options);
   Region region;
   region.path_ = path;
-  region.fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, options.mode);
-  if (region.fd_ < 0) throw_errno("creating " + path, errno);
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, options.mode);
+  if (fd < 0) throw_errno("creating " + path, errno);
   try {
     // fchmod: the requested mode must not be narrowed by the umask of whoever creates.
-    if (fchmod(region.fd_, options.mode) != 0) throw_errno("chmod " + path, errno);
-    region.initialize(options, init_engine);
+    if (fchmod(fd, options.mode) != 0) {
+      const int err = errno;
+      ::close(fd);
+      throw_errno("chmod " + path, err);
+    }
+    region.initialize(fd, options, init_engine);
   } catch (...) {
     ::unlink(path.c_str());
     throw;
@@ -214,25 +178,28 @@ Region Region::create(const std::string& path, const CreateOptions& options, Eng
 Region Region::create_anonymous(const CreateOptions& options, EngineStateInit init_engine) {
   validate_options(options);
   Region region;
-  region.fd_ = memfd_create("shmht", MFD_CLOEXEC);
-  if (region.fd_ < 0) throw_errno("memfd_create", errno);
+  const int fd = memfd_create("shmht", MFD_CLOEXEC);
+  if (fd < 0) throw_errno("memfd_create", errno);
   // The name other processes (forked children) can open while this one holds the fd.
-  region.path_ = "/proc/" + std::to_string(getpid()) + "/fd/" + std::to_string(region.fd_);
-  region.initialize(options, init_engine);
+  region.path_ = "/proc/" + std::to_string(getpid()) + "/fd/" + std::to_string(fd);
+  region.initialize(fd, options, init_engine);
   return region;
 }
 
-void Region::initialize(const CreateOptions& options, EngineStateInit init_engine) {
+void Region::initialize(int fd, const CreateOptions& options, EngineStateInit init_engine) {
   const RegionLayout l = RegionLayout::compute(options.capacity, options.max_processes,
                                                options.max_key_bytes, options.max_value_bytes);
-  if (options.max_bytes < l.arena_offset + l.chunk_bytes) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "max_bytes " + std::to_string(options.max_bytes) + " is too small: this capacity needs at least " +
-                    std::to_string(l.arena_offset + l.chunk_bytes));
+  if (options.max_bytes < l.arena_offset + l.chunk_bytes || ftruncate(fd, static_cast<off_t>(l.arena_offset)) != 0) {
+    const int err = errno;
+    ::close(fd);
+    if (options.max_bytes < l.arena_offset + l.chunk_bytes) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  "max_bytes " + std::to_string(options.max_bytes) + " is too small: this capacity needs at least " +
+                      std::to_string(l.arena_offset + l.chunk_bytes));
+    }
+    throw_errno("sizing " + path_, err);
   }
-  if (ftruncate(fd_, static_cast<off_t>(l.arena_offset)) != 0) throw_errno("sizing " + path_, errno);
-  reserve_and_map(round_up(options.max_bytes, kPageBytes), l.arena_offset);
-  arena_offset_ = l.arena_offset;
+  attach_mapping(FileMapping::of(fd, path_, round_up(options.max_bytes, kPageBytes), l.arena_offset), l.arena_offset);
 
   Header& h = header();
   ImmutableHeader& f = h.fixed;
@@ -270,16 +237,23 @@ Region Region::open(const std::string& path) {
   region.path_ = path;
   // /proc/<pid>/fd/<n> (an anonymous table's name) is a symlink by design: follow it.
   const bool proc_fd = path.rfind("/proc/", 0) == 0;
-  region.fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC | (proc_fd ? 0 : O_NOFOLLOW));
-  if (region.fd_ < 0) throw_errno("opening " + path, errno);
+  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | (proc_fd ? 0 : O_NOFOLLOW));
+  if (fd < 0) throw_errno("opening " + path, errno);
+  // Until the mapping owns it, close the fd on every error path.
+  struct FdGuard {
+    int fd;
+    ~FdGuard() {
+      if (fd >= 0) ::close(fd);
+    }
+  } guard{fd};
 
-  const std::uint64_t size = fd_size(region.fd_, path);
+  const std::uint64_t size = fd_size(fd, path);
   if (size < kPageBytes) {
     corrupt(path, "file is " + std::to_string(size) + " bytes; a shmht table is at least " +
                       std::to_string(kPageBytes) + " (truncated, or not a shmht table)");
   }
   ImmutableHeader f{};
-  if (pread(region.fd_, &f, sizeof f, 0) != static_cast<ssize_t>(sizeof f)) throw_errno("reading header of " + path, errno);
+  if (pread(fd, &f, sizeof f, 0) != static_cast<ssize_t>(sizeof f)) throw_errno("reading header of " + path, errno);
   if (std::memcmp(f.magic, layout::kMagic, sizeof f.magic) != 0) corrupt(path, "bad magic: not a shmht table");
   if (f.layout_version != layout::kLayoutVersion) {
     throw Error(ErrorCode::kVersionMismatch, path + ": written with layout version " + std::to_string(f.layout_version) +
@@ -316,8 +290,8 @@ Region Region::open(const std::string& path) {
   }
   if (size > f.max_bytes) corrupt(path, "file is larger than its max_bytes");
 
-  region.reserve_and_map(f.max_bytes, size);
-  region.arena_offset_ = f.arena_offset;
+  guard.fd = -1;
+  region.attach_mapping(FileMapping::of(fd, path, f.max_bytes, size), f.arena_offset);
   Header& h = region.header();
   // A creator still initialising: wait briefly for it to publish kStateReady.
   for (int waited_ms = 0; h.state.load(std::memory_order_acquire) != layout::kStateReady; ++waited_ms) {
@@ -327,7 +301,7 @@ Region Region::open(const std::string& path) {
   // Peers grow the file before they publish a larger arena_end, so a size read after
   // arena_end covers it (the size read above may predate a concurrent growth).
   const std::uint64_t arena_end = h.arena_end.load(std::memory_order_acquire);
-  const std::uint64_t size_now = fd_size(region.fd_, path);
+  const std::uint64_t size_now = fd_size(region.fd(), path);
   field(arena_end >= f.arena_offset && arena_end <= size_now && (arena_end - f.arena_offset) % f.chunk_bytes == 0,
         "arena_end");
   const auto active = static_cast<Engine>(h.active_engine.load(std::memory_order_relaxed));
@@ -347,21 +321,27 @@ void Region::grow_file_to(std::uint64_t end) {
   }
   RobustMutex mutex(&header().admin_mutex);
   if (mutex.lock() == RobustMutex::Acquired::kOwnerDied) mutex.mark_consistent();  // growth is idempotent
-  const std::uint64_t current = fd_size(fd_, path_);
+  const std::uint64_t current = fd_size(fd(), path_);
   int rc = 0;
-  if (current < end) rc = ftruncate(fd_, static_cast<off_t>(end));
+  if (current < end) rc = ftruncate(fd(), static_cast<off_t>(end));
   const int err = errno;
   if (rc == 0) header().file_bytes.store(std::max(current, end), std::memory_order_release);
   mutex.unlock();
   if (rc != 0) throw_errno("growing " + path_ + " to " + std::to_string(end) + " bytes", err);
-  map_up_to(std::max(current, end));
+  mapping_->map_up_to(std::max(current, end));
 }
 
-std::uint64_t Region::apparent_bytes() const { return fd_size(fd_, path_); }
+void Region::attach_mapping(std::shared_ptr<FileMapping> mapping, std::uint64_t arena_offset) {
+  mapping_ = std::move(mapping);
+  base_ = mapping_->base();
+  arena_offset_ = arena_offset;
+}
+
+std::uint64_t Region::apparent_bytes() const { return fd_size(fd(), path_); }
 
 std::uint64_t Region::allocated_bytes() const {
   struct stat st{};
-  if (fstat(fd_, &st) != 0) throw_errno("fstat " + path_, errno);
+  if (fstat(fd(), &st) != 0) throw_errno("fstat " + path_, errno);
   return static_cast<std::uint64_t>(st.st_blocks) * 512;
 }
 

@@ -71,6 +71,7 @@ class GlobalLockProtocol {
 
   std::optional<std::size_t> lookup(const HashedKey& key, std::span<char> out, std::string* out_string) {
     Guard guard(*this);
+    detail::fault_point(testing::FaultPoint::kReadLocked);
     return locked_lookup(ctx_, key, out, out_string, robin_hood::NoTouch{});
   }
 

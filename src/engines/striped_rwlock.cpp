@@ -133,6 +133,7 @@ class StripedProtocol {
   std::optional<std::size_t> lookup(const HashedKey& key, std::span<char> out, std::string* out_string) {
     const std::uint64_t home = ctx_.slots().home_of(key.hash);
     ReadScope scope(*this, home);
+    detail::fault_point(testing::FaultPoint::kReadLocked);
     return locked_lookup(ctx_, key, out, out_string, [&](std::uint64_t s) { scope.cover(s); });
   }
 
