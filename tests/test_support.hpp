@@ -2,14 +2,17 @@
 // removed, and forked children whose lifetime is bounded.
 #pragma once
 
+#include <dirent.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -20,11 +23,28 @@
 
 namespace shmht::test {
 
+// Removes /dev/shm/shmht-test-<pid>-* files whose <pid> is no longer running: what a
+// test process killed outright (a sanitizer abort, SIGKILL, a timeout) could not remove.
+inline void remove_tables_of_dead_test_processes() {
+  DIR* dir = opendir("/dev/shm");
+  if (dir == nullptr) return;
+  const std::string prefix = "shmht-test-";
+  while (const dirent* entry = readdir(dir)) {
+    const std::string file = entry->d_name;
+    if (file.rfind(prefix, 0) != 0) continue;
+    const long pid = std::strtol(file.c_str() + prefix.size(), nullptr, 10);
+    if (pid > 0 && kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) unlink(("/dev/shm/" + file).c_str());
+  }
+  closedir(dir);
+}
+
 // A /dev/shm table name unique to this process and call; the file is removed when the
 // object dies, whatever the test did.
 class ScopedName {
  public:
   ScopedName() {
+    static std::once_flag sweep;
+    std::call_once(sweep, remove_tables_of_dead_test_processes);
     static std::atomic<int> counter{0};
     name_ = "shmht-test-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
     Table::remove(name_);
