@@ -137,7 +137,7 @@ TEST_P(ReaderCrash, WritersProceedAfterAReaderDiesHoldingItsLock) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, ReaderCrash, ::testing::Values(Engine::kGlobalLock, Engine::kStripedRwLock),
-                         [](const auto& param_info) { return std::string(engine_name(param_info.param)); });
+                         engine_param_name);
 
 }  // namespace
 }  // namespace shmht::test

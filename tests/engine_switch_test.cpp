@@ -11,14 +11,6 @@
 namespace shmht::test {
 namespace {
 
-std::vector<Engine> built() {
-  std::vector<Engine> engines;
-  for (Engine e : kAllEngines) {
-    if (engine_is_built(e)) engines.push_back(e);
-  }
-  return engines;
-}
-
 TEST(EngineSwitch, OpeningWithAnotherEngineWhileAttachedNamesTheEngineAndPids) {
   ScopedName name;
   Table first = Table::create(name, {.capacity = 100, .engine = Engine::kSeqlock});
@@ -52,8 +44,8 @@ TEST(EngineSwitch, ANewEngineTakesOverWhenTheAttachedProcessIsDead) {
 }
 
 TEST(EngineSwitch, EveryEngineReadsWhatEveryOtherWrote) {
-  for (Engine writer : built()) {
-    for (Engine reader : built()) {
+  for (Engine writer : built_engines()) {
+    for (Engine reader : built_engines()) {
       ScopedName name;
       {
         Table t = Table::create(name, {.capacity = 3000, .engine = writer});

@@ -170,16 +170,7 @@ TEST_P(MultiProcess, InheritedHandleRefusesToWorkInTheChild) {
   EXPECT_EQ(parent.stats().attached_pids.size(), 1u);
 }
 
-std::vector<Engine> built_engines() {
-  std::vector<Engine> built;
-  for (Engine e : kAllEngines) {
-    if (engine_is_built(e)) built.push_back(e);
-  }
-  return built;
-}
-
-INSTANTIATE_TEST_SUITE_P(Engines, MultiProcess, ::testing::ValuesIn(built_engines()),
-                         [](const auto& param_info) { return std::string(engine_name(param_info.param)); });
+INSTANTIATE_TEST_SUITE_P(Engines, MultiProcess, ::testing::ValuesIn(built_engines()), engine_param_name);
 
 }  // namespace
 }  // namespace shmht::test

@@ -131,4 +131,18 @@ class Children {
 
 inline std::string key_of(std::uint64_t i) { return "key-" + std::to_string(i); }
 
+// Every engine this build has, for value-parameterised suites.
+inline std::vector<Engine> built_engines() {
+  std::vector<Engine> built;
+  for (Engine e : kAllEngines) {
+    if (engine_is_built(e)) built.push_back(e);
+  }
+  return built;
+}
+
+// gtest's name for a parameterised case: the engine's name.
+inline std::string engine_param_name(const ::testing::TestParamInfo<Engine>& info) {
+  return std::string(engine_name(info.param));
+}
+
 }  // namespace shmht::test

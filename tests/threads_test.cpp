@@ -134,16 +134,7 @@ TEST_P(Threads, IterationDuringChurnSeesEveryStableKeyOnce) {
   writer.join();
 }
 
-std::vector<Engine> built_engines() {
-  std::vector<Engine> built;
-  for (Engine e : kAllEngines) {
-    if (engine_is_built(e)) built.push_back(e);
-  }
-  return built;
-}
-
-INSTANTIATE_TEST_SUITE_P(Engines, Threads, ::testing::ValuesIn(built_engines()),
-                         [](const auto& param_info) { return std::string(engine_name(param_info.param)); });
+INSTANTIATE_TEST_SUITE_P(Engines, Threads, ::testing::ValuesIn(built_engines()), engine_param_name);
 
 }  // namespace
 }  // namespace shmht::test

@@ -100,6 +100,41 @@ void locked_copy_home_range(TableContext& ctx, std::uint64_t begin, std::uint64_
       touch);
 }
 
+// The ExclusiveScope of protocols that lock in units (buckets, stripes): every unit in
+// address order, a unit held by a dead process taken over rather than waited for; if any
+// was, the table is repaired before the scope's owner runs. Protocol supplies
+//   std::uint64_t unit_count() const;
+//   bool lock_unit(std::uint64_t unit, bool take_over_dead);  // true: taken from the dead
+//   void unlock_unit(std::uint64_t unit) noexcept;
+//   TableContext& context();
+template <class Protocol>
+class AllUnitsScope {
+ public:
+  explicit AllUnitsScope(Protocol& p) : p_(p) {
+    bool took_over_dead = false;
+    try {
+      for (const std::uint64_t units = p_.unit_count(); held_ < units; ++held_) took_over_dead |= p_.lock_unit(held_, true);
+      if (took_over_dead) repaired_ = repair_and_recount(p_.context());
+    } catch (...) {
+      release();
+      throw;
+    }
+  }
+  ~AllUnitsScope() { release(); }
+  AllUnitsScope(const AllUnitsScope&) = delete;
+  AllUnitsScope& operator=(const AllUnitsScope&) = delete;
+  std::uint64_t repaired() const noexcept { return repaired_; }
+
+ private:
+  void release() noexcept {
+    for (std::uint64_t u = 0; u < held_; ++u) p_.unlock_unit(u);
+    held_ = 0;
+  }
+  Protocol& p_;
+  std::uint64_t held_ = 0;
+  std::uint64_t repaired_ = 0;
+};
+
 template <class Protocol>
 class ProtocolEngine final : public EngineBase {
  public:

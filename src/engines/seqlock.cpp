@@ -79,7 +79,7 @@ class SeqlockProtocol {
       detail::fault_point(testing::FaultPoint::kAfterLock);
     }
     ~WriteScope() {
-      for (std::uint64_t b = first_; b < end_; ++b) p_.unlock(b);
+      for (std::uint64_t b = first_; b < end_; ++b) p_.unlock_unit(b);
     }
     WriteScope(const WriteScope&) = delete;
     WriteScope& operator=(const WriteScope&) = delete;
@@ -87,7 +87,7 @@ class SeqlockProtocol {
     void cover(std::uint64_t slot) {
       const std::uint64_t bucket = layout::SlotArray::bucket_of_slot(slot);
       while (end_ <= bucket) {
-        p_.lock(end_);
+        p_.lock_unit(end_, false);
         ++end_;
       }
     }
@@ -98,33 +98,45 @@ class SeqlockProtocol {
   };
 
   // Every bucket, in address order; buckets left locked by dead processes are taken over.
-  class ExclusiveScope {
-   public:
-    explicit ExclusiveScope(SeqlockProtocol& p) : p_(p) {
-      const std::uint64_t buckets = p_.slots_.bucket_count();
-      bool took_over_dead = false;
-      try {
-        for (; held_ < buckets; ++held_) took_over_dead |= p_.lock_or_take_over(held_);
-        if (took_over_dead) repaired_ = repair_and_recount(p_.ctx_);
-      } catch (...) {
-        release();
-        throw;
-      }
-    }
-    ~ExclusiveScope() { release(); }
-    ExclusiveScope(const ExclusiveScope&) = delete;
-    ExclusiveScope& operator=(const ExclusiveScope&) = delete;
-    std::uint64_t repaired() const noexcept { return repaired_; }
+  using ExclusiveScope = AllUnitsScope<SeqlockProtocol>;
+  std::uint64_t unit_count() const noexcept { return slots_.bucket_count(); }
+  TableContext& context() noexcept { return ctx_; }
 
-   private:
-    void release() noexcept {
-      for (std::uint64_t b = 0; b < held_; ++b) p_.unlock(b);
-      held_ = 0;
+  // Takes a bucket's sequence odd. A bucket held by a dead owner is taken over
+  // (take_over_dead, returns true: it stays odd and becomes ours, so readers keep
+  // waiting until the repair is done) or reported (NeedsRecovery).
+  bool lock_unit(std::uint64_t bucket, bool take_over_dead) {
+    std::atomic<std::uint64_t>& control = slots_.bucket(bucket).control;
+    Backoff backoff;
+    bool took_over = false;
+    std::uint64_t current = control.load(std::memory_order_relaxed);
+    for (;;) {
+      if (!is_locked(current)) {
+        if (control.compare_exchange_weak(current, locked_by(current, me_), std::memory_order_acquire,
+                                          std::memory_order_relaxed)) {
+          break;
+        }
+        continue;
+      }
+      if (backoff.pause() && !owner::is_live(ctx_.region(), owner_of(current))) {
+        if (!take_over_dead) throw NeedsRecovery{};
+        const std::uint64_t ours = (current & kSequenceMask) | (std::uint64_t{me_} << 32);
+        if (control.compare_exchange_strong(current, ours, std::memory_order_acquire, std::memory_order_relaxed)) {
+          took_over = true;
+          break;
+        }
+        continue;
+      }
+      current = control.load(std::memory_order_relaxed);
     }
-    SeqlockProtocol& p_;
-    std::uint64_t held_ = 0;
-    std::uint64_t repaired_ = 0;
-  };
+    std::atomic_thread_fence(std::memory_order_release);  // odd sequence before our data stores
+    return took_over;
+  }
+
+  void unlock_unit(std::uint64_t bucket) noexcept {
+    std::atomic<std::uint64_t>& control = slots_.bucket(bucket).control;
+    control.store(unlocked_after(control.load(std::memory_order_relaxed)), std::memory_order_release);
+  }
 
   std::optional<std::size_t> lookup(const HashedKey& key, std::span<char> out, std::string* out_string) {
     Backoff backoff;
@@ -260,58 +272,6 @@ class SeqlockProtocol {
       return false;
     }
     return window.still_valid();
-  }
-
-  void lock(std::uint64_t bucket) {
-    std::atomic<std::uint64_t>& control = slots_.bucket(bucket).control;
-    Backoff backoff;
-    std::uint64_t current = control.load(std::memory_order_relaxed);
-    for (;;) {
-      if (!is_locked(current)) {
-        if (control.compare_exchange_weak(current, locked_by(current, me_), std::memory_order_acquire,
-                                          std::memory_order_relaxed)) {
-          std::atomic_thread_fence(std::memory_order_release);  // odd sequence before our data stores
-          return;
-        }
-        continue;
-      }
-      if (backoff.pause() && !owner::is_live(ctx_.region(), owner_of(current))) throw NeedsRecovery{};
-      current = control.load(std::memory_order_relaxed);
-    }
-  }
-
-  // For ExclusiveScope: like lock(), but a bucket held by a dead owner becomes ours.
-  // Returns true if it was taken over from a dead owner.
-  bool lock_or_take_over(std::uint64_t bucket) {
-    std::atomic<std::uint64_t>& control = slots_.bucket(bucket).control;
-    Backoff backoff;
-    std::uint64_t current = control.load(std::memory_order_relaxed);
-    for (;;) {
-      if (!is_locked(current)) {
-        if (control.compare_exchange_weak(current, locked_by(current, me_), std::memory_order_acquire,
-                                          std::memory_order_relaxed)) {
-          break;
-        }
-        continue;
-      }
-      if (backoff.pause() && !owner::is_live(ctx_.region(), owner_of(current))) {
-        // Keep it odd (readers keep waiting), make it ours; unlock() then advances it.
-        const std::uint64_t ours = (current & kSequenceMask) | (std::uint64_t{me_} << 32);
-        if (control.compare_exchange_strong(current, ours, std::memory_order_acquire, std::memory_order_relaxed)) {
-          std::atomic_thread_fence(std::memory_order_release);
-          return true;
-        }
-        continue;
-      }
-      current = control.load(std::memory_order_relaxed);
-    }
-    std::atomic_thread_fence(std::memory_order_release);
-    return false;
-  }
-
-  void unlock(std::uint64_t bucket) noexcept {
-    std::atomic<std::uint64_t>& control = slots_.bucket(bucket).control;
-    control.store(unlocked_after(control.load(std::memory_order_relaxed)), std::memory_order_release);
   }
 
   TableContext& ctx_;

@@ -103,32 +103,14 @@ class StripedProtocol {
   using WriteScope = Scope<true>;
   using ReadScope = Scope<false>;
 
-  class ExclusiveScope {
-   public:
-    explicit ExclusiveScope(StripedProtocol& p) : p_(p) {
-      bool took_over_dead = false;
-      try {
-        for (; held_ < p_.stripes_; ++held_) took_over_dead |= p_.lock_exclusive(held_, true);
-        if (took_over_dead) repaired_ = repair_and_recount(p_.ctx_);
-      } catch (...) {
-        release();
-        throw;
-      }
-    }
-    ~ExclusiveScope() { release(); }
-    ExclusiveScope(const ExclusiveScope&) = delete;
-    ExclusiveScope& operator=(const ExclusiveScope&) = delete;
-    std::uint64_t repaired() const noexcept { return repaired_; }
-
-   private:
-    void release() noexcept {
-      for (std::uint32_t s = 0; s < held_; ++s) p_.unlock_exclusive(s);
-      held_ = 0;
-    }
-    StripedProtocol& p_;
-    std::uint32_t held_ = 0;
-    std::uint64_t repaired_ = 0;
-  };
+  // Every stripe, in address order; stripes left held by dead writers are taken over.
+  using ExclusiveScope = AllUnitsScope<StripedProtocol>;
+  std::uint64_t unit_count() const noexcept { return stripes_; }
+  TableContext& context() noexcept { return ctx_; }
+  bool lock_unit(std::uint64_t stripe, bool take_over_dead) {
+    return lock_exclusive(static_cast<std::uint32_t>(stripe), take_over_dead);
+  }
+  void unlock_unit(std::uint64_t stripe) noexcept { unlock_exclusive(static_cast<std::uint32_t>(stripe)); }
 
   std::optional<std::size_t> lookup(const HashedKey& key, std::span<char> out, std::string* out_string) {
     const std::uint64_t home = ctx_.slots().home_of(key.hash);
