@@ -219,10 +219,24 @@ TYPED_TEST_P(Conformance, OverwritesReuseRecordsInsteadOfGrowingTheFile) {
   this->expect_clean();
 }
 
+TYPED_TEST_P(Conformance, SeedSizedTableTakesAtMost64BytesPerItem) {
+  // pyshmht's test: 333,333 items, keys like "123a" and values "aaaaaaa"; its file was
+  // about 2,900 bytes per item. Issue 2's bound for ours: 64 apparent bytes per item.
+  constexpr std::uint64_t kItems = 333'333;
+  Table t = this->make({.capacity = kItems});
+  for (std::uint64_t i = 0; i < kItems; ++i) ASSERT_TRUE(t.insert(std::to_string(i) + "a", "aaaaaaa"));
+  const Stats s = t.stats();
+  ASSERT_EQ(s.items, kItems);
+  EXPECT_LE(static_cast<double>(s.apparent_bytes) / static_cast<double>(kItems), 64.0)
+      << s.apparent_bytes << " apparent bytes for " << kItems << " items";
+  EXPECT_LE(s.resident_bytes, s.apparent_bytes) << "on tmpfs, resident bytes are at most the file size";
+}
+
 REGISTER_TYPED_TEST_SUITE_P(Conformance, EmptyTableHasNothing, InsertOnlyIfAbsentAssignOverwrites,
                             KeysAndValuesAreBytes, GetIntoCallerBuffer, OversizeKeyOrValueIsRejectedAndChangesNothing,
                             RandomOperationsMatchAModel, HoldsItsCapacityThenReportsFull,
-                            ForEachSeesStableKeysOnceWhileTheCallbackWrites, OverwritesReuseRecordsInsteadOfGrowingTheFile);
+                            ForEachSeesStableKeysOnceWhileTheCallbackWrites, OverwritesReuseRecordsInsteadOfGrowingTheFile,
+                            SeedSizedTableTakesAtMost64BytesPerItem);
 
 // Every engine that is built. A new engine adds its tag here and passes this suite.
 using BuiltEngines = ::testing::Types<EngineTag<Engine::kGlobalLock>, EngineTag<Engine::kStripedRwLock>,
