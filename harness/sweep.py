@@ -67,6 +67,7 @@ WORKLOAD_DEFAULTS: dict[str, Any] = {
     "zipf_theta": 0.99,
     "prefill": 1.0,
     "scenario": "mix",
+    "lockstep_every": 0,
 }
 
 NOISE_DEFAULTS = {"max_foreign_cores": 0.3, "sample_s": 0.2, "reruns": 1}
@@ -89,6 +90,7 @@ class Workload:
     ops: int | None
     duration_s: float | None
     scenario: str = "mix"
+    lockstep_every: int = 0
 
     def driver_args(self) -> list[str]:
         args = [
@@ -102,7 +104,8 @@ class Workload:
             "--prefill", repr(self.prefill),
         ]
         if self.scenario == "seed":
-            return args + ["--scenario", "seed"]  # it runs to completion: no ops or duration
+            # It runs to completion: no ops or duration.
+            return args + ["--scenario", "seed", "--lockstep", str(self.lockstep_every)]
         if self.ops is not None:
             args += ["--ops", str(self.ops)]
         else:
@@ -278,7 +281,9 @@ def _parse_workload(path: Path, name: str, table: Any) -> Workload:
         return Workload(name=name, keys=keys, key_bytes=f.integer("key_bytes", None, 2),
                         value_bytes=f.integer("value_bytes", None, 1), mix=dict(merged["mix"]),
                         distribution="uniform", zipf_theta=0.99, prefill=0.0, ops=None, duration_s=None,
-                        scenario="seed")
+                        scenario="seed", lockstep_every=f.integer("lockstep_every", 0, 0))
+    if merged["lockstep_every"]:
+        raise f.fail("lockstep_every", "applies to scenario 'seed' only")
     mix = merged["mix"]
     if not isinstance(mix, dict) or not mix:
         raise f.fail("mix", "expected a table such as { get = 90, assign = 10 }")

@@ -43,11 +43,15 @@ def is_seed(line: dict) -> bool:
     return ((line.get("config") or {}).get("workload") or {}).get("scenario") == "seed"
 
 
-def cells(lines: list[dict]) -> dict[tuple[str, str, int], list[dict]]:
+MAIN_WORKLOAD = "seed"          # pyshmht's test as it ran
+LOCKSTEP_WORKLOAD = "seed-lockstep"  # the same, workers meeting at every set (stress)
+
+
+def cells(lines: list[dict], workload: str = MAIN_WORKLOAD) -> dict[tuple[str, str, int], list[dict]]:
     """(store, backing, processes) -> the runs to use: ok, unloaded if the cell has any."""
     by_cell: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
     for line in lines:
-        if "cell" in line and line.get("status") == "ok":
+        if "cell" in line and line.get("status") == "ok" and line["cell"]["workload"] == workload:
             c = line["cell"]
             by_cell[(c["store"], c["backing"], c["processes"])].append(line)
     return {k: ([r for r in v if not r["noise"]["loaded"]] or v) for k, v in by_cell.items()}
@@ -131,7 +135,9 @@ def figure_lost_keys(lines, footer, save, out, written) -> None:
     steps = ablation_steps(lines)
     if not steps:
         return
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    lockstep = cells(lines, LOCKSTEP_WORKLOAD)
+    fig, axes = plt.subplots(1, 3 if lockstep else 2, figsize=(17 if lockstep else 13, 5))
+    left, right = axes[0], axes[-1]
     kinds = list(lost_counts({"seed": defaultdict(int), "footprint": {"items": 0}}))
     width = 0.8 / len(kinds)
     for x, (label, runs, reason) in enumerate(steps):
@@ -149,6 +155,20 @@ def figure_lost_keys(lines, footer, save, out, written) -> None:
     left.set_title(f"By ablation step, {ABLATION_PROCESSES} processes", fontsize=9)
     left.legend(fontsize=7)
     left.grid(True, axis="y", alpha=0.3)
+
+    if lockstep:
+        middle = axes[1]
+        keys = sorted(lockstep, key=lambda k: (not k[0].startswith("seed"), k[0], k[2]))
+        for x, key in enumerate(keys):
+            for k, kind in enumerate(kinds):
+                value = median(lockstep[key], lambda r, kind=kind: lost_counts(r)[kind])
+                middle.bar(x - 0.4 + width * (k + 0.5), value, width=width, color=f"C{k}",
+                           label=kind if x == 0 else None)
+        middle.set_xticks(range(len(keys)))
+        middle.set_xticklabels([f"{k[0]}\n{k[1]}, p{k[2]}" for k in keys], fontsize=7)
+        middle.set_yscale("symlog", linthresh=1)
+        middle.set_title("Stress: workers set the same index i together (lockstep every set)", fontsize=9)
+        middle.grid(True, axis="y", alpha=0.3)
 
     by_cell = cells(lines)
     stores = sorted({k[0] for k in by_cell if k[1] == "tmpfs"})

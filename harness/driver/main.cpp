@@ -52,6 +52,7 @@ const char* const kUsage =
     "                    [--backing tmpfs|disk|memfd|hugepages] [--placement compact|scatter|none]\n"
     "                    [--memory first-touch|local|interleave] [--batch N] [--timeout S]\n"
     "                    [--name-prefix P] [--workload-name LABEL] [--scenario mix|seed]\n"
+    "                    [--lockstep N]  (seed: all workers meet every N sets)\n"
     "       shmht-driver --list-stores | --list-engines\n";
 
 struct UsageError : std::runtime_error {
@@ -132,6 +133,7 @@ DriverOptions parse_options(const std::map<std::string, std::string>& flags) {
     else if (flag == "--timeout") o.timeout_s = parse_number<double>(flag, text);
     else if (flag == "--name-prefix") o.name_prefix = text;
     else if (flag == "--workload-name") o.workload_name = text;
+    else if (flag == "--lockstep") w.lockstep_every = parse_number<std::uint32_t>(flag, text);
     else if (flag == "--scenario") {
       if (text == "mix") w.scenario = Scenario::kMix;
       else if (text == "seed") w.scenario = Scenario::kSeed;
@@ -570,6 +572,7 @@ void write_config(JsonWriter& j, const DriverOptions& o, const StoreKind* kind) 
   j.field("duration_s", w.duration_s > 0 ? std::optional<double>(w.duration_s) : std::nullopt);
   j.field("seed", w.seed);
   j.field("scenario", w.scenario == Scenario::kSeed ? "seed" : "mix");
+  j.field("lockstep_every", w.lockstep_every);
   j.end_object();
   j.end_object();
 }

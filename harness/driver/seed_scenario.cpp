@@ -2,6 +2,7 @@
 #include "seed_scenario.hpp"
 
 #include <sys/resource.h>
+#include <sched.h>
 #include <time.h>
 
 #include <charconv>
@@ -55,6 +56,16 @@ std::optional<std::pair<std::uint64_t, std::uint32_t>> parse_key(std::string_vie
   return std::pair{index, static_cast<std::uint32_t>(letter)};
 }
 
+// A counting barrier: round r is passed when processes x r arrivals have happened. Spins
+// briefly, then yields: on 2 cores a spinning worker would hold the core its partner needs.
+void lockstep_barrier(ControlBlock& control, std::uint32_t processes, std::uint64_t round) {
+  control.lockstep_arrivals.fetch_add(1, std::memory_order_acq_rel);
+  const std::uint64_t target = static_cast<std::uint64_t>(processes) * round;
+  for (std::uint32_t spins = 0; control.lockstep_arrivals.load(std::memory_order_acquire) < target; ++spins) {
+    if (spins > 64) sched_yield();
+  }
+}
+
 void wait_for_all_sets(ControlBlock& control, std::uint32_t processes) {
   const timespec pause{0, kWaitPollNs};
   while (control.set_done.load(std::memory_order_acquire) < processes) nanosleep(&pause, nullptr);
@@ -89,7 +100,7 @@ Verdict verify(const std::vector<std::pair<std::string, std::string>>& entries, 
 }
 
 void run(StoreSession& session, ControlBlock& control, std::uint32_t worker, std::uint32_t processes,
-         std::uint64_t items, WorkerReport& report) {
+         std::uint64_t items, std::uint32_t lockstep_every, WorkerReport& report) {
   const std::uint64_t per_worker = items_per_worker(items, processes);
   const std::string my_value = value(worker);
 
@@ -99,6 +110,7 @@ void run(StoreSession& session, ControlBlock& control, std::uint32_t worker, std
     const PhaseUsage usage;
     std::string k;
     for (std::uint64_t i = 0; i < per_worker; ++i) {
+      if (lockstep_every != 0 && i % lockstep_every == 0) lockstep_barrier(control, processes, i / lockstep_every + 1);
       k = key(i, worker);
       try {
         session.assign(k, my_value);

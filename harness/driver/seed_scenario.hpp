@@ -48,7 +48,8 @@ Verdict verify(const std::vector<std::pair<std::string, std::string>>& entries, 
                std::uint64_t per_worker);
 
 // The scenario's timed work in one worker (after the start barrier); fills `report`.
+// lockstep_every: 0, or meet the other workers every that many sets (WorkloadSpec).
 void run(StoreSession& session, ControlBlock& control, std::uint32_t worker, std::uint32_t processes,
-         std::uint64_t items, WorkerReport& report);
+         std::uint64_t items, std::uint32_t lockstep_every, WorkerReport& report);
 
 }  // namespace shmht::harness::seed_scenario

@@ -59,6 +59,7 @@ struct ControlBlock {
   std::atomic<std::uint32_t> go{0};     // futex word: 1 = start
   std::uint64_t go_ns = 0;              // written before go; duration mode ends at go_ns + duration
   std::atomic<std::uint32_t> set_done{0};  // seed scenario: workers past their set pass
+  std::atomic<std::uint64_t> lockstep_arrivals{0};  // seed scenario with lockstep_every
   std::uint32_t workers = 0;
   WorkerReport reports[1];              // really `workers` of them (see ControlBlock::bytes)
 

@@ -143,7 +143,7 @@ void run_worker(const WorkerContext& c) {
     c.control->ready.fetch_add(1, std::memory_order_acq_rel);
     wait_for_go(*c.control);
     if (c.spec->scenario == Scenario::kSeed) {
-      seed_scenario::run(*session, *c.control, c.index, c.processes, c.spec->keys, report);
+      seed_scenario::run(*session, *c.control, c.index, c.processes, c.spec->keys, c.spec->lockstep_every, report);
     } else {
       run_timed_phase(c, *session, report);
     }

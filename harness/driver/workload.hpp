@@ -39,6 +39,10 @@ struct WorkloadSpec {
   double duration_s = 0;
   std::uint64_t seed = 1;
   Scenario scenario = Scenario::kMix;
+  // Seed scenario: 0, or the workers meet at a barrier every this many sets, so they set
+  // the same index i together (a stress variant: the keys str(i)+letter of different
+  // workers have adjacent home slots, so simultaneous sets contend for the same slots).
+  std::uint32_t lockstep_every = 0;
 };
 
 // Checks the spec; returns a message naming the field on error.
