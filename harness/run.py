@@ -131,8 +131,11 @@ def remove_leftovers(prefix: str) -> list[str]:
 def run_driver(driver: Path, cell: sweeps.Cell, sweep: sweeps.Sweep, seed: int,
                prefix: str) -> tuple[dict, list[str], float | None, float]:
     """Runs the driver once; returns (result, command, foreign cores during, wall seconds)."""
+    script = sweeps.PYTHON_BASELINES.get(cell.store)
+    # A Python baseline takes the driver's flags (ignoring those that do not apply).
+    program = ["/usr/bin/python3", str(HARNESS / script)] if script else [str(driver)]
     command = [
-        str(driver),
+        *program,
         "--store", cell.store,
         "--processes", str(cell.processes),
         "--backing", cell.backing,
@@ -333,6 +336,7 @@ def main(argv: list[str]) -> int:
         sweeps.load_sweep(path)  # validate before building anything
         driver = ensure_driver(args.driver)
         stores = sweeps.stores_from_driver_listing(driver_listing(driver))
+        stores.update(sweeps.python_stores())
         sweep = sweeps.load_sweep(path, stores)
     except sweeps.SweepError as error:
         sys.exit(f"run.py: {error}")

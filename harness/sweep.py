@@ -34,7 +34,12 @@ from typing import Any
 
 ENGINES = ("global", "striped", "seqlock", "lockfree")  # shmht::kAllEngines, in order
 PEERS = ("lmdb", "lmdb-batched", "boost-interprocess", "std-unordered-map")
-BASELINES: tuple[str, ...] = ()
+# The seed-emulation stores (store_seed_emulation.cpp: pyshmht as it was, never an
+# engine) and python-dict (harness/seed_python.py, run by run.py instead of the driver).
+SEED_BASELINES = ("seed-emulation", "seed-emulation-populate", "seed-emulation-right-sized")
+PYTHON_BASELINES = {"python-dict": "seed_python.py"}
+BASELINES: tuple[str, ...] = (*SEED_BASELINES, *PYTHON_BASELINES)
+SCENARIOS = ("mix", "seed")
 BACKINGS = ("tmpfs", "disk", "memfd", "hugepages")
 PLACEMENTS = ("compact", "scatter", "none")
 MEMORY_POLICIES = ("first-touch", "local", "interleave")
@@ -61,6 +66,8 @@ WORKLOAD_DEFAULTS: dict[str, Any] = {
     "distribution": "uniform",
     "zipf_theta": 0.99,
     "prefill": 1.0,
+    "scenario": "mix",
+    "lockstep_every": 0,
 }
 
 NOISE_DEFAULTS = {"max_foreign_cores": 0.3, "sample_s": 0.2, "reruns": 1}
@@ -82,6 +89,8 @@ class Workload:
     prefill: float
     ops: int | None
     duration_s: float | None
+    scenario: str = "mix"
+    lockstep_every: int = 0
 
     def driver_args(self) -> list[str]:
         args = [
@@ -94,6 +103,9 @@ class Workload:
             "--zipf-theta", repr(self.zipf_theta),
             "--prefill", repr(self.prefill),
         ]
+        if self.scenario == "seed":
+            # It runs to completion: no ops or duration.
+            return args + ["--scenario", "seed", "--lockstep", str(self.lockstep_every)]
         if self.ops is not None:
             args += ["--ops", str(self.ops)]
         else:
@@ -165,8 +177,14 @@ def default_stores() -> dict[str, StoreInfo]:
     stores["lmdb"] = StoreInfo("lmdb", "peer", False, ("tmpfs", "disk"))
     stores["lmdb-batched"] = StoreInfo("lmdb-batched", "peer", False, ("tmpfs", "disk"))
     stores["boost-interprocess"] = StoreInfo("boost-interprocess", "peer", False, ("tmpfs",))
-    stores.update({n: StoreInfo(n, "baseline") for n in BASELINES})
+    stores.update({n: StoreInfo(n, "baseline", False, ("disk", "tmpfs", "hugepages")) for n in SEED_BASELINES})
+    stores.update(python_stores())
     return stores
+
+
+def python_stores() -> dict[str, StoreInfo]:
+    """Baselines that run as a Python script rather than in the driver (one process, no backing)."""
+    return {n: StoreInfo(n, "baseline", True, ()) for n in PYTHON_BASELINES}
 
 
 def stores_from_driver_listing(listing: dict[str, Any]) -> dict[str, StoreInfo]:
@@ -249,6 +267,23 @@ def _parse_workload(path: Path, name: str, table: Any) -> Workload:
     for key in table:
         if key not in known:
             raise f.fail(key, f"unknown workload field; known: {', '.join(sorted(known))}")
+    scenario = f.choice("scenario", "mix", SCENARIOS)
+    if scenario == "seed":
+        # pyshmht's multiprocess-test.py: a set pass and two iteration passes, run to the
+        # end; the mix, ops and duration do not apply, and nothing is prefilled.
+        for key in ("ops", "duration_s", "mix", "distribution", "zipf_theta"):
+            if key in table:
+                raise f.fail(key, "does not apply to scenario 'seed'")
+        if merged.get("prefill", 0) not in (0, 0.0) and "prefill" in table:
+            raise f.fail("prefill", "the seed scenario inserts its own keys: prefill must be 0")
+        merged["prefill"] = 0.0
+        keys = f.integer("keys", None, 1)
+        return Workload(name=name, keys=keys, key_bytes=f.integer("key_bytes", None, 2),
+                        value_bytes=f.integer("value_bytes", None, 1), mix=dict(merged["mix"]),
+                        distribution="uniform", zipf_theta=0.99, prefill=0.0, ops=None, duration_s=None,
+                        scenario="seed", lockstep_every=f.integer("lockstep_every", 0, 0))
+    if merged["lockstep_every"]:
+        raise f.fail("lockstep_every", "applies to scenario 'seed' only")
     mix = merged["mix"]
     if not isinstance(mix, dict) or not mix:
         raise f.fail("mix", "expected a table such as { get = 90, assign = 10 }")

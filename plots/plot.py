@@ -31,6 +31,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import seed_figures  # noqa: E402  (the seed scenario's figures, issue 6)
+
 SCHEMA = "shmht-harness-run/1"
 STYLE = {"engine": "-", "peer": "--", "baseline": ":"}
 MARKERS = "osD^vP*Xh<>"
@@ -246,6 +249,11 @@ def main(argv: list[str]) -> int:
     out = args.out or Path(__file__).resolve().parent / sweep
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    # The seed scenario (pyshmht's test) has figures of its own; the rest are per workload.
+    seed_lines = [l for l in lines if seed_figures.is_seed(l)]
+    if seed_lines:
+        seed_figures.draw(seed_lines, out, written, footer, save)
+    lines = [l for l in lines if not seed_figures.is_seed(l)]
     workloads = sorted({l["cell"]["workload"] for l in lines if usable(l)})
     for workload in workloads:
         plot_workload(lines, workload, out, written)

@@ -32,6 +32,7 @@
 #include "json_writer.hpp"
 #include "machine.hpp"
 #include "placement.hpp"
+#include "seed_scenario.hpp"
 #include "shared_control.hpp"
 #include "shmht/engine.hpp"
 #include "store.hpp"
@@ -50,7 +51,8 @@ const char* const kUsage =
     "                    [--zipf-theta T] [--prefill F] (--ops N | --duration S) [--seed N]\n"
     "                    [--backing tmpfs|disk|memfd|hugepages] [--placement compact|scatter|none]\n"
     "                    [--memory first-touch|local|interleave] [--batch N] [--timeout S]\n"
-    "                    [--name-prefix P] [--workload-name LABEL]\n"
+    "                    [--name-prefix P] [--workload-name LABEL] [--scenario mix|seed]\n"
+    "                    [--lockstep N]  (seed: all workers meet every N sets)\n"
     "       shmht-driver --list-stores | --list-engines\n";
 
 struct UsageError : std::runtime_error {
@@ -131,10 +133,23 @@ DriverOptions parse_options(const std::map<std::string, std::string>& flags) {
     else if (flag == "--timeout") o.timeout_s = parse_number<double>(flag, text);
     else if (flag == "--name-prefix") o.name_prefix = text;
     else if (flag == "--workload-name") o.workload_name = text;
+    else if (flag == "--lockstep") w.lockstep_every = parse_number<std::uint32_t>(flag, text);
+    else if (flag == "--scenario") {
+      if (text == "mix") w.scenario = Scenario::kMix;
+      else if (text == "seed") w.scenario = Scenario::kSeed;
+      else throw UsageError("--scenario: '" + text + "' is not mix or seed");
+    }
     else throw UsageError("unknown option " + flag);
   }
   if (o.processes == 0) throw UsageError("--processes must be at least 1");
   if (o.batch == 0) throw UsageError("--batch must be at least 1");
+  if (o.workload.scenario == Scenario::kSeed) {
+    if (!flags.contains("--prefill")) o.workload.prefill = 0;  // the scenario writes its own keys
+    if (o.processes > seed_scenario::kMaxProcesses) {
+      throw UsageError("--scenario seed names processes by the letters of pyshmht's test: at most " +
+                       std::to_string(seed_scenario::kMaxProcesses) + " processes");
+    }
+  }
   if (const auto problem = validate(o.workload)) throw UsageError("workload: " + *problem);
   if (o.timeout_s == 0) o.timeout_s = o.workload.duration_s > 0 ? o.workload.duration_s * 3 + 60 : 300;
   return o;
@@ -216,7 +231,7 @@ struct RunOutcome {
   std::vector<bool> killed;
   ControlBlock* control = nullptr;
   Footprint footprint;
-  double prefill_s = 0, wall_s = 0;
+  double create_s = 0, prefill_s = 0, wall_s = 0;
 };
 
 class Topology {
@@ -335,7 +350,9 @@ void run(const DriverOptions& o, const StoreKind& kind, hwloc_topology_t topolog
 
   const std::uint64_t started = monotonic_ns();
   const auto deadline = started + static_cast<std::uint64_t>(o.timeout_s * 1e9);
+  const std::uint64_t create_start = monotonic_ns();
   std::unique_ptr<Store> store = kind.create(params);
+  r.create_s = seconds_since(create_start);
   // destroy() runs on every path out of here, exceptions included.
   struct StoreCleanup {
     Store& store;
@@ -362,6 +379,7 @@ void run(const DriverOptions& o, const StoreKind& kind, hwloc_topology_t topolog
   for (std::uint32_t i = 0; i < o.processes; ++i) {
     WorkerContext c;
     c.index = i;
+    c.processes = o.processes;
     if (o.workload.total_ops > 0) {
       c.ops = o.workload.total_ops / o.processes + (i < o.workload.total_ops % o.processes ? 1 : 0);
     }
@@ -553,7 +571,46 @@ void write_config(JsonWriter& j, const DriverOptions& o, const StoreKind* kind) 
   }
   j.field("duration_s", w.duration_s > 0 ? std::optional<double>(w.duration_s) : std::nullopt);
   j.field("seed", w.seed);
+  j.field("scenario", w.scenario == Scenario::kSeed ? "seed" : "mix");
+  j.field("lockstep_every", w.lockstep_every);
   j.end_object();
+  j.end_object();
+}
+
+// The seed scenario's own figures (seed_scenario.hpp): phases and worker 0's verdict.
+void write_seed(JsonWriter& j, const DriverOptions& o, const RunOutcome& r) {
+  const std::size_t reported = r.control ? r.pids.size() : 0;
+  if (reported == 0) {
+    j.null();
+    return;
+  }
+  std::uint64_t start = UINT64_MAX, set_end = 0;
+  for (std::size_t i = 0; i < reported; ++i) {
+    const WorkerReport& w = r.control->reports[i];
+    if (w.start_ns) start = std::min(start, w.start_ns);
+    set_end = std::max(set_end, w.set_end_ns);
+  }
+  const WorkerReport& first = r.control->reports[0];
+  auto span_s = [](std::uint64_t from, std::uint64_t to) {
+    return to > from && from != UINT64_MAX ? std::optional<double>(static_cast<double>(to - from) / 1e9) : std::nullopt;
+  };
+  j.begin_object();
+  j.field("items", o.workload.keys);
+  j.field("items_per_process", seed_scenario::items_per_worker(o.workload.keys, o.processes));
+  j.field("set_phase_s", span_s(start, set_end));
+  j.field("iterate_phase_s", span_s(first.iterate_start_ns, first.iterate_end_ns));
+  j.field("scenario_wall_s", span_s(start, first.iterate_end_ns));
+  j.field("verified", first.seed_verified);
+  auto count = [&](std::uint64_t value) {
+    return first.seed_verified ? std::optional<std::uint64_t>(value) : std::nullopt;
+  };
+  j.field("pass1_entries", count(first.seed_pass1_entries));
+  j.field("pass2_entries", count(first.seed_pass2_entries));
+  j.field("keys_expected", count(first.seed_expected));
+  j.field("keys_missing", count(first.seed_missing));
+  j.field("keys_duplicated", count(first.seed_duplicated));
+  j.field("keys_unexpected", count(first.seed_unexpected));
+  j.field("values_wrong", count(first.seed_values_wrong));
   j.end_object();
 }
 
@@ -635,6 +692,8 @@ void write_result(const DriverOptions& o, const StoreKind* kind, const RunOutcom
     j.field("status", state == WorkerState::kDone ? "done" : r.killed[i] ? "killed" : "failed");
     j.field("first_error", w.error[0] ? std::optional<std::string>(w.error) : std::nullopt);
     j.field("sample_stride", w.sample_stride);
+    j.field("attach_s", static_cast<double>(w.attach_ns) / 1e9);
+    j.field("peak_rss_kb", w.peak_rss_kb);
     mine.write(j);
     j.end_object();
   }
@@ -657,8 +716,30 @@ void write_result(const DriverOptions& o, const StoreKind* kind, const RunOutcom
   j.field("resident_bytes_per_item", per_item);
   j.end_object();
 
+  j.key("memory");
+  j.begin_object();
+  std::uint64_t rss_max = 0, rss_sum = 0;
+  double attach_max = 0;
+  for (std::size_t i = 0; i < reported; ++i) {
+    rss_max = std::max(rss_max, r.control->reports[i].peak_rss_kb);
+    rss_sum += r.control->reports[i].peak_rss_kb;
+    attach_max = std::max(attach_max, static_cast<double>(r.control->reports[i].attach_ns) / 1e9);
+  }
+  j.field("peak_rss_kb_max", rss_max);
+  j.field("peak_rss_kb_sum", rss_sum);
+  j.end_object();
+
+  j.key("seed");
+  if (o.workload.scenario == Scenario::kSeed) {
+    write_seed(j, o, r);
+  } else {
+    j.null();
+  }
+
   j.key("timing");
   j.begin_object();
+  j.field("create_s", r.create_s);
+  j.field("attach_s_max", attach_max);
   j.field("prefill_s", r.prefill_s);
   j.field("wall_s", r.wall_s);
   j.end_object();

@@ -41,6 +41,14 @@ struct WorkerReport {
   char memory_policy[32] = {};
   char cpu_binding_error[128] = {};
   char memory_binding_error[128] = {};  // e.g. ENOSYS on a kernel built without NUMA
+  // Seed scenario only (seed_scenario.hpp): phase ends, and worker 0's verdict.
+  std::uint64_t set_end_ns = 0, iterate_start_ns = 0, iterate_end_ns = 0;
+  std::uint64_t attach_ns = 0;         // time spent attaching (MAP_POPULATE shows here)
+  std::uint64_t peak_rss_kb = 0;       // getrusage ru_maxrss at the end of the run
+  std::uint64_t seed_pass1_entries = 0, seed_pass2_entries = 0;
+  std::uint64_t seed_expected = 0, seed_missing = 0, seed_duplicated = 0, seed_unexpected = 0,
+                seed_values_wrong = 0;
+  bool seed_verified = false;
   std::uint32_t sample_stride = 1;
   std::uint32_t sample_count = 0;
   std::uint32_t latency_ns[kMaxLatencySamples] = {};
@@ -50,6 +58,8 @@ struct ControlBlock {
   std::atomic<std::uint32_t> ready{0};  // workers attached and waiting
   std::atomic<std::uint32_t> go{0};     // futex word: 1 = start
   std::uint64_t go_ns = 0;              // written before go; duration mode ends at go_ns + duration
+  std::atomic<std::uint32_t> set_done{0};  // seed scenario: workers past their set pass
+  std::atomic<std::uint64_t> lockstep_arrivals{0};  // seed scenario with lockstep_every
   std::uint32_t workers = 0;
   WorkerReport reports[1];              // really `workers` of them (see ControlBlock::bytes)
 

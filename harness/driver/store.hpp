@@ -21,6 +21,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <span>
 #include <string>
 #include <string_view>
@@ -60,6 +61,12 @@ class StoreSession {
   virtual bool erase(std::string_view key) = 0;
   // Makes buffered writes visible (batched stores); the default has nothing to do.
   virtual void flush() {}
+  // Calls fn(key, value) for every entry (the seed scenario's "foreach" passes). Stores
+  // that cannot iterate keep this default, which throws; the driver reports the error.
+  virtual void for_each(const std::function<void(std::string_view key, std::string_view value)>& fn) {
+    (void)fn;
+    throw std::runtime_error("this store has no iterate operation (the seed scenario needs one)");
+  }
 };
 
 class Store {

@@ -41,6 +41,9 @@ class PrivateMapSession final : public StoreSession {
     map_.erase(it);
     return true;
   }
+  void for_each(const std::function<void(std::string_view, std::string_view)>& fn) override {
+    for (const auto& [key, value] : map_) fn(key, value);
+  }
 
  private:
   std::unordered_map<std::string, std::string, BytesHash, std::equal_to<>> map_;

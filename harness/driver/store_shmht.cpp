@@ -19,6 +19,7 @@ class ShmhtSession final : public StoreSession {
   bool insert(std::string_view key, std::string_view value) override { return table_.insert(key, value); }
   bool assign(std::string_view key, std::string_view value) override { return table_.assign(key, value); }
   bool erase(std::string_view key) override { return table_.erase(key); }
+  void for_each(const std::function<void(std::string_view, std::string_view)>& fn) override { table_.for_each(fn); }
 
  private:
   Table table_;

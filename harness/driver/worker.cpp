@@ -11,6 +11,8 @@
 #include <exception>
 #include <string>
 
+#include "seed_scenario.hpp"
+
 namespace shmht::harness {
 namespace {
 
@@ -133,13 +135,22 @@ void run_worker(const WorkerContext& c) {
   int status = 0;
   try {
     bind(c, report);
+    const std::uint64_t attach_start = monotonic_ns();
     std::unique_ptr<StoreSession> session = c.store->attach();
+    report.attach_ns = monotonic_ns() - attach_start;
     if (c.prefill_here) prefill(*session, *c.spec);
     report.state.store(WorkerState::kReady, std::memory_order_release);
     c.control->ready.fetch_add(1, std::memory_order_acq_rel);
     wait_for_go(*c.control);
-    run_timed_phase(c, *session, report);
+    if (c.spec->scenario == Scenario::kSeed) {
+      seed_scenario::run(*session, *c.control, c.index, c.processes, c.spec->keys, c.spec->lockstep_every, report);
+    } else {
+      run_timed_phase(c, *session, report);
+    }
     session.reset();  // detach before reporting done
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    report.peak_rss_kb = static_cast<std::uint64_t>(usage.ru_maxrss);
     report.state.store(WorkerState::kDone, std::memory_order_release);
   } catch (const std::exception& e) {
     copy_text(report.error, e.what());

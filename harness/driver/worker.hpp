@@ -16,6 +16,7 @@ namespace shmht::harness {
 
 struct WorkerContext {
   std::uint32_t index = 0;
+  std::uint32_t processes = 1;
   std::uint64_t ops = 0;  // this worker's share in op-count mode; 0 in duration mode
   const WorkloadSpec* spec = nullptr;
   const KeyChooser* keys = nullptr;

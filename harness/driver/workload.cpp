@@ -30,6 +30,11 @@ std::optional<std::string> validate(const WorkloadSpec& spec) {
     return "zipf_theta is " + std::to_string(spec.zipf_theta) + "; it must be in (0, 1)";
   }
   if (!(spec.prefill >= 0 && spec.prefill <= 1)) return "prefill must be a fraction in [0, 1]";
+  if (spec.scenario == Scenario::kSeed) {
+    // The scenario inserts its own keys; prefilled "k..." keys would count as unexpected.
+    if (spec.prefill != 0) return "the seed scenario inserts its own keys: prefill must be 0";
+    return std::nullopt;  // ops and duration do not apply
+  }
   if ((spec.total_ops == 0) == (spec.duration_s <= 0)) return "give exactly one of ops and duration_s";
   return std::nullopt;
 }

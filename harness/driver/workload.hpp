@@ -21,6 +21,12 @@ inline constexpr std::array<std::string_view, kOpTypes> kOpNames = {"get", "inse
 
 enum class KeyDistribution { kUniform, kZipf };
 
+// kMix: random operations from `mix` for ops or duration_s (the default).
+// kSeed: pyshmht's multiprocess-test.py (seed_scenario.hpp): each worker sets its share
+// of `keys` items, then one worker iterates the whole store twice and counts what is
+// missing or duplicated. mix, distribution, ops and duration do not apply.
+enum class Scenario { kMix, kSeed };
+
 struct WorkloadSpec {
   std::uint64_t keys = 100'000;
   std::uint32_t key_bytes = 16;
@@ -32,6 +38,11 @@ struct WorkloadSpec {
   std::uint64_t total_ops = 0;   // split evenly over the workers; 0 = use duration_s
   double duration_s = 0;
   std::uint64_t seed = 1;
+  Scenario scenario = Scenario::kMix;
+  // Seed scenario: 0, or the workers meet at a barrier every this many sets, so they set
+  // the same index i together (a stress variant: the keys str(i)+letter of different
+  // workers have adjacent home slots, so simultaneous sets contend for the same slots).
+  std::uint32_t lockstep_every = 0;
 };
 
 // Checks the spec; returns a message naming the field on error.
