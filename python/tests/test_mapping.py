@@ -250,3 +250,19 @@ def test_batch_calls_release_the_gil_safely(table):
     assert not any(th.is_alive() for th in threads)
     assert errors == []
     assert len(table) == 3 * 50 + 2 * 50
+
+
+def test_iteration_is_a_snapshot(table):
+    """Iterators walk the table once when created: changing the table while iterating
+    is allowed (no 'changed size during iteration') and does not affect them."""
+    keys = {f"k{i}".encode() for i in range(100)}
+    table.update((k, b"v" + k) for k in keys)
+    it = iter(table)
+    items = iter(table.items())
+    assert it.__length_hint__() == 100
+    for k in table:
+        del table[k]
+    assert len(table) == 0
+    assert set(it) == keys
+    assert dict(items) == {k: b"v" + k for k in keys}
+    assert list(table) == [] and list(table.values()) == []

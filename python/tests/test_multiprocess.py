@@ -37,7 +37,7 @@ def test_overlapping_writers_leave_one_value_per_key(table_name, engine, start_m
     writers, count = 3, 5_000
     with shmht.Table(table_name, capacity=count, engine=engine) as t:
         run_all(start_method, workers.assign_overlapping, [(t, w, count) for w in range(writers)])
-        items = t._items()
+        items = list(t._items())
         assert len(items) == count == len(t)
         assert collections.Counter(k for k, _ in items).most_common(1)[0][1] == 1, "duplicated keys"
         assert {v for _, v in items} <= {f"writer-{w}".encode() for w in range(writers)}
