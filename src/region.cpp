@@ -325,7 +325,11 @@ Region Region::open(const std::string& path) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   const std::uint64_t arena_end = h.arena_end.load(std::memory_order_acquire);
-  field(arena_end >= f.arena_offset && arena_end <= size && (arena_end - f.arena_offset) % f.chunk_bytes == 0, "arena_end");
+  // `size` was read before this load: another process may have grown the file and
+  // published a larger arena_end since. Writers grow the file first, so a size read now
+  // covers any arena_end we can see.
+  const std::uint64_t size_now = arena_end > size ? fd_size(region.fd_, path) : size;
+  field(arena_end >= f.arena_offset && arena_end <= size_now && (arena_end - f.arena_offset) % f.chunk_bytes == 0, "arena_end");
   field(engine_name(static_cast<Engine>(h.active_engine.load(std::memory_order_relaxed))) != "unknown", "active_engine");
   return region;
 }
