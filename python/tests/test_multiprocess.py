@@ -124,3 +124,19 @@ def test_spawned_process_attaches_by_name(table_name, engine):
     with shmht.Table(table_name, capacity=100, engine=engine) as t:
         run_all("spawn", workers.attach_by_name_and_insert, [(table_name, None, [b"s1", b"s2"])])
         assert t[b"s1"] == b"v" and t[b"s2"] == b"v"
+
+
+def test_processes_creating_the_same_table_at_once(table_name):
+    """open-or-create races: every racer gets the one complete table (none sees a
+    half-initialised file as corrupt), and all their writes land in it."""
+    processes, rounds = 4, 15
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(processes)
+    try:
+        run_all("fork", workers.create_or_attach, [(table_name, barrier, rounds)] * processes, timeout=60)
+        for r in range(rounds):
+            with shmht.Table(f"{table_name}-{r}", create=False) as t:
+                assert len(t) == processes
+    finally:
+        for r in range(rounds):
+            shmht.unlink(f"{table_name}-{r}")

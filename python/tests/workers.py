@@ -3,6 +3,7 @@
 Each worker reports failures by raising (a non-zero exit code), never by printing.
 """
 
+import os
 import time
 
 
@@ -41,3 +42,13 @@ def attach_by_name_and_insert(name, engine, keys):
     with shmht.Table(name, engine=engine, create=False) as t:
         for key in keys:
             t[key] = b"v"
+
+
+def create_or_attach(name, barrier, rounds):
+    """Every process opens-or-creates the same fresh names at the same moment."""
+    import shmht
+
+    for r in range(rounds):
+        barrier.wait(10)
+        with shmht.Table(f"{name}-{r}", capacity=1000, engine="global") as t:
+            t[f"pid-{os.getpid()}"] = b"here"
