@@ -196,7 +196,7 @@ class Table(_shmht._TableBase, MutableMapping):
             if default is None:
                 raise TypeError("setdefault() on a shmht.Table needs a default value (None cannot be stored)")
             if self.insert(key, default):
-                return default if isinstance(default, bytes) else bytes(_as_bytes(default))
+                return _as_bytes(default)  # what a later read returns
             # Someone inserted first: read theirs (unless it was erased again: retry).
 
     def popitem(self):
@@ -240,6 +240,9 @@ class Table(_shmht._TableBase, MutableMapping):
 
 
 def _as_bytes(value):
+    """The bytes the table stores for a key or value argument."""
+    if isinstance(value, bytes):
+        return value
     return value.encode("utf-8") if isinstance(value, str) else memoryview(value).tobytes()
 
 

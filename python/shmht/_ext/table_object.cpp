@@ -213,7 +213,10 @@ bool run_batch(TableObject* self, Work&& work) {
   Py_END_ALLOW_THREADS
   self->busy = false;
   mutex->unlock();
-  if (failure) return set_python_error(*failure) != nullptr;
+  if (failure) {
+    set_python_error(*failure);
+    return false;
+  }
   if (out_of_memory) {
     PyErr_NoMemory();
     return false;
