@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <string_view>
 
@@ -90,6 +91,17 @@ inline void load_record_bytes(const std::byte* record, std::size_t byte_offset, 
     n -= take;
     skip = 0;
   }
+}
+
+// Compares `expected` with the record's bytes at `byte_offset`, loading them atomically.
+inline bool record_bytes_equal(const std::byte* record, std::size_t byte_offset, std::string_view expected) noexcept {
+  char chunk[64];
+  for (std::size_t done = 0; done < expected.size(); done += sizeof chunk) {
+    const std::size_t n = std::min(sizeof chunk, expected.size() - done);
+    load_record_bytes(record, byte_offset + done, chunk, n);
+    if (std::memcmp(chunk, expected.data() + done, n) != 0) return false;
+  }
+  return true;
 }
 
 inline layout::RecordHeader load_record_header(const std::byte* record) noexcept {

@@ -17,6 +17,8 @@
 #include <thread>
 #include <utility>
 
+#include "file_mapping.hpp"
+#include "layout/engine_area.hpp"
 #include "robust_mutex.hpp"
 #include "shmht/engine.hpp"
 #include "shmht/error.hpp"
@@ -30,7 +32,6 @@ using layout::kPageBytes;
 using layout::ProcessEntry;
 
 constexpr double kMaxLoadFactor = 0.85;
-constexpr std::uint64_t kEngineAreaBytes = 64 * 1024;  // room for 1024 64-byte lock lines
 constexpr std::uint32_t kMinChunkBytes = 256 * 1024;
 constexpr std::uint32_t kMaxProcesses = 4096;
 
@@ -111,7 +112,7 @@ RegionLayout RegionLayout::compute(std::uint64_t capacity, std::uint32_t max_pro
   l.process_table_offset = kPageBytes;
   l.engine_area_offset =
       round_up(l.process_table_offset + std::uint64_t{max_processes} * sizeof(ProcessEntry), 64);
-  l.engine_area_bytes = kEngineAreaBytes;
+  l.engine_area_bytes = layout::engine_area_bytes(max_processes);
   l.slot_array_offset = round_up(l.engine_area_offset + l.engine_area_bytes, 64);
   l.arena_offset = round_up(l.slot_array_offset + l.bucket_count * sizeof(layout::Bucket), kPageBytes);
   const std::uint64_t record = sizeof(layout::RecordHeader) + std::uint64_t{max_key_bytes} + max_value_bytes;
@@ -135,55 +136,14 @@ std::uint64_t process_start_time(pid_t pid) noexcept {
   return 0;
 }
 
-Region::Region(Region&& other) noexcept { *this = std::move(other); }
-
-Region& Region::operator=(Region&& other) noexcept {
-  if (this != &other) {
-    release();
-    path_ = std::move(other.path_);
-    fd_ = std::exchange(other.fd_, -1);
-    base_ = std::exchange(other.base_, nullptr);
-    reserved_bytes_ = std::exchange(other.reserved_bytes_, 0);
-    mapped_bytes_ = std::exchange(other.mapped_bytes_, 0);
-    arena_offset_ = std::exchange(other.arena_offset_, 0);
-  }
-  return *this;
-}
-
-Region::~Region() { release(); }
-
-void Region::release() noexcept {
-  if (base_ != nullptr) munmap(base_, reserved_bytes_);
-  if (fd_ >= 0) ::close(fd_);
-  base_ = nullptr;
-  fd_ = -1;
-}
-
-void Region::reserve_and_map(std::uint64_t reserve_bytes, std::uint64_t file_bytes) {
-  void* base = mmap(nullptr, reserve_bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (base == MAP_FAILED) throw_errno("reserving " + std::to_string(reserve_bytes) + " bytes of address space for " + path_, errno);
-  base_ = static_cast<std::byte*>(base);
-  reserved_bytes_ = reserve_bytes;
-  mapped_bytes_ = 0;
-  map_up_to(file_bytes);
-}
-
-void Region::map_up_to(std::uint64_t file_bytes) {
-  file_bytes = std::min(file_bytes / kPageBytes * kPageBytes, reserved_bytes_);
-  if (file_bytes <= mapped_bytes_) return;
-  void* at = mmap(base_ + mapped_bytes_, file_bytes - mapped_bytes_, PROT_READ | PROT_WRITE,
-                  MAP_SHARED | MAP_FIXED, fd_, static_cast<off_t>(mapped_bytes_));
-  if (at == MAP_FAILED) throw_errno("mapping " + path_, errno);
-  mapped_bytes_ = file_bytes;
-}
-
 bool Region::ensure_mapped(std::uint64_t offset, std::uint64_t bytes) {
   if (contains(offset, bytes)) return true;
-  if (offset < arena_offset_ || bytes > reserved_bytes_ || offset > reserved_bytes_ - bytes) return false;
+  const std::uint64_t reserved = mapping_->reserved_bytes();
+  if (offset < arena_offset_ || bytes > reserved || offset > reserved - bytes) return false;
   // The header's arena_end says how far chunks were handed out; the file is at least that long.
   const std::uint64_t end = header().arena_end.load(std::memory_order_acquire);
   if (offset + bytes > end) return false;
-  map_up_to(std::min(end, fd_size(fd_, path_)));
+  mapping_->map_up_to(std::min(end, fd_size(fd(), path_)));
   return contains(offset, bytes);
 }
 
@@ -205,12 +165,16 @@ Region Region::create(const std::string& path, const CreateOptions& options, Eng
   static std::atomic<std::uint32_t> staging_counter{0};
   const std::string staging = path.substr(0, path.rfind('/') + 1) + ".shmht-creating-" + std::to_string(getpid()) +
                               "-" + std::to_string(staging_counter.fetch_add(1, std::memory_order_relaxed));
-  region.fd_ = ::open(staging.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, options.mode);
-  if (region.fd_ < 0) throw_errno("creating " + path, errno);
+  const int fd = ::open(staging.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, options.mode);
+  if (fd < 0) throw_errno("creating " + path, errno);
   try {
     // fchmod: the requested mode must not be narrowed by the umask of whoever creates.
-    if (fchmod(region.fd_, options.mode) != 0) throw_errno("chmod " + path, errno);
-    region.initialize(options, init_engine);
+    if (fchmod(fd, options.mode) != 0) {
+      const int err = errno;
+      ::close(fd);
+      throw_errno("chmod " + path, err);
+    }
+    region.initialize(fd, options, init_engine);
     if (::link(staging.c_str(), path.c_str()) != 0) throw_errno("creating " + path, errno);
   } catch (...) {
     ::unlink(staging.c_str());
@@ -223,25 +187,28 @@ Region Region::create(const std::string& path, const CreateOptions& options, Eng
 Region Region::create_anonymous(const CreateOptions& options, EngineStateInit init_engine) {
   validate_options(options);
   Region region;
-  region.fd_ = memfd_create("shmht", MFD_CLOEXEC);
-  if (region.fd_ < 0) throw_errno("memfd_create", errno);
+  const int fd = memfd_create("shmht", MFD_CLOEXEC);
+  if (fd < 0) throw_errno("memfd_create", errno);
   // The name other processes (forked children) can open while this one holds the fd.
-  region.path_ = "/proc/" + std::to_string(getpid()) + "/fd/" + std::to_string(region.fd_);
-  region.initialize(options, init_engine);
+  region.path_ = "/proc/" + std::to_string(getpid()) + "/fd/" + std::to_string(fd);
+  region.initialize(fd, options, init_engine);
   return region;
 }
 
-void Region::initialize(const CreateOptions& options, EngineStateInit init_engine) {
+void Region::initialize(int fd, const CreateOptions& options, EngineStateInit init_engine) {
   const RegionLayout l = RegionLayout::compute(options.capacity, options.max_processes,
                                                options.max_key_bytes, options.max_value_bytes);
-  if (options.max_bytes < l.arena_offset + l.chunk_bytes) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "max_bytes " + std::to_string(options.max_bytes) + " is too small: this capacity needs at least " +
-                    std::to_string(l.arena_offset + l.chunk_bytes));
+  if (options.max_bytes < l.arena_offset + l.chunk_bytes || ftruncate(fd, static_cast<off_t>(l.arena_offset)) != 0) {
+    const int err = errno;
+    ::close(fd);
+    if (options.max_bytes < l.arena_offset + l.chunk_bytes) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  "max_bytes " + std::to_string(options.max_bytes) + " is too small: this capacity needs at least " +
+                      std::to_string(l.arena_offset + l.chunk_bytes));
+    }
+    throw_errno("sizing " + path_, err);
   }
-  if (ftruncate(fd_, static_cast<off_t>(l.arena_offset)) != 0) throw_errno("sizing " + path_, errno);
-  reserve_and_map(round_up(options.max_bytes, kPageBytes), l.arena_offset);
-  arena_offset_ = l.arena_offset;
+  attach_mapping(FileMapping::of(fd, path_, round_up(options.max_bytes, kPageBytes), l.arena_offset), l.arena_offset);
 
   Header& h = header();
   ImmutableHeader& f = h.fixed;
@@ -268,7 +235,7 @@ void Region::initialize(const CreateOptions& options, EngineStateInit init_engin
   h.active_engine.store(static_cast<std::uint32_t>(options.engine), std::memory_order_relaxed);
   h.arena_end.store(l.arena_offset, std::memory_order_relaxed);
   h.file_bytes.store(l.arena_offset, std::memory_order_relaxed);
-  init_engine(*this, static_cast<std::uint32_t>(options.engine));
+  init_engine(*this, static_cast<std::uint32_t>(options.engine), options.stripes);
   // Everything else (process table, engine area, slots) is zero: a new file reads as zeros,
   // which is every engine's initial state.
   h.state.store(layout::kStateReady, std::memory_order_release);
@@ -279,16 +246,23 @@ Region Region::open(const std::string& path) {
   region.path_ = path;
   // /proc/<pid>/fd/<n> (an anonymous table's name) is a symlink by design: follow it.
   const bool proc_fd = path.rfind("/proc/", 0) == 0;
-  region.fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC | (proc_fd ? 0 : O_NOFOLLOW));
-  if (region.fd_ < 0) throw_errno("opening " + path, errno);
+  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | (proc_fd ? 0 : O_NOFOLLOW));
+  if (fd < 0) throw_errno("opening " + path, errno);
+  // Until the mapping owns it, close the fd on every error path.
+  struct FdGuard {
+    int fd;
+    ~FdGuard() {
+      if (fd >= 0) ::close(fd);
+    }
+  } guard{fd};
 
-  const std::uint64_t size = fd_size(region.fd_, path);
+  const std::uint64_t size = fd_size(fd, path);
   if (size < kPageBytes) {
     corrupt(path, "file is " + std::to_string(size) + " bytes; a shmht table is at least " +
                       std::to_string(kPageBytes) + " (truncated, or not a shmht table)");
   }
   ImmutableHeader f{};
-  if (pread(region.fd_, &f, sizeof f, 0) != static_cast<ssize_t>(sizeof f)) throw_errno("reading header of " + path, errno);
+  if (pread(fd, &f, sizeof f, 0) != static_cast<ssize_t>(sizeof f)) throw_errno("reading header of " + path, errno);
   if (std::memcmp(f.magic, layout::kMagic, sizeof f.magic) != 0) corrupt(path, "bad magic: not a shmht table");
   if (f.layout_version != layout::kLayoutVersion) {
     throw Error(ErrorCode::kVersionMismatch, path + ": written with layout version " + std::to_string(f.layout_version) +
@@ -325,21 +299,26 @@ Region Region::open(const std::string& path) {
   }
   if (size > f.max_bytes) corrupt(path, "file is larger than its max_bytes");
 
-  region.reserve_and_map(f.max_bytes, size);
-  region.arena_offset_ = f.arena_offset;
+  guard.fd = -1;
+  region.attach_mapping(FileMapping::of(fd, path, f.max_bytes, size), f.arena_offset);
   Header& h = region.header();
   // A creator still initialising: wait briefly for it to publish kStateReady.
   for (int waited_ms = 0; h.state.load(std::memory_order_acquire) != layout::kStateReady; ++waited_ms) {
     if (waited_ms >= 2000) corrupt(path, "never finished initialising (its creator died?)");
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
+  // Peers grow the file before they publish a larger arena_end, so a size read after
+  // arena_end covers it (the size read above may predate a concurrent growth).
   const std::uint64_t arena_end = h.arena_end.load(std::memory_order_acquire);
-  // `size` was read before this load: another process may have grown the file and
-  // published a larger arena_end since. Writers grow the file first, so a size read now
-  // covers any arena_end we can see.
-  const std::uint64_t size_now = arena_end > size ? fd_size(region.fd_, path) : size;
-  field(arena_end >= f.arena_offset && arena_end <= size_now && (arena_end - f.arena_offset) % f.chunk_bytes == 0, "arena_end");
-  field(engine_name(static_cast<Engine>(h.active_engine.load(std::memory_order_relaxed))) != "unknown", "active_engine");
+  const std::uint64_t size_now = fd_size(region.fd(), path);
+  field(arena_end >= f.arena_offset && arena_end <= size_now && (arena_end - f.arena_offset) % f.chunk_bytes == 0,
+        "arena_end");
+  const auto active = static_cast<Engine>(h.active_engine.load(std::memory_order_relaxed));
+  field(engine_name(active) != "unknown", "active_engine");
+  field(active != Engine::kStripedRwLock ||
+            (h.stripe_count.load(std::memory_order_relaxed) >= 1 && h.stripe_count.load(std::memory_order_relaxed) <= layout::kMaxStripes),
+        "stripe_count");
+  field(h.entry_high_water.load(std::memory_order_relaxed) <= f.max_processes, "entry_high_water");
   return region;
 }
 
@@ -351,21 +330,27 @@ void Region::grow_file_to(std::uint64_t end) {
   }
   RobustMutex mutex(&header().admin_mutex);
   if (mutex.lock() == RobustMutex::Acquired::kOwnerDied) mutex.mark_consistent();  // growth is idempotent
-  const std::uint64_t current = fd_size(fd_, path_);
+  const std::uint64_t current = fd_size(fd(), path_);
   int rc = 0;
-  if (current < end) rc = ftruncate(fd_, static_cast<off_t>(end));
+  if (current < end) rc = ftruncate(fd(), static_cast<off_t>(end));
   const int err = errno;
   if (rc == 0) header().file_bytes.store(std::max(current, end), std::memory_order_release);
   mutex.unlock();
   if (rc != 0) throw_errno("growing " + path_ + " to " + std::to_string(end) + " bytes", err);
-  map_up_to(std::max(current, end));
+  mapping_->map_up_to(std::max(current, end));
 }
 
-std::uint64_t Region::apparent_bytes() const { return fd_size(fd_, path_); }
+void Region::attach_mapping(std::shared_ptr<FileMapping> mapping, std::uint64_t arena_offset) {
+  mapping_ = std::move(mapping);
+  base_ = mapping_->base();
+  arena_offset_ = arena_offset;
+}
+
+std::uint64_t Region::apparent_bytes() const { return fd_size(fd(), path_); }
 
 std::uint64_t Region::allocated_bytes() const {
   struct stat st{};
-  if (fstat(fd_, &st) != 0) throw_errno("fstat " + path_, errno);
+  if (fstat(fd(), &st) != 0) throw_errno("fstat " + path_, errno);
   return static_cast<std::uint64_t>(st.st_blocks) * 512;
 }
 
@@ -385,7 +370,7 @@ std::vector<pid_t> Region::attached_pids() const {
   return pids;
 }
 
-std::uint32_t Region::attach(std::uint32_t engine_value, EngineStateInit switch_engine) {
+std::uint32_t Region::attach(std::uint32_t engine_value, std::uint32_t stripes, EngineStateInit switch_engine) {
   RobustMutex mutex(&header().admin_mutex);
   if (mutex.lock() == RobustMutex::Acquired::kOwnerDied) mutex.mark_consistent();  // attach state is re-derived below
   struct Unlock {
@@ -411,7 +396,7 @@ std::uint32_t Region::attach(std::uint32_t engine_value, EngineStateInit switch_
                   path_ + ": table is in use with engine '" + std::string(engine_name(static_cast<Engine>(active))) +
                       "' by pid " + pids + "; open it with that engine, or wait until they detach");
     }
-    switch_engine(*this, engine_value);
+    switch_engine(*this, engine_value, stripes);
     header().active_engine.store(engine_value, std::memory_order_release);
   }
   if (reusable < 0) {
@@ -420,8 +405,13 @@ std::uint32_t Region::attach(std::uint32_t engine_value, EngineStateInit switch_
   }
   ProcessEntry& e = entry(static_cast<std::uint32_t>(reusable));
   const pid_t self = getpid();
+  e.generation.store(e.generation.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   e.start_time.store(process_start_time(self), std::memory_order_relaxed);
   e.pid.store(static_cast<std::uint32_t>(self), std::memory_order_release);
+  auto& high_water = header().entry_high_water;
+  if (high_water.load(std::memory_order_relaxed) <= static_cast<std::uint32_t>(reusable)) {
+    high_water.store(static_cast<std::uint32_t>(reusable) + 1, std::memory_order_release);
+  }
   return static_cast<std::uint32_t>(reusable);
 }
 

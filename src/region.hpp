@@ -1,10 +1,11 @@
 // region.hpp - one mapped table file: create, open and validate, lazy remap, growth,
 // and the attached-process table.
 //
-// Each process reserves max_bytes of address space (PROT_NONE) once and maps the file
-// over the front of it. When the file grows (another process allocated a chunk), the
-// process maps the new tail at the same base address the first time it meets an offset
-// past its mapping (ensure_mapped), so addresses handed out earlier stay valid.
+// Each process reserves max_bytes of address space (PROT_NONE) once per file and maps the
+// file over the front of it (file_mapping.hpp; handles on one file share it). When the
+// file grows (another process allocated a chunk), the process maps the new tail at the
+// same base address the first time it meets an offset past its mapping (ensure_mapped),
+// so addresses handed out earlier stay valid.
 //
 // Every offset that comes out of shared memory is checked with contains() /
 // ensure_mapped() before it is dereferenced: a corrupt or hostile peer can make us
@@ -15,9 +16,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "file_mapping.hpp"
 #include "layout/header.hpp"
 #include "layout/slot.hpp"
 #include "shmht/options.hpp"
@@ -43,7 +46,7 @@ struct RegionLayout {
 std::uint64_t process_start_time(pid_t pid) noexcept;
 
 // Prepares the engine area and control words for an engine (engines/engine.hpp).
-using EngineStateInit = void (*)(class Region&, std::uint32_t engine);
+using EngineStateInit = void (*)(class Region&, std::uint32_t engine, std::uint32_t stripes);
 
 class Region {
  public:
@@ -52,14 +55,13 @@ class Region {
   static Region create_anonymous(const CreateOptions& options, EngineStateInit init_engine);
   static Region open(const std::string& path);
 
-  Region(Region&& other) noexcept;
-  Region& operator=(Region&& other) noexcept;
+  Region(Region&&) noexcept = default;
+  Region& operator=(Region&&) noexcept = default;
   Region(const Region&) = delete;
   Region& operator=(const Region&) = delete;
-  ~Region();
 
   const std::string& path() const noexcept { return path_; }
-  int fd() const noexcept { return fd_; }
+  int fd() const noexcept { return mapping_->fd(); }
   std::byte* base() const noexcept { return base_; }
   layout::Header& header() const noexcept { return *reinterpret_cast<layout::Header*>(base_); }
   const layout::ImmutableHeader& fixed() const noexcept { return header().fixed; }
@@ -69,7 +71,8 @@ class Region {
 
   // True when [offset, offset + bytes) is inside the arena part of this mapping.
   bool contains(std::uint64_t offset, std::uint64_t bytes) const noexcept {
-    return offset >= arena_offset_ && bytes <= mapped_bytes_ && offset <= mapped_bytes_ - bytes;
+    const std::uint64_t mapped = mapping_->mapped_bytes();
+    return offset >= arena_offset_ && bytes <= mapped && offset <= mapped - bytes;
   }
   // Like contains(), but first maps any part of the file that grew since we last looked.
   bool ensure_mapped(std::uint64_t offset, std::uint64_t bytes);
@@ -89,23 +92,20 @@ class Region {
   // --- the attached-process table (admin mutex held inside) ---
   // Takes a free entry or one whose owner is dead, checking that `engine` agrees with
   // the live attachments (or switching the table to it when none are live).
-  std::uint32_t attach(std::uint32_t engine_value, EngineStateInit switch_engine);
+  std::uint32_t attach(std::uint32_t engine_value, std::uint32_t stripes, EngineStateInit switch_engine);
   void detach(std::uint32_t index) noexcept;
   bool entry_is_live(std::uint32_t index) const noexcept;
   std::vector<pid_t> attached_pids() const;
 
  private:
   Region() = default;
-  void initialize(const CreateOptions& options, EngineStateInit init_engine);
-  void reserve_and_map(std::uint64_t reserve_bytes, std::uint64_t file_bytes);
-  void map_up_to(std::uint64_t file_bytes);
-  void release() noexcept;
+  // Writes a new table's header into `fd` (which it takes over).
+  void initialize(int fd, const CreateOptions& options, EngineStateInit init_engine);
+  void attach_mapping(std::shared_ptr<FileMapping> mapping, std::uint64_t arena_offset);
 
   std::string path_;
-  int fd_ = -1;
-  std::byte* base_ = nullptr;
-  std::uint64_t reserved_bytes_ = 0;
-  std::uint64_t mapped_bytes_ = 0;
+  std::shared_ptr<FileMapping> mapping_;  // shared with this process's other handles on the file
+  std::byte* base_ = nullptr;             // mapping_->base(), cached for the hot path
   std::uint64_t arena_offset_ = 0;
 };
 

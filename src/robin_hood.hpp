@@ -2,8 +2,11 @@
 //
 // Mechanism only: these functions read and write slot words and know nothing of locks,
 // records or processes. A caller that writes must hold exclusive access (lock, or odd
-// sequences) to every bucket the operation touches; plan_insert / erase_run_end tell it
-// which slots those are before anything is written.
+// sequences) to every bucket the operation touches. The functions that scan forward take
+// a `touch(slot)` callback, called before each slot is first read: engines that lock
+// bucket by bucket extend their locked range there (always ascending, so two writers can
+// never wait for each other in a cycle). By the time plan_insert / erase_run_end return,
+// every slot the write will change has been touched.
 //
 // PROBE (lookup and insertion point in one pass)
 //   i = home, d = 0; stop at the first slot that is EMPTY or whose key is nearer its home
@@ -37,11 +40,17 @@ struct Probe {
   std::uint64_t dist;  // slot - home
 };
 
-template <class Matches>
-Probe probe(const SlotArray& slots, std::uint64_t home, std::uint16_t tag, Matches&& matches) {
+// The default touch: callers that already exclude everyone need no per-slot step.
+struct NoTouch {
+  void operator()(std::uint64_t) const noexcept {}
+};
+
+template <class Matches, class Touch = NoTouch>
+Probe probe(const SlotArray& slots, std::uint64_t home, std::uint16_t tag, Matches&& matches, Touch&& touch = {}) {
   const std::uint64_t limit = slots.probe_limit();
   std::uint64_t d = 0;
   for (std::uint64_t i = home; i < limit; ++i, ++d) {
+    touch(i);
     const std::uint64_t word = slots.load(i);
     if (word == layout::kEmptySlot || Slot::dist_of(word) < d) return {false, i, d};
     if (Slot::tag_of(word) == tag && matches(word)) return {true, i, d};
@@ -56,10 +65,12 @@ struct InsertPlan {
   std::uint64_t pos, last, dist;
 };
 
-inline InsertPlan plan_insert(const SlotArray& slots, std::uint64_t pos, std::uint64_t dist) noexcept {
+template <class Touch = NoTouch>
+InsertPlan plan_insert(const SlotArray& slots, std::uint64_t pos, std::uint64_t dist, Touch&& touch = {}) {
   if (dist > layout::kMaxDist) return {false, pos, pos, dist};
   const std::uint64_t limit = slots.probe_limit();
   for (std::uint64_t i = pos; i < limit; ++i) {
+    touch(i);
     const std::uint64_t word = slots.load(i);
     if (word == layout::kEmptySlot) return {true, pos, i, dist};
     if (Slot::dist_of(word) >= layout::kMaxDist) break;
@@ -77,10 +88,12 @@ inline void apply_insert(const SlotArray& slots, const InsertPlan& plan, std::ui
 }
 
 // Last slot a backward-shift erase at `pos` rewrites (it becomes EMPTY).
-inline std::uint64_t erase_run_end(const SlotArray& slots, std::uint64_t pos) noexcept {
+template <class Touch = NoTouch>
+std::uint64_t erase_run_end(const SlotArray& slots, std::uint64_t pos, Touch&& touch = {}) {
   const std::uint64_t limit = slots.probe_limit();
   std::uint64_t i = pos;
   while (i + 1 < limit) {
+    touch(i + 1);
     const std::uint64_t next = slots.load(i + 1);
     if (next == layout::kEmptySlot || Slot::dist_of(next) == 0) break;
     ++i;
@@ -113,12 +126,13 @@ inline std::uint64_t repair_interrupted_shifts(const SlotArray& slots) noexcept 
 }
 
 // Calls visit(slot_index, word) for every key whose home slot is in [begin, end), each
-// exactly once whatever shifts moved it, as long as the caller excludes writers for the
-// duration of the call.
-template <class Visit>
-void visit_home_range(const SlotArray& slots, std::uint64_t begin, std::uint64_t end, Visit&& visit) {
+// exactly once whatever shifts moved it, as long as the caller excludes writers from the
+// slots it touches for the duration of the call.
+template <class Visit, class Touch = NoTouch>
+void visit_home_range(const SlotArray& slots, std::uint64_t begin, std::uint64_t end, Visit&& visit, Touch&& touch = {}) {
   const std::uint64_t limit = slots.probe_limit();
   for (std::uint64_t i = begin; i < limit; ++i) {
+    touch(i);
     const std::uint64_t word = slots.load(i);
     const bool empty = word == layout::kEmptySlot;
     const std::uint64_t home = empty ? i : i - Slot::dist_of(word);

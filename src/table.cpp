@@ -60,10 +60,10 @@ constexpr std::uint64_t kForEachBatchSlots = 1024;
 
 class TableImpl {
  public:
-  static std::unique_ptr<TableImpl> attach(Region region, Engine engine) {
+  static std::unique_ptr<TableImpl> attach(Region region, Engine engine, std::uint32_t stripes) {
     register_fork_handler();
     require_engine_built(engine);
-    const std::uint32_t entry = region.attach(static_cast<std::uint32_t>(engine), &switch_engine_state);
+    const std::uint32_t entry = region.attach(static_cast<std::uint32_t>(engine), stripes, &switch_engine_state);
     auto impl = std::unique_ptr<TableImpl>(new TableImpl(std::move(region), engine, entry));
     impl->engine_ = make_engine(engine, impl->context_);
     return impl;
@@ -175,23 +175,23 @@ TableImpl& Table::impl() {
 
 Table Table::create(const std::string& name, const CreateOptions& options) {
   Region region = Region::create(resolve_table_path(name), options, &switch_engine_state);
-  return Table(TableImpl::attach(std::move(region), options.engine));
+  return Table(TableImpl::attach(std::move(region), options.engine, options.stripes));
 }
 
 Table Table::create_anonymous(const CreateOptions& options) {
   Region region = Region::create_anonymous(options, &switch_engine_state);
-  return Table(TableImpl::attach(std::move(region), options.engine));
+  return Table(TableImpl::attach(std::move(region), options.engine, options.stripes));
 }
 
 Table Table::open(const std::string& name, const OpenOptions& options) {
-  return Table(TableImpl::attach(Region::open(resolve_table_path(name)), options.engine));
+  return Table(TableImpl::attach(Region::open(resolve_table_path(name)), options.engine, options.stripes));
 }
 
 Table Table::open_or_create(const std::string& name, const CreateOptions& create_options) {
   // Two processes may race to create: the loser of O_EXCL opens what the winner made.
   for (int attempt = 0;; ++attempt) {
     try {
-      return open(name, {.engine = create_options.engine});
+      return open(name, {.engine = create_options.engine, .stripes = create_options.stripes});
     } catch (const Error& e) {
       if (e.code() != ErrorCode::kNotFound || attempt > 0) throw;
     }

@@ -26,10 +26,15 @@ struct CreateOptions {
   mode_t mode = 0600;
   // The engine the creating process attaches with.
   Engine engine = Engine::kGlobalLock;
+  // Striped engine only: how many reader-writer locks cover the buckets (1..64).
+  std::uint32_t stripes = 64;
 };
 
 struct OpenOptions {
   Engine engine = Engine::kGlobalLock;
+  // Striped engine only, and only when this open switches the table to it (no live
+  // process attached): the stripe count (1..64). Otherwise the recorded count is kept.
+  std::uint32_t stripes = 64;
 };
 
 }  // namespace shmht

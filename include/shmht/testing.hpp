@@ -12,6 +12,7 @@ enum class FaultPoint {
   kAfterSlotWrite,    // one slot word of the operation has been written
   kMidShift,          // a Robin Hood shift has moved at least one slot, not all
   kBeforeUnlock,      // every slot written, counters not yet, lock still held
+  kReadLocked,        // a reader holds its lock (global mutex, striped stripe shared)
 };
 
 using FaultHook = void (*)(FaultPoint);

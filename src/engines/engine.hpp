@@ -97,14 +97,20 @@ class EngineBase {
   virtual std::uint64_t with_exclusive_access(const std::function<void()>& fn) = 0;
 };
 
-// Each engine file defines its factory; make_engine dispatches (engines.cpp).
+// Each engine file defines its factory and the initialiser of its engine-area state;
+// make_engine and switch_engine_state dispatch (engines.cpp).
 std::unique_ptr<EngineBase> make_global_lock_engine(TableContext& context);
+std::unique_ptr<EngineBase> make_striped_engine(TableContext& context);
+std::unique_ptr<EngineBase> make_seqlock_engine(TableContext& context);
+void init_global_lock_state(Region& region);
+void init_striped_state(Region& region, std::uint32_t stripes);
 std::unique_ptr<EngineBase> make_engine(Engine engine, TableContext& context);
 // Throws kEngineUnavailable (naming the engines that are built) unless `engine` is built.
 void require_engine_built(Engine engine);
 
-// Called by Region::attach with the admin mutex held and no live attachment: prepares the
-// engine area and control words for `engine` (they may hold another engine's state).
-void switch_engine_state(Region& region, std::uint32_t engine);
+// Called by Region::create, and by Region::attach with the admin mutex held and no live
+// attachment: prepares the engine area and control words for `engine` (they may hold
+// another engine's state). `stripes` is the striped engine's stripe count.
+void switch_engine_state(Region& region, std::uint32_t engine, std::uint32_t stripes);
 
 }  // namespace shmht

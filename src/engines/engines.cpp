@@ -2,7 +2,6 @@
 #include <cstring>
 
 #include "engines/engine.hpp"
-#include "robust_mutex.hpp"
 #include "shmht/error.hpp"
 
 namespace shmht {
@@ -24,7 +23,7 @@ std::optional<Engine> parse_engine(std::string_view name) noexcept {
   return std::nullopt;
 }
 
-bool engine_is_built(Engine engine) noexcept { return engine == Engine::kGlobalLock; }
+bool engine_is_built(Engine engine) noexcept { return engine != Engine::kLockFreeRobinHood; }
 
 namespace {
 [[noreturn]] void throw_unavailable(Engine engine) {
@@ -44,11 +43,13 @@ void require_engine_built(Engine engine) {
 std::unique_ptr<EngineBase> make_engine(Engine engine, TableContext& context) {
   switch (engine) {
     case Engine::kGlobalLock: return make_global_lock_engine(context);
+    case Engine::kStripedRwLock: return make_striped_engine(context);
+    case Engine::kSeqlock: return make_seqlock_engine(context);
     default: throw_unavailable(engine);
   }
 }
 
-void switch_engine_state(Region& region, std::uint32_t engine) {
+void switch_engine_state(Region& region, std::uint32_t engine, std::uint32_t stripes) {
   const auto e = static_cast<Engine>(engine);
   require_engine_built(e);
   // Another engine's state (lock words, sequences) is meaningless to this one: clear the
@@ -60,7 +61,9 @@ void switch_engine_state(Region& region, std::uint32_t engine) {
     auto& control = slots.bucket(b).control;
     if (control.load(std::memory_order_relaxed) != 0) control.store(0, std::memory_order_relaxed);
   }
-  if (e == Engine::kGlobalLock) RobustMutex::init(reinterpret_cast<pthread_mutex_t*>(region.engine_area()));
+  if (e == Engine::kGlobalLock) init_global_lock_state(region);
+  if (e == Engine::kStripedRwLock) init_striped_state(region, stripes);
+  // The seqlock keeps its state in the control words, which are now zero (even: unlocked).
 }
 
 }  // namespace shmht

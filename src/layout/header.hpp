@@ -67,10 +67,15 @@ struct Header {
   // --- mutable, line 2: which engine is active and whether create() finished ---
   alignas(64) std::atomic<std::uint32_t> state;
   std::atomic<std::uint32_t> active_engine;  // shmht::Engine value
+  std::atomic<std::uint32_t> stripe_count;   // striped engine: stripes, set when it is set up
 
   // --- line 3: the arena's chunk bump pointer and the file length ---
   alignas(64) std::atomic<std::uint64_t> arena_end;  // first byte never handed out
   std::atomic<std::uint64_t> file_bytes;             // current length of the file
+
+  // One past the highest process-table entry ever attached: bounds the scans of writers
+  // that must look at every attachment (striped engine's reader flags).
+  std::atomic<std::uint32_t> entry_high_water;
 
   // --- line 4+: robust process-shared mutex for attach/detach, engine switch, growth.
   // Never taken on a get/put/erase path.
@@ -91,7 +96,8 @@ static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 // anyone may read it (liveness, counters).
 struct alignas(64) ProcessEntry {
   std::atomic<std::uint32_t> pid;          // 0 = free
-  std::atomic<std::uint32_t> reserved0;
+  std::atomic<std::uint32_t> generation;   // +1 at every attach: tells this attachment from
+                                           // an earlier one that held the same entry
   std::atomic<std::uint64_t> start_time;   // /proc/<pid>/stat field 22: tells a reused pid
   std::atomic<std::int64_t> item_delta;    // items this entry added minus items it erased
   std::atomic<std::int64_t> live_bytes;    // record bytes allocated minus freed, via this entry

@@ -1,0 +1,69 @@
+// machine.cpp - see machine.hpp.
+#include "machine.hpp"
+
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
+
+namespace shmht::harness {
+namespace {
+
+std::string first_line(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const auto colon = line.find(':');
+      return colon == std::string::npos ? line : line.substr(line.find_first_not_of(' ', colon + 1));
+    }
+  }
+  return "unknown";
+}
+
+long meminfo_kib(const std::string& field) {
+  std::ifstream in("/proc/meminfo");
+  std::string name, rest;
+  long value = 0;
+  while (in >> name >> value) {
+    std::getline(in, rest);
+    if (name == field + ":") return value;
+  }
+  return -1;
+}
+
+// "always [madvise] never" -> "madvise"
+std::string selected(const std::string& line) {
+  const auto open = line.find('['), close = line.find(']');
+  return open == std::string::npos || close == std::string::npos ? line : line.substr(open + 1, close - open - 1);
+}
+
+}  // namespace
+
+void write_machine(JsonWriter& json) {
+  utsname u{};
+  uname(&u);
+  json.begin_object();
+  json.field("hostname", u.nodename);
+  json.field("kernel", std::string(u.sysname) + " " + u.release);
+  json.field("arch", u.machine);
+  json.field("cpu_model", cpu_model());
+  json.field("logical_cpus", sysconf(_SC_NPROCESSORS_ONLN));
+  json.field("memory_bytes", meminfo_kib("MemTotal") * 1024);
+  json.field("thp_enabled", selected(first_line("/sys/kernel/mm/transparent_hugepage/enabled")));
+  json.field("thp_shmem_enabled", selected(first_line("/sys/kernel/mm/transparent_hugepage/shmem_enabled")));
+  json.field("hugepages_total", meminfo_kib("HugePages_Total"));
+  json.field("hugepages_free", meminfo_kib("HugePages_Free"));
+  json.field("compiler", __VERSION__);
+  json.end_object();
+}
+
+}  // namespace shmht::harness

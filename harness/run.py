@@ -1,0 +1,365 @@
+#!/usr/bin/python3
+"""Runs a benchmark sweep of shmht and its peers, then draws the plots.
+
+    harness/run.py                     the `quick` sweep (under 3 minutes on 2 cores), then plots
+    harness/run.py --sweep scaling     another sweep from experiments/<name>.toml
+    harness/run.py --list              the sweeps there
+    harness/run.py --dry-run           print the cells, run nothing
+    harness/run.py --engines global,lmdb --procs 1,2    run only those stores / process counts
+
+It builds what is missing (scripts/bootstrap.sh build, ninja -C build), runs every cell
+`repetitions` times (repetitions interleaved, so a burst of foreign load hits one copy of
+a cell rather than all of them), prints a progress line per run, and appends one JSON
+object per run to experiments/results/<sweep>/<timestamp>.jsonl: the driver's result
+(schema "shmht-harness-run/1") plus the sweep, cell, repetition and noise records.
+
+Noise guard: before each run, /proc/stat is sampled while nothing of ours runs; during the
+run, the machine's busy time minus the driver's own CPU time is the foreign load. A run
+where either exceeds noise.max_foreign_cores is marked "loaded" and re-run (noise.reruns
+times); medians use the unloaded runs when there are any.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HARNESS = Path(__file__).resolve().parent
+ROOT = HARNESS.parent
+sys.path.insert(0, str(HARNESS))
+
+import sweep as sweeps  # noqa: E402  (after the path tweak above)
+
+EXPERIMENTS = ROOT / "experiments"
+RESULTS = EXPERIMENTS / "results"
+BUILD = ROOT / "build"
+PLOT_SCRIPT = ROOT / "plots" / "plot.py"
+SHM = Path("/dev/shm")
+DISK_TMP = Path("/tmp")
+MIN_WALL_FOR_DURING_S = 0.25
+
+
+# ---------------------------------------------------------------------------------------
+# Building and asking the driver
+
+
+def ensure_driver(explicit: str | None) -> Path:
+    """The driver to use: --driver, $SHMHT_DRIVER, or build/ (built or brought up to date)."""
+    given = explicit or os.environ.get("SHMHT_DRIVER")
+    if given:
+        path = Path(given)
+        if not path.is_file():
+            sys.exit(f"run.py: driver {path} does not exist")
+        return path
+    if not (BUILD / "build.ninja").is_file():
+        log("run.py: configuring build/ (scripts/bootstrap.sh build)")
+        subprocess.run([str(ROOT / "scripts" / "bootstrap.sh"), "build"], cwd=ROOT, check=True)
+    # ninja is a no-op when everything is up to date; otherwise this builds what is missing.
+    build = subprocess.run(["ninja", "-C", str(BUILD), "harness/shmht-driver"], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if build.returncode != 0:
+        sys.exit(f"run.py: building the driver failed:\n{build.stdout}")
+    if "no work to do" not in build.stdout:
+        log("run.py: built harness/shmht-driver")
+    return BUILD / "harness" / "shmht-driver"
+
+
+def driver_listing(driver: Path) -> dict[str, Any]:
+    out = subprocess.run([str(driver), "--list-stores"], check=True, stdout=subprocess.PIPE, text=True, timeout=30)
+    return json.loads(out.stdout)
+
+
+# ---------------------------------------------------------------------------------------
+# Noise guard
+
+
+def cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies over all CPUs, from the first line of /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+def busy_cores(before: tuple[int, int], after: tuple[int, int]) -> float:
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return busy / total * os.cpu_count() if total > 0 else 0.0
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def foreign_load_now(sample_s: float) -> float:
+    """Cores busy while we sleep: all of it is someone else's."""
+    if sample_s <= 0:
+        return 0.0
+    before = cpu_jiffies()
+    time.sleep(sample_s)
+    return busy_cores(before, cpu_jiffies())
+
+
+# ---------------------------------------------------------------------------------------
+# Running one cell
+
+
+def remove_leftovers(prefix: str) -> list[str]:
+    """Removes files a killed driver could not: everything named <prefix>* in /dev/shm and /tmp."""
+    removed = []
+    for directory in (SHM, DISK_TMP):
+        for path in directory.glob(prefix + "*"):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(str(path))
+    return removed
+
+
+def run_driver(driver: Path, cell: sweeps.Cell, sweep: sweeps.Sweep, seed: int,
+               prefix: str) -> tuple[dict, list[str], float | None, float]:
+    """Runs the driver once; returns (result, command, foreign cores during, wall seconds)."""
+    command = [
+        str(driver),
+        "--store", cell.store,
+        "--processes", str(cell.processes),
+        "--backing", cell.backing,
+        "--placement", cell.placement,
+        "--memory", cell.memory_policy,
+        "--batch", str(sweep.batch),
+        "--timeout", repr(sweep.timeout_s),
+        "--seed", str(seed),
+        "--name-prefix", prefix,
+        *cell.workload.driver_args(),
+    ]
+    jiffies_before, cpu_before, started = cpu_jiffies(), children_cpu_s(), time.monotonic()
+    try:
+        # The driver bounds its workers by --timeout; this bounds the driver itself.
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              timeout=sweep.timeout_s + 30)
+        stdout, stderr, returncode = done.stdout, done.stderr, done.returncode
+    except subprocess.TimeoutExpired as expired:
+        stdout, stderr, returncode = "", f"driver overran {sweep.timeout_s + 30:.0f} s and was killed", -9
+        del expired
+    wall = time.monotonic() - started
+    # /proc/stat counts in jiffies (10 ms): below MIN_WALL_FOR_DURING_S the difference
+    # is mostly rounding, so only the load before the run counts.
+    foreign = None
+    if wall >= MIN_WALL_FOR_DURING_S:
+        foreign = max(busy_cores(jiffies_before, cpu_jiffies()) - (children_cpu_s() - cpu_before) / wall, 0.0)
+    leftovers = remove_leftovers(prefix)
+    try:
+        result = json.loads(stdout)
+    except json.JSONDecodeError:
+        result = {"schema": "shmht-harness-run/1", "status": "failed",
+                  "error": f"driver exit {returncode}, no JSON result: {stderr.strip()[-500:]}"}
+    result["driver_exit"] = returncode
+    if leftovers:
+        result["leftovers_removed"] = leftovers
+    return result, command, foreign, wall
+
+
+# ---------------------------------------------------------------------------------------
+# Reporting
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def throughput(result: dict) -> float | None:
+    aggregate = result.get("aggregate") or {}
+    return aggregate.get("throughput_ops_s") if result.get("status") == "ok" else None
+
+
+def summarize(lines: list[dict]) -> list[dict]:
+    """Median and spread of throughput per cell, from unloaded runs where there are any."""
+    by_cell: dict[str, list[dict]] = {}
+    for line in lines:
+        by_cell.setdefault(line["cell"]["id"], []).append(line)
+    rows = []
+    for cell_id, runs in by_cell.items():
+        ok = [r for r in runs if throughput(r) is not None]
+        quiet = [r for r in ok if not r["noise"]["loaded"]]
+        used = quiet or ok
+        values = [throughput(r) for r in used]
+        row = {"cell": cell_id, "status": runs[0]["status"], "runs": len(runs), "used": len(values),
+               "loaded_only": bool(ok) and not quiet, "error": runs[-1].get("error")}
+        if values:
+            median = statistics.median(values)
+            row.update(median=median, low=min(values), high=max(values),
+                       spread_pct=(max(values) - min(values)) / median * 100 if median else 0.0)
+        rows.append(row)
+    return rows
+
+
+def print_summary(rows: list[dict]) -> None:
+    print(f"\n{'cell':58} {'median ops/s':>13} {'min..max':>23} {'spread':>7} {'n':>3}")
+    for row in rows:
+        if "median" in row:
+            flag = "  (loaded runs only)" if row["loaded_only"] else ""
+            print(f"{row['cell']:58} {row['median']:13,.0f} {row['low']:11,.0f}..{row['high']:<11,.0f}"
+                  f" {row['spread_pct']:6.1f}% {row['used']:3}{flag}")
+        else:
+            print(f"{row['cell']:58} {row['status']:>13}: {row['error']}")
+
+
+def git_describe() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                  text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
+
+
+# ---------------------------------------------------------------------------------------
+# The sweep
+
+
+def run_sweep(sweep: sweeps.Sweep, cells: list[sweeps.Cell], driver: Path, results_dir: Path) -> Path:
+    started_at = datetime.datetime.now(datetime.timezone.utc)
+    out_dir = results_dir / sweep.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_path = out_dir / f"{started_at.strftime('%Y%m%dT%H%M%SZ')}.jsonl"
+    sweep_record = {"name": sweep.name, "file": str(sweep.path.relative_to(ROOT)) if sweep.path.is_relative_to(ROOT)
+                    else str(sweep.path), "started": started_at.isoformat(timespec="seconds"),
+                    "repetitions": sweep.repetitions, **git_describe()}
+    threshold = sweep.noise["max_foreign_cores"]
+    planned = len(cells) * sweep.repetitions
+    skipped_cells: set[str] = set()
+    lines: list[dict] = []
+    run_number, clock = 0, time.monotonic()
+    log(f"run.py: sweep '{sweep.name}': {len(cells)} cells x {sweep.repetitions} repetitions -> {out_path}")
+    with open(out_path, "a") as out:
+        for repetition in range(sweep.repetitions):
+            for index, cell in enumerate(cells):
+                run_number += 1
+                if cell.id in skipped_cells:
+                    continue
+                for attempt in range(int(sweep.noise["reruns"]) + 1):
+                    before = foreign_load_now(sweep.noise["sample_s"])
+                    prefix = f"shmht-bench-{os.getpid()}-{run_number}-{attempt}-"
+                    seed = 1 + repetition
+                    result, command, during, wall = run_driver(driver, cell, sweep, seed, prefix)
+                    loaded = before > threshold or (during is not None and during > threshold)
+                    result.update(sweep=sweep_record, cell=cell.describe(), repetition=repetition, attempt=attempt,
+                                  noise={"foreign_cores_before": round(before, 3),
+                                         "foreign_cores_during": None if during is None else round(during, 3),
+                                         "max_foreign_cores": threshold, "loaded": loaded},
+                                  driver_command=command)
+                    out.write(json.dumps(result, separators=(",", ":")) + "\n")
+                    out.flush()
+                    lines.append(result)
+                    elapsed = time.monotonic() - clock
+                    eta = elapsed / run_number * (planned - run_number)
+                    status = result["status"]
+                    figure = (f"{throughput(result):>12,.0f} ops/s" if status == "ok"
+                              else f"{status.upper()}: {result.get('error')}")
+                    log(f"[run {run_number}/{planned} cell {index + 1}/{len(cells)} rep {repetition + 1}] "
+                        f"{cell.id}: {figure}  load {before:.2f}/{'-' if during is None else f'{during:.2f}'}"
+                        f"{' LOADED' if loaded else ''}  "
+                        f"elapsed {format_duration(elapsed)} eta {format_duration(eta)}")
+                    if status == "skipped":
+                        skipped_cells.add(cell.id)  # the reason will not change on a re-run
+                        break
+                    if not loaded or status != "ok":
+                        break
+    print_summary(summarize(lines))
+    log(f"run.py: {len(lines)} results in {out_path} ({format_duration(time.monotonic() - clock)})")
+    return out_path
+
+
+def parse_arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sweep", default="quick", help="experiments/NAME.toml or a path to a .toml (default: quick)")
+    parser.add_argument("--list", action="store_true", help="list the sweeps and exit")
+    parser.add_argument("--dry-run", action="store_true", help="print the cells and exit")
+    parser.add_argument("--engines", help="comma-separated stores to keep (engines, peers or baselines)")
+    parser.add_argument("--procs", help="comma-separated process counts to keep")
+    parser.add_argument("--driver", help="shmht-driver to use (default: build it in build/)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="results directory (default: experiments/results)")
+    parser.add_argument("--plots", type=Path, help="plot directory (default: plots/<sweep>)")
+    parser.add_argument("--no-plots", action="store_true", help="do not draw plots after the sweep")
+    return parser.parse_args(argv)
+
+
+def sweep_path(name: str) -> Path:
+    if name.endswith(".toml"):
+        return Path(name).resolve()
+    available = sweeps.sweeps_in(EXPERIMENTS)
+    if name not in available:
+        sys.exit(f"run.py: no sweep '{name}'; available: {', '.join(available) or 'none'} (in {EXPERIMENTS})")
+    return available[name]
+
+
+def main(argv: list[str]) -> int:
+    args = parse_arguments(argv)
+    if args.list:
+        for name, path in sweeps.sweeps_in(EXPERIMENTS).items():
+            try:
+                s = sweeps.load_sweep(path)
+                print(f"{name:12} {len(s.cells):4} cells x {s.repetitions} reps  {s.description}")
+            except sweeps.SweepError as error:
+                print(f"{name:12} INVALID: {error}")
+        return 0
+
+    path = sweep_path(args.sweep)
+    try:
+        stores_filter = [s for s in (args.engines or "").split(",") if s]
+        procs_filter = [int(p) for p in (args.procs or "").split(",") if p]
+    except ValueError:
+        sys.exit("run.py: --procs expects comma-separated integers")
+    try:
+        sweeps.load_sweep(path)  # validate before building anything
+        driver = ensure_driver(args.driver)
+        stores = sweeps.stores_from_driver_listing(driver_listing(driver))
+        sweep = sweeps.load_sweep(path, stores)
+    except sweeps.SweepError as error:
+        sys.exit(f"run.py: {error}")
+    unknown = [s for s in stores_filter if s not in stores]
+    if unknown:
+        sys.exit(f"run.py: --engines: unknown store(s) {', '.join(unknown)}; known: {', '.join(stores)}")
+    cells = sweeps.filter_cells(sweep.cells, stores_filter, procs_filter)
+
+    if args.dry_run:
+        for i, cell in enumerate(cells, 1):
+            print(f"{i:4} {cell.id}")
+        for cell, reason in sweep.not_applicable:
+            print(f"   - {cell.id}  (not applicable: {reason})")
+        print(f"{len(cells)} cells x {sweep.repetitions} repetitions")
+        return 0
+    if not cells:
+        sys.exit("run.py: the filters leave no cell to run")
+
+    results_file = run_sweep(sweep, cells, driver, args.results)
+    if not args.no_plots:
+        plot_dir = args.plots or ROOT / "plots" / sweep.name
+        plotted = subprocess.run(["/usr/bin/python3", str(PLOT_SCRIPT), str(results_file), "--out", str(plot_dir)])
+        if plotted.returncode != 0:
+            log("run.py: plotting failed (the results are written; re-run plots/plot.py on them)")
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,121 @@
+"""A tiny sweep end to end: 2 processes, 10k ops, through run.py and plot.py.
+
+Needs the built driver ($SHMHT_DRIVER, set by meson test). Every step has a timeout, and
+the test checks that no driver process and no /dev/shm or /tmp file is left behind.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HARNESS = Path(__file__).resolve().parent.parent
+RUN = HARNESS / "run.py"
+PYTHON = "/usr/bin/python3"
+DRIVER = os.environ.get("SHMHT_DRIVER")
+
+pytestmark = pytest.mark.skipif(not DRIVER, reason="SHMHT_DRIVER is not set (run through meson test)")
+
+TINY = """
+repetitions = 1
+engines = ["global", "striped"]
+peers = ["lmdb", "std-unordered-map"]
+processes = [1, 2]
+timeout_s = 30
+[noise]
+sample_s = 0.05
+reruns = 0
+[workloads.tiny]
+keys = 2000
+mix = { get = 70, insert = 10, assign = 10, erase = 10 }
+ops = 10000
+"""
+
+RUN_KEYS = {"schema", "status", "error", "date", "config", "machine", "topology", "backing", "placement",
+            "workers", "aggregate", "footprint", "timing", "sweep", "cell", "repetition", "attempt", "noise",
+            "driver_command", "driver_exit"}
+AGGREGATE_KEYS = {"ops", "ops_by_type", "misses_by_type", "errors", "elapsed_s", "throughput_ops_s",
+                  "latency_ns", "cpu", "faults", "context_switches"}
+
+
+def bench_files():
+    return sorted(str(p) for d in (Path("/dev/shm"), Path("/tmp")) for p in d.glob("shmht-bench-*"))
+
+
+def our_drivers():
+    """shmht-driver processes that are children of this test's process tree."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,comm="], stdout=subprocess.PIPE, text=True).stdout
+    return [line for line in out.splitlines() if "shmht-driver" in line and str(os.getpid()) in line.split()[1:2]]
+
+
+def test_tiny_sweep_writes_the_schema_and_a_plot(tmp_path):
+    before = set(bench_files())
+    sweep = tmp_path / "tiny.toml"
+    sweep.write_text(TINY)
+    results, plots = tmp_path / "results", tmp_path / "plots"
+    done = subprocess.run([PYTHON, str(RUN), "--sweep", str(sweep), "--driver", DRIVER, "--results", str(results),
+                           "--plots", str(plots)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          timeout=150)
+    assert done.returncode == 0, done.stderr
+    assert "cell 1/" in done.stderr and "eta" in done.stderr  # the progress line
+
+    files = list((results / "tiny").glob("*.jsonl"))
+    assert len(files) == 1
+    lines = [json.loads(t) for t in files[0].read_text().splitlines()]
+    ok = [l for l in lines if l["status"] == "ok"]
+    skipped = [l for l in lines if l["status"] == "skipped"]
+    assert {l["cell"]["store"] for l in ok} >= {"global", "lmdb", "std-unordered-map"}
+    for line in lines:
+        assert RUN_KEYS <= set(line), RUN_KEYS - set(line)
+        assert line["schema"] == "shmht-harness-run/1"
+    for line in ok:
+        assert AGGREGATE_KEYS <= set(line["aggregate"])
+        assert line["aggregate"]["ops"] == 10000
+        assert line["aggregate"]["errors"] == 0
+        assert len(line["workers"]) == line["cell"]["processes"]
+        assert line["aggregate"]["latency_ns"]["p50"] > 0
+        assert {"loaded", "foreign_cores_before"} <= set(line["noise"])
+    table = [l for l in ok if l["cell"]["store"] == "global" and l["cell"]["processes"] == 2][0]
+    assert table["footprint"]["items"] > 0 and table["footprint"]["resident_bytes_per_item"] > 0
+    assert len(table["placement"]["workers"]) == 2
+    # An engine this build lacks is reported, not silently dropped.
+    if not any(l["cell"]["store"] == "striped" and l["status"] == "ok" for l in lines):
+        assert any(l["cell"]["store"] == "striped" and "not built" in l["error"] for l in skipped)
+
+    assert (plots / "throughput-tiny.png").stat().st_size > 0
+    assert (plots / "bytes-per-item.svg").stat().st_size > 0
+    assert set(bench_files()) <= before, "a run left files behind"
+    assert not our_drivers()
+
+
+def test_plots_regenerate_from_results_alone(tmp_path):
+    line = {"schema": "shmht-harness-run/1", "status": "skipped", "cell": {"workload": "w"}}
+    results = tmp_path / "r.jsonl"
+    results.write_text(json.dumps(line) + "\n")
+    done = subprocess.run([PYTHON, str(HARNESS.parent / "plots" / "plot.py"), str(results), "--out",
+                           str(tmp_path / "p")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert done.returncode != 0 and "no successful run" in done.stderr
+
+
+def test_driver_kills_overrunning_workers_and_cleans_up():
+    before = set(bench_files())
+    done = subprocess.run([DRIVER, "--store", "global", "--processes", "2", "--keys", "1000", "--duration", "30",
+                           "--timeout", "1", "--name-prefix", f"shmht-bench-test-{os.getpid()}-"],
+                          stdout=subprocess.PIPE, text=True, timeout=20)
+    result = json.loads(done.stdout)
+    assert done.returncode == 1
+    assert result["status"] == "failed" and "timeout" in result["error"]
+    assert [w["status"] for w in result["workers"]] == ["killed", "killed"]
+    assert set(bench_files()) <= before
+
+
+def test_bad_sweep_file_gives_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('engines = ["global", "warp-drive"]\n[workloads.w]\nkeys = 10\nops = 10\n')
+    done = subprocess.run([PYTHON, str(RUN), "--sweep", str(bad), "--driver", DRIVER, "--dry-run"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "field 'engines'" in done.stderr and "warp-drive" in done.stderr

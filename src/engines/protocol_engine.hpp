@@ -1,0 +1,248 @@
+// engines/protocol_engine.hpp - the write paths every locking engine shares, written once
+// over a Protocol that says how to exclude.
+//
+// An engine = ProtocolEngine<Protocol>. The Protocol supplies:
+//   explicit Protocol(TableContext&);
+//   class WriteScope {                      // exclusive access to a growing slot range
+//     WriteScope(Protocol&, std::uint64_t first_slot);
+//     void cover(std::uint64_t slot);       // extend the range up to `slot` (ascending only)
+//     ~WriteScope();                        // release everything (write sections end here)
+//   };
+//   class ExclusiveScope {                  // every writer and reader excluded; on entry it
+//     explicit ExclusiveScope(Protocol&);   // takes over what dead processes held and
+//     std::uint64_t repaired() const;       // repairs (repair_and_recount below)
+//   };
+//   std::optional<std::size_t> lookup(const HashedKey&, std::span<char> out, std::string* out_string);
+//   void copy_home_range(std::uint64_t begin, std::uint64_t end, std::vector<KeyValue>*);
+// WriteScope, ExclusiveScope acquisition and lookup may throw NeedsRecovery when they
+// meet a lock held by a dead process: the engine then runs an ExclusiveScope (which
+// repairs) and retries the operation from the start. Nothing has been written when it
+// is thrown: writers write only after the whole range is covered.
+//
+// Records are written before the scope is entered and freed after it ends: the record
+// is private until a slot points at it, and unreachable once no slot does (for
+// optimistic readers, the freeing happens after the bucket versions moved: see arena.hpp).
+#pragma once
+
+#include <string>
+
+#include "engines/engine.hpp"
+#include "engines/owner.hpp"
+#include "fault_injection.hpp"
+#include "robin_hood.hpp"
+#include "shmht/error.hpp"
+
+namespace shmht {
+
+// The repair every engine runs with everyone excluded, after a process died inside a
+// write: remove the adjacent duplicate an interrupted shift leaves, then recount the
+// items and credit the difference to the repairer. Returns the shifts repaired.
+inline std::uint64_t repair_and_recount(TableContext& ctx) {
+  const std::uint64_t repaired = robin_hood::repair_interrupted_shifts(ctx.slots());
+  std::int64_t occupied = 0;
+  for (std::uint64_t i = 0; i < ctx.slots().probe_limit(); ++i) occupied += ctx.slots().load(i) != layout::kEmptySlot;
+  std::int64_t counted = 0;
+  for (std::uint32_t e = 0; e < ctx.fixed().max_processes; ++e) {
+    counted += ctx.region().entry(e).item_delta.load(std::memory_order_relaxed);
+  }
+  ctx.add_items(occupied - counted);
+  return repaired;
+}
+
+[[noreturn]] inline void throw_invalid_record(TableContext& ctx, std::uint64_t word) {
+  throw Error(ErrorCode::kCorrupt, ctx.region().path() + ": corrupt table: a slot points at an invalid record (offset " +
+                                       std::to_string(layout::Slot::offset_of(word)) + "); run `shmht check`");
+}
+
+// A record reached by a caller that excludes writers (a lock holder): invalid means corrupt.
+inline const std::byte* record_or_throw(TableContext& ctx, std::uint64_t word, layout::RecordHeader* header) {
+  const std::byte* record = ctx.checked_record(word, header);
+  if (record == nullptr) throw_invalid_record(ctx, word);
+  return record;
+}
+
+// Lookup for protocols whose readers exclude writers (global, striped): plain reads.
+// `touch` extends the reader's locked range before each slot is read.
+template <class Touch>
+std::optional<std::size_t> locked_lookup(TableContext& ctx, const HashedKey& key, std::span<char> out,
+                                         std::string* out_string, Touch&& touch) {
+  const auto& slots = ctx.slots();
+  layout::RecordHeader header{};
+  const std::byte* record = nullptr;
+  const robin_hood::Probe probe = robin_hood::probe(
+      slots, slots.home_of(key.hash), layout::SlotArray::tag_of_hash(key.hash),
+      [&](std::uint64_t word) {
+        record = record_or_throw(ctx, word, &header);
+        return record_key(record, header) == key.bytes;
+      },
+      touch);
+  if (!probe.found) return std::nullopt;
+  const std::string_view value = record_value(record, header);
+  if (out_string != nullptr) {
+    out_string->assign(value);
+  } else if (value.size() <= out.size()) {
+    std::memcpy(out.data(), value.data(), value.size());
+  }
+  return value.size();
+}
+
+// copy_home_range for the same protocols.
+template <class Touch>
+void locked_copy_home_range(TableContext& ctx, std::uint64_t begin, std::uint64_t end, std::vector<KeyValue>* out,
+                            Touch&& touch) {
+  robin_hood::visit_home_range(
+      ctx.slots(), begin, end,
+      [&](std::uint64_t, std::uint64_t word) {
+        layout::RecordHeader header{};
+        const std::byte* record = record_or_throw(ctx, word, &header);
+        out->emplace_back(record_key(record, header), record_value(record, header));
+      },
+      touch);
+}
+
+template <class Protocol>
+class ProtocolEngine final : public EngineBase {
+ public:
+  explicit ProtocolEngine(TableContext& context) : ctx_(context), protocol_(context) {}
+
+  std::optional<std::size_t> get(const HashedKey& key, std::span<char> out) override {
+    return with_recovery([&] { return protocol_.lookup(key, out, nullptr); });
+  }
+  bool get(const HashedKey& key, std::string* out) override {
+    return with_recovery([&] { return protocol_.lookup(key, {}, out).has_value(); });
+  }
+  bool contains(const HashedKey& key) override {
+    return with_recovery([&] { return protocol_.lookup(key, {}, nullptr).has_value(); });
+  }
+
+  bool insert(const HashedKey& key, std::string_view value) override {
+    const NewRecord fresh = write_record(key, value);
+    const bool inserted = with_recovery([&] {
+      WriteScope scope(protocol_, home_of(key));
+      const robin_hood::Probe probe = probe_for(key, scope);
+      if (probe.found) return false;
+      link_new(key, probe, fresh, scope);
+      return true;
+    });
+    if (!inserted) ctx_.arena().free(fresh.offset, fresh.bytes);
+    return inserted;
+  }
+
+  bool assign(const HashedKey& key, std::string_view value) override {
+    const NewRecord fresh = write_record(key, value);
+    NewRecord replaced{0, 0};
+    const bool inserted = with_recovery([&] {
+      WriteScope scope(protocol_, home_of(key));
+      const robin_hood::Probe probe = probe_for(key, scope);
+      if (!probe.found) {
+        link_new(key, probe, fresh, scope);
+        return true;
+      }
+      const std::uint64_t word = ctx_.slots().load(probe.slot);
+      replaced = described(word);
+      ctx_.slots().store(probe.slot, layout::Slot::encode(layout::Slot::tag_of(word), layout::Slot::dist_of(word), fresh.offset));
+      detail::fault_point(testing::FaultPoint::kAfterSlotWrite);
+      return false;
+    });
+    if (!inserted) ctx_.arena().free(replaced.offset, replaced.bytes);
+    return inserted;
+  }
+
+  bool erase(const HashedKey& key) override {
+    NewRecord erased{0, 0};
+    const bool found = with_recovery([&] {
+      WriteScope scope(protocol_, home_of(key));
+      const robin_hood::Probe probe = probe_for(key, scope);
+      if (!probe.found) return false;
+      erased = described(ctx_.slots().load(probe.slot));
+      const std::uint64_t last = robin_hood::erase_run_end(ctx_.slots(), probe.slot, [&](std::uint64_t s) { scope.cover(s); });
+      robin_hood::apply_erase(ctx_.slots(), probe.slot, last);
+      detail::fault_point(testing::FaultPoint::kBeforeUnlock);
+      ctx_.add_items(-1);
+      return true;
+    });
+    if (found) ctx_.arena().free(erased.offset, erased.bytes);
+    return found;
+  }
+
+  void copy_home_range(std::uint64_t begin, std::uint64_t end, std::vector<KeyValue>* out) override {
+    const std::size_t keep = out->size();
+    with_recovery([&] {
+      out->resize(keep);  // drop a partial copy from an attempt that met a dead holder
+      protocol_.copy_home_range(begin, end, out);
+      return true;
+    });
+  }
+
+  std::uint64_t with_exclusive_access(const std::function<void()>& fn) override {
+    typename Protocol::ExclusiveScope scope(protocol_);
+    fn();
+    return scope.repaired();
+  }
+
+ private:
+  using WriteScope = typename Protocol::WriteScope;
+  struct NewRecord {
+    std::uint64_t offset, bytes;
+  };
+
+  // Runs `op`; if it meets a lock left by a dead process, repairs and runs it again.
+  template <class Op>
+  auto with_recovery(Op&& op) {
+    for (;;) {
+      try {
+        return op();
+      } catch (const NeedsRecovery&) {
+        typename Protocol::ExclusiveScope repair(protocol_);
+      }
+    }
+  }
+
+  std::uint64_t home_of(const HashedKey& key) const { return ctx_.slots().home_of(key.hash); }
+
+  NewRecord write_record(const HashedKey& key, std::string_view value) {
+    const std::uint64_t bytes = record_bytes_for(key.bytes.size(), value.size());
+    const std::uint64_t offset = ctx_.arena().allocate(bytes);
+    store_record(ctx_.region().at(offset), key.bytes, value);
+    return {offset, bytes};
+  }
+
+  NewRecord described(std::uint64_t word) {
+    layout::RecordHeader header{};
+    record_or_throw(ctx_, word, &header);
+    return {layout::Slot::offset_of(word), record_bytes_for(header.key_bytes, header.value_bytes)};
+  }
+
+  robin_hood::Probe probe_for(const HashedKey& key, WriteScope& scope) {
+    return robin_hood::probe(
+        ctx_.slots(), home_of(key), layout::SlotArray::tag_of_hash(key.hash),
+        [&](std::uint64_t word) {
+          layout::RecordHeader header{};
+          const std::byte* record = record_or_throw(ctx_, word, &header);
+          return record_key(record, header) == key.bytes;
+        },
+        [&](std::uint64_t s) { scope.cover(s); });
+  }
+
+  // Links a written record at the probe's insertion point. On a full table the record
+  // is returned to the arena and kTableFull thrown; nothing in the slot array changed.
+  void link_new(const HashedKey& key, const robin_hood::Probe& probe, const NewRecord& fresh, WriteScope& scope) {
+    const robin_hood::InsertPlan plan =
+        robin_hood::plan_insert(ctx_.slots(), probe.slot, probe.dist, [&](std::uint64_t s) { scope.cover(s); });
+    if (!plan.ok) {
+      ctx_.arena().free(fresh.offset, fresh.bytes);
+      throw Error(ErrorCode::kTableFull,
+                  ctx_.region().path() + ": table full: no free slot within probe distance " +
+                      std::to_string(layout::kMaxDist) + " of the key's home (capacity " +
+                      std::to_string(ctx_.fixed().capacity) + "; create the table with a larger capacity)");
+    }
+    robin_hood::apply_insert(ctx_.slots(), plan, layout::Slot::encode(layout::SlotArray::tag_of_hash(key.hash), 0, fresh.offset));
+    detail::fault_point(testing::FaultPoint::kBeforeUnlock);
+    ctx_.add_items(1);
+  }
+
+  TableContext& ctx_;
+  Protocol protocol_;
+};
+
+}  // namespace shmht

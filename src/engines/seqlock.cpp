@@ -1,0 +1,328 @@
+// engines/seqlock.cpp - the seqlock engine: a sequence per bucket, readers that never write.
+//
+// DESIGN
+//   Each bucket's control word is a sequence lock:
+//     63                        32 31                         0
+//     +---------------------------+---------------------------+
+//     | owner (engines/owner.hpp) | sequence: odd = locked    |
+//     +---------------------------+---------------------------+
+//   A writer takes a bucket by CAS from (even s, owner 0) to (s + 1, itself) and releases
+//   it by storing (s + 2, 0). A write locks every bucket it will read or change, one by
+//   one in address order as its probe advances (WriteScope::cover), before it changes
+//   anything; a Robin Hood shift that spans buckets therefore holds all of them odd.
+//   Address order and no wrap-around (layout/slot.hpp) make deadlock impossible.
+//   Readers store nothing in shared memory: they note each bucket's sequence as the
+//   probe enters it, read slots and record bytes with relaxed atomic loads (never a plain
+//   memcpy of racing bytes), and then re-check every noted sequence; any change, or an
+//   odd sequence, means a writer was there and the read is retried. Two readers of
+//   different buckets, or of the same bucket, touch no line in common but to load it.
+//
+// INVARIANTS
+//   Whenever a bucket's sequence is even, its slots satisfy the Robin Hood invariants
+//   with respect to its neighbours that are even too; a record is reachable from a slot
+//   only while it is live; a record is freed only after every bucket whose slot pointed
+//   at it has moved to a new even sequence (ProtocolEngine frees after the scope ends),
+//   so a reader that read a stale offset fails its re-check.
+//
+// MEMORY ORDER (Boehm, "Can seqlocks get along with programming language memory models?")
+//   writer: CAS seq odd (acquire) ; fence(release) ; slot/record stores (relaxed) ;
+//           store seq even (release)
+//   reader: load seq (acquire) ; slot/record loads (relaxed) ; fence(acquire) ;
+//           reload seq (relaxed), compare.
+//   If a reader saw any store made after the writer's release fence, its acquire fence
+//   makes the odd sequence visible to its re-check. A reader that read a new slot word
+//   with an unchanged even sequence read the sequence the writer released, so the
+//   record bytes written before that release are visible to it.
+//   Record lengths read optimistically are bounds-checked (TableContext::checked_record)
+//   before they are used: a torn read ends in a retry, never a wild read.
+//
+// A PROCESS THAT DIES MID-OPERATION
+//   Its buckets stay odd with its owner id. A reader or writer that has waited on an odd
+//   bucket for a while checks the owner in the process table; if it is dead (or its entry
+//   re-attached since), it throws NeedsRecovery: ProtocolEngine releases what it holds and
+//   takes an ExclusiveScope, which locks every bucket in address order, taking over the
+//   dead owner's, runs repair_and_recount (removing the duplicate an interrupted shift
+//   leaves), and releases them all with new sequences. Readers of those buckets then
+//   retry and see the repaired table; nobody spins forever.
+#include <array>
+
+#include "engines/protocol_engine.hpp"
+
+namespace shmht {
+namespace {
+
+constexpr std::uint64_t kSequenceMask = 0xFFFFFFFFull;
+
+constexpr bool is_locked(std::uint64_t control) noexcept { return (control & 1) != 0; }
+constexpr std::uint32_t owner_of(std::uint64_t control) noexcept { return static_cast<std::uint32_t>(control >> 32); }
+constexpr std::uint64_t locked_by(std::uint64_t control, std::uint32_t owner) noexcept {
+  return ((control + 1) & kSequenceMask) | (std::uint64_t{owner} << 32);
+}
+constexpr std::uint64_t unlocked_after(std::uint64_t control) noexcept { return (control + 1) & kSequenceMask; }
+
+static_assert(!is_locked(0), "a zeroed control word is an unlocked bucket");
+static_assert(is_locked(locked_by(0, 5)) && owner_of(locked_by(0, 5)) == 5);
+static_assert(unlocked_after(locked_by(0, 5)) == 2, "lock then unlock advances the sequence by two");
+static_assert(unlocked_after(locked_by(kSequenceMask - 1, 5)) == 0, "the sequence wraps within its 32 bits");
+
+class SeqlockProtocol {
+ public:
+  explicit SeqlockProtocol(TableContext& context)
+      : ctx_(context), slots_(context.slots()), me_(owner::id_of(context.region(), context.entry_index())) {}
+
+  // Write-locks buckets [first, last], growing upwards.
+  class WriteScope {
+   public:
+    WriteScope(SeqlockProtocol& p, std::uint64_t first_slot)
+        : p_(p), first_(layout::SlotArray::bucket_of_slot(first_slot)), end_(first_) {
+      cover(first_slot);
+      detail::fault_point(testing::FaultPoint::kAfterLock);
+    }
+    ~WriteScope() {
+      for (std::uint64_t b = first_; b < end_; ++b) p_.unlock(b);
+    }
+    WriteScope(const WriteScope&) = delete;
+    WriteScope& operator=(const WriteScope&) = delete;
+
+    void cover(std::uint64_t slot) {
+      const std::uint64_t bucket = layout::SlotArray::bucket_of_slot(slot);
+      while (end_ <= bucket) {
+        p_.lock(end_);
+        ++end_;
+      }
+    }
+
+   private:
+    SeqlockProtocol& p_;
+    std::uint64_t first_, end_;  // held: [first_, end_)
+  };
+
+  // Every bucket, in address order; buckets left locked by dead processes are taken over.
+  class ExclusiveScope {
+   public:
+    explicit ExclusiveScope(SeqlockProtocol& p) : p_(p) {
+      const std::uint64_t buckets = p_.slots_.bucket_count();
+      bool took_over_dead = false;
+      try {
+        for (; held_ < buckets; ++held_) took_over_dead |= p_.lock_or_take_over(held_);
+        if (took_over_dead) repaired_ = repair_and_recount(p_.ctx_);
+      } catch (...) {
+        release();
+        throw;
+      }
+    }
+    ~ExclusiveScope() { release(); }
+    ExclusiveScope(const ExclusiveScope&) = delete;
+    ExclusiveScope& operator=(const ExclusiveScope&) = delete;
+    std::uint64_t repaired() const noexcept { return repaired_; }
+
+   private:
+    void release() noexcept {
+      for (std::uint64_t b = 0; b < held_; ++b) p_.unlock(b);
+      held_ = 0;
+    }
+    SeqlockProtocol& p_;
+    std::uint64_t held_ = 0;
+    std::uint64_t repaired_ = 0;
+  };
+
+  std::optional<std::size_t> lookup(const HashedKey& key, std::span<char> out, std::string* out_string) {
+    Backoff backoff;
+    for (;;) {
+      const Attempt attempt = try_lookup(key, out, out_string);
+      if (attempt.outcome == Outcome::kValid) return attempt.value_bytes;
+      if (attempt.outcome == Outcome::kBusy && backoff.pause() && !owner::is_live(ctx_.region(), attempt.busy_owner)) {
+        throw NeedsRecovery{};
+      }
+    }
+  }
+
+  void copy_home_range(std::uint64_t begin, std::uint64_t end, std::vector<KeyValue>* out) {
+    constexpr int kOptimisticAttempts = 8;
+    const std::size_t keep = out->size();
+    for (int attempt = 0; attempt < kOptimisticAttempts; ++attempt) {
+      if (try_copy_home_range(begin, end, out)) return;
+      out->resize(keep);
+    }
+    // Writers keep moving under us: lock the range as a writer would, and copy.
+    WriteScope scope(*this, begin);
+    locked_copy_home_range(ctx_, begin, end, out, [&](std::uint64_t s) { scope.cover(s); });
+  }
+
+ private:
+  enum class Outcome { kValid, kTorn, kBusy };
+  struct Attempt {
+    Outcome outcome;
+    std::optional<std::size_t> value_bytes;
+    std::uint32_t busy_owner = 0;
+  };
+
+  // The sequences a reader noted, one per bucket from the first it entered upwards. A
+  // lookup spans at most kMaxDist + 1 slots, so its window fits the inline array; a
+  // for_each batch spills into the vector.
+  class ReadWindow {
+   public:
+    explicit ReadWindow(const layout::SlotArray& slots) : slots_(slots) {}
+    // Notes the bucket of `slot` if it is new. False if a writer holds it.
+    bool enter(std::uint64_t slot) {
+      const std::uint64_t bucket = layout::SlotArray::bucket_of_slot(slot);
+      if (count_ == 0) first_ = bucket;
+      if (bucket < first_ + count_) return true;
+      const std::uint64_t control = slots_.bucket(bucket).control.load(std::memory_order_acquire);
+      if (is_locked(control)) {
+        busy_owner_ = owner_of(control);
+        return false;
+      }
+      if (count_ < kInline) {
+        inline_[count_] = control;
+      } else {
+        spilled_.push_back(control);
+      }
+      ++count_;
+      return true;
+    }
+    // True if no noted bucket changed since it was entered.
+    bool still_valid() const {
+      std::atomic_thread_fence(std::memory_order_acquire);
+      for (std::size_t i = 0; i < count_; ++i) {
+        const std::uint64_t noted = i < kInline ? inline_[i] : spilled_[i - kInline];
+        if (slots_.bucket(first_ + i).control.load(std::memory_order_relaxed) != noted) return false;
+      }
+      return true;
+    }
+    std::uint32_t busy_owner() const { return busy_owner_; }
+
+   private:
+    static constexpr std::size_t kInline = (layout::kMaxDist + 1) / layout::kSlotsPerBucket + 2;
+    const layout::SlotArray& slots_;
+    std::uint64_t first_ = 0;
+    std::size_t count_ = 0;
+    std::array<std::uint64_t, kInline> inline_;
+    std::vector<std::uint64_t> spilled_;
+    std::uint32_t busy_owner_ = 0;
+  };
+
+  Attempt try_lookup(const HashedKey& key, std::span<char> out, std::string* out_string) {
+    ReadWindow window(slots_);
+    auto finish = [&](std::optional<std::size_t> result) {
+      return window.still_valid() ? Attempt{Outcome::kValid, result} : Attempt{Outcome::kTorn, std::nullopt};
+    };
+    const std::uint64_t home = slots_.home_of(key.hash);
+    const std::uint16_t tag = layout::SlotArray::tag_of_hash(key.hash);
+    const std::uint64_t limit = slots_.probe_limit();
+    for (std::uint64_t i = home, d = 0; i < limit; ++i, ++d) {
+      if (!window.enter(i)) return {Outcome::kBusy, std::nullopt, window.busy_owner()};
+      const std::uint64_t word = slots_.load(i);
+      if (word == layout::kEmptySlot || layout::Slot::dist_of(word) < d) return finish(std::nullopt);
+      if (layout::Slot::tag_of(word) != tag) continue;
+      layout::RecordHeader header{};
+      const std::byte* record = ctx_.checked_record(word, &header);
+      if (record == nullptr) {
+        if (window.still_valid()) throw_invalid_record(ctx_, word);  // not torn: really corrupt
+        return {Outcome::kTorn, std::nullopt};
+      }
+      if (header.key_bytes != key.bytes.size() ||
+          !record_bytes_equal(record, sizeof(layout::RecordHeader), key.bytes)) {
+        continue;
+      }
+      const std::size_t value_offset = sizeof(layout::RecordHeader) + header.key_bytes;
+      if (out_string != nullptr) {
+        out_string->resize(header.value_bytes);
+        load_record_bytes(record, value_offset, out_string->data(), header.value_bytes);
+      } else if (header.value_bytes <= out.size()) {
+        load_record_bytes(record, value_offset, out.data(), header.value_bytes);
+      }
+      return finish(header.value_bytes);
+    }
+    return finish(std::nullopt);
+  }
+
+  struct TornCopy {};
+
+  bool try_copy_home_range(std::uint64_t begin, std::uint64_t end, std::vector<KeyValue>* out) {
+    ReadWindow window(slots_);
+    try {
+      robin_hood::visit_home_range(
+          slots_, begin, end,
+          [&](std::uint64_t, std::uint64_t word) {
+            layout::RecordHeader header{};
+            const std::byte* record = ctx_.checked_record(word, &header);
+            if (record == nullptr) throw TornCopy{};
+            std::string key(header.key_bytes, '\0'), value(header.value_bytes, '\0');
+            load_record_bytes(record, sizeof(layout::RecordHeader), key.data(), key.size());
+            load_record_bytes(record, sizeof(layout::RecordHeader) + key.size(), value.data(), value.size());
+            out->emplace_back(std::move(key), std::move(value));
+          },
+          [&](std::uint64_t s) {
+            if (!window.enter(s)) throw TornCopy{};
+          });
+    } catch (const TornCopy&) {
+      return false;
+    }
+    return window.still_valid();
+  }
+
+  void lock(std::uint64_t bucket) {
+    std::atomic<std::uint64_t>& control = slots_.bucket(bucket).control;
+    Backoff backoff;
+    std::uint64_t current = control.load(std::memory_order_relaxed);
+    for (;;) {
+      if (!is_locked(current)) {
+        if (control.compare_exchange_weak(current, locked_by(current, me_), std::memory_order_acquire,
+                                          std::memory_order_relaxed)) {
+          std::atomic_thread_fence(std::memory_order_release);  // odd sequence before our data stores
+          return;
+        }
+        continue;
+      }
+      if (backoff.pause() && !owner::is_live(ctx_.region(), owner_of(current))) throw NeedsRecovery{};
+      current = control.load(std::memory_order_relaxed);
+    }
+  }
+
+  // For ExclusiveScope: like lock(), but a bucket held by a dead owner becomes ours.
+  // Returns true if it was taken over from a dead owner.
+  bool lock_or_take_over(std::uint64_t bucket) {
+    std::atomic<std::uint64_t>& control = slots_.bucket(bucket).control;
+    Backoff backoff;
+    std::uint64_t current = control.load(std::memory_order_relaxed);
+    for (;;) {
+      if (!is_locked(current)) {
+        if (control.compare_exchange_weak(current, locked_by(current, me_), std::memory_order_acquire,
+                                          std::memory_order_relaxed)) {
+          break;
+        }
+        continue;
+      }
+      if (backoff.pause() && !owner::is_live(ctx_.region(), owner_of(current))) {
+        // Keep it odd (readers keep waiting), make it ours; unlock() then advances it.
+        const std::uint64_t ours = (current & kSequenceMask) | (std::uint64_t{me_} << 32);
+        if (control.compare_exchange_strong(current, ours, std::memory_order_acquire, std::memory_order_relaxed)) {
+          std::atomic_thread_fence(std::memory_order_release);
+          return true;
+        }
+        continue;
+      }
+      current = control.load(std::memory_order_relaxed);
+    }
+    std::atomic_thread_fence(std::memory_order_release);
+    return false;
+  }
+
+  void unlock(std::uint64_t bucket) noexcept {
+    std::atomic<std::uint64_t>& control = slots_.bucket(bucket).control;
+    control.store(unlocked_after(control.load(std::memory_order_relaxed)), std::memory_order_release);
+  }
+
+  TableContext& ctx_;
+  const layout::SlotArray& slots_;
+  std::uint32_t me_;
+};
+
+}  // namespace
+
+std::unique_ptr<EngineBase> make_seqlock_engine(TableContext& context) {
+  return std::make_unique<ProtocolEngine<SeqlockProtocol>>(context);
+}
+
+}  // namespace shmht

@@ -1,0 +1,226 @@
+// engines/striped_rwlock.cpp - the striped engine: reader-writer locks over stripes of buckets.
+//
+// DESIGN
+//   The buckets are cut into S contiguous stripes (S = header.stripe_count, chosen when
+//   the engine is set up, at most kMaxStripes = 64). Stripe s has one writer word and,
+//   for each attachment, one reader flag (layout/engine_area.hpp):
+//
+//     +64 + 64*s               writer word of stripe s (its own line): OwnerId, 0 = free
+//     +64 + 64*kMaxStripes     reader flag lines, one 64-byte line per attachment entry:
+//       + 64*e                   byte s = 1 while entry e holds stripe s shared
+//
+//   A reader writes only its own line, so readers never write a line another reader
+//   writes, whichever stripes they read (a single shared reader count would cap read
+//   scaling at one line's bandwidth). A writer pays instead: it scans the reader flags of
+//   every attachment up to header.entry_high_water.
+//   A probe or shift that crosses into the next stripe takes it too (cover), always in
+//   address order, so no two lockers can wait for each other in a cycle.
+//
+// PROTOCOL (a Dekker handshake per stripe; seq_cst where the handshake needs it)
+//   reader: flag = 1 (seq_cst); if writer == 0 (seq_cst): hold. Else flag = 0 and wait
+//           for writer == 0, then try again.        release: flag = 0 (release)
+//   writer: CAS writer 0 -> me (seq_cst); then wait until every reader flag of the stripe
+//           is 0 (seq_cst loads).                    release: writer = 0 (release)
+//   In the single total order of seq_cst operations either the reader's load sees the
+//   writer or the writer's scan sees the flag, so they never both proceed. Release
+//   stores pair with the acquire side of those loads, so what a writer wrote is visible
+//   to the next reader, and a writer's writes come after every read it waited for.
+//
+// INVARIANTS
+//   While a stripe's writer word is non-zero no reader flag of that stripe is set except
+//   by readers that are about to back off. A writer holds [first, end) of stripes
+//   contiguously; readers likewise, shared. Lock holders read records with plain loads:
+//   no record reachable from a held stripe can be freed while it is held.
+//
+// A PROCESS THAT DIES MID-OPERATION
+//   As a reader: its flag stays 1. A writer that has waited for it a while checks the
+//   entry in the process table and, if the process is dead, clears the flag (nothing to
+//   repair: readers write nothing). An entry re-attached by a new process clears its own
+//   line when it starts this engine.
+//   As a writer: the writer word keeps its OwnerId. A waiter that finds the owner dead
+//   throws NeedsRecovery; ProtocolEngine then takes an ExclusiveScope, which takes every
+//   stripe in order (a dead owner's by CAS from its id), runs repair_and_recount and
+//   releases them all.
+#include "engines/protocol_engine.hpp"
+#include "layout/engine_area.hpp"
+
+namespace shmht {
+
+namespace {
+
+using layout::kMaxStripes;
+using layout::ReaderFlags;
+using layout::WriterWord;
+
+class StripedProtocol {
+ public:
+  explicit StripedProtocol(TableContext& context)
+      : ctx_(context),
+        stripes_(context.region().header().stripe_count.load(std::memory_order_acquire)),
+        buckets_(context.slots().bucket_count()),
+        me_(owner::id_of(context.region(), context.entry_index())),
+        writers_(reinterpret_cast<WriterWord*>(context.region().engine_area() + layout::kWriterWordsOffset)),
+        readers_(reinterpret_cast<ReaderFlags*>(context.region().engine_area() + layout::kReaderFlagsOffset)),
+        my_flags_(readers_[context.entry_index()]) {
+    if (stripes_ == 0 || stripes_ > kMaxStripes) {
+      throw Error(ErrorCode::kCorrupt, context.region().path() + ": corrupt table: stripe count " +
+                                           std::to_string(stripes_) + " is outside 1.." + std::to_string(kMaxStripes));
+    }
+    // A dead predecessor in this entry may have left flags set.
+    for (auto& flag : my_flags_.held) flag.store(0, std::memory_order_release);
+  }
+
+  std::uint32_t stripe_of_slot(std::uint64_t slot) const noexcept {
+    return static_cast<std::uint32_t>(layout::SlotArray::bucket_of_slot(slot) * stripes_ / buckets_);
+  }
+
+  // Holds stripes [first, end) either shared or exclusive, growing upwards.
+  template <bool kExclusive>
+  class Scope {
+   public:
+    Scope(StripedProtocol& p, std::uint64_t first_slot) : p_(p), first_(p.stripe_of_slot(first_slot)), end_(first_) {
+      cover(first_slot);
+      if constexpr (kExclusive) detail::fault_point(testing::FaultPoint::kAfterLock);
+    }
+    ~Scope() {
+      for (std::uint32_t s = first_; s < end_; ++s) kExclusive ? p_.unlock_exclusive(s) : p_.unlock_shared(s);
+    }
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+
+    void cover(std::uint64_t slot) {
+      const std::uint32_t stripe = p_.stripe_of_slot(slot);
+      while (end_ <= stripe) {
+        kExclusive ? (void)p_.lock_exclusive(end_, false) : p_.lock_shared(end_);
+        ++end_;
+      }
+    }
+
+   private:
+    StripedProtocol& p_;
+    std::uint32_t first_, end_;
+  };
+  using WriteScope = Scope<true>;
+  using ReadScope = Scope<false>;
+
+  class ExclusiveScope {
+   public:
+    explicit ExclusiveScope(StripedProtocol& p) : p_(p) {
+      bool took_over_dead = false;
+      try {
+        for (; held_ < p_.stripes_; ++held_) took_over_dead |= p_.lock_exclusive(held_, true);
+        if (took_over_dead) repaired_ = repair_and_recount(p_.ctx_);
+      } catch (...) {
+        release();
+        throw;
+      }
+    }
+    ~ExclusiveScope() { release(); }
+    ExclusiveScope(const ExclusiveScope&) = delete;
+    ExclusiveScope& operator=(const ExclusiveScope&) = delete;
+    std::uint64_t repaired() const noexcept { return repaired_; }
+
+   private:
+    void release() noexcept {
+      for (std::uint32_t s = 0; s < held_; ++s) p_.unlock_exclusive(s);
+      held_ = 0;
+    }
+    StripedProtocol& p_;
+    std::uint32_t held_ = 0;
+    std::uint64_t repaired_ = 0;
+  };
+
+  std::optional<std::size_t> lookup(const HashedKey& key, std::span<char> out, std::string* out_string) {
+    const std::uint64_t home = ctx_.slots().home_of(key.hash);
+    ReadScope scope(*this, home);
+    detail::fault_point(testing::FaultPoint::kReadLocked);
+    return locked_lookup(ctx_, key, out, out_string, [&](std::uint64_t s) { scope.cover(s); });
+  }
+
+  void copy_home_range(std::uint64_t begin, std::uint64_t end, std::vector<KeyValue>* out) {
+    ReadScope scope(*this, begin);
+    locked_copy_home_range(ctx_, begin, end, out, [&](std::uint64_t s) { scope.cover(s); });
+  }
+
+ private:
+  void lock_shared(std::uint32_t stripe) {
+    std::atomic<std::uint8_t>& flag = my_flags_.held[stripe];
+    std::atomic<std::uint32_t>& writer = writers_[stripe].owner;
+    for (;;) {
+      flag.store(1, std::memory_order_seq_cst);
+      if (writer.load(std::memory_order_seq_cst) == 0) return;
+      flag.store(0, std::memory_order_release);  // let the writer proceed
+      Backoff backoff;
+      for (std::uint32_t holder; (holder = writer.load(std::memory_order_acquire)) != 0;) {
+        if (backoff.pause() && !owner::is_live(ctx_.region(), holder)) throw NeedsRecovery{};
+      }
+    }
+  }
+
+  void unlock_shared(std::uint32_t stripe) noexcept { my_flags_.held[stripe].store(0, std::memory_order_release); }
+
+  // Takes the writer word, then waits for the stripe's readers. With take_over_dead a
+  // word held by a dead owner becomes ours (returns true); without, meeting one throws
+  // NeedsRecovery.
+  bool lock_exclusive(std::uint32_t stripe, bool take_over_dead) {
+    std::atomic<std::uint32_t>& writer = writers_[stripe].owner;
+    bool took_over = false;
+    Backoff backoff;
+    for (std::uint32_t expected = 0; !writer.compare_exchange_weak(expected, me_, std::memory_order_seq_cst);) {
+      if (expected != 0 && backoff.pause() && !owner::is_live(ctx_.region(), expected)) {
+        if (!take_over_dead) throw NeedsRecovery{};
+        if (writer.compare_exchange_strong(expected, me_, std::memory_order_seq_cst)) {
+          took_over = true;
+          break;
+        }
+      }
+      expected = 0;
+    }
+    wait_for_readers(stripe);
+    return took_over;
+  }
+
+  void wait_for_readers(std::uint32_t stripe) {
+    const std::uint32_t entries = std::min(ctx_.region().header().entry_high_water.load(std::memory_order_acquire),
+                                           ctx_.fixed().max_processes);
+    for (std::uint32_t e = 0; e < entries; ++e) {
+      std::atomic<std::uint8_t>& flag = readers_[e].held[stripe];
+      Backoff backoff;
+      while (flag.load(std::memory_order_seq_cst) != 0) {
+        if (backoff.pause() && !ctx_.region().entry_is_live(e)) {
+          flag.store(0, std::memory_order_release);  // a dead reader's flag: nothing to repair
+          break;
+        }
+      }
+    }
+  }
+
+  void unlock_exclusive(std::uint32_t stripe) noexcept { writers_[stripe].owner.store(0, std::memory_order_release); }
+
+  TableContext& ctx_;
+  std::uint32_t stripes_;
+  std::uint64_t buckets_;
+  std::uint32_t me_;
+  WriterWord* writers_;
+  ReaderFlags* readers_;
+  ReaderFlags& my_flags_;
+};
+
+}  // namespace
+
+std::unique_ptr<EngineBase> make_striped_engine(TableContext& context) {
+  return std::make_unique<ProtocolEngine<StripedProtocol>>(context);
+}
+
+void init_striped_state(Region& region, std::uint32_t stripes) {
+  if (stripes == 0 || stripes > kMaxStripes) {
+    throw Error(ErrorCode::kInvalidArgument, "stripes must be between 1 and " + std::to_string(kMaxStripes) +
+                                                 ", got " + std::to_string(stripes));
+  }
+  // Fewer stripes than buckets never helps: a stripe holds at least one bucket.
+  const auto buckets = region.slots().bucket_count();
+  region.header().stripe_count.store(static_cast<std::uint32_t>(std::min<std::uint64_t>(stripes, buckets)),
+                                     std::memory_order_release);
+}
+
+}  // namespace shmht

@@ -1,0 +1,93 @@
+#include "file_mapping.hpp"
+
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <utility>
+
+#include "layout/header.hpp"
+#include "shmht/error.hpp"
+
+namespace shmht {
+namespace {
+
+using FileId = std::pair<unsigned long, unsigned long>;  // device, inode
+
+// The process's mappings by file. Entries are weak: a mapping dies with its last handle.
+struct Registry {
+  std::mutex mutex;
+  std::map<FileId, std::weak_ptr<FileMapping>> mappings;
+};
+Registry& registry() {
+  static Registry* r = new Registry;  // never destroyed: handles may outlive static destructors
+  return *r;
+}
+
+[[noreturn]] void throw_mapping_error(const std::string& what, int err) {
+  throw Error(err == ENOMEM ? ErrorCode::kTableFull : ErrorCode::kSystem, what + ": " + std::strerror(err));
+}
+
+}  // namespace
+
+std::shared_ptr<FileMapping> FileMapping::of(int fd, const std::string& path, std::uint64_t reserve_bytes,
+                                             std::uint64_t file_bytes) {
+  struct stat st{};
+  if (fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    throw_mapping_error("fstat " + path, err);
+  }
+  const FileId id{st.st_dev, st.st_ino};
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  if (auto existing = r.mappings[id].lock()) {
+    ::close(fd);
+    existing->map_up_to(file_bytes);
+    return existing;
+  }
+  std::shared_ptr<FileMapping> mapping(new FileMapping(fd, path, reserve_bytes, id.first, id.second));
+  mapping->map_up_to(file_bytes);
+  r.mappings[id] = mapping;
+  return mapping;
+}
+
+FileMapping::FileMapping(int fd, std::string path, std::uint64_t reserve_bytes, unsigned long device,
+                         unsigned long inode)
+    : fd_(fd), path_(std::move(path)), reserved_bytes_(reserve_bytes), device_(device), inode_(inode) {
+  void* base = mmap(nullptr, reserve_bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (base == MAP_FAILED) {
+    const int err = errno;
+    ::close(fd_);
+    throw_mapping_error("reserving " + std::to_string(reserve_bytes) + " bytes of address space for " + path_, err);
+  }
+  base_ = static_cast<std::byte*>(base);
+}
+
+FileMapping::~FileMapping() {
+  {
+    Registry& r = registry();
+    std::lock_guard lock(r.mutex);
+    const auto it = r.mappings.find({device_, inode_});
+    if (it != r.mappings.end() && it->second.expired()) r.mappings.erase(it);
+  }
+  munmap(base_, reserved_bytes_);
+  ::close(fd_);
+}
+
+void FileMapping::map_up_to(std::uint64_t file_bytes) {
+  file_bytes = std::min(file_bytes / layout::kPageBytes * layout::kPageBytes, reserved_bytes_);
+  if (file_bytes <= mapped_bytes()) return;
+  std::lock_guard lock(remap_mutex_);
+  const std::uint64_t mapped = mapped_bytes_.load(std::memory_order_relaxed);
+  if (file_bytes <= mapped) return;
+  void* at = mmap(base_ + mapped, file_bytes - mapped, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd_,
+                  static_cast<off_t>(mapped));
+  if (at == MAP_FAILED) throw_mapping_error("mapping " + path_, errno);
+  mapped_bytes_.store(file_bytes, std::memory_order_release);
+}
+
+}  // namespace shmht

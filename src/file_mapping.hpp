@@ -1,0 +1,54 @@
+// file_mapping.hpp - one mapping of a table file per process, shared by all its handles.
+//
+// Every Table handle a process opens on the same file (same device and inode) shares one
+// FileMapping: one reservation of address space, one base address. Besides saving
+// address space, this makes threads that use separate handles touch the same virtual
+// addresses, so ThreadSanitizer sees their accesses to shared memory as accesses to the
+// same bytes (with one mapping per handle it would see two unrelated addresses).
+//
+// The reservation is PROT_NONE; the file is mapped over its front, and map_up_to() maps
+// the part of the file that grew since, at the same base (addresses never move).
+// map_up_to is thread-safe; mapped() may be read by any thread at any time.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace shmht {
+
+class FileMapping {
+ public:
+  // The mapping of the file open on `fd`: this process's existing one if the file is
+  // already mapped (then `fd` is closed), else a new one reserving `reserve_bytes` and
+  // mapping the first `file_bytes` (then it owns `fd`).
+  static std::shared_ptr<FileMapping> of(int fd, const std::string& path, std::uint64_t reserve_bytes,
+                                         std::uint64_t file_bytes);
+
+  ~FileMapping();
+  FileMapping(const FileMapping&) = delete;
+  FileMapping& operator=(const FileMapping&) = delete;
+
+  std::byte* base() const noexcept { return base_; }
+  int fd() const noexcept { return fd_; }
+  std::uint64_t reserved_bytes() const noexcept { return reserved_bytes_; }
+  std::uint64_t mapped_bytes() const noexcept { return mapped_bytes_.load(std::memory_order_acquire); }
+  // Maps the file up to `file_bytes` (page-rounded down, capped at the reservation).
+  void map_up_to(std::uint64_t file_bytes);
+
+ private:
+  FileMapping(int fd, std::string path, std::uint64_t reserve_bytes, unsigned long device, unsigned long inode);
+
+  int fd_;
+  std::string path_;
+  std::byte* base_ = nullptr;
+  std::uint64_t reserved_bytes_;
+  std::atomic<std::uint64_t> mapped_bytes_{0};
+  std::mutex remap_mutex_;
+  unsigned long device_, inode_;
+};
+
+}  // namespace shmht

@@ -1,0 +1,143 @@
+// crash_test.cpp - a writer SIGKILLed at each fault point inside its write path must not
+// stop the others, lose a committed key or leave a table that `check` rejects.
+#include <signal.h>
+
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "shmht/check.hpp"
+#include "shmht/table.hpp"
+#include "shmht/testing.hpp"
+#include "test_support.hpp"
+
+namespace shmht::test {
+namespace {
+
+using testing::FaultPoint;
+
+FaultPoint g_kill_at;
+void kill_self_at_fault(FaultPoint point) {
+  if (point == g_kill_at) raise(SIGKILL);
+}
+
+enum class Op { kInsert, kErase, kAssign };
+
+struct CrashCase {
+  Engine engine;
+  FaultPoint point;
+  Op op;
+  std::uint64_t expected_repairs;  // interrupted shifts the next lock holder finds
+};
+
+std::string case_name(const ::testing::TestParamInfo<CrashCase>& info) {
+  static const char* points[] = {"AfterLock", "AfterSlotWrite", "MidShift", "BeforeUnlock", "ReadLocked"};
+  static const char* ops[] = {"Insert", "Erase", "Assign"};
+  return std::string(engine_name(info.param.engine)) + "_" + ops[static_cast<int>(info.param.op)] + "_" +
+         points[static_cast<int>(info.param.point)];
+}
+
+class Crash : public ::testing::TestWithParam<CrashCase> {};
+
+TEST_P(Crash, SurvivorsRepairAndLoseNoCommittedKey) {
+  const CrashCase c = GetParam();
+  ScopedName name;
+  constexpr std::uint64_t kCapacity = 4000, kCommitted = 3000;  // load ~0.64: inserts shift
+  Table parent = Table::create(name, {.capacity = kCapacity, .engine = c.engine});
+  for (std::uint64_t i = 0; i < kCommitted; ++i) parent.insert(key_of(i), "committed");
+
+  Children children;
+  children.spawn([&] {
+    Table t = Table::open(name, {.engine = c.engine});
+    g_kill_at = c.point;
+    testing::set_fault_hook(&kill_self_at_fault);
+    // Keep operating until the fault point fires (a shift needs the right neighbours).
+    for (std::uint64_t i = 0; i < kCommitted; ++i) {
+      switch (c.op) {
+        case Op::kInsert: t.insert("victim-" + std::to_string(i), "v"); break;
+        case Op::kErase: t.erase(key_of(kCommitted - 1 - i)); break;
+        case Op::kAssign: t.assign(key_of(i), "overwritten"); break;
+      }
+    }
+    return 3;  // the fault point never fired
+  });
+  const auto outcomes = children.wait_all(std::chrono::seconds(30));
+  ASSERT_EQ(outcomes.size(), 1u);
+  ASSERT_FALSE(outcomes[0].exited) << "the child finished without reaching the fault point (exit " << outcomes[0].code_or_signal << ")";
+  ASSERT_EQ(outcomes[0].code_or_signal, SIGKILL);
+
+  // The first lock holder after the death repairs; check is that holder here.
+  const CheckReport report = check_table(name);
+  EXPECT_TRUE(report.clean) << (report.problems.empty() ? "" : report.problems.front());
+  EXPECT_EQ(report.repaired_shifts, c.expected_repairs);
+
+  // Survivors proceed, and every key whose operation completed is there.
+  const std::uint64_t erased = c.op == Op::kErase ? kCommitted - report.items : 0;
+  for (std::uint64_t i = 0; i < kCommitted - erased; ++i) {
+    const auto v = parent.get(key_of(i));
+    ASSERT_TRUE(v) << "committed key " << i << " lost";
+  }
+  EXPECT_TRUE(parent.insert("after-crash", "ok"));
+  EXPECT_EQ(parent.get("after-crash"), "ok");
+  EXPECT_EQ(parent.size(), report.items + 1);
+}
+
+std::vector<CrashCase> crash_cases() {
+  std::vector<CrashCase> cases;
+  for (Engine e : kAllEngines) {
+    if (!engine_is_built(e)) continue;
+    cases.push_back({e, FaultPoint::kAfterLock, Op::kInsert, 0});
+    cases.push_back({e, FaultPoint::kMidShift, Op::kInsert, 1});
+    cases.push_back({e, FaultPoint::kBeforeUnlock, Op::kInsert, 0});
+    cases.push_back({e, FaultPoint::kMidShift, Op::kErase, 1});
+    cases.push_back({e, FaultPoint::kBeforeUnlock, Op::kErase, 0});
+    cases.push_back({e, FaultPoint::kAfterSlotWrite, Op::kAssign, 0});
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, Crash, ::testing::ValuesIn(crash_cases()), case_name);
+
+// A reader killed while it holds a read lock must not wedge writers (engines whose
+// readers lock: the global mutex, a striped stripe held shared; seqlock readers hold
+// nothing). Writers to every part of the table then finish within the time limit.
+class ReaderCrash : public ::testing::TestWithParam<Engine> {};
+
+TEST_P(ReaderCrash, WritersProceedAfterAReaderDiesHoldingItsLock) {
+  ScopedName name;
+  Table parent = Table::create(name, {.capacity = 2000, .engine = GetParam()});
+  for (int i = 0; i < 1000; ++i) parent.insert(key_of(i), "v");
+  Children children;
+  children.spawn([&] {
+    Table t = Table::open(name, {.engine = GetParam()});
+    g_kill_at = FaultPoint::kReadLocked;
+    testing::set_fault_hook(&kill_self_at_fault);
+    t.get(key_of(0));
+    return 3;  // not reached: the hook kills us
+  });
+  const auto outcomes = children.wait_all(std::chrono::seconds(30));
+  ASSERT_EQ(outcomes.size(), 1u);
+  ASSERT_FALSE(outcomes[0].exited) << "the reader was not killed at its fault point";
+
+  // First the parent alone (no new attachment can reuse the dead reader's entry and so
+  // clear its flag for us): it must detect the dead reader itself.
+  for (int i = 0; i < 1000; i += 10) parent.assign(key_of(i), "rewritten");
+  Children writers;
+  for (int w = 0; w < 2; ++w) {
+    writers.spawn([&, w] {
+      Table t = Table::open(name, {.engine = GetParam()});
+      for (int i = w; i < 1000; i += 2) t.assign(key_of(i), "rewritten");  // every stripe
+      return 0;
+    });
+  }
+  writers.expect_all_succeed(std::chrono::seconds(60));
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(parent.get(key_of(i)), "rewritten");
+  const CheckReport report = check_table(name);
+  EXPECT_TRUE(report.clean) << (report.problems.empty() ? "" : report.problems.front());
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, ReaderCrash, ::testing::Values(Engine::kGlobalLock, Engine::kStripedRwLock),
+                         [](const auto& param_info) { return std::string(engine_name(param_info.param)); });
+
+}  // namespace
+}  // namespace shmht::test

@@ -1,0 +1,294 @@
+// errors_test.cpp - every error path of issue 2: each gives its typed error with a
+// message a user can act on, and none crashes or loses data.
+#include <fcntl.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "layout/header.hpp"
+#include "layout/slot.hpp"
+#include "shmht/check.hpp"
+#include "shmht/table.hpp"
+#include "test_support.hpp"
+
+namespace shmht::test {
+namespace {
+
+using layout::ImmutableHeader;
+
+// Expects `fn` to throw shmht::Error with `code` and a message containing `fragment`.
+template <class Fn>
+void expect_error(ErrorCode code, const std::string& fragment, Fn&& fn) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error; expected " << error_code_name(code);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << "message: " << e.what();
+  }
+}
+
+std::string path_of(const std::string& name) { return "/dev/shm/" + name; }
+
+// Reads, edits and writes back the immutable header, optionally re-sealing its checksum
+// (FNV-1a-64 over the bytes before the checksum, as the layout documents).
+void edit_header(const std::string& name, const std::function<void(ImmutableHeader&)>& edit, bool reseal) {
+  const int fd = ::open(path_of(name).c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  ImmutableHeader h{};
+  ASSERT_EQ(pread(fd, &h, sizeof h, 0), static_cast<ssize_t>(sizeof h));
+  edit(h);
+  if (reseal) {
+    std::uint64_t hash = 0xcbf29ce484222325ull;
+    const auto* bytes = reinterpret_cast<const unsigned char*>(&h);
+    for (std::size_t i = 0; i < offsetof(ImmutableHeader, checksum); ++i) hash = (hash ^ bytes[i]) * 0x100000001b3ull;
+    h.checksum = hash;
+  }
+  ASSERT_EQ(pwrite(fd, &h, sizeof h, 0), static_cast<ssize_t>(sizeof h));
+  ::close(fd);
+}
+
+class Errors : public ::testing::Test {
+ protected:
+  void make_table() {
+    Table t = Table::create(name_, {.capacity = 1000});
+    t.assign("k", "v");
+  }
+  ScopedName name_;
+};
+
+TEST_F(Errors, OpenMissingTableIsNotFound) {
+  expect_error(ErrorCode::kNotFound, "create it first", [&] { Table::open(name_); });
+}
+
+TEST_F(Errors, CreateExistingTableIsAlreadyExistsAndKeepsIt) {
+  make_table();
+  expect_error(ErrorCode::kAlreadyExists, "File exists", [&] { Table::create(name_); });
+  EXPECT_EQ(Table::open(name_).get("k"), "v") << "the failed create must not touch the existing table";
+}
+
+TEST_F(Errors, BadNamesAndOptionsAreInvalidArguments) {
+  expect_error(ErrorCode::kInvalidArgument, "contains '/'", [] { Table::open("a/b"); });
+  expect_error(ErrorCode::kInvalidArgument, "empty", [] { Table::open(""); });
+  expect_error(ErrorCode::kInvalidArgument, "capacity", [&] { Table::create(name_, {.capacity = 0}); });
+  expect_error(ErrorCode::kInvalidArgument, "max_bytes", [&] { Table::create(name_, {.capacity = 1'000'000, .max_bytes = 1 << 20}); });
+  EXPECT_FALSE(std::ifstream(path_of(name_)).good()) << "a failed create leaves no file";
+}
+
+TEST_F(Errors, ForeignFileIsCorruptBadMagic) {
+  std::ofstream(path_of(name_)) << std::string(8192, 'x');
+  expect_error(ErrorCode::kCorrupt, "bad magic", [&] { Table::open(name_); });
+}
+
+TEST_F(Errors, ShortFileIsCorrupt) {
+  std::ofstream(path_of(name_)) << "shmht";
+  expect_error(ErrorCode::kCorrupt, "at least 4096", [&] { Table::open(name_); });
+}
+
+TEST_F(Errors, TruncatedTableIsCorrupt) {
+  make_table();
+  ASSERT_EQ(truncate(path_of(name_).c_str(), 64 * 1024), 0);
+  expect_error(ErrorCode::kCorrupt, "truncated", [&] { Table::open(name_); });
+}
+
+TEST_F(Errors, OtherLayoutVersionIsVersionMismatch) {
+  make_table();
+  edit_header(name_, [](ImmutableHeader& h) { h.layout_version = 99; }, true);
+  expect_error(ErrorCode::kVersionMismatch, "layout version 99", [&] { Table::open(name_); });
+}
+
+TEST_F(Errors, OtherAbiIsVersionMismatch) {
+  make_table();
+  edit_header(name_, [](ImmutableHeader& h) { h.abi_tag ^= 1; }, true);
+  expect_error(ErrorCode::kVersionMismatch, "struct sizes", [&] { Table::open(name_); });
+}
+
+TEST_F(Errors, OverwrittenFixedFieldFailsTheChecksum) {
+  make_table();
+  edit_header(name_, [](ImmutableHeader& h) { h.bucket_count += 1; }, false);
+  expect_error(ErrorCode::kCorrupt, "checksum", [&] { Table::open(name_); });
+}
+
+// A field with a valid checksum but an impossible value (a peer's bug that also
+// rewrote the checksum) is still caught, and named.
+struct FieldCase {
+  const char* field;
+  void (*edit)(ImmutableHeader&);
+};
+class CorruptField : public Errors, public ::testing::WithParamInterface<FieldCase> {};
+
+TEST_P(CorruptField, IsReportedByName) {
+  make_table();
+  edit_header(name_, GetParam().edit, true);
+  expect_error(ErrorCode::kCorrupt, std::string("header field ") + GetParam().field, [&] { Table::open(name_); });
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fields, CorruptField,
+    ::testing::Values(FieldCase{"capacity", [](ImmutableHeader& h) { h.capacity = 0; }},
+                      FieldCase{"max_key_bytes", [](ImmutableHeader& h) { h.max_key_bytes = 0; }},
+                      FieldCase{"max_key_bytes + max_value_bytes", [](ImmutableHeader& h) { h.max_value_bytes = 0xFFFFFFFF; }},
+                      FieldCase{"max_processes", [](ImmutableHeader& h) { h.max_processes = 0; }},
+                      FieldCase{"home_slots", [](ImmutableHeader& h) { h.home_slots *= 4; }},
+                      FieldCase{"bucket_count", [](ImmutableHeader& h) { h.bucket_count = 1ull << 40; }},
+                      FieldCase{"chunk_bytes", [](ImmutableHeader& h) { h.chunk_bytes = 3; }},
+                      FieldCase{"process_table_offset", [](ImmutableHeader& h) { h.process_table_offset = 0; }},
+                      FieldCase{"engine_area_offset", [](ImmutableHeader& h) { h.engine_area_offset += 64; }},
+                      FieldCase{"engine_area_bytes", [](ImmutableHeader& h) { h.engine_area_bytes = 1ull << 50; }},
+                      FieldCase{"slot_array_offset", [](ImmutableHeader& h) { h.slot_array_offset = ~0ull; }},
+                      FieldCase{"arena_offset", [](ImmutableHeader& h) { h.arena_offset = 8; }},
+                      FieldCase{"max_bytes", [](ImmutableHeader& h) { h.max_bytes = 4096; }}),
+    [](const auto& param_info) {
+      std::string n = param_info.param.field;
+      for (char& ch : n) {
+        if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+      }
+      return n;
+    });
+
+TEST_F(Errors, MutableFieldsOutOfRangeAreCorrupt) {
+  make_table();
+  {
+    Table t = Table::open(name_);
+    const int fd = ::open(path_of(name_).c_str(), O_RDWR);
+    const std::uint64_t past_end = 1ull << 40;
+    ASSERT_EQ(pwrite(fd, &past_end, 8, offsetof(layout::Header, arena_end)), 8);
+    ::close(fd);
+  }
+  expect_error(ErrorCode::kCorrupt, "arena_end", [&] { Table::open(name_); });
+}
+
+TEST_F(Errors, UnknownActiveEngineIsCorrupt) {
+  make_table();
+  const int fd = ::open(path_of(name_).c_str(), O_RDWR);
+  const std::uint32_t bogus = 77;
+  ASSERT_EQ(pwrite(fd, &bogus, 4, offsetof(layout::Header, active_engine)), 4);
+  ::close(fd);
+  expect_error(ErrorCode::kCorrupt, "active_engine", [&] { Table::open(name_); });
+}
+
+TEST_F(Errors, SlotPointingOutsideTheArenaIsCorruptNotACrash) {
+  Table t = Table::create(name_, {.capacity = 100});
+  t.assign("k", "v");
+  // Overwrite every occupied slot's offset with one far past the file.
+  const int fd = ::open(path_of(name_).c_str(), O_RDWR);
+  ImmutableHeader h{};
+  ASSERT_EQ(pread(fd, &h, sizeof h, 0), static_cast<ssize_t>(sizeof h));
+  for (std::uint64_t b = 0; b < h.bucket_count; ++b) {
+    for (unsigned lane = 0; lane < layout::kSlotsPerBucket; ++lane) {
+      const off_t at = static_cast<off_t>(h.slot_array_offset + b * 64 + 8 + lane * 8);
+      std::uint64_t word = 0;
+      ASSERT_EQ(pread(fd, &word, 8, at), 8);
+      if (word == 0) continue;
+      word = layout::Slot::encode(layout::Slot::tag_of(word), layout::Slot::dist_of(word), 1ull << 38);
+      ASSERT_EQ(pwrite(fd, &word, 8, at), 8);
+    }
+  }
+  ::close(fd);
+  expect_error(ErrorCode::kCorrupt, "invalid record", [&] { t.get("k"); });
+  const CheckReport report = check_table(name_);
+  EXPECT_FALSE(report.clean);
+  ASSERT_FALSE(report.problems.empty());
+  EXPECT_NE(report.problems[0].find("outside the arena"), std::string::npos) << report.problems[0];
+}
+
+TEST_F(Errors, RecordWithImpossibleLengthsIsCorrupt) {
+  Table t = Table::create(name_, {.capacity = 100, .max_key_bytes = 16, .max_value_bytes = 16});
+  t.assign("k", "v");
+  const int fd = ::open(path_of(name_).c_str(), O_RDWR);
+  ImmutableHeader h{};
+  ASSERT_EQ(pread(fd, &h, sizeof h, 0), static_cast<ssize_t>(sizeof h));
+  const layout::RecordHeader huge{1, 1u << 30};
+  ASSERT_EQ(pwrite(fd, &huge, 8, static_cast<off_t>(h.arena_offset)), 8);  // the first record
+  ::close(fd);
+  expect_error(ErrorCode::kCorrupt, "invalid record", [&] { t.get("k"); });
+}
+
+TEST_F(Errors, ArenaLimitIsTableFull) {
+  Table t = Table::create(name_, {.capacity = 1000, .max_value_bytes = 60'000, .max_bytes = 4 << 20});
+  const std::string big(60'000, 'x');
+  bool full = false;
+  int stored = 0;
+  for (; stored < 1000 && !full; ++stored) {
+    try {
+      t.assign(key_of(stored), big);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kTableFull) << e.what();
+      EXPECT_NE(std::string(e.what()).find("max_bytes"), std::string::npos) << e.what();
+      full = true;
+    }
+  }
+  ASSERT_TRUE(full);
+  for (int i = 0; i < stored - 1; ++i) ASSERT_EQ(t.get(key_of(i)), big) << "stored value " << i << " lost";
+  EXPECT_TRUE(t.assign("small", "fits in a free corner")) << "a full arena is not a broken table";
+}
+
+TEST_F(Errors, UnbuiltEngineIsUnavailable) {
+  make_table();
+  for (Engine e : kAllEngines) {
+    if (engine_is_built(e)) continue;
+    expect_error(ErrorCode::kEngineUnavailable, "not built yet", [&] { Table::open(name_, {.engine = e}); });
+    expect_error(ErrorCode::kEngineUnavailable, std::string(engine_name(e)), [&] { Table::create(name_.str() + "-x", {.engine = e}); });
+    EXPECT_FALSE(std::ifstream(path_of(name_.str() + "-x")).good()) << "a failed create leaves no file";
+  }
+}
+
+TEST_F(Errors, TooManyAttachments) {
+  Table a = Table::create(name_, {.capacity = 100, .max_processes = 2});
+  Table b = Table::open(name_);
+  expect_error(ErrorCode::kTooManyProcesses, "all 2 attachment entries", [&] { Table::open(name_); });
+  b.close();
+  EXPECT_NO_THROW(Table::open(name_)) << "a closed handle frees its entry";
+}
+
+TEST_F(Errors, ClosedHandleRefusesWork) {
+  Table t = Table::create(name_, {.capacity = 100});
+  t.close();
+  expect_error(ErrorCode::kInvalidArgument, "closed", [&] { t.get("k"); });
+}
+
+TEST_F(Errors, SymlinkIsNotFollowed) {
+  make_table();
+  const std::string link = "/dev/shm/" + name_.str() + "-link";
+  ASSERT_EQ(symlink(path_of(name_).c_str(), link.c_str()), 0);
+  expect_error(ErrorCode::kInvalidArgument, "symbolic link", [&] { Table::open(link); });
+  unlink(link.c_str());
+}
+
+TEST_F(Errors, NoPermissionIsPermissionDenied) {
+  make_table();  // mode 0600, owned by us
+  Children children;
+  children.spawn([&] {
+    // Root bypasses file modes: drop to an unprivileged user first.
+    if (getuid() == 0) {
+      const passwd* nobody = getpwnam("nobody");
+      if (nobody == nullptr || setgid(nobody->pw_gid) != 0 || setuid(nobody->pw_uid) != 0) return 2;
+    } else if (chmod(path_of(name_).c_str(), 0) != 0) {
+      return 2;
+    }
+    try {
+      Table::open(name_);
+      return 1;
+    } catch (const Error& e) {
+      return e.code() == ErrorCode::kPermissionDenied ? 0 : 3;
+    }
+  });
+  children.expect_all_succeed();
+}
+
+TEST_F(Errors, CreateModeIsApplied) {
+  Table t = Table::create(name_, {.capacity = 100, .mode = 0640});
+  struct stat st{};
+  ASSERT_EQ(stat(path_of(name_).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0640u);
+}
+
+}  // namespace
+}  // namespace shmht::test

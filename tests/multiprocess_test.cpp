@@ -1,0 +1,185 @@
+// multiprocess_test.cpp - invariants that must hold when forked processes share a table.
+// Parameterised over every built engine.
+#include <sys/mman.h>
+
+#include <atomic>
+#include <cstring>
+#include <string>
+#include <unordered_map>
+
+#include <gtest/gtest.h>
+
+#include "shmht/check.hpp"
+#include "shmht/table.hpp"
+#include "test_support.hpp"
+
+namespace shmht::test {
+namespace {
+
+// Memory the parent and its children share, for children to report figures.
+template <class T>
+class SharedArray {
+ public:
+  explicit SharedArray(std::size_t n) : n_(n) {
+    void* p = mmap(nullptr, sizeof(T) * n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::runtime_error("mmap");
+    data_ = new (p) T[n]();
+  }
+  ~SharedArray() { munmap(data_, sizeof(T) * n_); }
+  T& operator[](std::size_t i) { return data_[i]; }
+
+ private:
+  std::size_t n_;
+  T* data_;
+};
+
+class MultiProcess : public ::testing::TestWithParam<Engine> {
+ protected:
+  Table make(std::uint64_t capacity) { return Table::create(name_, {.capacity = capacity, .engine = GetParam()}); }
+  Table open_in_child() { return Table::open(name_, {.engine = GetParam()}); }
+  ScopedName name_;
+  Children children_;
+};
+
+TEST_P(MultiProcess, DisjointInsertsAreAllFound) {
+  constexpr int kChildren = 4, kPerChild = 20'000;
+  Table parent = make(kChildren * kPerChild);
+  for (int c = 0; c < kChildren; ++c) {
+    children_.spawn([&, c] {
+      Table t = open_in_child();
+      for (int i = 0; i < kPerChild; ++i) {
+        if (!t.insert(key_of(c * kPerChild + i), std::to_string(c))) return 1;
+      }
+      return 0;
+    });
+  }
+  children_.expect_all_succeed();
+  ASSERT_EQ(parent.size(), std::uint64_t{kChildren * kPerChild});
+  for (int c = 0; c < kChildren; ++c) {
+    for (int i = 0; i < kPerChild; ++i) ASSERT_EQ(parent.get(key_of(c * kPerChild + i)), std::to_string(c));
+  }
+  const CheckReport report = check_table(name_);
+  EXPECT_TRUE(report.clean) << (report.problems.empty() ? "" : report.problems.front());
+}
+
+TEST_P(MultiProcess, CountersIncrementedByAssignSumToWhatChildrenReport) {
+  constexpr int kChildren = 4, kCountersPerChild = 8, kRounds = 3000;
+  Table parent = make(1000);
+  SharedArray<std::uint64_t> reported(kChildren);
+  for (int c = 0; c < kChildren; ++c) {
+    children_.spawn([&, c] {
+      Table t = open_in_child();
+      std::uint64_t increments = 0;
+      for (int round = 0; round < kRounds; ++round) {
+        const std::string key = "counter-" + std::to_string(c) + "-" + std::to_string(round % kCountersPerChild);
+        const auto current = t.get(key);
+        const std::uint64_t next = (current ? std::stoull(*current) : 0) + 1;
+        t.assign(key, std::to_string(next));
+        // Churn other keys so increments interleave with inserts, erases and shifts.
+        t.assign("noise-" + std::to_string(c) + "-" + std::to_string(round % 97), std::string(round % 50, 'n'));
+        if (round % 3 == 0) t.erase("noise-" + std::to_string(c) + "-" + std::to_string((round + 13) % 97));
+        ++increments;
+      }
+      reported[c] = increments;
+      return 0;
+    });
+  }
+  children_.expect_all_succeed();
+  std::uint64_t table_sum = 0, reported_sum = 0;
+  for (int c = 0; c < kChildren; ++c) {
+    reported_sum += reported[c];
+    for (int k = 0; k < kCountersPerChild; ++k) {
+      table_sum += std::stoull(parent.get("counter-" + std::to_string(c) + "-" + std::to_string(k)).value_or("0"));
+    }
+  }
+  EXPECT_EQ(reported_sum, std::uint64_t{kChildren * kRounds});
+  EXPECT_EQ(table_sum, reported_sum);
+  const CheckReport report = check_table(name_);
+  EXPECT_TRUE(report.clean) << (report.problems.empty() ? "" : report.problems.front());
+}
+
+TEST_P(MultiProcess, IterationDuringInsertsNeverMissesAStableKey) {
+  constexpr int kStable = 20'000, kWriters = 2, kPasses = 5;
+  Table parent = make(200'000);
+  for (int i = 0; i < kStable; ++i) parent.insert("stable-" + std::to_string(i), "s");
+  SharedArray<std::atomic<int>> stop(1);
+  for (int w = 0; w < kWriters; ++w) {
+    children_.spawn([&, w] {
+      Table t = open_in_child();
+      // Inserts and erases of other keys shift runs in both directions under the iterator.
+      for (std::uint64_t i = 0; stop[0].load() == 0; ++i) {
+        t.insert("churn-" + std::to_string(w) + "-" + std::to_string(i % 50'000), "c");
+        if (i % 2 == 1) t.erase("churn-" + std::to_string(w) + "-" + std::to_string((i * 7) % 50'000));
+      }
+      return 0;
+    });
+  }
+  for (int pass = 0; pass < kPasses; ++pass) {
+    std::unordered_map<std::string, int> seen;
+    parent.for_each([&](std::string_view k, std::string_view) {
+      if (k.rfind("stable-", 0) == 0) ++seen[std::string(k)];
+    });
+    for (int i = 0; i < kStable; ++i) {
+      const auto it = seen.find("stable-" + std::to_string(i));
+      ASSERT_NE(it, seen.end()) << "pass " << pass << ": stable key " << i << " missed";
+      ASSERT_EQ(it->second, 1) << "pass " << pass << ": stable key " << i << " seen " << it->second << " times";
+    }
+  }
+  stop[0].store(1);
+  children_.expect_all_succeed();
+}
+
+TEST_P(MultiProcess, AttachedPidsListLiveProcessesOnlyAndDeadEntriesAreReused) {
+  Table parent = make(1000);
+  SharedArray<std::atomic<int>> ready(1);
+  const pid_t child = children_.spawn([&] {
+    Table t = open_in_child();
+    t.assign("from-child", "x");
+    ready[0].store(1);
+    pause();  // killed by the parent while attached
+    return 0;
+  });
+  while (ready[0].load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  auto pids = parent.stats().attached_pids;
+  EXPECT_NE(std::find(pids.begin(), pids.end(), child), pids.end()) << "live child not listed";
+  kill(child, SIGKILL);
+  children_.wait_all();
+  pids = parent.stats().attached_pids;
+  EXPECT_EQ(std::find(pids.begin(), pids.end(), child), pids.end()) << "dead child still listed";
+  EXPECT_EQ(parent.get("from-child"), "x");
+  // Its entry (with its chunk and free lists) is inherited, not leaked: max_processes
+  // attachments still fit after a death.
+  std::vector<Table> handles;
+  for (int i = 0; i < 3; ++i) handles.push_back(Table::open(name_, {.engine = GetParam()}));
+  EXPECT_EQ(parent.stats().attached_pids.size(), 4u);
+}
+
+TEST_P(MultiProcess, InheritedHandleRefusesToWorkInTheChild) {
+  Table parent = make(1000);
+  parent.assign("k", "v");
+  children_.spawn([&] {
+    try {
+      parent.get("k");
+      return 1;
+    } catch (const Error& e) {
+      return e.code() == ErrorCode::kInvalidArgument ? 0 : 2;
+    }
+  });
+  children_.expect_all_succeed();
+  EXPECT_EQ(parent.get("k"), "v") << "the child's exit must not detach the parent";
+  EXPECT_EQ(parent.stats().attached_pids.size(), 1u);
+}
+
+std::vector<Engine> built_engines() {
+  std::vector<Engine> built;
+  for (Engine e : kAllEngines) {
+    if (engine_is_built(e)) built.push_back(e);
+  }
+  return built;
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, MultiProcess, ::testing::ValuesIn(built_engines()),
+                         [](const auto& param_info) { return std::string(engine_name(param_info.param)); });
+
+}  // namespace
+}  // namespace shmht::test

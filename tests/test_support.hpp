@@ -1,0 +1,114 @@
+// test_support.hpp - what every shmht test needs: unique table names that are always
+// removed, and forked children whose lifetime is bounded.
+#pragma once
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "shmht/table.hpp"
+
+namespace shmht::test {
+
+// A /dev/shm table name unique to this process and call; the file is removed when the
+// object dies, whatever the test did.
+class ScopedName {
+ public:
+  ScopedName() {
+    static std::atomic<int> counter{0};
+    name_ = "shmht-test-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
+    Table::remove(name_);
+  }
+  ~ScopedName() { Table::remove(name_); }
+  ScopedName(const ScopedName&) = delete;
+  ScopedName& operator=(const ScopedName&) = delete;
+  const std::string& str() const { return name_; }
+  operator const std::string&() const { return name_; }  // NOLINT: used as a name
+
+ private:
+  std::string name_;
+};
+
+// Forked children, each running a function and exiting with its result (0 = success).
+// wait_all() waits up to a deadline and kills stragglers; the destructor kills whatever
+// is still running, so a failing test leaves no process behind.
+class Children {
+ public:
+  ~Children() { kill_all(); }
+
+  pid_t spawn(const std::function<int()>& body) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      int code = 99;
+      try {
+        code = body();
+      } catch (const std::exception& e) {
+        fprintf(stderr, "child %d: %s\n", getpid(), e.what());
+        code = 98;
+      }
+      _exit(code);
+    }
+    if (pid > 0) pids_.push_back(pid);
+    return pid;
+  }
+
+  struct Outcome {
+    pid_t pid;
+    bool exited;      // false: killed by a signal (or by us at the deadline)
+    int code_or_signal;
+  };
+
+  std::vector<Outcome> wait_all(std::chrono::seconds limit = std::chrono::seconds(60)) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    std::vector<Outcome> outcomes;
+    while (!pids_.empty()) {
+      int status = 0;
+      const pid_t pid = waitpid(-1, &status, WNOHANG);
+      if (pid > 0) {
+        std::erase(pids_, pid);
+        outcomes.push_back({pid, WIFEXITED(status) != 0, WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status)});
+        continue;
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        ADD_FAILURE() << pids_.size() << " child process(es) overran " << limit.count() << " s; killing them";
+        for (pid_t p : pids_) outcomes.push_back({p, false, SIGKILL});
+        kill_all();
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return outcomes;
+  }
+
+  // Waits for every child and expects each to have exited with status 0.
+  void expect_all_succeed(std::chrono::seconds limit = std::chrono::seconds(60)) {
+    for (const Outcome& o : wait_all(limit)) {
+      EXPECT_TRUE(o.exited && o.code_or_signal == 0)
+          << "child " << o.pid << (o.exited ? " exited with " : " killed by signal ") << o.code_or_signal;
+    }
+  }
+
+ private:
+  void kill_all() {
+    for (pid_t p : pids_) {
+      kill(p, SIGKILL);
+      waitpid(p, nullptr, 0);
+    }
+    pids_.clear();
+  }
+  std::vector<pid_t> pids_;
+};
+
+inline std::string key_of(std::uint64_t i) { return "key-" + std::to_string(i); }
+
+}  // namespace shmht::test
