@@ -2,7 +2,7 @@
 """Python bindings benchmark (issue 5): shmht.Table against a native dict, same machine,
 same run, same loops.
 
-  PYTHONPATH=build/python harness/python_bench.py [--reps 5] [--json PATH]
+  PYTHONPATH=build/python harness/python_bench.py [--reps 5] [--engines seqlock ...] [--json PATH]
 
 Two benchmarks, each for every engine this build has (or --engines):
 
@@ -33,7 +33,7 @@ import time
 
 import shmht
 
-SCHEMA = "shmht.python_bench/1"
+SCHEMA = "shmht-python-bench/1"  # like the harness's shmht-harness-run/1, its own shape
 
 
 # -- the loops (shared by dict and table, so both pay the same interpreter cost) --------
@@ -247,10 +247,14 @@ def main():
     parser.add_argument("--seed-processes", type=int, default=2)
     parser.add_argument("--reps", type=int, default=5, help="repetitions; medians are reported")
     parser.add_argument("--engines", nargs="*", default=None, help="default: every built engine")
-    parser.add_argument("--json", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
-                                                       "experiments", "results", "python_bench.json"))
+    parser.add_argument("--json", default=None,
+                        help="result file (default: experiments/results/python/<UTC time>.json)")
     args = parser.parse_args()
     engines = args.engines or shmht.built_engines()
+    if args.json is None:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        args.json = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "experiments", "results", "python",
+                                 stamp + ".json")
 
     info = machine_info()
     rows = []
