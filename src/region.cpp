@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cerrno>
 #include <chrono>
@@ -158,7 +159,13 @@ Region Region::create(const std::string& path, const CreateOptions& options, Eng
   validate_options(options);
   Region region;
   region.path_ = path;
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, options.mode);
+  // Initialise under a private name in the same directory, then link() it to `path`
+  // (atomic, EEXIST if taken): a concurrent open() sees no file or a complete one, never
+  // an empty or half-written header (open_or_create callers racing used to get kCorrupt).
+  static std::atomic<std::uint32_t> staging_counter{0};
+  const std::string staging = path.substr(0, path.rfind('/') + 1) + ".shmht-creating-" + std::to_string(getpid()) +
+                              "-" + std::to_string(staging_counter.fetch_add(1, std::memory_order_relaxed));
+  const int fd = ::open(staging.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, options.mode);
   if (fd < 0) throw_errno("creating " + path, errno);
   try {
     // fchmod: the requested mode must not be narrowed by the umask of whoever creates.
@@ -168,10 +175,12 @@ Region Region::create(const std::string& path, const CreateOptions& options, Eng
       throw_errno("chmod " + path, err);
     }
     region.initialize(fd, options, init_engine);
+    if (::link(staging.c_str(), path.c_str()) != 0) throw_errno("creating " + path, errno);
   } catch (...) {
-    ::unlink(path.c_str());
+    ::unlink(staging.c_str());
     throw;
   }
+  ::unlink(staging.c_str());
   return region;
 }
 

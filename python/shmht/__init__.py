@@ -1,0 +1,254 @@
+"""shmht: a hash table in shared memory that many processes use at once, as a dict.
+
+    import shmht
+
+    with shmht.Table("users", capacity=1_000_000) as t:   # /dev/shm/users
+        t[b"alice"] = b"42"
+        t["bob"] = "7"            # str is accepted and stored as UTF-8
+        t[b"alice"]               # b'42'
+
+Any process that opens the same name sees the same items. `shmht.Table` works with
+`multiprocessing` under both the fork and spawn start methods: a table is attached by
+name, never by an inherited handle.
+
+The module also offers pyshmht's functions (`open`, `close`, `getval`, `setval`,
+`remove`, `foreach`, `error`); see python/COMPATIBILITY.md.
+"""
+
+from collections.abc import ItemsView, KeysView, Mapping, MutableMapping, ValuesView
+
+from . import _shmht
+from ._shmht import (
+    CorruptTableError,
+    EngineMismatchError,
+    EngineUnavailableError,
+    Error,
+    InvalidArgumentError,
+    KeyTooLargeError,
+    PermissionDeniedError,
+    SystemCallError,
+    TableExistsError,
+    TableFullError,
+    TableNotFoundError,
+    TooManyProcessesError,
+    ValueTooLargeError,
+    VersionMismatchError,
+    active_engine,
+    built_engines,
+    engine_names,
+    unlink,
+)
+
+__all__ = [
+    "Table", "default_engine", "built_engines", "engine_names", "active_engine", "unlink",
+    "DEFAULT_CAPACITY", "DEFAULT_MAX_KEY_BYTES", "DEFAULT_MAX_VALUE_BYTES",
+    "Error", "KeyTooLargeError", "ValueTooLargeError", "TableFullError", "CorruptTableError",
+    "VersionMismatchError", "EngineMismatchError", "EngineUnavailableError",
+    "PermissionDeniedError", "TableNotFoundError", "TableExistsError", "TooManyProcessesError",
+    "InvalidArgumentError", "SystemCallError",
+    # pyshmht compatibility
+    "open", "close", "getval", "setval", "remove", "foreach", "error",
+]
+
+#: Items a new table holds when `capacity` is not given (the C++ CreateOptions default).
+#: Tables never resize; the file grows on demand, so an unused capacity costs address
+#: space and the slot array (8 bytes per slot at load factor 0.85), not record memory.
+DEFAULT_CAPACITY = 1 << 20
+#: Longest key and value a new table accepts when not given (the C++ defaults).
+DEFAULT_MAX_KEY_BYTES = 1024
+DEFAULT_MAX_VALUE_BYTES = 64 * 1024
+
+# Preference order of the default engine: the first of these that this build has.
+_ENGINE_PREFERENCE = ("seqlock", "global")
+
+
+def default_engine():
+    """The engine a new table gets when none is named: "seqlock" when this build has it
+    (optimistic readers take no lock), otherwise "global"."""
+    built = built_engines()
+    for name in _ENGINE_PREFERENCE:
+        if name in built:
+            return name
+    return built[0]
+
+
+def _resolve_engine(name, engine):
+    """The engine to attach with: the named one, else the one the table's users already
+    use (so that processes agree without saying), else default_engine() for a new table."""
+    if engine is not None:
+        return engine
+    try:
+        return active_engine(name)
+    except TableNotFoundError:
+        return default_engine()
+
+
+class _ValuesView(ValuesView):
+    """Values from one walk of the table (the Mapping mixin would look up each key again
+    and fail on keys erased meanwhile)."""
+
+    __slots__ = ()
+
+    def __iter__(self):
+        return iter(self._mapping._values())
+
+
+class _ItemsView(ItemsView):
+    """(key, value) pairs from one walk of the table."""
+
+    __slots__ = ()
+
+    def __iter__(self):
+        return iter(self._mapping._items())
+
+
+class Table(_shmht._TableBase, MutableMapping):
+    """A dict of bytes to bytes in shared memory, shared by every process that opens it.
+
+    Table(name, *, capacity=None, engine=None, create=True, mode=0o600,
+          max_key_bytes=None, max_value_bytes=None)
+
+    name
+        A bare name ("users" means /dev/shm/users) or an absolute path (a regular file).
+    capacity
+        Items the table must hold, fixed at creation (it never resizes). None means
+        DEFAULT_CAPACITY (1,048,576). Ignored when the table already exists.
+    engine
+        The concurrency protocol: "global", "striped", "seqlock" or "lockfree" (see
+        built_engines()). None means: the engine the table's current users have, or for
+        a new table default_engine() ("seqlock" when built, else "global"). All processes
+        using a table at the same time must use the same engine (EngineMismatchError).
+    create
+        True: open the table, creating it if it does not exist. False: it must exist
+        (TableNotFoundError otherwise).
+    mode, max_key_bytes, max_value_bytes
+        File permissions and size limits of a new table (defaults 0o600, 1024, 65536).
+
+    Keys and values are bytes. A str is accepted anywhere a key or value is expected and
+    is encoded as UTF-8 (so "a" and b"a" are the same key); so is any object with the
+    buffer protocol (bytearray, memoryview). Values and keys come back as bytes.
+
+    Iteration, keys(), values() and items() walk the table once and iterate over a
+    snapshot: a key present during the whole walk is seen exactly once; keys inserted or
+    erased meanwhile may or may not be. No operation raises because another process
+    changed the table.
+
+    Errors: KeyError for a missing key; KeyTooLargeError / ValueTooLargeError (both
+    ValueError) when a key or value exceeds the table's limit, with both sizes in the
+    message; TableFullError; CorruptTableError; EngineMismatchError; PermissionDeniedError
+    (a PermissionError); all derive from shmht.Error.
+
+    With multiprocessing, pass the Table itself: under fork the child re-attaches on first
+    use, under spawn it pickles as (path, engine) and re-attaches (never re-creates).
+    """
+
+    __slots__ = ()
+
+    def __init__(self, name, *, capacity=None, engine=None, create=True, mode=0o600,
+                 max_key_bytes=None, max_value_bytes=None):
+        self._attach(
+            str(name),
+            _resolve_engine(str(name), engine),
+            bool(create),
+            DEFAULT_CAPACITY if capacity is None else int(capacity),
+            int(mode),
+            DEFAULT_MAX_KEY_BYTES if max_key_bytes is None else int(max_key_bytes),
+            DEFAULT_MAX_VALUE_BYTES if max_value_bytes is None else int(max_value_bytes),
+        )
+
+    # -- views -------------------------------------------------------------------------
+
+    def keys(self):
+        """A view of the keys (bytes); iterating it walks the table once."""
+        return KeysView(self)
+
+    def values(self):
+        """A view of the values (bytes); iterating it walks the table once."""
+        return _ValuesView(self)
+
+    def items(self):
+        """A view of (key, value) pairs; iterating it walks the table once."""
+        return _ItemsView(self)
+
+    # -- writes ------------------------------------------------------------------------
+
+    def update(self, other=(), /, **kwds):
+        """Store every pair of `other` (a mapping or an iterable of pairs) and of `kwds`.
+
+        Crosses into C++ once per argument with the GIL released. Not atomic: if one
+        pair fails (too large, table full), the pairs before it are stored."""
+        if isinstance(other, Mapping):
+            self._assign_many(other.items())
+        elif hasattr(other, "keys"):
+            self._assign_many([(key, other[key]) for key in other.keys()])
+        else:
+            self._assign_many(other)
+        if kwds:
+            self._assign_many(kwds.items())
+
+    def setdefault(self, key, default=None):
+        """Return the value of `key`; if absent, store `default` first (atomically: of
+        several processes racing, one value wins and every caller returns it)."""
+        while True:
+            value = self.get(key)
+            if value is not None:
+                return value
+            if default is None:
+                raise TypeError("setdefault() on a shmht.Table needs a default value (None cannot be stored)")
+            if self.insert(key, default):
+                return _as_bytes(default)  # what a later read returns
+            # Someone inserted first: read theirs (unless it was erased again: retry).
+
+    def popitem(self):
+        """Remove and return some (key, value) pair; KeyError if the table is empty."""
+        while True:
+            item = self._first_item()
+            if item is None:
+                raise KeyError("popitem(): shmht.Table is empty")
+            key, _ = item
+            value = self.pop(key, None)
+            if value is not None:
+                return key, value
+            # Another process removed that key first: try again.
+
+    def clear(self):
+        """Erase every key (one C++ crossing, GIL released). Keys other processes insert
+        during the call may survive it."""
+        self._erase_all()
+
+    # -- lifetime ----------------------------------------------------------------------
+
+    def unlink(self):
+        """Delete this table's file (attached processes keep using it until they close)."""
+        return unlink(self.path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __reduce__(self):
+        # spawn / pickling: re-attach by path in the other process, never re-create.
+        if self.closed:
+            raise ValueError("cannot pickle a closed shmht.Table")
+        return (_reattach, (self.path, self.engine))
+
+    def __repr__(self):
+        state = "closed" if self.closed else f"engine={self.engine!r}"
+        return f"<shmht.Table {self.path!r} {state}>"
+
+
+def _as_bytes(value):
+    """The bytes the table stores for a key or value argument."""
+    if isinstance(value, bytes):
+        return value
+    return value.encode("utf-8") if isinstance(value, str) else memoryview(value).tobytes()
+
+
+def _reattach(path, engine):
+    """Unpickling: attach to the existing table `path` with `engine`."""
+    return Table(path, engine=engine, create=False)
+
+
+from ._compat import close, error, foreach, getval, open, remove, setval  # noqa: E402  (needs Table)

@@ -1,0 +1,99 @@
+// errors.cpp - see errors.hpp.
+#include "errors.hpp"
+
+#include <array>
+#include <cstddef>
+#include <string>
+
+namespace shmht::python {
+namespace {
+
+struct ErrorClassSpec {
+  ErrorCode code;
+  const char* name;      // attribute name in the module
+  PyObject** builtin;    // extra built-in base, or nullptr
+  const char* doc;
+};
+
+// PyExc_* are not constant expressions, hence pointers to them.
+const std::array<ErrorClassSpec, 13> kSpecs = {{
+    {ErrorCode::kKeyTooLarge, "KeyTooLargeError", &PyExc_ValueError,
+     "A key is longer than the table's max_key_bytes (the message names both sizes)."},
+    {ErrorCode::kValueTooLarge, "ValueTooLargeError", &PyExc_ValueError,
+     "A value is longer than the table's max_value_bytes (the message names both sizes)."},
+    {ErrorCode::kTableFull, "TableFullError", nullptr,
+     "No room for a new item: create the table with a larger capacity or max_bytes."},
+    {ErrorCode::kCorrupt, "CorruptTableError", nullptr,
+     "The table file fails validation; run `shmht check` on it."},
+    {ErrorCode::kVersionMismatch, "VersionMismatchError", nullptr,
+     "The table file was written by another layout version of shmht."},
+    {ErrorCode::kEngineMismatch, "EngineMismatchError", nullptr,
+     "Live processes use the table with another engine; open it with theirs."},
+    {ErrorCode::kEngineUnavailable, "EngineUnavailableError", nullptr,
+     "The requested engine is not built in this version (see shmht.built_engines())."},
+    {ErrorCode::kPermissionDenied, "PermissionDeniedError", &PyExc_PermissionError,
+     "The operating system refused access to the table file."},
+    {ErrorCode::kNotFound, "TableNotFoundError", &PyExc_FileNotFoundError,
+     "No table of that name exists."},
+    {ErrorCode::kAlreadyExists, "TableExistsError", &PyExc_FileExistsError,
+     "A table of that name already exists."},
+    {ErrorCode::kTooManyProcesses, "TooManyProcessesError", nullptr,
+     "Every attachment entry of the table is held by a live process."},
+    {ErrorCode::kInvalidArgument, "InvalidArgumentError", &PyExc_ValueError,
+     "A bad option or argument (for example a name containing '/')."},
+    {ErrorCode::kSystem, "SystemCallError", &PyExc_OSError,
+     "An unexpected operating-system error; the message carries errno's text."},
+}};
+
+PyObject* g_base = nullptr;                                // shmht.Error
+std::array<PyObject*, kSpecs.size()> g_classes{};           // indexed like kSpecs
+
+PyObject* class_for(ErrorCode code) {
+  for (std::size_t i = 0; i < kSpecs.size(); ++i) {
+    if (kSpecs[i].code == code) return g_classes[i];
+  }
+  return g_base;
+}
+
+}  // namespace
+
+bool add_error_classes(PyObject* module) {
+  g_base = PyErr_NewExceptionWithDoc("shmht.Error",
+                                     "Base class of every error shmht raises; `code` names the kind "
+                                     "(for example 'table_full').",
+                                     PyExc_Exception, nullptr);
+  if (g_base == nullptr || PyModule_AddObjectRef(module, "Error", g_base) < 0) return false;
+  for (std::size_t i = 0; i < kSpecs.size(); ++i) {
+    const ErrorClassSpec& spec = kSpecs[i];
+    PyObject* bases = spec.builtin ? PyTuple_Pack(2, g_base, *spec.builtin) : PyTuple_Pack(1, g_base);
+    if (bases == nullptr) return false;
+    const std::string qualified = std::string("shmht.") + spec.name;
+    g_classes[i] = PyErr_NewExceptionWithDoc(qualified.c_str(), spec.doc, bases, nullptr);
+    Py_DECREF(bases);
+    if (g_classes[i] == nullptr || PyModule_AddObjectRef(module, spec.name, g_classes[i]) < 0) return false;
+  }
+  return true;
+}
+
+std::nullptr_t set_python_error(const shmht::Error& error) {
+  PyObject* cls = class_for(error.code());
+  PyObject* exc = PyObject_CallFunction(cls, "s", error.what());
+  if (exc == nullptr) return nullptr;  // the constructor's own error is set
+  const std::string_view code = error_code_name(error.code());
+  PyObject* code_str = PyUnicode_FromStringAndSize(code.data(), static_cast<Py_ssize_t>(code.size()));
+  if (code_str != nullptr) {
+    PyObject_SetAttrString(exc, "code", code_str);
+    Py_DECREF(code_str);
+  }
+  PyErr_Clear();  // a failed setattr only loses `code`; the exception itself still stands
+  PyErr_SetObject(cls, exc);
+  Py_DECREF(exc);
+  return nullptr;
+}
+
+int set_python_error_int(const shmht::Error& error) {
+  set_python_error(error);
+  return -1;
+}
+
+}  // namespace shmht::python

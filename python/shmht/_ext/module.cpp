@@ -1,0 +1,55 @@
+// module.cpp - the shmht._shmht extension module.
+//
+// pybind11 builds the module: the exception classes, the engine queries and the file
+// functions, which are called rarely and read best as pybind11 lambdas. The table type
+// whose slots are on every hot path is plain C-API (table_object.hpp says why).
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <vector>
+
+#include "errors.hpp"
+#include "shmht/engine.hpp"
+#include "shmht/table.hpp"
+#include "table_object.hpp"
+
+namespace py = pybind11;
+
+namespace {
+
+std::vector<std::string> engine_names(bool built_only) {
+  std::vector<std::string> names;
+  for (shmht::Engine engine : shmht::kAllEngines) {
+    if (!built_only || shmht::engine_is_built(engine)) names.emplace_back(shmht::engine_name(engine));
+  }
+  return names;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_shmht, m) {
+  m.doc() = "C++ core of the shmht package; import shmht instead.";
+  if (!shmht::python::add_error_classes(m.ptr())) throw py::error_already_set();
+  if (!shmht::python::add_table_type(m.ptr())) throw py::error_already_set();
+
+  py::register_exception_translator([](std::exception_ptr error) {
+    try {
+      if (error) std::rethrow_exception(error);
+    } catch (const shmht::Error& e) {
+      shmht::python::set_python_error(e);
+    }
+  });
+
+  m.def("engine_names", [] { return engine_names(false); },
+        "Every engine name, built or not: global, striped, seqlock, lockfree.");
+  m.def("built_engines", [] { return engine_names(true); },
+        "The engines this build implements, in the order of engine_names().");
+  m.def("active_engine",
+        [](const std::string& name) { return std::string(shmht::engine_name(shmht::Table::active_engine(name))); },
+        py::arg("name"),
+        "The engine the table `name` was last opened with (what its live users use).");
+  m.def("unlink", &shmht::Table::remove, py::arg("name"),
+        "Delete the table file `name`; returns False if it did not exist. Attached processes keep\n"
+        "their mappings until they close.");
+}

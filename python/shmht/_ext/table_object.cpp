@@ -1,0 +1,824 @@
+// table_object.cpp - see table_object.hpp for the design.
+#include "table_object.hpp"
+
+#include <pthread.h>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "errors.hpp"
+#include "shmht/table.hpp"
+
+namespace shmht::python {
+namespace {
+
+// ---------------------------------------------------------------------------------------
+// Fork detection
+
+// Bumped in the child after every fork(); an object remembers the value it opened under.
+std::atomic<std::uint64_t> g_fork_generation{0};
+
+void on_fork_child() { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
+
+std::uint64_t fork_generation() { return g_fork_generation.load(std::memory_order_relaxed); }
+
+// ---------------------------------------------------------------------------------------
+// Small RAII helpers
+
+// Owns one Python reference.
+class PyRef {
+ public:
+  explicit PyRef(PyObject* object = nullptr) noexcept : object_(object) {}
+  PyRef(PyRef&& other) noexcept : object_(other.release()) {}
+  PyRef(const PyRef&) = delete;
+  PyRef& operator=(const PyRef&) = delete;
+  ~PyRef() { Py_XDECREF(object_); }
+  PyObject* get() const noexcept { return object_; }
+  PyObject* release() noexcept { return std::exchange(object_, nullptr); }
+  explicit operator bool() const noexcept { return object_ != nullptr; }
+
+ private:
+  PyObject* object_;
+};
+
+// The bytes of a key or value argument: bytes (used in place), str (its cached UTF-8
+// form, also in place) or any object exporting a simple buffer (bytearray, memoryview).
+class BytesArg {
+ public:
+  BytesArg() = default;
+  BytesArg(const BytesArg&) = delete;
+  BytesArg& operator=(const BytesArg&) = delete;
+  ~BytesArg() {
+    if (has_buffer_) PyBuffer_Release(&buffer_);
+  }
+
+  // False with a Python error (TypeError, UnicodeEncodeError) set.
+  bool parse(PyObject* object, const char* what) {
+    if (PyBytes_Check(object)) [[likely]] {
+      view_ = {PyBytes_AS_STRING(object), static_cast<std::size_t>(PyBytes_GET_SIZE(object))};
+      return true;
+    }
+    if (PyUnicode_Check(object)) {
+      Py_ssize_t size = 0;
+      const char* data = PyUnicode_AsUTF8AndSize(object, &size);
+      if (data == nullptr) return false;
+      view_ = {data, static_cast<std::size_t>(size)};
+      return true;
+    }
+    if (PyObject_CheckBuffer(object)) {
+      if (PyObject_GetBuffer(object, &buffer_, PyBUF_SIMPLE) < 0) return false;
+      has_buffer_ = true;
+      view_ = {static_cast<const char*>(buffer_.buf), static_cast<std::size_t>(buffer_.len)};
+      return true;
+    }
+    PyErr_Format(PyExc_TypeError, "shmht.Table %s must be bytes or str, not %.200s", what, Py_TYPE(object)->tp_name);
+    return false;
+  }
+
+  std::string_view view() const noexcept { return view_; }
+
+ private:
+  std::string_view view_;
+  Py_buffer buffer_{};
+  bool has_buffer_ = false;
+};
+
+// Many keys or values for a batch call, readable without the GIL: bytes and str are
+// viewed in place (the caller keeps the objects alive), anything else is copied.
+class BytesBatch {
+ public:
+  bool add(PyObject* object, const char* what) {
+    BytesArg arg;
+    if (!arg.parse(object, what)) return false;
+    if (PyBytes_Check(object) || PyUnicode_Check(object)) {
+      views_.push_back(arg.view());
+    } else {
+      copies_.emplace_back(arg.view());  // a buffer export ends with `arg`: keep a copy
+      views_.push_back(copies_.back());
+    }
+    return true;
+  }
+  std::size_t size() const noexcept { return views_.size(); }
+  std::string_view operator[](std::size_t i) const noexcept { return views_[i]; }
+
+ private:
+  std::vector<std::string_view> views_;
+  std::deque<std::string> copies_;  // deque: growing it does not move earlier strings
+};
+
+PyObject* bytes_from(std::string_view bytes) {
+  return PyBytes_FromStringAndSize(bytes.data(), static_cast<Py_ssize_t>(bytes.size()));
+}
+
+// ---------------------------------------------------------------------------------------
+// The object
+
+struct TableObject {
+  PyObject_HEAD
+  shmht::Table* table;      // nullptr before _attach, after close(), or after a failed re-open
+  std::string* path;        // resolved path, to re-open after fork; nullptr before _attach
+  shmht::Engine engine;
+  std::uint64_t generation; // fork generation `table` was opened under
+  bool closed;              // close() was called
+  bool busy;                // a batch call is using `table` with the GIL released
+  std::mutex* batch_mutex;  // held by that batch call
+};
+
+TableObject* as_table(PyObject* object) { return reinterpret_cast<TableObject*>(object); }
+
+PyObject* set_closed_error() {
+  PyErr_SetString(PyExc_ValueError, "operation on a closed shmht.Table");
+  return nullptr;
+}
+
+// Re-attaches in a forked child. The inherited handle must not be used; deleting it in
+// the child is harmless (it leaves the parent's attachment alone).
+bool reopen_after_fork(TableObject* self) {
+  delete self->table;
+  self->table = nullptr;
+  // The inherited mutex may be held by a parent thread that does not exist here: leak it
+  // (a few bytes per fork) rather than destroy a locked mutex.
+  self->batch_mutex = new std::mutex;
+  self->busy = false;
+  try {
+    self->table = new shmht::Table(shmht::Table::open(*self->path, {.engine = self->engine}));
+  } catch (const shmht::Error& e) {
+    set_python_error(e);
+    return false;
+  }
+  self->generation = fork_generation();
+  return true;
+}
+
+// Waits, with the GIL released, until the batch call using the handle has finished.
+void wait_for_batch(TableObject* self) {
+  std::mutex* mutex = self->batch_mutex;
+  Py_BEGIN_ALLOW_THREADS
+  mutex->lock();
+  mutex->unlock();
+  Py_END_ALLOW_THREADS
+}
+
+shmht::Table* handle_slow(TableObject* self) {
+  if (self->path == nullptr || self->closed) {
+    set_closed_error();
+    return nullptr;
+  }
+  if (self->generation != fork_generation() && !reopen_after_fork(self)) return nullptr;
+  while (self->busy) wait_for_batch(self);
+  if (self->table == nullptr) {  // closed by another thread while we waited
+    set_closed_error();
+    return nullptr;
+  }
+  return self->table;
+}
+
+// The handle this thread may use now (GIL held), or nullptr with a Python error set.
+inline shmht::Table* handle(TableObject* self) {
+  if (self->table != nullptr && !self->busy && self->generation == fork_generation()) [[likely]] {
+    return self->table;
+  }
+  return handle_slow(self);
+}
+
+// Runs a batch with the GIL released and the handle reserved (see table_object.hpp).
+// `work` must not touch Python objects. Returns false with a Python error set.
+template <typename Work>
+bool run_batch(TableObject* self, Work&& work) {
+  shmht::Table* table = handle(self);
+  if (table == nullptr) return false;
+  std::mutex* mutex = self->batch_mutex;
+  self->busy = true;
+  mutex->lock();
+  std::optional<shmht::Error> failure;
+  bool out_of_memory = false;
+  Py_BEGIN_ALLOW_THREADS
+  try {
+    work(*table);
+  } catch (const shmht::Error& e) {
+    failure.emplace(e);
+  } catch (const std::bad_alloc&) {
+    out_of_memory = true;
+  }
+  Py_END_ALLOW_THREADS
+  self->busy = false;
+  mutex->unlock();
+  if (failure) {
+    set_python_error(*failure);
+    return false;
+  }
+  if (out_of_memory) {
+    PyErr_NoMemory();
+    return false;
+  }
+  return true;
+}
+
+// The value of `key` as a new bytes object; nullptr with *found = false when absent (no
+// error set), nullptr with an error set on failure. Values up to kStackValueBytes are read
+// into the stack; longer ones straight into a bytes object of the reported length.
+constexpr std::size_t kStackValueBytes = 256;
+
+PyObject* read_value(shmht::Table& table, std::string_view key, bool* found) {
+  *found = true;
+  char stack[kStackValueBytes];
+  std::optional<std::size_t> length = table.get(key, std::span<char>(stack, sizeof stack));
+  if (!length) {
+    *found = false;
+    return nullptr;
+  }
+  if (*length <= sizeof stack) return PyBytes_FromStringAndSize(stack, static_cast<Py_ssize_t>(*length));
+  // Another process may replace the value between two reads: retry until it fits.
+  for (;;) {
+    PyRef out(PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(*length)));
+    if (!out) return nullptr;
+    const std::optional<std::size_t> now = table.get(key, std::span<char>(PyBytes_AS_STRING(out.get()), *length));
+    if (!now) {
+      *found = false;
+      return nullptr;
+    }
+    if (*now <= *length) {
+      PyObject* result = out.release();
+      if (*now < *length && _PyBytes_Resize(&result, static_cast<Py_ssize_t>(*now)) < 0) return nullptr;
+      return result;
+    }
+    length = now;
+  }
+}
+
+shmht::Engine engine_from_name(const char* name, bool* ok) {
+  const std::optional<shmht::Engine> engine = shmht::parse_engine(name);
+  *ok = engine.has_value();
+  if (!*ok) {
+    PyErr_Format(PyExc_ValueError, "unknown engine '%s'; the engines are global, striped, seqlock and lockfree", name);
+    return shmht::Engine::kGlobalLock;
+  }
+  return *engine;
+}
+
+// ---------------------------------------------------------------------------------------
+// Lifetime
+
+PyObject* table_new(PyTypeObject* type, PyObject*, PyObject*) {
+  PyObject* object = type->tp_alloc(type, 0);
+  if (object == nullptr) return nullptr;
+  TableObject* self = as_table(object);
+  self->table = nullptr;
+  self->path = nullptr;
+  self->engine = shmht::Engine::kGlobalLock;
+  self->generation = fork_generation();
+  self->closed = false;
+  self->busy = false;
+  self->batch_mutex = new (std::nothrow) std::mutex;
+  if (self->batch_mutex == nullptr) {
+    Py_DECREF(object);
+    return PyErr_NoMemory();
+  }
+  return object;
+}
+
+void table_dealloc(PyObject* object) {
+  TableObject* self = as_table(object);
+  delete self->table;  // detaches; in a forked child, harmlessly does not
+  delete self->path;
+  delete self->batch_mutex;
+  Py_TYPE(object)->tp_free(object);
+}
+
+// _attach(path, engine, create, capacity, mode, max_key_bytes, max_value_bytes)
+// Policy (defaults, engine choice) lives in shmht/__init__.py; this only does it.
+PyObject* table_attach(PyObject* object, PyObject* args) {
+  TableObject* self = as_table(object);
+  const char* name = nullptr;
+  const char* engine_name = nullptr;
+  int create = 0;
+  unsigned long long capacity = 0;
+  unsigned int mode = 0, max_key_bytes = 0, max_value_bytes = 0;
+  if (!PyArg_ParseTuple(args, "ssp|KIII:_attach", &name, &engine_name, &create, &capacity, &mode, &max_key_bytes,
+                        &max_value_bytes)) {
+    return nullptr;
+  }
+  bool ok = false;
+  const shmht::Engine engine = engine_from_name(engine_name, &ok);
+  if (!ok) return nullptr;
+  if (self->busy) return PyErr_Format(PyExc_RuntimeError, "_attach while a batch call uses this table");
+  shmht::CreateOptions options;
+  options.capacity = capacity;
+  options.mode = static_cast<mode_t>(mode);
+  options.max_key_bytes = max_key_bytes;
+  options.max_value_bytes = max_value_bytes;
+  options.engine = engine;
+  shmht::Table* table = nullptr;
+  try {
+    table = new shmht::Table(create ? shmht::Table::open_or_create(name, options)
+                                    : shmht::Table::open(name, {.engine = engine}));
+    std::string* path = new std::string(table->path());
+    delete self->table;
+    delete self->path;
+    self->table = table;
+    self->path = path;
+  } catch (const shmht::Error& e) {
+    delete table;
+    return set_python_error(e);
+  }
+  self->engine = engine;
+  self->generation = fork_generation();
+  self->closed = false;
+  Py_RETURN_NONE;
+}
+
+PyObject* table_close(PyObject* object, PyObject*) {
+  TableObject* self = as_table(object);
+  while (self->busy) wait_for_batch(self);
+  // In a forked child the inherited handle is deleted without detaching, as it must be.
+  delete self->table;
+  self->table = nullptr;
+  self->closed = true;
+  Py_RETURN_NONE;
+}
+
+// ---------------------------------------------------------------------------------------
+// Mapping slots (the hot path)
+
+PyObject* table_subscript(PyObject* object, PyObject* key) {
+  BytesArg k;
+  if (!k.parse(key, "keys")) return nullptr;
+  shmht::Table* table = handle(as_table(object));
+  if (table == nullptr) return nullptr;
+  try {
+    bool found = false;
+    PyObject* value = read_value(*table, k.view(), &found);
+    if (!found) PyErr_SetObject(PyExc_KeyError, key);
+    return value;
+  } catch (const shmht::Error& e) {
+    return set_python_error(e);
+  }
+}
+
+int table_ass_subscript(PyObject* object, PyObject* key, PyObject* value) {
+  BytesArg k, v;
+  if (!k.parse(key, "keys")) return -1;
+  if (value != nullptr && !v.parse(value, "values")) return -1;
+  shmht::Table* table = handle(as_table(object));
+  if (table == nullptr) return -1;
+  try {
+    if (value != nullptr) {
+      table->assign(k.view(), v.view());
+    } else if (!table->erase(k.view())) {
+      PyErr_SetObject(PyExc_KeyError, key);
+      return -1;
+    }
+    return 0;
+  } catch (const shmht::Error& e) {
+    return set_python_error_int(e);
+  }
+}
+
+int table_contains(PyObject* object, PyObject* key) {
+  BytesArg k;
+  if (!k.parse(key, "keys")) return -1;
+  shmht::Table* table = handle(as_table(object));
+  if (table == nullptr) return -1;
+  try {
+    return table->contains(k.view()) ? 1 : 0;
+  } catch (const shmht::Error& e) {
+    return set_python_error_int(e);
+  }
+}
+
+Py_ssize_t table_length(PyObject* object) {
+  shmht::Table* table = handle(as_table(object));
+  if (table == nullptr) return -1;
+  try {
+    return static_cast<Py_ssize_t>(table->size());
+  } catch (const shmht::Error& e) {
+    return set_python_error_int(e);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Snapshots: iteration walks the table once (weakly consistent, see Table::for_each),
+// copying the entries into a C++ vector with the GIL released, and returns an iterator
+// that makes each Python object only when it is asked for. Building every object up
+// front (a list of tuples) cost ~3x more on 666k items: hundreds of thousands of
+// tracked tuples alive at once keep triggering the cyclic garbage collector.
+
+enum class SnapshotKind { kKeys, kValues, kItems };
+
+// The copied entries, packed: entry i's key is bytes[offsets[2i], offsets[2i+1]) and its
+// value bytes[offsets[2i+1], offsets[2i+2]). One buffer instead of a vector of string
+// pairs: 666k short entries took ~60 MB as std::string pairs and most of the walk's time
+// went to growing and moving them.
+class PackedEntries {
+ public:
+  void reserve(std::size_t entries, std::size_t bytes) {
+    offsets_.reserve(2 * entries + 1);
+    bytes_.reserve(bytes);
+  }
+  void add(std::string_view key, std::string_view value) {
+    offsets_.push_back(bytes_.size());
+    bytes_.append(key);
+    offsets_.push_back(bytes_.size());
+    bytes_.append(value);
+  }
+  void finish() { offsets_.push_back(bytes_.size()); }
+  std::size_t size() const noexcept { return offsets_.empty() ? 0 : (offsets_.size() - 1) / 2; }
+  std::string_view key(std::size_t i) const noexcept { return slice(2 * i); }
+  std::string_view value(std::size_t i) const noexcept { return slice(2 * i + 1); }
+
+ private:
+  std::string_view slice(std::size_t j) const noexcept {
+    return std::string_view(bytes_).substr(offsets_[j], offsets_[j + 1] - offsets_[j]);
+  }
+  std::string bytes_;
+  std::vector<std::size_t> offsets_;
+};
+
+struct SnapshotObject {
+  PyObject_HEAD
+  PackedEntries* entries;
+  std::size_t next;
+  SnapshotKind kind;
+};
+
+SnapshotObject* as_snapshot(PyObject* object) { return reinterpret_cast<SnapshotObject*>(object); }
+
+void snapshot_dealloc(PyObject* object) {
+  delete as_snapshot(object)->entries;
+  Py_TYPE(object)->tp_free(object);
+}
+
+PyObject* snapshot_next(PyObject* object) {
+  SnapshotObject* self = as_snapshot(object);
+  if (self->next >= self->entries->size()) return nullptr;  // StopIteration
+  const std::size_t i = self->next++;
+  switch (self->kind) {
+    case SnapshotKind::kKeys: return bytes_from(self->entries->key(i));
+    case SnapshotKind::kValues: return bytes_from(self->entries->value(i));
+    case SnapshotKind::kItems: break;
+  }
+  PyRef k(bytes_from(self->entries->key(i))), v(bytes_from(self->entries->value(i)));
+  if (!k || !v) return nullptr;
+  return PyTuple_Pack(2, k.get(), v.get());
+}
+
+PyObject* snapshot_length_hint(PyObject* object, PyObject*) {
+  const SnapshotObject* self = as_snapshot(object);
+  return PyLong_FromSize_t(self->entries->size() - self->next);
+}
+
+PyMethodDef g_snapshot_methods[] = {
+    {"__length_hint__", snapshot_length_hint, METH_NOARGS, "Entries not yet returned."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+PyTypeObject g_snapshot_type = {PyVarObject_HEAD_INIT(nullptr, 0)};
+#pragma GCC diagnostic pop
+
+PyObject* snapshot(TableObject* self, SnapshotKind kind) {
+  auto entries = std::make_unique<PackedEntries>();
+  const bool keys_only = kind == SnapshotKind::kKeys;
+  if (!run_batch(self, [&](shmht::Table& table) {
+        // A guess that avoids most regrowth; the walk may see more or fewer entries.
+        const std::size_t expected = static_cast<std::size_t>(table.size()) + 64;
+        entries->reserve(expected, expected * 32);
+        table.for_each([&](std::string_view key, std::string_view value) {
+          entries->add(key, keys_only ? std::string_view() : value);
+        });
+        entries->finish();
+      })) {
+    return nullptr;
+  }
+  SnapshotObject* iterator = PyObject_New(SnapshotObject, &g_snapshot_type);
+  if (iterator == nullptr) return nullptr;
+  iterator->entries = entries.release();
+  iterator->next = 0;
+  iterator->kind = kind;
+  return reinterpret_cast<PyObject*>(iterator);
+}
+
+PyObject* table_iter(PyObject* object) { return snapshot(as_table(object), SnapshotKind::kKeys); }
+PyObject* table_keys_iter(PyObject* object, PyObject*) { return snapshot(as_table(object), SnapshotKind::kKeys); }
+PyObject* table_values_iter(PyObject* object, PyObject*) { return snapshot(as_table(object), SnapshotKind::kValues); }
+PyObject* table_items_iter(PyObject* object, PyObject*) { return snapshot(as_table(object), SnapshotKind::kItems); }
+
+// Some (key, value) pair, or None when the table is empty: stops the walk at the first.
+PyObject* table_first_item(PyObject* object, PyObject*) {
+  shmht::Table* table = handle(as_table(object));
+  if (table == nullptr) return nullptr;
+  struct Found {
+    std::string key, value;
+  };
+  try {
+    table->for_each([](std::string_view key, std::string_view value) { throw Found{std::string(key), std::string(value)}; });
+  } catch (const Found& found) {
+    PyRef k(bytes_from(found.key)), v(bytes_from(found.value));
+    if (!k || !v) return nullptr;
+    return PyTuple_Pack(2, k.get(), v.get());
+  } catch (const shmht::Error& e) {
+    return set_python_error(e);
+  }
+  Py_RETURN_NONE;
+}
+
+// ---------------------------------------------------------------------------------------
+// Methods
+
+// get(key, default=None)
+PyObject* table_get(PyObject* object, PyObject* const* args, Py_ssize_t nargs) {
+  if (!_PyArg_CheckPositional("get", nargs, 1, 2)) return nullptr;
+  BytesArg k;
+  if (!k.parse(args[0], "keys")) return nullptr;
+  shmht::Table* table = handle(as_table(object));
+  if (table == nullptr) return nullptr;
+  try {
+    bool found = false;
+    PyObject* value = read_value(*table, k.view(), &found);
+    if (found) return value;
+    PyObject* fallback = nargs > 1 ? args[1] : Py_None;
+    return Py_NewRef(fallback);
+  } catch (const shmht::Error& e) {
+    return set_python_error(e);
+  }
+}
+
+// pop(key[, default]): returns the value only if this call erased the key. The value is
+// read just before the erase; a write to the same key in between is not seen (the C++
+// API has no read-and-erase).
+PyObject* table_pop(PyObject* object, PyObject* const* args, Py_ssize_t nargs) {
+  if (!_PyArg_CheckPositional("pop", nargs, 1, 2)) return nullptr;
+  BytesArg k;
+  if (!k.parse(args[0], "keys")) return nullptr;
+  shmht::Table* table = handle(as_table(object));
+  if (table == nullptr) return nullptr;
+  try {
+    bool found = false;
+    PyRef value(read_value(*table, k.view(), &found));
+    if (found && !value) return nullptr;
+    if (found && table->erase(k.view())) return value.release();
+    if (nargs > 1) return Py_NewRef(args[1]);
+    PyErr_SetObject(PyExc_KeyError, args[0]);
+    return nullptr;
+  } catch (const shmht::Error& e) {
+    return set_python_error(e);
+  }
+}
+
+// insert(key, value) -> bool: stores only if the key is absent (atomically).
+PyObject* table_insert(PyObject* object, PyObject* const* args, Py_ssize_t nargs) {
+  if (!_PyArg_CheckPositional("insert", nargs, 2, 2)) return nullptr;
+  BytesArg k, v;
+  if (!k.parse(args[0], "keys") || !v.parse(args[1], "values")) return nullptr;
+  shmht::Table* table = handle(as_table(object));
+  if (table == nullptr) return nullptr;
+  try {
+    return PyBool_FromLong(table->insert(k.view(), v.view()));
+  } catch (const shmht::Error& e) {
+    return set_python_error(e);
+  }
+}
+
+// discard(key) -> bool: erases the key if present.
+PyObject* table_discard(PyObject* object, PyObject* key) {
+  BytesArg k;
+  if (!k.parse(key, "keys")) return nullptr;
+  shmht::Table* table = handle(as_table(object));
+  if (table == nullptr) return nullptr;
+  try {
+    return PyBool_FromLong(table->erase(k.view()));
+  } catch (const shmht::Error& e) {
+    return set_python_error(e);
+  }
+}
+
+// get_many(keys, default=None) -> list, one C++ crossing with the GIL released.
+PyObject* table_get_many(PyObject* object, PyObject* const* args, Py_ssize_t nargs) {
+  if (!_PyArg_CheckPositional("get_many", nargs, 1, 2)) return nullptr;
+  PyObject* fallback = nargs > 1 ? args[1] : Py_None;
+  PyRef keys(PySequence_Fast(args[0], "get_many() expects an iterable of keys"));
+  if (!keys) return nullptr;
+  const Py_ssize_t count = PySequence_Fast_GET_SIZE(keys.get());
+  BytesBatch batch;
+  for (Py_ssize_t i = 0; i < count; ++i) {
+    if (!batch.add(PySequence_Fast_GET_ITEM(keys.get(), i), "keys")) return nullptr;
+  }
+  std::vector<std::optional<std::string>> values(batch.size());
+  if (!run_batch(as_table(object), [&](shmht::Table& table) {
+        for (std::size_t i = 0; i < batch.size(); ++i) values[i] = table.get(batch[i]);
+      })) {
+    return nullptr;
+  }
+  PyRef list(PyList_New(count));
+  if (!list) return nullptr;
+  for (Py_ssize_t i = 0; i < count; ++i) {
+    const auto& value = values[static_cast<std::size_t>(i)];
+    PyObject* item = value ? bytes_from(*value) : Py_NewRef(fallback);
+    if (item == nullptr) return nullptr;
+    PyList_SET_ITEM(list.get(), i, item);
+  }
+  return list.release();
+}
+
+// _assign_many(iterable of (key, value)) -> number of new keys; GIL released while
+// writing. Not atomic: on an error the pairs before the failing one are stored.
+PyObject* table_assign_many(PyObject* object, PyObject* pairs_arg) {
+  PyRef pairs(PySequence_Fast(pairs_arg, "expected an iterable of (key, value) pairs"));
+  if (!pairs) return nullptr;
+  const Py_ssize_t count = PySequence_Fast_GET_SIZE(pairs.get());
+  // Each pair is unpacked into a fast sequence that we keep, so the views stay valid.
+  std::vector<PyRef> unpacked;
+  unpacked.reserve(static_cast<std::size_t>(count));
+  BytesBatch keys, values;
+  for (Py_ssize_t i = 0; i < count; ++i) {
+    PyObject* pair = PySequence_Fast_GET_ITEM(pairs.get(), i);
+    unpacked.emplace_back(PySequence_Fast(pair, "update() expects (key, value) pairs"));
+    PyObject* fast = unpacked.back().get();
+    if (fast == nullptr) return nullptr;
+    if (PySequence_Fast_GET_SIZE(fast) != 2) {
+      return PyErr_Format(PyExc_ValueError, "update() sequence element #%zd has length %zd; 2 is required", i,
+                          PySequence_Fast_GET_SIZE(fast));
+    }
+    if (!keys.add(PySequence_Fast_GET_ITEM(fast, 0), "keys")) return nullptr;
+    if (!values.add(PySequence_Fast_GET_ITEM(fast, 1), "values")) return nullptr;
+  }
+  std::size_t created = 0;
+  if (!run_batch(as_table(object), [&](shmht::Table& table) {
+        for (std::size_t i = 0; i < keys.size(); ++i) created += table.assign(keys[i], values[i]);
+      })) {
+    return nullptr;
+  }
+  return PyLong_FromSize_t(created);
+}
+
+// _erase_all() -> number of keys this call erased; GIL released. Keys inserted by other
+// processes during the call may survive it.
+PyObject* table_erase_all(PyObject* object, PyObject*) {
+  std::size_t erased = 0;
+  if (!run_batch(as_table(object), [&](shmht::Table& table) {
+        std::vector<std::string> keys;
+        table.for_each([&](std::string_view key, std::string_view) { keys.emplace_back(key); });
+        for (const std::string& key : keys) erased += table.erase(key);
+      })) {
+    return nullptr;
+  }
+  return PyLong_FromSize_t(erased);
+}
+
+// Adds key -> value (a new reference, stolen) to dict; false on failure.
+bool put(PyObject* dict, const char* key, PyObject* value) {
+  if (value == nullptr) return false;
+  const int rc = PyDict_SetItemString(dict, key, value);
+  Py_DECREF(value);
+  return rc == 0;
+}
+
+PyObject* table_stats(PyObject* object, PyObject*) {
+  shmht::Table* table = handle(as_table(object));
+  if (table == nullptr) return nullptr;
+  shmht::Stats s;
+  try {
+    s = table->stats();
+  } catch (const shmht::Error& e) {
+    return set_python_error(e);
+  }
+  PyRef pids(PyList_New(static_cast<Py_ssize_t>(s.attached_pids.size())));
+  if (!pids) return nullptr;
+  for (std::size_t i = 0; i < s.attached_pids.size(); ++i) {
+    PyObject* pid = PyLong_FromLong(s.attached_pids[i]);
+    if (pid == nullptr) return nullptr;
+    PyList_SET_ITEM(pids.get(), static_cast<Py_ssize_t>(i), pid);
+  }
+  const std::string_view engine = shmht::engine_name(s.engine);
+  PyRef dict(PyDict_New());
+  const bool ok = dict && put(dict.get(), "path", PyUnicode_FromStringAndSize(s.path.data(), static_cast<Py_ssize_t>(s.path.size()))) &&
+                  put(dict.get(), "engine", PyUnicode_FromStringAndSize(engine.data(), static_cast<Py_ssize_t>(engine.size()))) &&
+                  put(dict.get(), "capacity", PyLong_FromUnsignedLongLong(s.capacity)) &&
+                  put(dict.get(), "slots", PyLong_FromUnsignedLongLong(s.slots)) &&
+                  put(dict.get(), "items", PyLong_FromUnsignedLongLong(s.items)) &&
+                  put(dict.get(), "load_factor", PyFloat_FromDouble(s.load_factor)) &&
+                  put(dict.get(), "max_key_bytes", PyLong_FromUnsignedLong(s.max_key_bytes)) &&
+                  put(dict.get(), "max_value_bytes", PyLong_FromUnsignedLong(s.max_value_bytes)) &&
+                  put(dict.get(), "apparent_bytes", PyLong_FromUnsignedLongLong(s.apparent_bytes)) &&
+                  put(dict.get(), "resident_bytes", PyLong_FromUnsignedLongLong(s.resident_bytes)) &&
+                  put(dict.get(), "arena_bytes", PyLong_FromUnsignedLongLong(s.arena_bytes)) &&
+                  put(dict.get(), "live_record_bytes", PyLong_FromUnsignedLongLong(s.live_record_bytes)) &&
+                  put(dict.get(), "free_record_bytes", PyLong_FromUnsignedLongLong(s.free_record_bytes)) &&
+                  put(dict.get(), "attached_pids", pids.release());
+  return ok ? dict.release() : nullptr;
+}
+
+// ---------------------------------------------------------------------------------------
+// Properties
+
+PyObject* table_get_path(PyObject* object, void*) {
+  const TableObject* self = as_table(object);
+  if (self->path == nullptr) Py_RETURN_NONE;
+  return PyUnicode_FromStringAndSize(self->path->data(), static_cast<Py_ssize_t>(self->path->size()));
+}
+
+PyObject* table_get_engine(PyObject* object, void*) {
+  const TableObject* self = as_table(object);
+  if (self->path == nullptr) Py_RETURN_NONE;
+  const std::string_view name = shmht::engine_name(self->engine);
+  return PyUnicode_FromStringAndSize(name.data(), static_cast<Py_ssize_t>(name.size()));
+}
+
+PyObject* table_get_closed(PyObject* object, void*) {
+  const TableObject* self = as_table(object);
+  return PyBool_FromLong(self->path == nullptr || self->closed);
+}
+
+// ---------------------------------------------------------------------------------------
+// The type
+
+PyMethodDef g_methods[] = {
+    {"_attach", table_attach, METH_VARARGS, "_attach(path, engine, create, capacity, mode, max_key_bytes, max_value_bytes)"},
+    {"close", table_close, METH_NOARGS,
+     "Detach from the table (the file stays; see shmht.unlink). Further use raises ValueError."},
+    {"get", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(table_get)), METH_FASTCALL,
+     "get(key, default=None) -> the value as bytes, or default."},
+    {"pop", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(table_pop)), METH_FASTCALL,
+     "pop(key[, default]) -> the value this call erased; KeyError (or default) if absent.\n\n"
+     "The value is read just before the erase: a write to the same key by another process\n"
+     "between the two is not reflected in the returned value."},
+    {"insert", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(table_insert)), METH_FASTCALL,
+     "insert(key, value) -> True if stored, False (changing nothing) if the key was present."},
+    {"discard", table_discard, METH_O, "discard(key) -> True if the key was present (and is now erased)."},
+    {"get_many", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(table_get_many)), METH_FASTCALL,
+     "get_many(keys, default=None) -> list of values (default where absent).\n\n"
+     "Crosses into C++ once and releases the GIL while reading."},
+    {"_assign_many", table_assign_many, METH_O, "_assign_many(pairs) -> number of new keys (GIL released)."},
+    {"_erase_all", table_erase_all, METH_NOARGS, "_erase_all() -> number of keys erased (GIL released)."},
+    {"_keys", table_keys_iter, METH_NOARGS, "An iterator over the keys of one weakly consistent walk."},
+    {"_values", table_values_iter, METH_NOARGS, "An iterator over the values of one weakly consistent walk."},
+    {"_items", table_items_iter, METH_NOARGS, "An iterator over (key, value) pairs of one weakly consistent walk."},
+    {"_first_item", table_first_item, METH_NOARGS, "Some (key, value) pair, or None if empty."},
+    {"stats", table_stats, METH_NOARGS, "stats() -> dict: sizes, load factor, engine, attached pids."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyGetSetDef g_getset[] = {
+    {"path", table_get_path, nullptr, "The table's file (a bare name resolves to /dev/shm/<name>).", nullptr},
+    {"engine", table_get_engine, nullptr, "The engine this handle uses ('global', 'seqlock', ...).", nullptr},
+    {"closed", table_get_closed, nullptr, "True after close() (or before the table was attached).", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
+
+// The C-API structs are filled field by field in add_table_type (C++ has no out-of-order
+// designated initialisers); the head initialiser is the documented way to start a
+// static type, and leaves the rest zero.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+PyMappingMethods g_mapping = {table_length, table_subscript, table_ass_subscript};
+PySequenceMethods g_sequence = {};  // only sq_contains, set in add_table_type
+PyTypeObject g_table_type = {PyVarObject_HEAD_INIT(nullptr, 0)};
+#pragma GCC diagnostic pop
+
+}  // namespace
+
+bool add_table_type(PyObject* module) {
+  if (pthread_atfork(nullptr, nullptr, on_fork_child) != 0) {
+    PyErr_SetString(PyExc_OSError, "pthread_atfork failed");
+    return false;
+  }
+  g_sequence.sq_contains = table_contains;
+  PyTypeObject& t = g_table_type;
+  t.tp_name = "shmht._shmht._TableBase";
+  t.tp_doc = "The C core of shmht.Table; use shmht.Table.";
+  t.tp_basicsize = sizeof(TableObject);
+  t.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE;
+  t.tp_new = table_new;
+  t.tp_dealloc = table_dealloc;
+  t.tp_as_mapping = &g_mapping;
+  t.tp_as_sequence = &g_sequence;
+  t.tp_iter = table_iter;
+  t.tp_methods = g_methods;
+  t.tp_getset = g_getset;
+  if (PyType_Ready(&t) < 0) return false;
+
+  PyTypeObject& it = g_snapshot_type;
+  it.tp_name = "shmht._shmht._Snapshot";
+  it.tp_doc = "An iterator over one walk of a shmht.Table.";
+  it.tp_basicsize = sizeof(SnapshotObject);
+  it.tp_flags = Py_TPFLAGS_DEFAULT;
+  it.tp_dealloc = snapshot_dealloc;
+  it.tp_iter = PyObject_SelfIter;
+  it.tp_iternext = snapshot_next;
+  it.tp_methods = g_snapshot_methods;
+  if (PyType_Ready(&it) < 0) return false;
+  return PyModule_AddObjectRef(module, "_TableBase", reinterpret_cast<PyObject*>(&t)) == 0;
+}
+
+}  // namespace shmht::python

@@ -1,0 +1,31 @@
+// table_object.hpp - shmht._shmht._TableBase, the C type behind shmht.Table.
+//
+// WHY A HAND-WRITTEN TYPE
+//   `t[k]`, `t[k] = v` and `k in t` should cost little more than the table operation.
+//   pybind11's dispatcher (argument loaders, overload resolution, casters) adds more than
+//   the lookup itself, so the mapping slots (mp_subscript, mp_ass_subscript, sq_contains,
+//   mp_length, tp_iter) and the hot methods are plain CPython C-API functions. pybind11
+//   builds the module around it (errors, engine functions). shmht.Table (Python) derives
+//   from this type and from collections.abc.MutableMapping; CPython copies the C slot
+//   pointers into the subclass, so the subclass pays nothing for being Python.
+//
+// ONE HANDLE, MANY THREADS, FORK
+//   A shmht::Table handle is used by one thread at a time. Single operations run with the
+//   GIL held, which serialises them. Batch calls (get_many, _assign_many, _erase_all)
+//   release the GIL: they set `busy` and hold `batch_mutex`; any other call that finds
+//   `busy` set waits on the mutex with the GIL released.
+//   A handle must not be used in a child after fork(). A pthread_atfork child handler
+//   bumps a generation counter; a call that finds its object's generation stale re-opens
+//   the table by path with the same engine first, so multiprocessing's fork start method
+//   works without the user doing anything.
+#pragma once
+
+#include <Python.h>
+
+namespace shmht::python {
+
+// Readies the type, registers the fork handler and adds `_TableBase` to `module`.
+// Returns false with a Python error set on failure.
+bool add_table_type(PyObject* module);
+
+}  // namespace shmht::python
