@@ -81,6 +81,10 @@ class Region {
     return reinterpret_cast<T*>(base_ + offset);
   }
 
+  // Best effort: allocates and maps [offset, offset + bytes) for writing in one call
+  // (MADV_POPULATE_WRITE); on kernels without it, pages fault in one by one as usual.
+  void populate_for_write(std::uint64_t offset, std::uint64_t bytes) const noexcept;
+
   // Makes the file at least `end` bytes long (page-rounded) and maps it. Serialised by
   // the admin mutex; never shrinks the file. Throws kTableFull past max_bytes.
   void grow_file_to(std::uint64_t end);
