@@ -75,6 +75,8 @@ TYPED_TEST_P(Conformance, KeysAndValuesAreBytes) {
   EXPECT_FALSE(t.get(std::string("a\0b", 3))) << "a prefix of a key is another key";
   EXPECT_EQ(t.get(""), "empty key");
   EXPECT_EQ(t.get("empty value"), "");
+  EXPECT_TRUE(t.contains("empty value")) << "contains() copies nothing: an empty value must not trip it";
+  EXPECT_EQ(t.get("empty value", std::span<char>()), 0u);
 }
 
 TYPED_TEST_P(Conformance, GetIntoCallerBuffer) {

@@ -80,7 +80,7 @@ std::optional<std::size_t> locked_lookup(TableContext& ctx, const HashedKey& key
   const std::string_view value = record_value(record, header);
   if (out_string != nullptr) {
     out_string->assign(value);
-  } else if (value.size() <= out.size()) {
+  } else if (!value.empty() && value.size() <= out.size()) {  // memcpy's pointers must not be null, even for 0 bytes
     std::memcpy(out.data(), value.data(), value.size());
   }
   return value.size();
