@@ -119,6 +119,15 @@ Table open_table(const std::string& name, std::optional<Engine> engine) {
   return Table::open(name, {.engine = engine.value_or(Table::active_engine(name))});
 }
 
+// The prologue of every command that opens one table: check the arguments, then open
+// positional[1] with --engine (default: the table's active engine).
+Table open_from_args(Args& args, std::size_t positional, const char* shape) {
+  args.expect_positional(positional, shape);
+  const auto engine = engine_option(args);
+  args.reject_leftover_options();
+  return open_table(args.positional[1], engine);
+}
+
 std::string escape(std::string_view s) {
   std::string out;
   out.reserve(s.size());
@@ -175,10 +184,7 @@ int cmd_create(Args& args) {
 }
 
 int cmd_stat(Args& args) {
-  args.expect_positional(2, "stat NAME [--json]");
-  const auto engine = engine_option(args);
-  args.reject_leftover_options();
-  Table table = open_table(args.positional[1], engine);
+  Table table = open_from_args(args, 2, "stat NAME [--json]");
   const shmht::Stats s = table.stats();
   std::vector<pid_t> others;
   for (pid_t p : s.attached_pids) {
@@ -213,10 +219,7 @@ int cmd_stat(Args& args) {
 }
 
 int cmd_get(Args& args) {
-  args.expect_positional(3, "get NAME KEY");
-  const auto engine = engine_option(args);
-  args.reject_leftover_options();
-  Table table = open_table(args.positional[1], engine);
+  Table table = open_from_args(args, 3, "get NAME KEY");
   const auto value = table.get(args.positional[2]);
   if (!value) {
     std::cerr << "shmht: key not found\n";
@@ -227,29 +230,20 @@ int cmd_get(Args& args) {
 }
 
 int cmd_put(Args& args) {
-  args.expect_positional(4, "put NAME KEY VALUE");
-  const auto engine = engine_option(args);
-  args.reject_leftover_options();
-  Table table = open_table(args.positional[1], engine);
+  Table table = open_from_args(args, 4, "put NAME KEY VALUE");
   table.assign(args.positional[2], args.positional[3]);
   return kExitOk;
 }
 
 int cmd_del(Args& args) {
-  args.expect_positional(3, "del NAME KEY");
-  const auto engine = engine_option(args);
-  args.reject_leftover_options();
-  Table table = open_table(args.positional[1], engine);
+  Table table = open_from_args(args, 3, "del NAME KEY");
   if (table.erase(args.positional[2])) return kExitOk;
   std::cerr << "shmht: key not found\n";
   return kExitMissing;
 }
 
 int cmd_load(Args& args) {
-  args.expect_positional(2, "load NAME < key<TAB>value lines");
-  const auto engine = engine_option(args);
-  args.reject_leftover_options();
-  Table table = open_table(args.positional[1], engine);
+  Table table = open_from_args(args, 2, "load NAME < key<TAB>value lines");
   std::string line;
   std::size_t number = 0, loaded = 0;
   while (std::getline(std::cin, line)) {
@@ -265,10 +259,7 @@ int cmd_load(Args& args) {
 }
 
 int cmd_dump(Args& args) {
-  args.expect_positional(2, "dump NAME");
-  const auto engine = engine_option(args);
-  args.reject_leftover_options();
-  Table table = open_table(args.positional[1], engine);
+  Table table = open_from_args(args, 2, "dump NAME");
   table.for_each([](std::string_view k, std::string_view v) { std::cout << escape(k) << '\t' << escape(v) << '\n'; });
   return kExitOk;
 }
