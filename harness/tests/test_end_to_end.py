@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from leftovers import left_behind
+
 HARNESS = Path(__file__).resolve().parent.parent
 RUN = HARNESS / "run.py"
 PYTHON = "/usr/bin/python3"
@@ -41,9 +43,6 @@ AGGREGATE_KEYS = {"ops", "ops_by_type", "misses_by_type", "errors", "elapsed_s",
                   "latency_ns", "cpu", "faults", "context_switches"}
 
 
-def bench_files():
-    return sorted(str(p) for d in (Path("/dev/shm"), Path("/tmp")) for p in d.glob("shmht-bench-*"))
-
 
 def our_drivers():
     """shmht-driver processes that are children of this test's process tree."""
@@ -52,7 +51,7 @@ def our_drivers():
 
 
 def test_tiny_sweep_writes_the_schema_and_a_plot(tmp_path):
-    before = set(bench_files())
+    before = left_behind()
     sweep = tmp_path / "tiny.toml"
     sweep.write_text(TINY)
     results, plots = tmp_path / "results", tmp_path / "plots"
@@ -87,7 +86,7 @@ def test_tiny_sweep_writes_the_schema_and_a_plot(tmp_path):
 
     assert (plots / "throughput-tiny.png").stat().st_size > 0
     assert (plots / "bytes-per-item.svg").stat().st_size > 0
-    assert set(bench_files()) <= before, "a run left files behind"
+    assert left_behind() <= before, "a run left files behind"
     assert not our_drivers()
 
 
@@ -101,7 +100,7 @@ def test_plots_regenerate_from_results_alone(tmp_path):
 
 
 def test_driver_kills_overrunning_workers_and_cleans_up():
-    before = set(bench_files())
+    before = left_behind()
     done = subprocess.run([DRIVER, "--store", "global", "--processes", "2", "--keys", "1000", "--duration", "30",
                            "--timeout", "1", "--name-prefix", f"shmht-bench-test-{os.getpid()}-"],
                           stdout=subprocess.PIPE, text=True, timeout=20)
@@ -109,7 +108,7 @@ def test_driver_kills_overrunning_workers_and_cleans_up():
     assert done.returncode == 1
     assert result["status"] == "failed" and "timeout" in result["error"]
     assert [w["status"] for w in result["workers"]] == ["killed", "killed"]
-    assert set(bench_files()) <= before
+    assert left_behind() <= before
 
 
 def test_bad_sweep_file_gives_a_clear_error(tmp_path):

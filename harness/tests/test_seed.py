@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from leftovers import left_behind
+
 HARNESS = Path(__file__).resolve().parent.parent
 ROOT = HARNESS.parent
 sys.path.insert(0, str(HARNESS))
@@ -44,9 +46,6 @@ peers = ["std-unordered-map"]
 baselines = ["python-dict"]
 """
 
-
-def bench_files():
-    return sorted(str(p) for d in (Path("/dev/shm"), Path("/tmp")) for p in d.glob("shmht-bench-*"))
 
 
 def test_seed_sweep_parses_with_the_ablation_steps():
@@ -87,7 +86,7 @@ def test_single_process_seed_emulation_loses_nothing():
 
 @needs_driver
 def test_tiny_seed_sweep_end_to_end(tmp_path):
-    before = set(bench_files())
+    before = left_behind()
     sweep = tmp_path / "tinyseed.toml"
     sweep.write_text(TINY)
     results, plots = tmp_path / "results", tmp_path / "plots"
@@ -115,4 +114,4 @@ def test_tiny_seed_sweep_end_to_end(tmp_path):
     assert by_store[("seed-emulation", 2)]["memory"]["peak_rss_kb_max"] > 0
     for name in ("seed-kernel-time", "seed-lost-keys", "seed-file-size", "seed-wall"):
         assert (plots / f"{name}.png").is_file(), name
-    assert set(bench_files()) <= before, "a seed file was left behind"
+    assert left_behind() <= before, "a seed file was left behind"
