@@ -4,6 +4,8 @@ Every table gets a unique name containing this pid, and the fixture deletes its 
 whatever the test's outcome, so failed runs leave nothing in /dev/shm.
 """
 
+import contextlib
+import glob
 import itertools
 import os
 
@@ -12,6 +14,26 @@ import pytest
 import shmht
 
 _counter = itertools.count()
+
+
+def _remove_tables_of_dead_test_processes():
+    """Delete /dev/shm/shmht-pytest-<pid>-* files whose <pid> has exited: what a test run
+    killed outright (a sanitizer abort, SIGKILL, a timeout) could not delete itself."""
+    for path in glob.glob("/dev/shm/shmht-pytest-*"):
+        pid = os.path.basename(path).split("-")[2]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        except PermissionError:
+            pass
+
+
+def pytest_sessionstart(session):
+    _remove_tables_of_dead_test_processes()
 
 
 def unique_name(label="t"):
