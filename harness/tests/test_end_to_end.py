@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from leftovers import left_behind
+from harness_support import left_behind, run_sweep
 
 HARNESS = Path(__file__).resolve().parent.parent
 RUN = HARNESS / "run.py"
@@ -52,12 +52,7 @@ def our_drivers():
 
 def test_tiny_sweep_writes_the_schema_and_a_plot(tmp_path):
     before = left_behind()
-    sweep = tmp_path / "tiny.toml"
-    sweep.write_text(TINY)
-    results, plots = tmp_path / "results", tmp_path / "plots"
-    done = subprocess.run([PYTHON, str(RUN), "--sweep", str(sweep), "--driver", DRIVER, "--results", str(results),
-                           "--plots", str(plots)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          timeout=150)
+    done, results, plots = run_sweep(tmp_path, "tiny", TINY, DRIVER)
     assert done.returncode == 0, done.stderr
     assert "cell 1/" in done.stderr and "eta" in done.stderr  # the progress line
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from leftovers import left_behind
+from harness_support import left_behind, run_sweep
 
 HARNESS = Path(__file__).resolve().parent.parent
 ROOT = HARNESS.parent
@@ -87,12 +87,7 @@ def test_single_process_seed_emulation_loses_nothing():
 @needs_driver
 def test_tiny_seed_sweep_end_to_end(tmp_path):
     before = left_behind()
-    sweep = tmp_path / "tinyseed.toml"
-    sweep.write_text(TINY)
-    results, plots = tmp_path / "results", tmp_path / "plots"
-    done = subprocess.run([PYTHON, str(RUN), "--sweep", str(sweep), "--driver", DRIVER, "--results", str(results),
-                           "--plots", str(plots)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          timeout=150)
+    done, results, plots = run_sweep(tmp_path, "tinyseed", TINY, DRIVER)
     assert done.returncode == 0, done.stderr
     lines = [json.loads(t) for t in next((results / "tinyseed").glob("*.jsonl")).read_text().splitlines()]
     by_store = {(l["cell"]["store"], l["cell"]["processes"]): l for l in lines}

@@ -1,4 +1,5 @@
-"""Which harness files were left behind, for the harness tests' cleanup checks.
+"""What the harness's Python tests share: running a sweep file through run.py, and
+finding the files a run left behind.
 
 The driver names every file it makes ``shmht-bench-[test-]<pid>-...`` after the process
 that owns the run (run.py, or the test that launched the driver itself). A file is left
@@ -9,7 +10,23 @@ machine are not counted: they are in use, not leaked.
 
 import os
 import re
+import subprocess
 from pathlib import Path
+
+RUN = Path(__file__).resolve().parent.parent / "run.py"
+PYTHON = "/usr/bin/python3"
+
+
+def run_sweep(tmp_path, name, toml_text, driver):
+    """Writes `toml_text` to <tmp_path>/<name>.toml and runs it with results and plots under
+    tmp_path. Returns (completed process, results dir, plots dir)."""
+    sweep = tmp_path / f"{name}.toml"
+    sweep.write_text(toml_text)
+    results, plots = tmp_path / "results", tmp_path / "plots"
+    done = subprocess.run([PYTHON, str(RUN), "--sweep", str(sweep), "--driver", driver, "--results", str(results),
+                           "--plots", str(plots)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          timeout=150)
+    return done, results, plots
 
 _OWNER = re.compile(r"^shmht-bench-(?:test-)?(\d+)-")
 
