@@ -13,8 +13,10 @@ import re
 import subprocess
 from pathlib import Path
 
-RUN = Path(__file__).resolve().parent.parent / "run.py"
+HARNESS = Path(__file__).resolve().parent.parent
+RUN = HARNESS / "run.py"
 PYTHON = "/usr/bin/python3"
+DRIVER = os.environ.get("SHMHT_DRIVER")  # set by meson test
 
 
 def run_sweep(tmp_path, name, toml_text, driver):

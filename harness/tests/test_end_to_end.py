@@ -8,16 +8,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from harness_support import left_behind, run_sweep
-
-HARNESS = Path(__file__).resolve().parent.parent
-RUN = HARNESS / "run.py"
-PYTHON = "/usr/bin/python3"
-DRIVER = os.environ.get("SHMHT_DRIVER")
+from harness_support import DRIVER, HARNESS, PYTHON, RUN, left_behind, run_sweep
 
 pytestmark = pytest.mark.skipif(not DRIVER, reason="SHMHT_DRIVER is not set (run through meson test)")
 

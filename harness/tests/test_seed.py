@@ -8,21 +8,16 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from harness_support import left_behind, run_sweep
+from harness_support import DRIVER, HARNESS, PYTHON, RUN, left_behind, run_sweep
 
-HARNESS = Path(__file__).resolve().parent.parent
 ROOT = HARNESS.parent
 sys.path.insert(0, str(HARNESS))
 
 import sweep as sweeps  # noqa: E402
 
-RUN = HARNESS / "run.py"
-PYTHON = "/usr/bin/python3"
-DRIVER = os.environ.get("SHMHT_DRIVER")
 needs_driver = pytest.mark.skipif(not DRIVER, reason="SHMHT_DRIVER is not set (run through meson test)")
 
 TINY = """
