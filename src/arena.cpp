@@ -9,6 +9,8 @@
 namespace shmht {
 namespace {
 
+using layout::ChunkHeader;
+
 std::uint64_t* link_word(Region& region, std::uint64_t offset) { return region.at<std::uint64_t>(offset); }
 
 // Owner-only read-modify-write of an entry counter: no other process writes it.
@@ -17,7 +19,21 @@ void add_relaxed(std::atomic<T>& counter, T delta) noexcept {
   counter.store(counter.load(std::memory_order_relaxed) + delta, std::memory_order_relaxed);
 }
 
+// The largest size class whose records fit in `bytes` (a multiple of 16, at least 16).
+unsigned largest_class_within(std::uint64_t bytes) noexcept {
+  const unsigned cls = layout::size_class_of(std::min(bytes, layout::kMaxRecordBytes));
+  return layout::class_bytes(cls) <= bytes ? cls : cls - 1;
+}
+
+constexpr std::uint64_t kRecordAlign = 16;  // class sizes and chunk record areas are multiples of 16
+static_assert(layout::kLinearStep == kRecordAlign && sizeof(ChunkHeader) % kRecordAlign == 0,
+              "a chunk's records and any tail of it stay 16-aligned, so tails cut into whole classes");
+
 }  // namespace
+
+void Arena::corrupt(const std::string& why) const {
+  throw Error(ErrorCode::kCorrupt, region_->path() + ": corrupt table: " + why + "; run `shmht check`");
+}
 
 std::uint64_t Arena::allocate(std::uint64_t record_bytes) {
   const unsigned cls = layout::size_class_of(record_bytes);
@@ -26,9 +42,7 @@ std::uint64_t Arena::allocate(std::uint64_t record_bytes) {
   const std::uint64_t head = entry_->free_heads[cls].load(std::memory_order_relaxed);
   if (head != 0) {
     if (head % 8 != 0 || !region_->ensure_mapped(head, size)) {
-      throw Error(ErrorCode::kCorrupt, region_->path() + ": corrupt table: free list of size class " +
-                                           std::to_string(cls) + " points outside the arena (" +
-                                           std::to_string(head) + ")");
+      corrupt("free list of size class " + std::to_string(cls) + " points outside the arena (" + std::to_string(head) + ")");
     }
     const std::uint64_t next = std::atomic_ref<std::uint64_t>(*link_word(*region_, head)).load(std::memory_order_relaxed);
     entry_->free_heads[cls].store(next, std::memory_order_relaxed);
@@ -39,7 +53,14 @@ std::uint64_t Arena::allocate(std::uint64_t record_bytes) {
 
   std::uint64_t cursor = entry_->chunk_cursor.load(std::memory_order_relaxed);
   std::uint64_t end = entry_->chunk_end.load(std::memory_order_relaxed);
-  if (end < cursor || end - cursor < size || !region_->ensure_mapped(cursor, end - cursor)) {
+  if (end != 0 && (cursor % kRecordAlign != 0 || end % kRecordAlign != 0)) {
+    corrupt("attachment entry " + std::to_string(entry_index_) + " has a misaligned chunk cursor (" +
+            std::to_string(cursor) + ", " + std::to_string(end) + ")");
+  }
+  // end < cursor: a holder died between storing the two (take_new_chunk): no room.
+  const bool usable = end > cursor && end - cursor <= region_->fixed().chunk_bytes && region_->ensure_mapped(cursor, end - cursor);
+  if (!usable || end - cursor < size) {
+    if (usable) retire_tail(cursor, end);
     take_new_chunk(&cursor, &end);
   }
   entry_->chunk_cursor.store(cursor + size, std::memory_order_relaxed);
@@ -47,42 +68,95 @@ std::uint64_t Arena::allocate(std::uint64_t record_bytes) {
   return cursor;
 }
 
-void Arena::free(std::uint64_t offset, std::uint64_t record_bytes) noexcept {
-  const unsigned cls = layout::size_class_of(record_bytes);
-  const std::uint64_t size = layout::class_bytes(cls);
+void Arena::push_free(std::uint64_t offset, unsigned size_class) noexcept {
   // Link first, publish the head second: the list is consistent at every instant.
   std::atomic_ref<std::uint64_t>(*link_word(*region_, offset))
-      .store(entry_->free_heads[cls].load(std::memory_order_relaxed), std::memory_order_relaxed);
-  entry_->free_heads[cls].store(offset, std::memory_order_relaxed);
-  add_relaxed<std::uint64_t>(entry_->free_bytes, size);
-  add_relaxed<std::int64_t>(entry_->live_bytes, -static_cast<std::int64_t>(size));
+      .store(entry_->free_heads[size_class].load(std::memory_order_relaxed), std::memory_order_relaxed);
+  entry_->free_heads[size_class].store(offset, std::memory_order_relaxed);
+  add_relaxed<std::uint64_t>(entry_->free_bytes, layout::class_bytes(size_class));
+}
+
+void Arena::free(std::uint64_t offset, std::uint64_t record_bytes) noexcept {
+  const unsigned cls = layout::size_class_of(record_bytes);
+  push_free(offset, cls);
+  add_relaxed<std::int64_t>(entry_->live_bytes, -static_cast<std::int64_t>(layout::class_bytes(cls)));
+}
+
+void Arena::retire_tail(std::uint64_t cursor, std::uint64_t end) noexcept {
+  while (end - cursor >= kRecordAlign) {
+    const unsigned cls = largest_class_within(end - cursor);
+    const std::uint64_t piece = cursor;
+    cursor += layout::class_bytes(cls);
+    // Cursor past the piece before the piece is listed: a crash in between leaks the
+    // piece rather than handing it out twice.
+    entry_->chunk_cursor.store(cursor, std::memory_order_relaxed);
+    push_free(piece, cls);
+  }
+}
+
+void Arena::use_chunk(std::uint64_t start) {
+  const std::uint64_t chunk = region_->fixed().chunk_bytes;
+  if (!region_->ensure_mapped(start, chunk)) corrupt("new chunk at " + std::to_string(start) + " is not inside the file");
+  // This attachment is about to fill the chunk: fault its pages in with one call rather
+  // than one trap per 4 KiB page (a trap costs microseconds in a VM).
+  region_->populate_for_write(start, chunk);
+  // Cursor before end: a crash in between leaves end < cursor, which reads as "no room";
+  // claiming_chunk is still set then, so the heir takes the chunk (inherit_interrupted_claim).
+  entry_->chunk_cursor.store(start + sizeof(ChunkHeader), std::memory_order_relaxed);
+  entry_->chunk_end.store(start + chunk, std::memory_order_relaxed);
+  entry_->claiming_chunk.store(0, std::memory_order_release);
 }
 
 void Arena::take_new_chunk(std::uint64_t* cursor, std::uint64_t* end) {
   layout::Header& header = region_->header();
   const std::uint64_t chunk = region_->fixed().chunk_bytes;
-  std::uint64_t start = header.arena_end.load(std::memory_order_acquire);
+  const std::uint64_t mine = layout::chunk_claim(entry_index_, entry_->generation.load(std::memory_order_relaxed));
   for (;;) {
-    // Grow the file before publishing the chunk: arena_end never points past the file.
+    const std::uint64_t start = header.arena_end.load(std::memory_order_acquire);
+    // Grow the file before claiming: a claimed chunk, and so arena_end, never lies past the file.
     if (header.file_bytes.load(std::memory_order_acquire) < start + chunk) region_->grow_file_to(start + chunk);
-    if (header.arena_end.compare_exchange_weak(start, start + chunk, std::memory_order_acq_rel,
-                                               std::memory_order_acquire)) {
-      break;
+    if (!region_->ensure_file_mapped(start, sizeof(ChunkHeader))) {
+      corrupt("the chunk at arena_end " + std::to_string(start) + " is not inside the file");
     }
+    entry_->claiming_chunk.store(start, std::memory_order_release);
+    std::uint64_t unclaimed = 0;
+    const bool won = region_->at<ChunkHeader>(start)->claim.compare_exchange_strong(
+        unclaimed, mine, std::memory_order_acq_rel, std::memory_order_acquire);
+    // Won or lost, the chunk is claimed: move arena_end past it (for its claimant if not us).
+    std::uint64_t expected = start;
+    header.arena_end.compare_exchange_strong(expected, start + chunk, std::memory_order_acq_rel, std::memory_order_acquire);
+    if (!won) continue;
+    use_chunk(start);
+    *cursor = start + sizeof(ChunkHeader);
+    *end = start + chunk;
+    return;
   }
-  if (!region_->ensure_mapped(start, chunk)) {
-    throw Error(ErrorCode::kCorrupt, region_->path() + ": corrupt table: new chunk at " + std::to_string(start) +
-                                         " is not inside the file");
+}
+
+void Arena::inherit_interrupted_claim(std::uint32_t previous_generation) {
+  const std::uint64_t start = entry_->claiming_chunk.load(std::memory_order_acquire);
+  if (start == 0) return;
+  const layout::ImmutableHeader& fixed = region_->fixed();
+  const std::uint64_t chunk = fixed.chunk_bytes;
+  const bool plausible = start >= fixed.arena_offset && (start - fixed.arena_offset) % chunk == 0 &&
+                         region_->ensure_file_mapped(start, sizeof(ChunkHeader));
+  const bool won = plausible && region_->at<ChunkHeader>(start)->claim.load(std::memory_order_acquire) ==
+                                    layout::chunk_claim(entry_index_, previous_generation);
+  if (!won || entry_->chunk_end.load(std::memory_order_relaxed) == start + chunk) {
+    entry_->claiming_chunk.store(0, std::memory_order_release);  // lost, or it was fully taken
+    return;
   }
-  // This attachment is about to fill the chunk: fault its pages in with one call rather
-  // than one trap per 4 KiB page (a trap costs microseconds in a VM).
-  region_->populate_for_write(start, chunk);
-  *cursor = start;
-  *end = start + chunk;
-  // Cursor before end: a crash in between leaves end < cursor, which reads as "no room"
-  // (the heir takes a fresh chunk) rather than a range that spans other chunks.
-  entry_->chunk_cursor.store(*cursor, std::memory_order_relaxed);
-  entry_->chunk_end.store(*end, std::memory_order_relaxed);
+  // The dead holder won the claim but never recorded the chunk: it is ours now. It may
+  // not have moved arena_end past it either.
+  std::uint64_t expected = start;
+  region_->header().arena_end.compare_exchange_strong(expected, start + chunk, std::memory_order_acq_rel);
+  const std::uint64_t cursor = entry_->chunk_cursor.load(std::memory_order_relaxed);
+  const std::uint64_t end = entry_->chunk_end.load(std::memory_order_relaxed);
+  if (end > cursor && end - cursor <= chunk && cursor % kRecordAlign == 0 && end % kRecordAlign == 0 &&
+      region_->ensure_mapped(cursor, end - cursor)) {
+    retire_tail(cursor, end);
+  }
+  use_chunk(start);
 }
 
 }  // namespace shmht

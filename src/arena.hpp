@@ -1,15 +1,19 @@
 // arena.hpp - variable-size records in the region, allocated without a global lock.
 //
 // SCHEME
-//   Chunks: the arena is carved into chunks of header.chunk_bytes. A chunk is handed out
-//   by a CAS on header.arena_end (the only shared allocation word, touched once per chunk,
-//   i.e. once per thousands of records); the file is grown to cover it first.
+//   Chunks: the arena is carved into chunks of header.chunk_bytes, each starting with a
+//   16-byte ChunkHeader (layout/header.hpp). A chunk is taken in two steps: the taker
+//   CASes the claim word of the chunk at header.arena_end from 0 to its (entry,
+//   generation), then moves arena_end past it; anyone who finds the chunk at arena_end
+//   already claimed moves arena_end past it for the claimant (so a claimant that stalls
+//   or dies never blocks the others) and tries the next. Every chunk below arena_end is
+//   claimed. The file is grown to cover a chunk before it is claimed.
 //   Records: every attachment (ProcessEntry) owns one current chunk and bump-allocates
 //   records from it, and owns one free list per size class. Freed records go on the
-//   freeing attachment's list; allocation pops that list before bumping. Only the owner
-//   touches its entry, so the hot path takes no lock and makes no shared-line RMW.
-//   Steady overwrites (free one record, allocate one of the same class) therefore reuse
-//   memory indefinitely without growing the file.
+//   freeing attachment's list; allocation pops that list before bumping. When a record
+//   does not fit in what is left of the chunk, the rest is cut into free records of the
+//   largest classes that fit (retire_tail), so no byte of a chunk is lost. Only the
+//   owner touches its entry, so the hot path takes no lock and makes no shared-line RMW.
 //
 // SAFETY FOR READERS THAT TAKE NO LOCK
 //   A record is freed only after the slot that pointed at it has been changed and the
@@ -23,7 +27,11 @@
 // CRASHES
 //   Each free-list push/pop is a single store of the head after the link is written, so
 //   a list is consistent at every instant. An attachment whose process died keeps its
-//   chunk and lists; the next attachment to take its entry inherits both. A process that
+//   chunk and lists; the next attachment to take its entry inherits both. A chunk taker
+//   writes the chunk's start into entry.claiming_chunk before it claims, and clears it
+//   once entry.chunk_cursor/chunk_end describe the chunk: the heir of a dead entry
+//   (inherit_interrupted_claim) finds the claim word naming the dead holder and makes the
+//   chunk its own, so a death between claim and cursor leaks nothing. A process that
 //   dies between allocating a record and linking it (or between unlinking and freeing)
 //   leaks that one record; `shmht check` reports the arena bytes not accounted for.
 //
@@ -42,17 +50,28 @@ namespace shmht {
 
 class Arena {
  public:
-  Arena(Region& region, std::uint32_t entry_index) noexcept : region_(&region), entry_(&region.entry(entry_index)) {}
+  Arena(Region& region, std::uint32_t entry_index) noexcept
+      : region_(&region), entry_index_(entry_index), entry_(&region.entry(entry_index)) {}
 
   // Offset of a new record of at least `record_bytes`. Throws kTableFull, kCorrupt.
   std::uint64_t allocate(std::uint64_t record_bytes);
   // Returns a record (of the given byte size) to this attachment's free list.
   void free(std::uint64_t offset, std::uint64_t record_bytes) noexcept;
 
+  // On attaching to an entry whose previous holder (of `previous_generation`) may have
+  // died while taking a chunk: makes that chunk this attachment's if the claim was won.
+  void inherit_interrupted_claim(std::uint32_t previous_generation);
+
  private:
   void take_new_chunk(std::uint64_t* cursor, std::uint64_t* end);
+  // Cuts [cursor, end) of the current chunk into free records; leaves the chunk empty.
+  void retire_tail(std::uint64_t cursor, std::uint64_t end) noexcept;
+  void push_free(std::uint64_t offset, unsigned size_class) noexcept;
+  void use_chunk(std::uint64_t start);
+  [[noreturn]] void corrupt(const std::string& why) const;
 
   Region* region_;
+  std::uint32_t entry_index_;
   layout::ProcessEntry* entry_;
 };
 

@@ -93,7 +93,10 @@ class Checker {
         const std::uint64_t size = layout::class_bytes(cls);
         std::uint64_t offset = entry.free_heads[cls].load(std::memory_order_relaxed);
         for (std::uint64_t steps = 0; offset != 0; ++steps) {
-          if (steps > max_steps || offset % 8 != 0 || offset < ctx_.fixed().arena_offset || offset + size > arena_end) {
+          // ensure_mapped, not just arena_end: the file may have grown since this handle
+          // mapped it, and a link is followed only once it is known to be mapped.
+          if (steps > max_steps || offset % 8 != 0 || offset < ctx_.fixed().arena_offset || offset + size > arena_end ||
+              !ctx_.region().ensure_mapped(offset, size)) {
             problem("entry ", e, ", size class ", cls, ": free list leaves the arena or loops (at ", offset, ")");
             break;
           }
@@ -117,6 +120,16 @@ class Checker {
   void check_chunks() {
     const std::uint64_t arena_begin = ctx_.fixed().arena_offset;
     const std::uint64_t arena_end = ctx_.region().header().arena_end.load(std::memory_order_relaxed);
+    const std::uint64_t chunk = ctx_.fixed().chunk_bytes;
+    std::uint64_t chunk_headers = 0;
+    for (std::uint64_t start = arena_begin; start + chunk <= arena_end; start += chunk) {
+      chunk_headers += sizeof(layout::ChunkHeader);
+      if (!ctx_.region().ensure_mapped(start, sizeof(layout::ChunkHeader))) {
+        problem("chunk at ", start, " is below arena_end but outside the file");
+      } else if (ctx_.region().at<layout::ChunkHeader>(start)->claim.load(std::memory_order_relaxed) == 0) {
+        problem("chunk at ", start, " is below arena_end but was never claimed");
+      }
+    }
     std::uint64_t unused_tails = 0;
     for (std::uint32_t e = 0; e < ctx_.fixed().max_processes; ++e) {
       const layout::ProcessEntry& entry = ctx_.region().entry(e);
@@ -129,7 +142,7 @@ class Checker {
         unused_tails += end - cursor;
       }
     }
-    const std::uint64_t accounted = report_->live_record_bytes + report_->free_record_bytes + unused_tails;
+    const std::uint64_t accounted = report_->live_record_bytes + report_->free_record_bytes + unused_tails + chunk_headers;
     const std::uint64_t handed_out = arena_end - arena_begin;
     report_->unaccounted_bytes = handed_out > accounted ? handed_out - accounted : 0;
   }
@@ -144,8 +157,7 @@ class Checker {
 
 CheckReport check_table(const std::string& name) {
   CheckReport report;
-  const Engine active = Table::active_engine(name);
-  Table table = Table::open(name, {.engine = active});
+  Table table = Table::open(name);  // adopts the active engine
   TableAccess::run_exclusive(table, [&](TableContext& ctx) { Checker(ctx).run(&report); }, &report.repaired_shifts);
   return report;
 }

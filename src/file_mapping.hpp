@@ -33,7 +33,10 @@ class FileMapping {
   FileMapping& operator=(const FileMapping&) = delete;
 
   std::byte* base() const noexcept { return base_; }
+  // Never used to take a lock (liveness.hpp asks through it).
   int fd() const noexcept { return fd_; }
+  unsigned long device() const noexcept { return device_; }
+  unsigned long inode() const noexcept { return inode_; }
   std::uint64_t reserved_bytes() const noexcept { return reserved_bytes_; }
   std::uint64_t mapped_bytes() const noexcept { return mapped_bytes_.load(std::memory_order_acquire); }
   // Maps the file up to `file_bytes` (page-rounded down, capped at the reservation).

@@ -11,15 +11,12 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <fstream>
 #include <random>
-#include <sstream>
 #include <thread>
 #include <utility>
 
 #include "file_mapping.hpp"
 #include "layout/engine_area.hpp"
-#include "robust_mutex.hpp"
 #include "shmht/engine.hpp"
 #include "shmht/error.hpp"
 
@@ -116,24 +113,10 @@ RegionLayout RegionLayout::compute(std::uint64_t capacity, std::uint32_t max_pro
   l.slot_array_offset = round_up(l.engine_area_offset + l.engine_area_bytes, 64);
   l.arena_offset = round_up(l.slot_array_offset + l.bucket_count * sizeof(layout::Bucket), kPageBytes);
   const std::uint64_t record = sizeof(layout::RecordHeader) + std::uint64_t{max_key_bytes} + max_value_bytes;
-  l.chunk_bytes = static_cast<std::uint32_t>(
-      std::max<std::uint64_t>(kMinChunkBytes, std::bit_ceil(layout::class_bytes(layout::size_class_of(record)))));
+  // A chunk holds its ChunkHeader and at least one record of the largest size.
+  l.chunk_bytes = static_cast<std::uint32_t>(std::max<std::uint64_t>(
+      kMinChunkBytes, std::bit_ceil(sizeof(layout::ChunkHeader) + layout::class_bytes(layout::size_class_of(record)))));
   return l;
-}
-
-std::uint64_t process_start_time(pid_t pid) noexcept {
-  if (pid <= 0) return 0;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const auto close_paren = text.rfind(')');
-  if (close_paren == std::string::npos) return 0;
-  std::istringstream fields(text.substr(close_paren + 2));
-  std::string field;
-  // Fields after "(comm)" start at field 3 (state); starttime is field 22.
-  for (int index = 3; index <= 22 && (fields >> field); ++index) {
-    if (index == 22) return std::strtoull(field.c_str(), nullptr, 10);
-  }
-  return 0;
 }
 
 bool Region::ensure_mapped(std::uint64_t offset, std::uint64_t bytes) {
@@ -231,7 +214,6 @@ void Region::initialize(int fd, const CreateOptions& options, EngineStateInit in
   f.max_bytes = round_up(options.max_bytes, kPageBytes);
   f.created_unix_ns = now_unix_ns();
   f.checksum = header_checksum(f);
-  RobustMutex::init(&h.admin_mutex);
   h.active_engine.store(static_cast<std::uint32_t>(options.engine), std::memory_order_relaxed);
   h.arena_end.store(l.arena_offset, std::memory_order_relaxed);
   h.file_bytes.store(l.arena_offset, std::memory_order_relaxed);
@@ -328,16 +310,26 @@ void Region::grow_file_to(std::uint64_t end) {
     throw Error(ErrorCode::kTableFull, path_ + ": table full: the arena needs " + std::to_string(end) +
                                            " bytes but the table was created with max_bytes " + std::to_string(fixed().max_bytes));
   }
-  RobustMutex mutex(&header().admin_mutex);
-  if (mutex.lock() == RobustMutex::Acquired::kOwnerDied) mutex.mark_consistent();  // growth is idempotent
-  const std::uint64_t current = fd_size(fd(), path_);
-  int rc = 0;
-  if (current < end) rc = ftruncate(fd(), static_cast<off_t>(end));
-  const int err = errno;
-  if (rc == 0) header().file_bytes.store(std::max(current, end), std::memory_order_release);
-  mutex.unlock();
-  if (rc != 0) throw_errno("growing " + path_ + " to " + std::to_string(end) + " bytes", err);
+  if (!attachment_fd_) throw Error(ErrorCode::kInvalidArgument, path_ + ": growing a table needs an attached handle");
+  std::uint64_t current = 0;
+  {
+    // Growth is idempotent, so a holder that died half-way leaves nothing to repair.
+    const liveness::AttachmentFd::AdminLock admin(*attachment_fd_);
+    current = fd_size(fd(), path_);
+    if (current < end && ftruncate(fd(), static_cast<off_t>(end)) != 0) {
+      throw_errno("growing " + path_ + " to " + std::to_string(end) + " bytes", errno);
+    }
+    header().file_bytes.store(std::max(current, end), std::memory_order_release);
+  }
   mapping_->map_up_to(std::max(current, end));
+}
+
+bool Region::ensure_file_mapped(std::uint64_t offset, std::uint64_t bytes) {
+  if (contains(offset, bytes)) return true;
+  const std::uint64_t reserved = mapping_->reserved_bytes();
+  if (offset < arena_offset_ || bytes > reserved || offset > reserved - bytes) return false;
+  mapping_->map_up_to(fd_size(fd(), path_));
+  return contains(offset, bytes);
 }
 
 void Region::populate_for_write(std::uint64_t offset, std::uint64_t bytes) const noexcept {
@@ -361,69 +353,84 @@ std::uint64_t Region::allocated_bytes() const {
   return static_cast<std::uint64_t>(st.st_blocks) * 512;
 }
 
-bool Region::entry_is_live(std::uint32_t index) const noexcept {
-  const ProcessEntry& e = entry(index);
-  const pid_t pid = static_cast<pid_t>(e.pid.load(std::memory_order_acquire));
-  if (pid == 0) return false;
-  const std::uint64_t started = process_start_time(pid);
-  return started != 0 && started == e.start_time.load(std::memory_order_relaxed);
-}
+bool Region::entry_is_live(std::uint32_t index) const noexcept { return liveness::entry_is_held(fd(), index); }
 
 std::vector<pid_t> Region::attached_pids() const {
   std::vector<pid_t> pids;
-  for (std::uint32_t i = 0; i < fixed().max_processes; ++i) {
-    if (entry_is_live(i)) pids.push_back(static_cast<pid_t>(entry(i).pid.load(std::memory_order_relaxed)));
+  for (std::uint32_t i : liveness::held_entries(fd(), fixed().max_processes)) {
+    pids.push_back(static_cast<pid_t>(entry(i).pid.load(std::memory_order_relaxed)));
   }
   return pids;
 }
 
-std::uint32_t Region::attach(std::uint32_t engine_value, std::uint32_t stripes, EngineStateInit switch_engine) {
-  RobustMutex mutex(&header().admin_mutex);
-  if (mutex.lock() == RobustMutex::Acquired::kOwnerDied) mutex.mark_consistent();  // attach state is re-derived below
-  struct Unlock {
-    RobustMutex& m;
-    ~Unlock() { m.unlock(); }
-  } unlock{mutex};
+namespace {
 
-  std::vector<pid_t> live;
-  std::int64_t reusable = -1;
-  for (std::uint32_t i = 0; i < fixed().max_processes; ++i) {
-    if (entry_is_live(i)) {
-      live.push_back(static_cast<pid_t>(entry(i).pid.load(std::memory_order_relaxed)));
-    } else if (reusable < 0) {
-      reusable = i;
-    }
+std::string pid_list(const Region& region, const std::vector<std::uint32_t>& entries) {
+  std::string pids;
+  for (std::uint32_t i : entries) {
+    pids += (pids.empty() ? "" : ", ") + std::to_string(region.entry(i).pid.load(std::memory_order_relaxed));
   }
+  return pids;
+}
+
+}  // namespace
+
+Region::Attachment Region::attach(std::uint32_t engine, std::uint32_t stripes, ColdStart cold_start) {
+  if (!attachment_fd_) attachment_fd_ = std::make_unique<liveness::AttachmentFd>(path_, mapping_->device(), mapping_->inode());
+  const liveness::AttachmentFd::AdminLock admin(*attachment_fd_);
+
+  // Under the admin lock nobody attaches, so the live set can only shrink meanwhile.
+  const std::vector<std::uint32_t> live = liveness::held_entries(fd(), fixed().max_processes);
   const std::uint32_t active = header().active_engine.load(std::memory_order_acquire);
-  if (active != engine_value) {
-    if (!live.empty()) {
-      std::string pids;
-      for (pid_t p : live) pids += (pids.empty() ? "" : ", ") + std::to_string(p);
-      throw Error(ErrorCode::kEngineMismatch,
-                  path_ + ": table is in use with engine '" + std::string(engine_name(static_cast<Engine>(active))) +
-                      "' by pid " + pids + "; open it with that engine, or wait until they detach");
-    }
-    switch_engine(*this, engine_value, stripes);
-    header().active_engine.store(engine_value, std::memory_order_release);
+  if (engine == kAdoptActiveEngine) engine = active;
+  if (!live.empty() && engine != active) {
+    throw Error(ErrorCode::kEngineMismatch,
+                path_ + ": table is in use with engine '" + std::string(engine_name(static_cast<Engine>(active))) +
+                    "' by pid " + pid_list(*this, live) + "; open it with that engine, or wait until they detach");
   }
-  if (reusable < 0) {
+
+  // An entry never used or cleanly detached first; a dead attachment's only if none is left.
+  Attachment a{fixed().max_processes, engine, false, 0, 0};
+  auto is_live = [&](std::uint32_t i) { return std::find(live.begin(), live.end(), i) != live.end(); };
+  auto is_dead = [&](std::uint32_t i) { return !is_live(i) && entry(i).attached.load(std::memory_order_acquire) != 0; };
+  bool any_dead = false;
+  for (std::uint32_t i = 0; i < fixed().max_processes; ++i) any_dead |= is_dead(i);
+  for (int pass = 0; pass < 2 && a.entry == fixed().max_processes; ++pass) {
+    for (std::uint32_t i = 0; i < fixed().max_processes; ++i) {
+      if (is_live(i)) continue;
+      const bool dead = is_dead(i);
+      if (dead != (pass == 1) || !attachment_fd_->try_lock_entry(i)) continue;
+      a.entry = i;
+      a.inherited_dead_entry = dead;
+      break;
+    }
+  }
+  if (a.entry == fixed().max_processes) {
     throw Error(ErrorCode::kTooManyProcesses, path_ + ": all " + std::to_string(fixed().max_processes) +
                                                   " attachment entries are held by live handles");
   }
-  ProcessEntry& e = entry(static_cast<std::uint32_t>(reusable));
-  const pid_t self = getpid();
-  e.generation.store(e.generation.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  e.start_time.store(process_start_time(self), std::memory_order_relaxed);
-  e.pid.store(static_cast<std::uint32_t>(self), std::memory_order_release);
+  ProcessEntry& e = entry(a.entry);
+  a.previous_generation = e.generation.load(std::memory_order_relaxed);
+  e.generation.store(a.previous_generation + 1, std::memory_order_release);
+  e.pid.store(static_cast<std::uint32_t>(getpid()), std::memory_order_relaxed);
+  e.attached.store(1, std::memory_order_release);
   auto& high_water = header().entry_high_water;
-  if (high_water.load(std::memory_order_relaxed) <= static_cast<std::uint32_t>(reusable)) {
-    high_water.store(static_cast<std::uint32_t>(reusable) + 1, std::memory_order_release);
+  if (high_water.load(std::memory_order_relaxed) <= a.entry) high_water.store(a.entry + 1, std::memory_order_release);
+
+  // Alone, and something to recover or switch: what any dead attachment held (locks,
+  // half-done shifts, counters) is recovered now, before anyone else can attach.
+  if (live.empty() && (any_dead || engine != active || header().recovery_pending.load(std::memory_order_acquire) != 0)) {
+    a.repaired_shifts = cold_start(*this, a.entry, engine, stripes);
+    a.inherited_dead_entry = false;  // nothing of the dead holder's is left to recover
   }
-  return static_cast<std::uint32_t>(reusable);
+  return a;
 }
 
 void Region::detach(std::uint32_t index) noexcept {
-  entry(index).pid.store(0, std::memory_order_release);
+  ProcessEntry& e = entry(index);
+  e.attached.store(0, std::memory_order_release);
+  e.pid.store(0, std::memory_order_relaxed);
+  if (attachment_fd_) attachment_fd_->unlock_entry(index);
 }
 
 }  // namespace shmht

@@ -22,6 +22,7 @@
 
 #include "file_mapping.hpp"
 #include "layout/header.hpp"
+#include "liveness.hpp"
 #include "layout/slot.hpp"
 #include "shmht/options.hpp"
 
@@ -42,11 +43,14 @@ struct RegionLayout {
                               std::uint32_t max_key_bytes, std::uint32_t max_value_bytes);
 };
 
-// /proc/<pid>/stat start time, 0 if there is no such process.
-std::uint64_t process_start_time(pid_t pid) noexcept;
-
 // Prepares the engine area and control words for an engine (engines/engine.hpp).
 using EngineStateInit = void (*)(class Region&, std::uint32_t engine, std::uint32_t stripes);
+// Cold-start recovery (engines/recovery.hpp): run by an attacher that finds no other live
+// attachment but a reason to recover or switch. Returns the interrupted shifts repaired.
+using ColdStart = std::uint64_t (*)(class Region&, std::uint32_t own_entry, std::uint32_t engine, std::uint32_t stripes);
+
+// Pass as the engine to attach() to adopt the table's active engine.
+inline constexpr std::uint32_t kAdoptActiveEngine = 0;
 
 class Region {
  public:
@@ -86,18 +90,31 @@ class Region {
   void populate_for_write(std::uint64_t offset, std::uint64_t bytes) const noexcept;
 
   // Makes the file at least `end` bytes long (page-rounded) and maps it. Serialised by
-  // the admin mutex; never shrinks the file. Throws kTableFull past max_bytes.
+  // the admin lock; never shrinks the file. Throws kTableFull past max_bytes.
   void grow_file_to(std::uint64_t end);
+  // True when [offset, offset + bytes) lies inside the file (mapping what grew since we
+  // looked), whether or not arena_end covers it yet: for claiming a chunk.
+  bool ensure_file_mapped(std::uint64_t offset, std::uint64_t bytes);
 
   // File size as the filesystem reports it (apparent) and bytes actually allocated.
   std::uint64_t apparent_bytes() const;
   std::uint64_t allocated_bytes() const;
 
-  // --- the attached-process table (admin mutex held inside) ---
-  // Takes a free entry or one whose owner is dead, checking that `engine` agrees with
-  // the live attachments (or switching the table to it when none are live).
-  std::uint32_t attach(std::uint32_t engine_value, std::uint32_t stripes, EngineStateInit switch_engine);
+  // --- the attached-process table (liveness.hpp; admin lock held inside) ---
+  struct Attachment {
+    std::uint32_t entry;
+    std::uint32_t engine;            // the engine attached with (adopted or requested)
+    bool inherited_dead_entry;       // the entry's previous holder died attached
+    std::uint64_t repaired_shifts;   // by cold-start recovery, if it ran
+    std::uint32_t previous_generation;  // the entry's generation before this attach
+  };
+  // Takes an entry (one never used or cleanly detached first, else a dead one) and locks
+  // it. `engine` must agree with the live attachments' (kAdoptActiveEngine: use theirs).
+  // With no other live attachment, runs `cold_start` first if any attachment died, a
+  // recovery was interrupted, or the engine changes.
+  Attachment attach(std::uint32_t engine, std::uint32_t stripes, ColdStart cold_start);
   void detach(std::uint32_t index) noexcept;
+  // False only when entry `index` is certainly not held (a failed query means live).
   bool entry_is_live(std::uint32_t index) const noexcept;
   std::vector<pid_t> attached_pids() const;
 
@@ -109,6 +126,7 @@ class Region {
 
   std::string path_;
   std::shared_ptr<FileMapping> mapping_;  // shared with this process's other handles on the file
+  std::unique_ptr<liveness::AttachmentFd> attachment_fd_;  // this handle's own description, once attached
   std::byte* base_ = nullptr;             // mapping_->base(), cached for the hot path
   std::uint64_t arena_offset_ = 0;
 };

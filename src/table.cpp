@@ -10,6 +10,7 @@
 #include <mutex>
 
 #include "engines/engine.hpp"
+#include "engines/recovery.hpp"
 #include "fault_injection.hpp"
 #include "hash.hpp"
 #include "region.hpp"
@@ -60,14 +61,27 @@ constexpr std::uint64_t kForEachBatchSlots = 1024;
 
 class TableImpl {
  public:
-  static std::unique_ptr<TableImpl> attach(Region region, Engine engine, std::uint32_t stripes) {
+  // engine: nullopt adopts the table's active engine.
+  static std::unique_ptr<TableImpl> attach(Region region, std::optional<Engine> engine, std::uint32_t stripes) {
     register_fork_handler();
-    require_engine_built(engine);
-    const std::uint32_t entry = region.attach(static_cast<std::uint32_t>(engine), stripes, &switch_engine_state);
-    auto impl = std::unique_ptr<TableImpl>(new TableImpl(std::move(region), engine, entry));
-    impl->engine_ = make_engine(engine, impl->context_);
+    if (engine) require_engine_built(*engine);
+    const Region::Attachment a =
+        region.attach(engine ? static_cast<std::uint32_t>(*engine) : kAdoptActiveEngine, stripes, &recovery::cold_start);
+    // Detaches again if anything below throws.
+    auto impl = std::unique_ptr<TableImpl>(new TableImpl(std::move(region), static_cast<Engine>(a.engine), a.entry));
+    require_engine_built(impl->engine_kind_);
+    impl->repaired_at_attach_ = a.repaired_shifts;
+    impl->context_.arena().inherit_interrupted_claim(a.previous_generation);
+    impl->engine_ = make_engine(impl->engine_kind_, impl->context_);
+    if (a.inherited_dead_entry) {
+      // Take over whatever the entry's dead holder still holds before its owner id can
+      // come round again (engines/owner.hpp).
+      impl->repaired_at_attach_ += impl->engine_->with_exclusive_access([] {});
+    }
     return impl;
   }
+
+  std::uint64_t repaired_at_attach() const noexcept { return repaired_at_attach_; }
 
   ~TableImpl() {
     // A handle inherited across fork() names its parent's entry: leave that alone.
@@ -160,6 +174,7 @@ class TableImpl {
   TableContext context_;
   Engine engine_kind_;
   std::unique_ptr<EngineBase> engine_;
+  std::uint64_t repaired_at_attach_ = 0;
   std::uint64_t fork_generation_ = g_fork_generation.load(std::memory_order_relaxed);
 };
 
@@ -211,7 +226,7 @@ Engine Table::active_engine(const std::string& name) {
 void TableAccess::run_exclusive(Table& table, const std::function<void(TableContext&)>& fn, std::uint64_t* repaired) {
   TableImpl& impl = table.impl();
   impl.check_usable();
-  *repaired = impl.engine().with_exclusive_access([&] { fn(impl.context()); });
+  *repaired = impl.repaired_at_attach() + impl.engine().with_exclusive_access([&] { fn(impl.context()); });
 }
 
 bool Table::remove(const std::string& name) {

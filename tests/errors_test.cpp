@@ -206,7 +206,8 @@ TEST_F(Errors, RecordWithImpossibleLengthsIsCorrupt) {
   ImmutableHeader h{};
   ASSERT_EQ(pread(fd, &h, sizeof h, 0), static_cast<ssize_t>(sizeof h));
   const layout::RecordHeader huge{1, 1u << 30};
-  ASSERT_EQ(pwrite(fd, &huge, 8, static_cast<off_t>(h.arena_offset)), 8);  // the first record
+  // The first record, right after the first chunk's header.
+  ASSERT_EQ(pwrite(fd, &huge, 8, static_cast<off_t>(h.arena_offset + sizeof(layout::ChunkHeader))), 8);
   ::close(fd);
   expect_error(ErrorCode::kCorrupt, "invalid record", [&] { t.get("k"); });
 }

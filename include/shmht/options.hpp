@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 
 #include "shmht/engine.hpp"
 
@@ -33,7 +34,10 @@ struct CreateOptions {
 };
 
 struct OpenOptions {
-  Engine engine = Engine::kGlobalLock;
+  // The engine to attach with. Unset: the table's active engine (the one its live
+  // attachments use, or used last). Set to another engine: allowed only while no live
+  // process is attached, and switches the table to it (kEngineMismatch otherwise).
+  std::optional<Engine> engine;
   // Striped engine only, and only when this open switches the table to it (no live
   // process attached): the stripe count (1..64). Otherwise the recorded count is kept.
   std::uint32_t stripes = 64;

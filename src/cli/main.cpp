@@ -116,7 +116,7 @@ std::optional<Engine> engine_option(Args& args) {
 }
 
 Table open_table(const std::string& name, std::optional<Engine> engine) {
-  return Table::open(name, {.engine = engine.value_or(Table::active_engine(name))});
+  return Table::open(name, {.engine = engine});
 }
 
 // The prologue of every command that opens one table: check the arguments, then open

@@ -108,9 +108,10 @@ std::unique_ptr<EngineBase> make_engine(Engine engine, TableContext& context);
 // Throws kEngineUnavailable (naming the engines that are built) unless `engine` is built.
 void require_engine_built(Engine engine);
 
-// Called by Region::create, and by Region::attach with the admin mutex held and no live
-// attachment: prepares the engine area and control words for `engine` (they may hold
-// another engine's state). `stripes` is the striped engine's stripe count.
+// Called by Region::create, and by cold-start recovery (recovery.hpp) with the admin lock
+// held and no other live attachment: prepares the engine area and control words for
+// `engine` (they may hold another engine's state, or stale locks). `stripes` is the
+// striped engine's stripe count.
 void switch_engine_state(Region& region, std::uint32_t engine, std::uint32_t stripes);
 
 }  // namespace shmht

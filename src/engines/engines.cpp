@@ -52,8 +52,9 @@ std::unique_ptr<EngineBase> make_engine(Engine engine, TableContext& context) {
 void switch_engine_state(Region& region, std::uint32_t engine, std::uint32_t stripes) {
   const auto e = static_cast<Engine>(engine);
   require_engine_built(e);
-  // Another engine's state (lock words, sequences) is meaningless to this one: clear the
-  // engine area and every control word, then initialise what this engine keeps there.
+  // Another engine's state (lock words, sequences), or this engine's left by processes
+  // that are gone, is meaningless now: clear the engine area and every control word,
+  // then initialise what this engine keeps there.
   std::memset(region.engine_area(), 0, region.fixed().engine_area_bytes);
   const layout::SlotArray slots = region.slots();
   for (std::uint64_t b = 0; b < slots.bucket_count(); ++b) {

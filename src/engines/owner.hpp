@@ -1,4 +1,4 @@
-// engines/owner.hpp - who holds a lock word, whether they are still alive, and how to wait.
+// engines/owner.hpp - who holds a lock word, whether they can still act, and how to wait.
 //
 // OwnerId (32 bits, written into lock words so a waiter can tell a dead holder):
 //   31            16 15             0
@@ -6,33 +6,94 @@
 //   | generation    | entry + 1     |      0 = nobody
 //   +---------------+---------------+
 //   entry:      the holder's index in the attached-process table;
-//   generation: that entry's generation when the holder attached, so a lock left by a dead
-//               process is not mistaken for one held by the next process to reuse its entry.
+//   generation: the low 16 bits of that entry's generation when the holder attached, so a
+//               lock left by a dead attachment is not mistaken for one held by the next
+//               attachment of the same entry. The 16 bits may wrap; that is harmless
+//               because an entry whose holder died is reused only after everything the
+//               dead holder held was recovered (Region::attach: cold start, or TableImpl
+//               running an exclusive scope on inheriting a dead entry), so no lock word
+//               names a stale holder whose generation could come round again.
+//
+// DEAD, ONCE PER OWNER
+//   An owner is dead when its entry was re-attached since (generation differs) or nobody
+//   holds the entry's liveness lock (liveness.hpp; a failed query means alive). Death is
+//   final for an (entry, generation) pair, so each handle remembers the last few dead
+//   owners it found: after a process dies holding a hundred thousand buckets, the first
+//   costs one query and the rest cost a memory compare each (recovery is memory work,
+//   not one wait per bucket).
 #pragma once
 
 #include <sched.h>
 
+#include <array>
 #include <cstdint>
+#include <string>
 
 #include "region.hpp"
+#include "shmht/error.hpp"
 
 namespace shmht {
 
 namespace owner {
+
+inline std::uint32_t entry_of(std::uint32_t id) noexcept { return (id & 0xFFFFu) - 1; }
 
 inline std::uint32_t id_of(const Region& region, std::uint32_t entry) noexcept {
   const std::uint32_t generation = region.entry(entry).generation.load(std::memory_order_relaxed);
   return ((generation & 0xFFFFu) << 16) | ((entry + 1) & 0xFFFFu);
 }
 
-// True unless `id` names an entry whose process is dead or which was re-attached since.
-inline bool is_live(const Region& region, std::uint32_t id) noexcept {
-  const std::uint32_t entry = (id & 0xFFFFu) - 1;
-  if (entry >= region.fixed().max_processes) return false;  // garbage owner: treat as dead
-  return region.entry_is_live(entry) && id_of(region, entry) == id;
+// A lock word that names the asking attachment itself, which holds no such lock: only a
+// corrupt or hostile file does that, and waiting for ourselves would never end.
+[[noreturn]] inline void throw_held_by_self(const Region& region, const char* what, std::uint64_t index) {
+  throw Error(ErrorCode::kCorrupt, region.path() + ": corrupt table: " + what + " " + std::to_string(index) +
+                                       " is marked held by this attachment, which never took it; run `shmht check`");
 }
 
 }  // namespace owner
+
+// Decides whether the owner named in a lock word is dead; remembers those found dead.
+class DeadOwners {
+ public:
+  explicit DeadOwners(const Region& region) noexcept : region_(region) {}
+
+  // Memory only: `id` was found dead before and its entry has not been re-attached since.
+  bool known_dead(std::uint32_t id) const noexcept {
+    for (const Known& k : known_) {
+      if (k.id == id && generation_of(id) == k.generation) return true;
+    }
+    return false;
+  }
+
+  // True when `id` can never act again on what it holds. May ask the kernel.
+  bool is_dead(std::uint32_t id) noexcept {
+    const std::uint32_t entry = owner::entry_of(id);
+    if (entry >= region_.fixed().max_processes) return true;  // names no entry: nobody can release it
+    if (known_dead(id)) return true;
+    const std::uint32_t generation = generation_of(id);
+    const bool dead = (generation & 0xFFFFu) != (id >> 16) || !region_.entry_is_live(entry);
+    if (dead) {
+      known_[next_] = {id, generation};
+      next_ = (next_ + 1) % known_.size();
+    }
+    return dead;
+  }
+
+ private:
+  struct Known {
+    std::uint32_t id = 0;  // 0 never appears in a held lock word
+    std::uint32_t generation = 0;
+  };
+  std::uint32_t generation_of(std::uint32_t id) const noexcept {
+    const std::uint32_t entry = owner::entry_of(id);
+    if (entry >= region_.fixed().max_processes) return 0;
+    return region_.entry(entry).generation.load(std::memory_order_acquire);
+  }
+
+  const Region& region_;
+  std::array<Known, 8> known_{};
+  std::size_t next_ = 0;
+};
 
 // Thrown inside a protocol when a waiter finds a lock held by a dead process. The engine
 // releases what it holds, runs recovery (an exclusive scope repairs the table) and retries.
@@ -40,9 +101,9 @@ struct NeedsRecovery {};
 
 // Spin, then yield: on this 2-vCPU machine a sleeping hand-off costs tens of microseconds
 // and the holders' critical sections are far shorter, but a preempted holder (more
-// processes than cores) needs the CPU back. pause() returns true every kCheckEvery rounds:
-// the moment to check whether the holder is still alive (a /proc read, too costly to do
-// on every round).
+// processes than cores) needs the CPU back. pause() returns true when it is time to ask
+// whether the holder is still alive (one fcntl, cheap next to a wait but not free): once
+// the spinning is over, then every kCheckEvery rounds.
 class Backoff {
  public:
   bool pause() noexcept {
@@ -51,15 +112,15 @@ class Backoff {
 #if defined(__x86_64__) || defined(__i386__)
       __builtin_ia32_pause();
 #endif
-    } else {
-      sched_yield();
+      return false;
     }
-    return rounds_ % kCheckEvery == 0;
+    sched_yield();
+    return (rounds_ - kSpinRounds) % kCheckEvery == 0;
   }
 
  private:
   static constexpr unsigned kSpinRounds = 64;
-  static constexpr unsigned kCheckEvery = 1024;
+  static constexpr unsigned kCheckEvery = 256;
   unsigned rounds_ = 0;
 };
 

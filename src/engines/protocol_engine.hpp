@@ -28,6 +28,7 @@
 
 #include "engines/engine.hpp"
 #include "engines/owner.hpp"
+#include "engines/recovery.hpp"
 #include "fault_injection.hpp"
 #include "robin_hood.hpp"
 #include "shmht/error.hpp"
@@ -35,18 +36,9 @@
 namespace shmht {
 
 // The repair every engine runs with everyone excluded, after a process died inside a
-// write: remove the adjacent duplicate an interrupted shift leaves, then recount the
-// items and credit the difference to the repairer. Returns the shifts repaired.
+// write (engines/recovery.hpp), crediting the recount to this handle's entry.
 inline std::uint64_t repair_and_recount(TableContext& ctx) {
-  const std::uint64_t repaired = robin_hood::repair_interrupted_shifts(ctx.slots());
-  std::int64_t occupied = 0;
-  for (std::uint64_t i = 0; i < ctx.slots().probe_limit(); ++i) occupied += ctx.slots().load(i) != layout::kEmptySlot;
-  std::int64_t counted = 0;
-  for (std::uint32_t e = 0; e < ctx.fixed().max_processes; ++e) {
-    counted += ctx.region().entry(e).item_delta.load(std::memory_order_relaxed);
-  }
-  ctx.add_items(occupied - counted);
-  return repaired;
+  return recovery::repair_and_recount(ctx.region(), ctx.slots(), ctx.entry_index());
 }
 
 [[noreturn]] inline void throw_invalid_record(TableContext& ctx, std::uint64_t word) {

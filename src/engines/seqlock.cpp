@@ -37,13 +37,16 @@
 //   before they are used: a torn read ends in a retry, never a wild read.
 //
 // A PROCESS THAT DIES MID-OPERATION
-//   Its buckets stay odd with its owner id. A reader or writer that has waited on an odd
-//   bucket for a while checks the owner in the process table; if it is dead (or its entry
-//   re-attached since), it throws NeedsRecovery: ProtocolEngine releases what it holds and
-//   takes an ExclusiveScope, which locks every bucket in address order, taking over the
-//   dead owner's, runs repair_and_recount (removing the duplicate an interrupted shift
-//   leaves), and releases them all with new sequences. Readers of those buckets then
-//   retry and see the repaired table; nobody spins forever.
+//   Its buckets stay odd with its owner id. A reader or writer that has spun on an odd
+//   bucket for a while asks whether the owner is dead (owner.hpp: its liveness lock is
+//   free, or its entry was re-attached since; exit, exec and zombies all read as dead, a
+//   failed query as alive); if so it throws NeedsRecovery: ProtocolEngine releases what
+//   it holds and takes an ExclusiveScope, which locks every bucket in address order,
+//   taking over the dead owner's (after the first, each costs a memory compare: the dead
+//   owner is remembered), runs repair_and_recount (removing the duplicate an interrupted
+//   shift leaves), and releases them all with new sequences. Readers of those buckets
+//   then retry and see the repaired table; nobody spins forever. If nobody is attached at
+//   all when the next process arrives, recovery.hpp's cold start does the same at attach.
 #include <array>
 
 #include "engines/protocol_engine.hpp"
@@ -68,7 +71,10 @@ static_assert(unlocked_after(locked_by(kSequenceMask - 1, 5)) == 0, "the sequenc
 class SeqlockProtocol {
  public:
   explicit SeqlockProtocol(TableContext& context)
-      : ctx_(context), slots_(context.slots()), me_(owner::id_of(context.region(), context.entry_index())) {}
+      : ctx_(context),
+        slots_(context.slots()),
+        me_(owner::id_of(context.region(), context.entry_index())),
+        dead_(context.region()) {}
 
   // Write-locks buckets [first, last], growing upwards.
   class WriteScope {
@@ -118,7 +124,9 @@ class SeqlockProtocol {
         }
         continue;
       }
-      if (backoff.pause() && !owner::is_live(ctx_.region(), owner_of(current))) {
+      const std::uint32_t holder = owner_of(current);
+      if (holder == me_) owner::throw_held_by_self(ctx_.region(), "bucket", bucket);
+      if (dead_.known_dead(holder) || (backoff.pause() && dead_.is_dead(holder))) {
         if (!take_over_dead) throw NeedsRecovery{};
         const std::uint64_t ours = (current & kSequenceMask) | (std::uint64_t{me_} << 32);
         if (control.compare_exchange_strong(current, ours, std::memory_order_acquire, std::memory_order_relaxed)) {
@@ -143,7 +151,9 @@ class SeqlockProtocol {
     for (;;) {
       const Attempt attempt = try_lookup(key, out, out_string);
       if (attempt.outcome == Outcome::kValid) return attempt.value_bytes;
-      if (attempt.outcome == Outcome::kBusy && backoff.pause() && !owner::is_live(ctx_.region(), attempt.busy_owner)) {
+      if (attempt.outcome != Outcome::kBusy) continue;
+      if (attempt.busy_owner == me_) owner::throw_held_by_self(ctx_.region(), "a bucket of slot", slots_.home_of(key.hash));
+      if (dead_.known_dead(attempt.busy_owner) || (backoff.pause() && dead_.is_dead(attempt.busy_owner))) {
         throw NeedsRecovery{};
       }
     }
@@ -277,6 +287,7 @@ class SeqlockProtocol {
   TableContext& ctx_;
   const layout::SlotArray& slots_;
   std::uint32_t me_;
+  DeadOwners dead_;
 };
 
 }  // namespace

@@ -33,12 +33,12 @@
 //   no record reachable from a held stripe can be freed while it is held.
 //
 // A PROCESS THAT DIES MID-OPERATION
-//   As a reader: its flag stays 1. A writer that has waited for it a while checks the
-//   entry in the process table and, if the process is dead, clears the flag (nothing to
+//   As a reader: its flag stays 1. A writer that has waited for it a while asks whether
+//   that entry is still live (liveness.hpp) and, if not, clears the flag (nothing to
 //   repair: readers write nothing). An entry re-attached by a new process clears its own
 //   line when it starts this engine.
 //   As a writer: the writer word keeps its OwnerId. A waiter that finds the owner dead
-//   throws NeedsRecovery; ProtocolEngine then takes an ExclusiveScope, which takes every
+//   (owner.hpp: decided once per owner, never from an error) throws NeedsRecovery; ProtocolEngine then takes an ExclusiveScope, which takes every
 //   stripe in order (a dead owner's by CAS from its id), runs repair_and_recount and
 //   releases them all.
 #include "engines/protocol_engine.hpp"
@@ -61,7 +61,8 @@ class StripedProtocol {
         me_(owner::id_of(context.region(), context.entry_index())),
         writers_(reinterpret_cast<WriterWord*>(context.region().engine_area() + layout::kWriterWordsOffset)),
         readers_(reinterpret_cast<ReaderFlags*>(context.region().engine_area() + layout::kReaderFlagsOffset)),
-        my_flags_(readers_[context.entry_index()]) {
+        my_flags_(readers_[context.entry_index()]),
+        dead_(context.region()) {
     if (stripes_ == 0 || stripes_ > kMaxStripes) {
       throw Error(ErrorCode::kCorrupt, context.region().path() + ": corrupt table: stripe count " +
                                            std::to_string(stripes_) + " is outside 1.." + std::to_string(kMaxStripes));
@@ -134,7 +135,8 @@ class StripedProtocol {
       flag.store(0, std::memory_order_release);  // let the writer proceed
       Backoff backoff;
       for (std::uint32_t holder; (holder = writer.load(std::memory_order_acquire)) != 0;) {
-        if (backoff.pause() && !owner::is_live(ctx_.region(), holder)) throw NeedsRecovery{};
+        if (holder == me_) owner::throw_held_by_self(ctx_.region(), "stripe", stripe);
+        if (dead_.known_dead(holder) || (backoff.pause() && dead_.is_dead(holder))) throw NeedsRecovery{};
       }
     }
   }
@@ -149,7 +151,8 @@ class StripedProtocol {
     bool took_over = false;
     Backoff backoff;
     for (std::uint32_t expected = 0; !writer.compare_exchange_weak(expected, me_, std::memory_order_seq_cst);) {
-      if (expected != 0 && backoff.pause() && !owner::is_live(ctx_.region(), expected)) {
+      if (expected == me_) owner::throw_held_by_self(ctx_.region(), "stripe", stripe);
+      if (expected != 0 && (dead_.known_dead(expected) || (backoff.pause() && dead_.is_dead(expected)))) {
         if (!take_over_dead) throw NeedsRecovery{};
         if (writer.compare_exchange_strong(expected, me_, std::memory_order_seq_cst)) {
           took_over = true;
@@ -186,6 +189,7 @@ class StripedProtocol {
   WriterWord* writers_;
   ReaderFlags* readers_;
   ReaderFlags& my_flags_;
+  DeadOwners dead_;
 };
 
 }  // namespace

@@ -28,7 +28,9 @@ namespace shmht::layout {
 
 inline constexpr char kMagic[8] = {'s', 'h', 'm', 'h', 't', '-', 'v', '1'};
 // Bump when the meaning of any byte in the region changes.
-inline constexpr std::uint32_t kLayoutVersion = 1;
+// 2: liveness by open-file-description locks (no pids, no admin mutex in the header),
+//    ProcessEntry.attached and .claiming_chunk, a ChunkHeader at the start of every chunk.
+inline constexpr std::uint32_t kLayoutVersion = 2;
 inline constexpr std::uint64_t kPageBytes = 4096;
 
 // Header.state values: create() writes kReady last, with release order.
@@ -77,13 +79,14 @@ struct Header {
   // that must look at every attachment (striped engine's reader flags).
   std::atomic<std::uint32_t> entry_high_water;
 
-  // --- line 4+: robust process-shared mutex for attach/detach, engine switch, growth.
-  // Never taken on a get/put/erase path.
-  alignas(64) pthread_mutex_t admin_mutex;
+  // --- line 4: cold-start recovery (engines/recovery.hpp). Non-zero from the moment a
+  // first attacher starts to repair or switch the table until it has finished: a
+  // process that dies in between leaves it set, and the next first attacher starts over.
+  alignas(64) std::atomic<std::uint32_t> recovery_pending;
 };
 static_assert(offsetof(Header, state) == 128, "mutable part starts on its own line");
 static_assert(offsetof(Header, arena_end) == 192, "arena bump pointer on its own line");
-static_assert(offsetof(Header, admin_mutex) == 256, "admin mutex on its own line");
+static_assert(offsetof(Header, recovery_pending) == 256, "recovery word on its own line");
 static_assert(sizeof(Header) <= kPageBytes, "the header fits in its page");
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
@@ -94,17 +97,25 @@ static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 // entry (free, or its owner dead) inherits the chunk and the free lists, so memory held
 // by a dead process is reused, not leaked. Only the attached owner writes an entry;
 // anyone may read it (liveness, counters).
+//
+// WHO IS ALIVE is not written here: entry i is live exactly while some open file
+// description holds the OFD lock on byte kEntryLockBase + i of the table file
+// (liveness.hpp). The kernel drops that lock when its holder's last descriptor closes:
+// at exit (before the process is a zombie), at exec (O_CLOEXEC), and whatever PID
+// namespace the holder runs in. `attached` records what the holder meant to do: 1 from
+// attach to a clean detach. attached == 1 with no lock held is a dead attachment,
+// whose locks and half-done writes must be recovered.
 struct alignas(64) ProcessEntry {
-  std::atomic<std::uint32_t> pid;          // 0 = free
+  std::atomic<std::uint32_t> pid;          // the holder's pid in its own namespace: for messages only
   std::atomic<std::uint32_t> generation;   // +1 at every attach: tells this attachment from
                                            // an earlier one that held the same entry
-  std::atomic<std::uint64_t> start_time;   // /proc/<pid>/stat field 22: tells a reused pid
+  std::atomic<std::uint64_t> attached;     // 1 from attach until a clean detach
   std::atomic<std::int64_t> item_delta;    // items this entry added minus items it erased
   std::atomic<std::int64_t> live_bytes;    // record bytes allocated minus freed, via this entry
   std::atomic<std::uint64_t> free_bytes;   // record bytes sitting in this entry's free lists
   std::atomic<std::uint64_t> chunk_cursor; // next free byte in the current chunk
   std::atomic<std::uint64_t> chunk_end;    // end of the current chunk (0: none)
-  std::atomic<std::uint64_t> reserved1;
+  std::atomic<std::uint64_t> claiming_chunk; // start of a chunk this entry is claiming (arena.cpp), 0: none
   // Head (region offset, 0 = empty) of a singly-linked list of free records per size
   // class; a free record's first word holds the next offset.
   std::atomic<std::uint64_t> free_heads[kSizeClassCount];
@@ -112,7 +123,27 @@ struct alignas(64) ProcessEntry {
 static_assert(offsetof(ProcessEntry, free_heads) == 64, "identity and counters in line 0");
 static_assert(sizeof(ProcessEntry) == 64 + 8 * kSizeClassCount, "no hidden padding");
 static_assert(sizeof(ProcessEntry) % 64 == 0, "entries never share a cache line");
+static_assert(offsetof(ProcessEntry, attached) == 8 && offsetof(ProcessEntry, claiming_chunk) == 56,
+              "field order is part of the layout version");
 static_assert(std::atomic<std::int64_t>::is_always_lock_free);
+
+// Advisory OFD lock bytes of the table file (liveness.hpp). They name locks, not data:
+// fcntl byte-range locks never block reads, writes or mappings of those bytes.
+inline constexpr std::uint64_t kAdminLockByte = 0;  // attach, detach, cold start, file growth
+inline constexpr std::uint64_t kEntryLockBase = 1;  // + entry index: that entry is live
+
+// The first bytes of every chunk. A chunk is claimed by CAS of `claim` from 0 to the
+// claimant's ChunkClaim before arena_end moves past it (arena.cpp): whoever inherits a
+// dead entry can then tell whether the chunk it was claiming became its own.
+struct ChunkHeader {
+  std::atomic<std::uint64_t> claim;  // (entry + 1) << 32 | entry generation
+  std::uint64_t reserved;            // keeps records 16-aligned
+};
+static_assert(sizeof(ChunkHeader) == 16, "records start 16 bytes into a chunk, on a 16-byte boundary");
+constexpr std::uint64_t chunk_claim(std::uint32_t entry, std::uint32_t generation) noexcept {
+  return (std::uint64_t{entry + 1} << 32) | generation;
+}
+static_assert(chunk_claim(0, 0) != 0, "a claimed chunk never reads as unclaimed");
 
 // A record in the arena: 8-byte aligned, its size rounded up to its size class.
 struct RecordHeader {
@@ -126,7 +157,8 @@ constexpr std::uint32_t abi_tag() noexcept {
   return static_cast<std::uint32_t>(sizeof(ImmutableHeader)) ^
          (static_cast<std::uint32_t>(sizeof(Header)) << 8) ^
          (static_cast<std::uint32_t>(sizeof(ProcessEntry)) << 16) ^
-         (static_cast<std::uint32_t>(sizeof(pthread_mutex_t)) << 24) ^ kSizeClassCount;
+         (static_cast<std::uint32_t>(sizeof(pthread_mutex_t)) << 24) ^ kSizeClassCount ^
+         (static_cast<std::uint32_t>(sizeof(ChunkHeader)) << 4);
 }
 
 }  // namespace shmht::layout

@@ -1,0 +1,42 @@
+#include "engines/recovery.hpp"
+
+#include "engines/engine.hpp"
+#include "robin_hood.hpp"
+
+namespace shmht::recovery {
+
+std::uint64_t repair_and_recount(Region& region, const layout::SlotArray& slots, std::uint32_t credit_entry) {
+  const std::uint64_t repaired = robin_hood::repair_interrupted_shifts(slots);
+  std::int64_t occupied = 0;
+  for (std::uint64_t i = 0; i < slots.probe_limit(); ++i) occupied += slots.load(i) != layout::kEmptySlot;
+  std::int64_t counted = 0;
+  for (std::uint32_t e = 0; e < region.fixed().max_processes; ++e) {
+    counted += region.entry(e).item_delta.load(std::memory_order_relaxed);
+  }
+  // Owner-only counter: the caller holds credit_entry.
+  auto& counter = region.entry(credit_entry).item_delta;
+  counter.store(counter.load(std::memory_order_relaxed) + (occupied - counted), std::memory_order_relaxed);
+  return repaired;
+}
+
+std::uint64_t cold_start(Region& region, std::uint32_t own_entry, std::uint32_t engine, std::uint32_t stripes) {
+  layout::Header& header = region.header();
+  header.recovery_pending.store(1, std::memory_order_seq_cst);
+  const std::uint64_t repaired = repair_and_recount(region, region.slots(), own_entry);
+  // Keep the striped engine's recorded stripe count unless the engine changes.
+  const std::uint32_t active = header.active_engine.load(std::memory_order_relaxed);
+  if (engine == active && static_cast<Engine>(engine) == Engine::kStripedRwLock) {
+    stripes = header.stripe_count.load(std::memory_order_relaxed);
+  }
+  switch_engine_state(region, engine, stripes);
+  header.active_engine.store(engine, std::memory_order_release);
+  // Everything the dead attachments held is recovered: they are now merely detached
+  // (their allocator state stays for whoever takes their entries).
+  for (std::uint32_t e = 0; e < region.fixed().max_processes; ++e) {
+    if (e != own_entry) region.entry(e).attached.store(0, std::memory_order_relaxed);
+  }
+  header.recovery_pending.store(0, std::memory_order_release);
+  return repaired;
+}
+
+}  // namespace shmht::recovery

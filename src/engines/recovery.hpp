@@ -1,0 +1,51 @@
+// engines/recovery.hpp - putting a table right after a process died inside it.
+//
+// WHAT A DEAD PROCESS CAN LEAVE
+//   - lock state naming it: an odd seqlock bucket, a striped writer word or reader flag,
+//     the global engine's robust mutex (OWNER_DIED);
+//   - one interrupted Robin Hood shift per write it was in: an adjacent duplicate
+//     (robin_hood.hpp), which must be removed before anyone frees the duplicated record;
+//   - an item counter that disagrees with the slots by the one write it did not count;
+//   - its allocator state (arena.hpp), which the next holder of its entry inherits.
+//
+// TWO PATHS
+//   Warm: other processes are live. Whoever meets a lock word of a dead owner
+//   (engines/owner.hpp decides "dead" once per owner, never from an error) takes an
+//   exclusive scope over the whole table, taking over every unit the dead held,
+//   and runs repair_and_recount. The global engine learns of the death from the kernel
+//   (EOWNERDEAD) and does the same.
+//   Cold: an attacher finds no live attachment at all (liveness.hpp), and either some
+//   attachment died attached, a previous cold start was interrupted, or the engine
+//   changes. Then nobody can hold anything: every lock word is stale, whoever wrote it
+//   (a process killed, a machine rebooted, a file copied while a lock was held: OFD locks
+//   neither survive a reboot nor follow a copy). cold_start() repairs and recounts first,
+//   then resets every engine's lock state for the engine being attached, all under the
+//   admin lock, so nobody attaches meanwhile.
+//
+// A CRASH DURING RECOVERY
+//   Warm: the recovering process holds everything as an ordinary writer would; its own
+//   death is one more dead owner, and the repair is itself a backward shift that an
+//   interruption leaves repairable. Cold: header.recovery_pending is set before the first
+//   change and cleared after the last, and the recovering attacher's own entry is marked
+//   attached: the next attacher finds a dead attachment (and the pending flag) and starts
+//   over. Every step is idempotent: repair finds what is left, the recount recomputes the
+//   difference, the reset writes fixed values.
+#pragma once
+
+#include <cstdint>
+
+#include "layout/slot.hpp"
+#include "region.hpp"
+
+namespace shmht::recovery {
+
+// Removes the duplicates interrupted shifts left, then credits `credit_entry` with the
+// difference between the occupied slots and the sum of every entry's item counter.
+// The caller excludes every other writer and reader. Returns the shifts repaired.
+std::uint64_t repair_and_recount(Region& region, const layout::SlotArray& slots, std::uint32_t credit_entry);
+
+// The cold path above (a Region::attach ColdStart). The caller holds the admin lock and
+// is the only live attachment.
+std::uint64_t cold_start(Region& region, std::uint32_t own_entry, std::uint32_t engine, std::uint32_t stripes);
+
+}  // namespace shmht::recovery
