@@ -3,6 +3,7 @@
 #include <atomic>
 #include <string>
 
+#include "fault_injection.hpp"
 #include "record_io.hpp"
 #include "shmht/error.hpp"
 
@@ -126,6 +127,7 @@ void Arena::take_new_chunk(std::uint64_t* cursor, std::uint64_t* end) {
     std::uint64_t expected = start;
     header.arena_end.compare_exchange_strong(expected, start + chunk, std::memory_order_acq_rel, std::memory_order_acquire);
     if (!won) continue;
+    detail::fault_point(testing::FaultPoint::kAfterChunkClaim);
     use_chunk(start);
     *cursor = start + sizeof(ChunkHeader);
     *end = start + chunk;

@@ -419,7 +419,7 @@ Region::Attachment Region::attach(std::uint32_t engine, std::uint32_t stripes, C
 
   // Alone, and something to recover or switch: what any dead attachment held (locks,
   // half-done shifts, counters) is recovered now, before anyone else can attach.
-  if (live.empty() && (any_dead || engine != active || header().recovery_pending.load(std::memory_order_acquire) != 0)) {
+  if (live.empty() && (any_dead || engine != active)) {
     a.repaired_shifts = cold_start(*this, a.entry, engine, stripes);
     a.inherited_dead_entry = false;  // nothing of the dead holder's is left to recover
   }

@@ -110,8 +110,8 @@ class Region {
   };
   // Takes an entry (one never used or cleanly detached first, else a dead one) and locks
   // it. `engine` must agree with the live attachments' (kAdoptActiveEngine: use theirs).
-  // With no other live attachment, runs `cold_start` first if any attachment died, a
-  // recovery was interrupted, or the engine changes.
+  // With no other live attachment, runs `cold_start` first if any attachment died
+  // (an interrupted cold start included) or the engine changes.
   Attachment attach(std::uint32_t engine, std::uint32_t stripes, ColdStart cold_start);
   void detach(std::uint32_t index) noexcept;
   // False only when entry `index` is certainly not held (a failed query means live).

@@ -1,7 +1,5 @@
 // multiprocess_test.cpp - invariants that must hold when forked processes share a table.
 // Parameterised over every built engine.
-#include <sys/mman.h>
-
 #include <atomic>
 #include <cstring>
 #include <string>
@@ -15,23 +13,6 @@
 
 namespace shmht::test {
 namespace {
-
-// Memory the parent and its children share, for children to report figures.
-template <class T>
-class SharedArray {
- public:
-  explicit SharedArray(std::size_t n) : n_(n) {
-    void* p = mmap(nullptr, sizeof(T) * n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) throw std::runtime_error("mmap");
-    data_ = new (p) T[n]();
-  }
-  ~SharedArray() { munmap(data_, sizeof(T) * n_); }
-  T& operator[](std::size_t i) { return data_[i]; }
-
- private:
-  std::size_t n_;
-  T* data_;
-};
 
 class MultiProcess : public ::testing::TestWithParam<Engine> {
  protected:

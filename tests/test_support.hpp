@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <functional>
+#include <stdexcept>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -127,6 +129,23 @@ class Children {
     pids_.clear();
   }
   std::vector<pid_t> pids_;
+};
+
+// Memory the parent and its children share, for children to report figures.
+template <class T>
+class SharedArray {
+ public:
+  explicit SharedArray(std::size_t n) : n_(n) {
+    void* p = mmap(nullptr, sizeof(T) * n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::runtime_error("mmap");
+    data_ = new (p) T[n]();
+  }
+  ~SharedArray() { munmap(data_, sizeof(T) * n_); }
+  T& operator[](std::size_t i) { return data_[i]; }
+
+ private:
+  std::size_t n_;
+  T* data_;
 };
 
 inline std::string key_of(std::uint64_t i) { return "key-" + std::to_string(i); }

@@ -13,6 +13,8 @@ enum class FaultPoint {
   kMidShift,          // a Robin Hood shift has moved at least one slot, not all
   kBeforeUnlock,      // every slot written, counters not yet, lock still held
   kReadLocked,        // a reader holds its lock (global mutex, striped stripe shared)
+  kAfterChunkClaim,   // a new arena chunk is claimed, not yet recorded in the entry
+  kColdStartMidway,   // cold-start recovery has cleared the old lock state, not set up the new
 };
 
 using FaultHook = void (*)(FaultPoint);

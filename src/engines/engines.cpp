@@ -2,6 +2,7 @@
 #include <cstring>
 
 #include "engines/engine.hpp"
+#include "fault_injection.hpp"
 #include "shmht/error.hpp"
 
 namespace shmht {
@@ -62,6 +63,7 @@ void switch_engine_state(Region& region, std::uint32_t engine, std::uint32_t str
     auto& control = slots.bucket(b).control;
     if (control.load(std::memory_order_relaxed) != 0) control.store(0, std::memory_order_relaxed);
   }
+  detail::fault_point(testing::FaultPoint::kColdStartMidway);  // the worst moment: no engine's state
   if (e == Engine::kGlobalLock) init_global_lock_state(region);
   if (e == Engine::kStripedRwLock) init_striped_state(region, stripes);
   // The seqlock keeps its state in the control words, which are now zero (even: unlocked).

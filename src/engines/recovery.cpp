@@ -21,7 +21,6 @@ std::uint64_t repair_and_recount(Region& region, const layout::SlotArray& slots,
 
 std::uint64_t cold_start(Region& region, std::uint32_t own_entry, std::uint32_t engine, std::uint32_t stripes) {
   layout::Header& header = region.header();
-  header.recovery_pending.store(1, std::memory_order_seq_cst);
   const std::uint64_t repaired = repair_and_recount(region, region.slots(), own_entry);
   // Keep the striped engine's recorded stripe count unless the engine changes.
   const std::uint32_t active = header.active_engine.load(std::memory_order_relaxed);
@@ -35,7 +34,6 @@ std::uint64_t cold_start(Region& region, std::uint32_t own_entry, std::uint32_t 
   for (std::uint32_t e = 0; e < region.fixed().max_processes; ++e) {
     if (e != own_entry) region.entry(e).attached.store(0, std::memory_order_relaxed);
   }
-  header.recovery_pending.store(0, std::memory_order_release);
   return repaired;
 }
 

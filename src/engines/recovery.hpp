@@ -15,7 +15,7 @@
 //   and runs repair_and_recount. The global engine learns of the death from the kernel
 //   (EOWNERDEAD) and does the same.
 //   Cold: an attacher finds no live attachment at all (liveness.hpp), and either some
-//   attachment died attached, a previous cold start was interrupted, or the engine
+//   attachment died attached (a cold start that was interrupted included) or the engine
 //   changes. Then nobody can hold anything: every lock word is stale, whoever wrote it
 //   (a process killed, a machine rebooted, a file copied while a lock was held: OFD locks
 //   neither survive a reboot nor follow a copy). cold_start() repairs and recounts first,
@@ -25,10 +25,10 @@
 // A CRASH DURING RECOVERY
 //   Warm: the recovering process holds everything as an ordinary writer would; its own
 //   death is one more dead owner, and the repair is itself a backward shift that an
-//   interruption leaves repairable. Cold: header.recovery_pending is set before the first
-//   change and cleared after the last, and the recovering attacher's own entry is marked
-//   attached: the next attacher finds a dead attachment (and the pending flag) and starts
-//   over. Every step is idempotent: repair finds what is left, the recount recomputes the
+//   interruption leaves repairable. Cold: the recovering attacher has taken its entry and
+//   marked it attached before the first change, and dead attachments are marked detached
+//   only after the last: whoever attaches next finds a dead attachment and starts over.
+//   Every step is idempotent: repair finds what is left, the recount recomputes the
 //   difference, the reset writes fixed values.
 #pragma once
 

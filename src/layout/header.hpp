@@ -79,14 +79,9 @@ struct Header {
   // that must look at every attachment (striped engine's reader flags).
   std::atomic<std::uint32_t> entry_high_water;
 
-  // --- line 4: cold-start recovery (engines/recovery.hpp). Non-zero from the moment a
-  // first attacher starts to repair or switch the table until it has finished: a
-  // process that dies in between leaves it set, and the next first attacher starts over.
-  alignas(64) std::atomic<std::uint32_t> recovery_pending;
 };
 static_assert(offsetof(Header, state) == 128, "mutable part starts on its own line");
 static_assert(offsetof(Header, arena_end) == 192, "arena bump pointer on its own line");
-static_assert(offsetof(Header, recovery_pending) == 256, "recovery word on its own line");
 static_assert(sizeof(Header) <= kPageBytes, "the header fits in its page");
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
