@@ -226,7 +226,10 @@ Engine Table::active_engine(const std::string& name) {
 void TableAccess::run_exclusive(Table& table, const std::function<void(TableContext&)>& fn, std::uint64_t* repaired) {
   TableImpl& impl = table.impl();
   impl.check_usable();
-  *repaired = impl.repaired_at_attach() + impl.engine().with_exclusive_access([&] { fn(impl.context()); });
+  *repaired = impl.repaired_at_attach() + impl.engine().with_exclusive_access([&] {
+    detail::fault_point(testing::FaultPoint::kExclusiveHeld);
+    fn(impl.context());
+  });
 }
 
 bool Table::remove(const std::string& name) {

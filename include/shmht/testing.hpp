@@ -15,6 +15,7 @@ enum class FaultPoint {
   kReadLocked,        // a reader holds its lock (global mutex, striped stripe shared)
   kAfterChunkClaim,   // a new arena chunk is claimed, not yet recorded in the entry
   kColdStartMidway,   // cold-start recovery has cleared the old lock state, not set up the new
+  kExclusiveHeld,     // `check` holds the whole table exclusively, before it looks at anything
 };
 
 using FaultHook = void (*)(FaultPoint);
