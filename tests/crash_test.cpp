@@ -16,11 +16,6 @@ namespace {
 
 using testing::FaultPoint;
 
-FaultPoint g_kill_at;
-void kill_self_at_fault(FaultPoint point) {
-  if (point == g_kill_at) raise(SIGKILL);
-}
-
 enum class Op { kInsert, kErase, kAssign };
 
 struct CrashCase {
@@ -49,8 +44,7 @@ TEST_P(Crash, SurvivorsRepairAndLoseNoCommittedKey) {
   Children children;
   children.spawn([&] {
     Table t = Table::open(name, {.engine = c.engine});
-    g_kill_at = c.point;
-    testing::set_fault_hook(&kill_self_at_fault);
+    die_at(c.point);
     // Keep operating until the fault point fires (a shift needs the right neighbours).
     for (std::uint64_t i = 0; i < kCommitted; ++i) {
       switch (c.op) {
@@ -110,8 +104,7 @@ TEST_P(ReaderCrash, WritersProceedAfterAReaderDiesHoldingItsLock) {
   Children children;
   children.spawn([&] {
     Table t = Table::open(name, {.engine = GetParam()});
-    g_kill_at = FaultPoint::kReadLocked;
-    testing::set_fault_hook(&kill_self_at_fault);
+    die_at(FaultPoint::kReadLocked);
     t.get(key_of(0));
     return 3;  // not reached: the hook kills us
   });

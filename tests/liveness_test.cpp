@@ -23,11 +23,6 @@ namespace {
 
 using testing::FaultPoint;
 
-FaultPoint g_kill_at;
-void kill_self_at_fault(FaultPoint point) {
-  if (point == g_kill_at) raise(SIGKILL);
-}
-
 std::string path_of(const std::string& name) { return "/dev/shm/" + name; }
 
 layout::ImmutableHeader read_fixed_header(const std::string& name) {
@@ -41,6 +36,12 @@ layout::ImmutableHeader read_fixed_header(const std::string& name) {
 void expect_clean(const std::string& name) {
   const CheckReport report = check_table(name);
   EXPECT_TRUE(report.clean) << (report.problems.empty() ? "" : report.problems.front());
+}
+
+void expect_clean_and_nothing_leaked(const std::string& name) {
+  const CheckReport report = check_table(name);
+  EXPECT_TRUE(report.clean) << (report.problems.empty() ? "" : report.problems.front());
+  EXPECT_EQ(report.unaccounted_bytes, 0u) << "arena bytes neither live, free nor an unused chunk tail";
 }
 
 // A child keeps its parent's descriptors after fork(). If it kept the parent's
@@ -66,8 +67,7 @@ TEST_P(ForkedChild, DoesNotKeepADeadParentAlive) {
       _exit(0);
     }
     grandchild[0] = sleeper;
-    g_kill_at = FaultPoint::kAfterLock;
-    testing::set_fault_hook(&kill_self_at_fault);
+    die_at(FaultPoint::kAfterLock);
     t.insert("dies-holding-a-lock", "v");
     return 3;
   });
@@ -159,8 +159,7 @@ TEST(ChunkClaim, ADeadClaimantsChunkGoesToTheHeirOfItsEntry) {
   Children children;
   children.spawn([&] {
     Table t = Table::open(name);  // entry 1
-    g_kill_at = FaultPoint::kAfterChunkClaim;
-    testing::set_fault_hook(&kill_self_at_fault);
+    die_at(FaultPoint::kAfterChunkClaim);
     t.assign("child", "v");
     return 3;
   });
@@ -173,9 +172,7 @@ TEST(ChunkClaim, ADeadClaimantsChunkGoesToTheHeirOfItsEntry) {
   for (int i = 0; i < 100; ++i) heir.assign(key_of(i), "v");
   EXPECT_EQ(heir.stats().arena_bytes, chunks_after_crash) << "the heir took a new chunk instead of the claimed one";
   heir.close();
-  const CheckReport report = check_table(name);
-  EXPECT_TRUE(report.clean) << (report.problems.empty() ? "" : report.problems.front());
-  EXPECT_EQ(report.unaccounted_bytes, 0u);
+  expect_clean_and_nothing_leaked(name);
 }
 
 // Records of mixed sizes leave chunk tails too small for the next record; without a
@@ -187,9 +184,7 @@ TEST(ChunkClaim, ChunkTailsAreNotReportedAsLeaked) {
   for (int i = 0; i < 200; ++i) t.assign(key_of(i), std::string(sizes[i % 5], 'x'));
   for (int i = 0; i < 200; i += 3) t.erase(key_of(i));
   t.close();
-  const CheckReport report = check_table(name);
-  EXPECT_TRUE(report.clean) << (report.problems.empty() ? "" : report.problems.front());
-  EXPECT_EQ(report.unaccounted_bytes, 0u);
+  expect_clean_and_nothing_leaked(name);
 }
 
 // An engine switch that dies half-way (old lock state cleared, new one not yet set up)
@@ -203,8 +198,7 @@ TEST(ColdStart, AnInterruptedSwitchIsCompletedByTheNextOpener) {
   }
   Children switcher;
   switcher.spawn([&] {
-    g_kill_at = FaultPoint::kColdStartMidway;
-    testing::set_fault_hook(&kill_self_at_fault);
+    die_at(FaultPoint::kColdStartMidway);
     Table::open(name, {.engine = Engine::kGlobalLock});
     return 3;
   });
@@ -215,8 +209,7 @@ TEST(ColdStart, AnInterruptedSwitchIsCompletedByTheNextOpener) {
   Children killed;
   killed.spawn([&] {
     Table t = Table::open(name, {.engine = Engine::kGlobalLock});
-    g_kill_at = FaultPoint::kAfterLock;
-    testing::set_fault_hook(&kill_self_at_fault);
+    die_at(FaultPoint::kAfterLock);
     t.assign("victim", "v");
     return 3;
   });

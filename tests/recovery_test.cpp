@@ -104,6 +104,17 @@ void stage(const std::string& what) {
   if (g_child_stage != nullptr) g_child_stage->set(what);
 }
 
+// body()'s outcome, an exception turned into its description.
+std::string run_body(const std::function<std::string()>& body) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    return std::string("exception: ") + e.what();
+  } catch (...) {
+    return "unknown exception";
+  }
+}
+
 // One forked child running body(): "" is success, anything else says what went wrong.
 // Only this child's pid is ever waited for (never waitpid(-1)), so a zombie kept on
 // purpose by another Child stays a zombie. The destructor kills and reaps the child.
@@ -116,14 +127,7 @@ class Child {
     if (pid_ < 0) throw std::system_error(errno, std::generic_category(), "fork");
     if (pid_ == 0) {
       g_child_stage = &*stage_;
-      std::string failure;
-      try {
-        failure = body();
-      } catch (const std::exception& e) {
-        failure = std::string("exception: ") + e.what();
-      } catch (...) {
-        failure = "unknown exception";
-      }
+      const std::string failure = run_body(body);
       message_->set(failure);
       _exit(failure.empty() ? 0 : 1);
     }
@@ -398,13 +402,7 @@ std::string run_as_pid_one_with_own_proc(const std::function<std::string()>& bod
     } else if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
       failure = unsupported_or_failed("mount proc on /proc");
     } else {
-      try {
-        failure = body();
-      } catch (const std::exception& e) {
-        failure = std::string("exception: ") + e.what();
-      } catch (...) {
-        failure = "unknown exception";
-      }
+      failure = run_body(body);
     }
     inner->set(failure);
     _exit(failure.empty() ? 0 : 1);

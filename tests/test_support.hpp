@@ -22,6 +22,7 @@
 #include <gtest/gtest.h>
 
 #include "shmht/table.hpp"
+#include "shmht/testing.hpp"
 
 namespace shmht::test {
 
@@ -147,6 +148,16 @@ class SharedArray {
   std::size_t n_;
   T* data_;
 };
+
+// Crash tests: die_at(point) makes this process SIGKILL itself when an engine reaches
+// `point` (install it in a forked child only).
+inline testing::FaultPoint g_die_at;
+inline void die_at(testing::FaultPoint point) {
+  g_die_at = point;
+  testing::set_fault_hook([](testing::FaultPoint reached) {
+    if (reached == g_die_at) raise(SIGKILL);
+  });
+}
 
 inline std::string key_of(std::uint64_t i) { return "key-" + std::to_string(i); }
 
