@@ -44,6 +44,10 @@ class Checker {
     for (std::uint64_t i = 0; i < slots_.probe_limit(); previous = slots_.load(i), ++i) {
       const std::uint64_t word = slots_.load(i);
       if (word == layout::kEmptySlot) continue;
+      if (Slot::dist_of(word) == layout::kDescriptorDist) {
+        problem("slot ", i, ": holds a reference to a lock-free operation that nobody finished");
+        continue;
+      }
       ++report_->items;
       const std::uint64_t dist = Slot::dist_of(word);
       if (dist > i || i - dist >= slots_.home_slots()) {
@@ -72,10 +76,7 @@ class Checker {
   }
 
   void check_counters() {
-    std::int64_t counted = 0;
-    for (std::uint32_t e = 0; e < ctx_.fixed().max_processes; ++e) {
-      counted += ctx_.region().entry(e).item_delta.load(std::memory_order_relaxed);
-    }
+    const std::int64_t counted = counted_items(ctx_.region());
     report_->counted_items = counted < 0 ? 0 : static_cast<std::uint64_t>(counted);
     if (counted != static_cast<std::int64_t>(report_->items)) {
       problem("item counters sum to ", static_cast<std::uint64_t>(counted), " but ", report_->items, " slots are occupied");

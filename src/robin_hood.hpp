@@ -128,17 +128,25 @@ inline std::uint64_t repair_interrupted_shifts(const SlotArray& slots) noexcept 
 // Calls visit(slot_index, word) for every key whose home slot is in [begin, end), each
 // exactly once whatever shifts moved it, as long as the caller excludes writers from the
 // slots it touches for the duration of the call.
-template <class Visit, class Touch = NoTouch>
-void visit_home_range(const SlotArray& slots, std::uint64_t begin, std::uint64_t end, Visit&& visit, Touch&& touch = {}) {
+// `load(slot)` reads a slot word (engines that must help an operation found in a word
+// before they can read it pass their own).
+template <class Visit, class Touch, class Load>
+void visit_home_range(const SlotArray& slots, std::uint64_t begin, std::uint64_t end, Visit&& visit, Touch&& touch,
+                      Load&& load) {
   const std::uint64_t limit = slots.probe_limit();
   for (std::uint64_t i = begin; i < limit; ++i) {
     touch(i);
-    const std::uint64_t word = slots.load(i);
+    const std::uint64_t word = load(i);
     const bool empty = word == layout::kEmptySlot;
     const std::uint64_t home = empty ? i : i - Slot::dist_of(word);
     if (i >= end && (empty || home >= end)) break;  // past the run that spills over `end`
     if (!empty && home >= begin && home < end) visit(i, word);
   }
+}
+
+template <class Visit, class Touch = NoTouch>
+void visit_home_range(const SlotArray& slots, std::uint64_t begin, std::uint64_t end, Visit&& visit, Touch&& touch = {}) {
+  visit_home_range(slots, begin, end, visit, touch, [&](std::uint64_t s) { return slots.load(s); });
 }
 
 }  // namespace shmht::robin_hood

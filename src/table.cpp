@@ -118,10 +118,7 @@ class TableImpl {
 
   std::uint64_t size() {
     check_usable();
-    std::int64_t total = 0;
-    for (std::uint32_t i = 0; i < context_.fixed().max_processes; ++i) {
-      total += context_.region().entry(i).item_delta.load(std::memory_order_relaxed);
-    }
+    const std::int64_t total = counted_items(context_.region());
     return total < 0 ? 0 : static_cast<std::uint64_t>(total);
   }
 

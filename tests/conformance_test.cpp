@@ -242,7 +242,7 @@ REGISTER_TYPED_TEST_SUITE_P(Conformance, EmptyTableHasNothing, InsertOnlyIfAbsen
 
 // Every engine that is built. A new engine adds its tag here and passes this suite.
 using BuiltEngines = ::testing::Types<EngineTag<Engine::kGlobalLock>, EngineTag<Engine::kStripedRwLock>,
-                                      EngineTag<Engine::kSeqlock>>;
+                                      EngineTag<Engine::kSeqlock>, EngineTag<Engine::kLockFreeRobinHood>>;
 
 struct EngineTagName {
   template <class Tag>

@@ -44,7 +44,7 @@ TEST_P(Crash, SurvivorsRepairAndLoseNoCommittedKey) {
   Children children;
   children.spawn([&] {
     Table t = Table::open(name, {.engine = c.engine});
-    die_at(c.point);
+    die_at(stage_in(c.engine, c.point));
     // Keep operating until the fault point fires (a shift needs the right neighbours).
     for (std::uint64_t i = 0; i < kCommitted; ++i) {
       switch (c.op) {
@@ -78,12 +78,14 @@ TEST_P(Crash, SurvivorsRepairAndLoseNoCommittedKey) {
 
 std::vector<CrashCase> crash_cases() {
   std::vector<CrashCase> cases;
-  for (Engine e : kAllEngines) {
-    if (!engine_is_built(e)) continue;
+  for (Engine e : built_engines()) {
+    // The lock-free engine never leaves a half-done shift: its whole shift is one KCAS,
+    // finished by whoever meets it, so nothing is left for check to repair.
+    const std::uint64_t shift_repairs = e == Engine::kLockFreeRobinHood ? 0 : 1;
     cases.push_back({e, FaultPoint::kAfterLock, Op::kInsert, 0});
-    cases.push_back({e, FaultPoint::kMidShift, Op::kInsert, 1});
+    cases.push_back({e, FaultPoint::kMidShift, Op::kInsert, shift_repairs});
     cases.push_back({e, FaultPoint::kBeforeUnlock, Op::kInsert, 0});
-    cases.push_back({e, FaultPoint::kMidShift, Op::kErase, 1});
+    cases.push_back({e, FaultPoint::kMidShift, Op::kErase, shift_repairs});
     cases.push_back({e, FaultPoint::kBeforeUnlock, Op::kErase, 0});
     cases.push_back({e, FaultPoint::kAfterSlotWrite, Op::kAssign, 0});
   }

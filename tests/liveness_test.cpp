@@ -67,7 +67,7 @@ TEST_P(ForkedChild, DoesNotKeepADeadParentAlive) {
       _exit(0);
     }
     grandchild[0] = sleeper;
-    die_at(FaultPoint::kAfterLock);
+    die_at(stage_in(GetParam(), FaultPoint::kAfterLock));
     t.insert("dies-holding-a-lock", "v");
     return 3;
   });

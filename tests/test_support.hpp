@@ -159,6 +159,21 @@ inline void die_at(testing::FaultPoint point) {
   });
 }
 
+// The lock engines' fault points name moments of a write done under a lock; the
+// lock-free engine has no lock, but the same moments of its multi-word CAS. The point of
+// `engine` that plays the part of `lock_point` (itself, for the lock engines).
+inline testing::FaultPoint stage_in(Engine engine, testing::FaultPoint lock_point) {
+  if (engine != Engine::kLockFreeRobinHood) return lock_point;
+  using testing::FaultPoint;
+  switch (lock_point) {
+    case FaultPoint::kAfterLock: return FaultPoint::kKcasPublished;       // started, nothing changed
+    case FaultPoint::kMidShift: return FaultPoint::kKcasMidInstall;       // partly in place
+    case FaultPoint::kBeforeUnlock: return FaultPoint::kKcasDecided;      // done, not yet cleaned up
+    case FaultPoint::kAfterSlotWrite: return FaultPoint::kKcasMidCleanup; // one word final
+    default: return lock_point;
+  }
+}
+
 inline std::string key_of(std::uint64_t i) { return "key-" + std::to_string(i); }
 
 // Every engine this build has, for value-parameterised suites.

@@ -15,7 +15,7 @@ namespace shmht {
 struct CreateOptions {
   // Items the table must hold. The slot array is sized so that `capacity` items fit at a
   // load factor of at most 0.85; it never resizes. More items may fit: an insert fails
-  // with kTableFull only when no free slot lies within the probe-distance limit (255) of
+  // with kTableFull only when no free slot lies within the probe-distance limit (254) of
   // the key's home, or when the arena would pass max_bytes.
   std::uint64_t capacity = 1u << 20;
   std::uint32_t max_key_bytes = 1024;

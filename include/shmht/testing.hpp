@@ -16,6 +16,10 @@ enum class FaultPoint {
   kAfterChunkClaim,   // a new arena chunk is claimed, not yet recorded in the entry
   kColdStartMidway,   // cold-start recovery has cleared the old lock state, not set up the new
   kExclusiveHeld,     // `check` holds the whole table exclusively, before it looks at anything
+  kKcasPublished,     // lockfree: a multi-word CAS is published, no word holds it yet
+  kKcasMidInstall,    // lockfree: its first word holds the descriptor reference
+  kKcasDecided,       // lockfree: succeeded or failed is decided, references still in place
+  kKcasMidCleanup,    // lockfree: its first word has its final value, the others not yet
 };
 
 using FaultHook = void (*)(FaultPoint);

@@ -22,6 +22,7 @@
 #include "record_io.hpp"
 #include "region.hpp"
 #include "shmht/engine.hpp"
+#include "shmht/error.hpp"
 
 namespace shmht {
 
@@ -74,6 +75,12 @@ class TableContext {
   Arena arena_;
 };
 
+// A slot points at a record that fails checked_record() while nothing is moving it.
+[[noreturn]] inline void throw_invalid_record(TableContext& ctx, std::uint64_t word) {
+  throw Error(ErrorCode::kCorrupt, ctx.region().path() + ": corrupt table: a slot points at an invalid record (offset " +
+                                       std::to_string(layout::Slot::offset_of(word)) + "); run `shmht check`");
+}
+
 using KeyValue = std::pair<std::string, std::string>;
 
 class EngineBase {
@@ -102,6 +109,7 @@ class EngineBase {
 std::unique_ptr<EngineBase> make_global_lock_engine(TableContext& context);
 std::unique_ptr<EngineBase> make_striped_engine(TableContext& context);
 std::unique_ptr<EngineBase> make_seqlock_engine(TableContext& context);
+std::unique_ptr<EngineBase> make_lockfree_engine(TableContext& context);
 void init_global_lock_state(Region& region);
 void init_striped_state(Region& region, std::uint32_t stripes);
 std::unique_ptr<EngineBase> make_engine(Engine engine, TableContext& context);
@@ -113,5 +121,12 @@ void require_engine_built(Engine engine);
 // `engine` (they may hold another engine's state, or stale locks). `stripes` is the
 // striped engine's stripe count.
 void switch_engine_state(Region& region, std::uint32_t engine, std::uint32_t stripes);
+
+// Before cold-start recovery touches the slots: finishes what the active engine may have
+// left in flight that is not a lock (the lock-free engine's published operations).
+void settle_engine_state(Region& region, std::uint32_t own_entry);
+
+// The item count the attachments' counters add up to (every engine's counters).
+std::int64_t counted_items(const Region& region);
 
 }  // namespace shmht

@@ -1,7 +1,9 @@
 // engines/engines.cpp - engine names, which engines are built, and dispatch.
+#include <atomic>
 #include <cstring>
 
 #include "engines/engine.hpp"
+#include "engines/lockfree/kcas.hpp"
 #include "fault_injection.hpp"
 #include "shmht/error.hpp"
 
@@ -24,7 +26,7 @@ std::optional<Engine> parse_engine(std::string_view name) noexcept {
   return std::nullopt;
 }
 
-bool engine_is_built(Engine engine) noexcept { return engine != Engine::kLockFreeRobinHood; }
+bool engine_is_built(Engine engine) noexcept { return engine_name(engine) != "unknown"; }
 
 namespace {
 [[noreturn]] void throw_unavailable(Engine engine) {
@@ -46,7 +48,42 @@ std::unique_ptr<EngineBase> make_engine(Engine engine, TableContext& context) {
     case Engine::kGlobalLock: return make_global_lock_engine(context);
     case Engine::kStripedRwLock: return make_striped_engine(context);
     case Engine::kSeqlock: return make_seqlock_engine(context);
+    case Engine::kLockFreeRobinHood: return make_lockfree_engine(context);
     default: throw_unavailable(engine);
+  }
+}
+
+namespace {
+
+// Zeroes [bytes, bytes + size) writing only the words that are not zero already: reading
+// a never-written page of a tmpfs file allocates nothing, writing it would.
+void zero_lazily(std::byte* bytes, std::uint64_t size) {
+  auto* words = reinterpret_cast<std::atomic<std::uint64_t>*>(bytes);
+  for (std::uint64_t i = 0; i < size / sizeof(std::uint64_t); ++i) {
+    if (words[i].load(std::memory_order_relaxed) != 0) words[i].store(0, std::memory_order_relaxed);
+  }
+}
+
+}  // namespace
+
+std::int64_t counted_items(const Region& region) {
+  std::int64_t counted = 0;
+  const auto* descriptors = region.at<layout::KcasDescriptor>(region.fixed().engine_area_offset +
+                                                              layout::descriptors_offset(region.fixed().max_processes));
+  for (std::uint32_t e = 0; e < region.fixed().max_processes; ++e) {
+    counted += region.entry(e).item_delta.load(std::memory_order_relaxed);
+    // The lock-free counters count modulo 2^40: their difference, as a signed 40-bit value.
+    const std::uint64_t difference = (descriptors[e].items_added.load(std::memory_order_relaxed) -
+                                      descriptors[e].items_removed.load(std::memory_order_relaxed)) &
+                                     lockfree::kValueMask;
+    counted += static_cast<std::int64_t>(difference << 24) >> 24;
+  }
+  return counted;
+}
+
+void settle_engine_state(Region& region, std::uint32_t own_entry) {
+  if (static_cast<Engine>(region.header().active_engine.load(std::memory_order_acquire)) == Engine::kLockFreeRobinHood) {
+    lockfree::Kcas(region, own_entry).help_all();
   }
 }
 
@@ -56,7 +93,7 @@ void switch_engine_state(Region& region, std::uint32_t engine, std::uint32_t str
   // Another engine's state (lock words, sequences), or this engine's left by processes
   // that are gone, is meaningless now: clear the engine area and every control word,
   // then initialise what this engine keeps there.
-  std::memset(region.engine_area(), 0, region.fixed().engine_area_bytes);
+  zero_lazily(region.engine_area(), region.fixed().engine_area_bytes);
   const layout::SlotArray slots = region.slots();
   for (std::uint64_t b = 0; b < slots.bucket_count(); ++b) {
     // Only write non-zero words: reading a never-written page does not allocate it.

@@ -41,11 +41,6 @@ inline std::uint64_t repair_and_recount(TableContext& ctx) {
   return recovery::repair_and_recount(ctx.region(), ctx.slots(), ctx.entry_index());
 }
 
-[[noreturn]] inline void throw_invalid_record(TableContext& ctx, std::uint64_t word) {
-  throw Error(ErrorCode::kCorrupt, ctx.region().path() + ": corrupt table: a slot points at an invalid record (offset " +
-                                       std::to_string(layout::Slot::offset_of(word)) + "); run `shmht check`");
-}
-
 // A record reached by a caller that excludes writers (a lock holder): invalid means corrupt.
 inline const std::byte* record_or_throw(TableContext& ctx, std::uint64_t word, layout::RecordHeader* header) {
   const std::byte* record = ctx.checked_record(word, header);

@@ -5,29 +5,36 @@
 
 namespace shmht::recovery {
 
-std::uint64_t repair_and_recount(Region& region, const layout::SlotArray& slots, std::uint32_t credit_entry) {
-  const std::uint64_t repaired = robin_hood::repair_interrupted_shifts(slots);
+namespace {
+
+// Credits `credit_entry` (owner-only counter: the caller holds it) with the difference
+// between the occupied slots and what every counter adds up to.
+void recount(Region& region, const layout::SlotArray& slots, std::uint32_t credit_entry) {
   std::int64_t occupied = 0;
   for (std::uint64_t i = 0; i < slots.probe_limit(); ++i) occupied += slots.load(i) != layout::kEmptySlot;
-  std::int64_t counted = 0;
-  for (std::uint32_t e = 0; e < region.fixed().max_processes; ++e) {
-    counted += region.entry(e).item_delta.load(std::memory_order_relaxed);
-  }
-  // Owner-only counter: the caller holds credit_entry.
   auto& counter = region.entry(credit_entry).item_delta;
-  counter.store(counter.load(std::memory_order_relaxed) + (occupied - counted), std::memory_order_relaxed);
+  counter.store(counter.load(std::memory_order_relaxed) + (occupied - counted_items(region)), std::memory_order_relaxed);
+}
+
+}  // namespace
+
+std::uint64_t repair_and_recount(Region& region, const layout::SlotArray& slots, std::uint32_t credit_entry) {
+  const std::uint64_t repaired = robin_hood::repair_interrupted_shifts(slots);
+  recount(region, slots, credit_entry);
   return repaired;
 }
 
 std::uint64_t cold_start(Region& region, std::uint32_t own_entry, std::uint32_t engine, std::uint32_t stripes) {
   layout::Header& header = region.header();
-  const std::uint64_t repaired = repair_and_recount(region, region.slots(), own_entry);
+  settle_engine_state(region, own_entry);
+  const std::uint64_t repaired = robin_hood::repair_interrupted_shifts(region.slots());
   // Keep the striped engine's recorded stripe count unless the engine changes.
   const std::uint32_t active = header.active_engine.load(std::memory_order_relaxed);
   if (engine == active && static_cast<Engine>(engine) == Engine::kStripedRwLock) {
     stripes = header.stripe_count.load(std::memory_order_relaxed);
   }
-  switch_engine_state(region, engine, stripes);
+  switch_engine_state(region, engine, stripes);  // zeroes the lock-free counters too: recount after
+  recount(region, region.slots(), own_entry);
   header.active_engine.store(engine, std::memory_order_release);
   // Everything the dead attachments held is recovered: they are now merely detached
   // (their allocator state stays for whoever takes their entries).

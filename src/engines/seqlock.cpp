@@ -47,8 +47,7 @@
 //   shift leaves), and releases them all with new sequences. Readers of those buckets
 //   then retry and see the repaired table; nobody spins forever. If nobody is attached at
 //   all when the next process arrives, recovery.hpp's cold start does the same at attach.
-#include <array>
-
+#include "engines/optimistic_read.hpp"
 #include "engines/protocol_engine.hpp"
 
 namespace shmht {
@@ -149,9 +148,10 @@ class SeqlockProtocol {
   std::optional<std::size_t> lookup(const HashedKey& key, std::span<char> out, std::string* out_string) {
     Backoff backoff;
     for (;;) {
-      const Attempt attempt = try_lookup(key, out, out_string);
-      if (attempt.outcome == Outcome::kValid) return attempt.value_bytes;
-      if (attempt.outcome != Outcome::kBusy) continue;
+      ReadWindow window(slots_);
+      const optimistic::Attempt attempt = optimistic::try_lookup(ctx_, window, key, out, out_string);
+      if (attempt.outcome == optimistic::Outcome::kValid) return attempt.value_bytes;
+      if (attempt.outcome != optimistic::Outcome::kBusy) continue;
       if (attempt.busy_owner == me_) owner::throw_held_by_self(ctx_.region(), "a bucket of slot", slots_.home_of(key.hash));
       if (dead_.known_dead(attempt.busy_owner) || (backoff.pause() && dead_.is_dead(attempt.busy_owner))) {
         throw NeedsRecovery{};
@@ -163,7 +163,8 @@ class SeqlockProtocol {
     constexpr int kOptimisticAttempts = 8;
     const std::size_t keep = out->size();
     for (int attempt = 0; attempt < kOptimisticAttempts; ++attempt) {
-      if (try_copy_home_range(begin, end, out)) return;
+      ReadWindow window(slots_);
+      if (optimistic::try_copy_home_range(ctx_, window, begin, end, out)) return;
       out->resize(keep);
     }
     // Writers keep moving under us: lock the range as a writer would, and copy.
@@ -172,117 +173,30 @@ class SeqlockProtocol {
   }
 
  private:
-  enum class Outcome { kValid, kTorn, kBusy };
-  struct Attempt {
-    Outcome outcome;
-    std::optional<std::size_t> value_bytes;
-    std::uint32_t busy_owner = 0;
-  };
-
-  // The sequences a reader noted, one per bucket from the first it entered upwards. A
-  // lookup spans at most kMaxDist + 1 slots, so its window fits the inline array; a
-  // for_each batch spills into the vector.
+  // optimistic_read.hpp's Window: a locked (odd) bucket makes enter() fail.
   class ReadWindow {
    public:
     explicit ReadWindow(const layout::SlotArray& slots) : slots_(slots) {}
-    // Notes the bucket of `slot` if it is new. False if a writer holds it.
     bool enter(std::uint64_t slot) {
       const std::uint64_t bucket = layout::SlotArray::bucket_of_slot(slot);
-      if (count_ == 0) first_ = bucket;
-      if (bucket < first_ + count_) return true;
+      if (noted_.covers(bucket)) return true;
       const std::uint64_t control = slots_.bucket(bucket).control.load(std::memory_order_acquire);
       if (is_locked(control)) {
         busy_owner_ = owner_of(control);
         return false;
       }
-      if (count_ < kInline) {
-        inline_[count_] = control;
-      } else {
-        spilled_.push_back(control);
-      }
-      ++count_;
+      noted_.note(bucket, control);
       return true;
     }
-    // True if no noted bucket changed since it was entered.
-    bool still_valid() const {
-      std::atomic_thread_fence(std::memory_order_acquire);
-      for (std::size_t i = 0; i < count_; ++i) {
-        const std::uint64_t noted = i < kInline ? inline_[i] : spilled_[i - kInline];
-        if (slots_.bucket(first_ + i).control.load(std::memory_order_relaxed) != noted) return false;
-      }
-      return true;
-    }
+    std::uint64_t load(std::uint64_t slot) const noexcept { return slots_.load(slot); }
+    bool still_valid() const { return noted_.unchanged(slots_); }
     std::uint32_t busy_owner() const { return busy_owner_; }
 
    private:
-    static constexpr std::size_t kInline = (layout::kMaxDist + 1) / layout::kSlotsPerBucket + 2;
     const layout::SlotArray& slots_;
-    std::uint64_t first_ = 0;
-    std::size_t count_ = 0;
-    std::array<std::uint64_t, kInline> inline_;
-    std::vector<std::uint64_t> spilled_;
+    optimistic::NotedVersions noted_;
     std::uint32_t busy_owner_ = 0;
   };
-
-  Attempt try_lookup(const HashedKey& key, std::span<char> out, std::string* out_string) {
-    ReadWindow window(slots_);
-    auto finish = [&](std::optional<std::size_t> result) {
-      return window.still_valid() ? Attempt{Outcome::kValid, result} : Attempt{Outcome::kTorn, std::nullopt};
-    };
-    const std::uint64_t home = slots_.home_of(key.hash);
-    const std::uint16_t tag = layout::SlotArray::tag_of_hash(key.hash);
-    const std::uint64_t limit = slots_.probe_limit();
-    for (std::uint64_t i = home, d = 0; i < limit; ++i, ++d) {
-      if (!window.enter(i)) return {Outcome::kBusy, std::nullopt, window.busy_owner()};
-      const std::uint64_t word = slots_.load(i);
-      if (word == layout::kEmptySlot || layout::Slot::dist_of(word) < d) return finish(std::nullopt);
-      if (layout::Slot::tag_of(word) != tag) continue;
-      layout::RecordHeader header{};
-      const std::byte* record = ctx_.checked_record(word, &header);
-      if (record == nullptr) {
-        if (window.still_valid()) throw_invalid_record(ctx_, word);  // not torn: really corrupt
-        return {Outcome::kTorn, std::nullopt};
-      }
-      if (header.key_bytes != key.bytes.size() ||
-          !record_bytes_equal(record, sizeof(layout::RecordHeader), key.bytes)) {
-        continue;
-      }
-      const std::size_t value_offset = sizeof(layout::RecordHeader) + header.key_bytes;
-      if (out_string != nullptr) {
-        out_string->resize(header.value_bytes);
-        load_record_bytes(record, value_offset, out_string->data(), header.value_bytes);
-      } else if (header.value_bytes <= out.size()) {
-        load_record_bytes(record, value_offset, out.data(), header.value_bytes);
-      }
-      return finish(header.value_bytes);
-    }
-    return finish(std::nullopt);
-  }
-
-  struct TornCopy {};
-
-  bool try_copy_home_range(std::uint64_t begin, std::uint64_t end, std::vector<KeyValue>* out) {
-    ReadWindow window(slots_);
-    try {
-      robin_hood::visit_home_range(
-          slots_, begin, end,
-          [&](std::uint64_t, std::uint64_t word) {
-            layout::RecordHeader header{};
-            const std::byte* record = ctx_.checked_record(word, &header);
-            if (record == nullptr) throw TornCopy{};
-            std::string key(header.key_bytes, '\0'), value(header.value_bytes, '\0');
-            load_record_bytes(record, sizeof(layout::RecordHeader), key.data(), key.size());
-            load_record_bytes(record, sizeof(layout::RecordHeader) + key.size(), value.data(), value.size());
-            out->emplace_back(std::move(key), std::move(value));
-          },
-          [&](std::uint64_t s) {
-            if (!window.enter(s)) throw TornCopy{};
-          });
-    } catch (const TornCopy&) {
-      return false;
-    }
-    return window.still_valid();
-  }
 
   TableContext& ctx_;
   const layout::SlotArray& slots_;

@@ -14,7 +14,8 @@
 //   |   tag (16)    | dist (8) |  record offset / 8 (40)                    |
 //   +---------------+----------+--------------------------------------------+
 //   tag:    the low 16 bits of the key's hash; a cheap filter before the key compare.
-//   dist:   Robin Hood probe distance: this slot's index minus the key's home slot.
+//   dist:   Robin Hood probe distance: this slot's index minus the key's home slot, at
+//           most kMaxDist = 254; 255 marks a lock-free operation's descriptor reference.
 //   offset: the record's byte offset in the region, divided by 8 (records are 8-aligned,
 //           so 40 bits address 8 TiB). Offset 0 is the header, never a record, so the
 //           all-zero word means EMPTY.
@@ -56,7 +57,11 @@ inline constexpr unsigned kTagBits = 16;
 inline constexpr unsigned kDistBits = 8;
 inline constexpr unsigned kOffsetBits = 40;
 inline constexpr unsigned kOffsetShift = 3;  // records are 8-byte aligned
-inline constexpr std::uint64_t kMaxDist = (std::uint64_t{1} << kDistBits) - 1;
+inline constexpr std::uint64_t kDistMask = (std::uint64_t{1} << kDistBits) - 1;
+// A word whose dist field is all ones is not a slot: it names an operation of the
+// lock-free engine in progress (engines/lockfree/kcas.hpp). Keys never get that far.
+inline constexpr std::uint64_t kDescriptorDist = kDistMask;
+inline constexpr std::uint64_t kMaxDist = kDescriptorDist - 1;
 inline constexpr std::uint64_t kTailSlots = kMaxDist + 1;
 inline constexpr std::uint64_t kEmptySlot = 0;
 inline constexpr std::uint64_t kMaxRecordOffset = ((std::uint64_t{1} << kOffsetBits) - 1)
@@ -89,14 +94,14 @@ struct Slot {
     return static_cast<std::uint16_t>(word >> (kDistBits + kOffsetBits));
   }
   static constexpr std::uint64_t dist_of(std::uint64_t word) noexcept {
-    return (word >> kOffsetBits) & kMaxDist;
+    return (word >> kOffsetBits) & kDistMask;
   }
   static constexpr std::uint64_t offset_of(std::uint64_t word) noexcept {
     return (word & ((std::uint64_t{1} << kOffsetBits) - 1)) << kOffsetShift;
   }
   // The same key one slot further from (or nearer to) its home.
   static constexpr std::uint64_t with_dist(std::uint64_t word, std::uint64_t dist) noexcept {
-    return (word & ~(kMaxDist << kOffsetBits)) | (dist << kOffsetBits);
+    return (word & ~(kDistMask << kOffsetBits)) | (dist << kOffsetBits);
   }
 };
 
@@ -104,7 +109,8 @@ static_assert(Slot::encode(0xABCD, 7, 0x1000) != kEmptySlot, "a used slot is nev
 static_assert(Slot::tag_of(Slot::encode(0xABCD, 7, 0x1000)) == 0xABCD);
 static_assert(Slot::dist_of(Slot::encode(0xABCD, 7, 0x1000)) == 7);
 static_assert(Slot::offset_of(Slot::encode(0xABCD, 7, 0x1000)) == 0x1000);
-static_assert(Slot::dist_of(Slot::with_dist(Slot::encode(1, 7, 8), 255)) == 255);
+static_assert(Slot::dist_of(Slot::with_dist(Slot::encode(1, 7, 8), kMaxDist)) == kMaxDist);
+static_assert(kMaxDist == 254, "the probe-distance limit users are told about (options.hpp)");
 
 // The slot array as a flat sequence of slot indices over buckets.
 class SlotArray {

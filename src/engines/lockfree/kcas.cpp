@@ -1,0 +1,245 @@
+#include "engines/lockfree/kcas.hpp"
+
+#include <algorithm>
+#include <cstddef>
+#include <string>
+
+#include "fault_injection.hpp"
+#include "shmht/error.hpp"
+
+namespace shmht::lockfree {
+
+void KcasFaults::published() noexcept { detail::fault_point(testing::FaultPoint::kKcasPublished); }
+void KcasFaults::mid_install() noexcept { detail::fault_point(testing::FaultPoint::kKcasMidInstall); }
+void KcasFaults::decided() noexcept { detail::fault_point(testing::FaultPoint::kKcasDecided); }
+void KcasFaults::mid_cleanup() noexcept { detail::fault_point(testing::FaultPoint::kKcasMidCleanup); }
+
+namespace {
+
+[[noreturn]] void corrupt(const Region& region, const std::string& why) {
+  throw Error(ErrorCode::kCorrupt, region.path() + ": corrupt table: " + why + "; run `shmht check`");
+}
+
+}  // namespace
+
+Kcas::Kcas(Region& region, std::uint32_t own_entry)
+    : region_(region),
+      own_(own_entry),
+      slots_begin_(region.fixed().slot_array_offset),
+      slots_end_(region.fixed().slot_array_offset + region.fixed().bucket_count * sizeof(layout::Bucket)) {}
+
+layout::KcasDescriptor& Kcas::descriptor(std::uint32_t e) const noexcept {
+  return region_.at<layout::KcasDescriptor>(region_.fixed().engine_area_offset +
+                                             layout::descriptors_offset(region_.fixed().max_processes))[e];
+}
+
+// A word a KCAS may name: a word of the slot array, or an entry's item counter. Anything
+// else in a descriptor was written by a hostile or broken peer.
+void Kcas::check_offset(std::uint64_t offset) const {
+  if (offset % 8 == 0 && offset >= slots_begin_ && offset < slots_end_) return;
+  const std::uint64_t first = region_.fixed().engine_area_offset + layout::descriptors_offset(region_.fixed().max_processes);
+  if (offset >= first) {
+    const std::uint64_t within = (offset - first) % sizeof(layout::KcasDescriptor);
+    const std::uint64_t entry = (offset - first) / sizeof(layout::KcasDescriptor);
+    if (entry < region_.fixed().max_processes && (within == offsetof(layout::KcasDescriptor, items_added) ||
+                                                  within == offsetof(layout::KcasDescriptor, items_removed))) {
+      return;
+    }
+  }
+  corrupt(region_, "a lock-free operation names the word at offset " + std::to_string(offset) +
+                       ", which is neither a slot, a control word nor an item counter");
+}
+
+bool Kcas::copy_words(const layout::KcasDescriptor& d, std::uint64_t seq, std::vector<WordChange>* out) const {
+  const std::uint64_t count = d.kcas_count.load(std::memory_order_relaxed);
+  out->clear();
+  for (std::uint64_t i = 0; i < count && i < layout::kMaxKcasWords; ++i) {
+    const layout::KcasWord& w = d.words[i];
+    out->push_back({w.offset.load(std::memory_order_relaxed), w.expected.load(std::memory_order_relaxed),
+                    w.desired.load(std::memory_order_relaxed)});
+  }
+  // Pairs with the owner's release fence after kPreparing: if we read any field of a
+  // later use, we see its new sequence here.
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (seq_of(d.kcas_state.load(std::memory_order_relaxed)) != seq) return false;
+  if (count > layout::kMaxKcasWords) corrupt(region_, "a lock-free descriptor holds " + std::to_string(count) + " words");
+  for (const WordChange& c : *out) check_offset(c.offset);
+  return true;
+}
+
+bool Kcas::run(std::span<const WordChange> changes) {
+  if (changes.size() > layout::kMaxKcasWords) {
+    throw Error(ErrorCode::kTableFull, region_.path() + ": table full for the lock-free engine: an operation would change " +
+                                           std::to_string(changes.size()) + " words at once (the limit is " +
+                                           std::to_string(layout::kMaxKcasWords) + "); create the table with a larger capacity");
+  }
+  layout::KcasDescriptor& d = descriptor(own_);
+  const std::uint64_t seq = seq_of(d.kcas_state.load(std::memory_order_relaxed)) + 1;
+  // New sequence first: helpers still copying the previous use now fail their check.
+  d.kcas_state.store(state_of(seq, kPreparing), std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  d.kcas_count.store(changes.size(), std::memory_order_relaxed);
+  for (std::size_t i = 0; i < changes.size(); ++i) {
+    d.words[i].offset.store(changes[i].offset, std::memory_order_relaxed);
+    d.words[i].expected.store(changes[i].expected, std::memory_order_relaxed);
+    d.words[i].desired.store(changes[i].desired, std::memory_order_relaxed);
+  }
+  d.kcas_state.store(state_of(seq, kUndecided), std::memory_order_release);
+  KcasFaults::published();
+  return help({own_, false, seq}, true);
+}
+
+bool Kcas::help(Ref kcas, bool as_owner) {
+  layout::KcasDescriptor& d = descriptor(kcas.entry);
+  const std::uint64_t ref = encode_ref(kcas);
+  // Helping is acyclic (address order), so honest descriptors nest less deep than there
+  // are attachments; deeper means references that point at each other: a corrupt file.
+  if (depth_ > region_.fixed().max_processes) corrupt(region_, "lock-free operations refer to each other in a cycle");
+  if (depth_ == scratch_.size()) scratch_.emplace_back();
+  std::vector<WordChange>& changes = scratch_[depth_];
+  struct Depth {
+    std::size_t& depth;
+    explicit Depth(std::size_t& d) : depth(++d) {}
+    ~Depth() { --depth; }
+  } nested(depth_);
+  if (!as_owner) ++helped_;
+
+  const std::uint64_t state = d.kcas_state.load(std::memory_order_acquire);
+  if (seq_of(state) != kcas.seq || status_of(state) == kPreparing) return false;  // over, or never published
+  if (!copy_words(d, kcas.seq, &changes)) return false;
+
+  if (status_of(state) == kUndecided) {
+    Status decision = kSucceeded;
+    for (std::size_t i = 0; i < changes.size() && decision == kSucceeded; ++i) {
+      for (;;) {
+        const std::uint64_t found = install(kcas, changes[i].offset, changes[i].expected);
+        if (found == ref) break;  // another helper installed it
+        if (is_ref(found)) {
+          resolve(changes[i].offset, found);  // another operation is in the way: finish it
+          continue;
+        }
+        if (found != changes[i].expected) decision = kFailed;
+        break;
+      }
+      if (as_owner && i == 0) KcasFaults::mid_install();
+    }
+    std::uint64_t undecided = state_of(kcas.seq, kUndecided);
+    d.kcas_state.compare_exchange_strong(undecided, state_of(kcas.seq, decision), std::memory_order_acq_rel,
+                                         std::memory_order_acquire);
+    if (as_owner) KcasFaults::decided();
+  }
+  const std::uint64_t decided = d.kcas_state.load(std::memory_order_acquire);
+  if (seq_of(decided) != kcas.seq) return false;  // finished by others and reused
+  const bool succeeded = status_of(decided) == kSucceeded;
+  for (std::size_t i = 0; i < changes.size(); ++i) {
+    finalize(changes[i].offset, ref, succeeded ? changes[i].desired : changes[i].expected);
+    if (as_owner && i == 0) KcasFaults::mid_cleanup();
+  }
+  return succeeded;
+}
+
+void Kcas::finalize(std::uint64_t offset, std::uint64_t ref, std::uint64_t final_value) {
+  std::atomic<std::uint64_t>& w = word(offset);
+  for (std::uint64_t value = w.load(std::memory_order_acquire);;) {
+    if (value == ref) {
+      if (w.compare_exchange_strong(value, final_value, std::memory_order_acq_rel, std::memory_order_acquire)) return;
+    } else if (is_ref(value) && decode_ref(value).rdcss) {
+      // A late install of this (decided) operation, or of another: complete it, which for
+      // ours puts the expected value back, so no reference to us outlives this pass.
+      resolve(offset, value);
+      value = w.load(std::memory_order_acquire);
+    } else {
+      return;  // already final
+    }
+  }
+}
+
+std::uint64_t Kcas::install(Ref kcas, std::uint64_t offset, std::uint64_t expected) {
+  layout::KcasDescriptor& mine = descriptor(own_);
+  const std::uint64_t seq = seq_of(mine.rdcss_state.load(std::memory_order_relaxed)) + 1;
+  mine.rdcss_state.store(state_of(seq, kPreparing), std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  mine.rdcss_word.store(offset, std::memory_order_relaxed);
+  mine.rdcss_expected.store(expected, std::memory_order_relaxed);
+  mine.rdcss_kcas.store(encode_ref(kcas), std::memory_order_relaxed);
+  mine.rdcss_state.store(state_of(seq, kUndecided), std::memory_order_release);
+  const Ref rdcss{own_, true, seq};
+  const std::uint64_t rdcss_ref = encode_ref(rdcss);
+  std::atomic<std::uint64_t>& target = word(offset);
+  for (;;) {
+    std::uint64_t found = expected;
+    if (target.compare_exchange_strong(found, rdcss_ref, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      complete_rdcss(rdcss);
+      mine.rdcss_state.store(state_of(seq, kSucceeded), std::memory_order_release);
+      return expected;
+    }
+    if (is_ref(found) && decode_ref(found).rdcss) {
+      resolve(offset, found);  // someone's install in progress: finish it
+      continue;
+    }
+    mine.rdcss_state.store(state_of(seq, kSucceeded), std::memory_order_release);
+    return found;
+  }
+}
+
+void Kcas::complete_rdcss(Ref rdcss) {
+  const layout::KcasDescriptor& d = descriptor(rdcss.entry);
+  if (d.rdcss_state.load(std::memory_order_acquire) != state_of(rdcss.seq, kUndecided)) return;  // done
+  const std::uint64_t offset = d.rdcss_word.load(std::memory_order_relaxed);
+  const std::uint64_t expected = d.rdcss_expected.load(std::memory_order_relaxed);
+  const std::uint64_t kcas_ref = d.rdcss_kcas.load(std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (d.rdcss_state.load(std::memory_order_relaxed) != state_of(rdcss.seq, kUndecided)) return;
+  check_offset(offset);
+  if (!is_ref(kcas_ref) || decode_ref(kcas_ref).rdcss || decode_ref(kcas_ref).entry >= region_.fixed().max_processes) {
+    corrupt(region_, "a lock-free install names no operation");
+  }
+  const Ref kcas = decode_ref(kcas_ref);
+  const bool undecided = descriptor(kcas.entry).kcas_state.load(std::memory_order_acquire) == state_of(kcas.seq, kUndecided);
+  std::uint64_t current = encode_ref(rdcss);
+  word(offset).compare_exchange_strong(current, undecided ? kcas_ref : expected, std::memory_order_acq_rel,
+                                       std::memory_order_relaxed);
+}
+
+void Kcas::resolve(std::uint64_t offset, std::uint64_t value) {
+  const Ref r = decode_ref(value);
+  if (r.entry >= region_.fixed().max_processes) corrupt(region_, "a word refers to attachment entry " + std::to_string(r.entry));
+  if (r.rdcss) {
+    complete_rdcss(r);
+  } else {
+    help(r, false);
+  }
+  // Helping finishes an operation before its descriptor can be reused, so once it moved
+  // on the reference must be gone from the word.
+  const layout::KcasDescriptor& d = descriptor(r.entry);
+  const bool over = r.rdcss ? d.rdcss_state.load(std::memory_order_acquire) != state_of(r.seq, kUndecided)
+                            : seq_of(d.kcas_state.load(std::memory_order_acquire)) != r.seq;
+  if (over && word(offset).load(std::memory_order_acquire) == value) {
+    corrupt(region_, "the word at offset " + std::to_string(offset) + " refers to a lock-free operation that is over");
+  }
+}
+
+std::uint64_t Kcas::read(std::uint64_t offset) {
+  std::atomic<std::uint64_t>& w = word(offset);
+  for (;;) {
+    const std::uint64_t value = w.load(std::memory_order_acquire);
+    if (!is_ref(value)) return value;
+    resolve(offset, value);
+  }
+}
+
+void Kcas::finish_entry(std::uint32_t e) {
+  layout::KcasDescriptor& d = descriptor(e);
+  const std::uint64_t rdcss = d.rdcss_state.load(std::memory_order_acquire);
+  if (status_of(rdcss) == kUndecided) complete_rdcss({e, true, seq_of(rdcss)});
+  const std::uint64_t kcas = d.kcas_state.load(std::memory_order_acquire);
+  if (seq_of(kcas) != 0 && status_of(kcas) != kPreparing) help({e, false, seq_of(kcas)}, false);
+}
+
+void Kcas::help_all() {
+  const std::uint32_t entries = std::min(region_.header().entry_high_water.load(std::memory_order_acquire),
+                                         region_.fixed().max_processes);
+  for (std::uint32_t e = 0; e < entries; ++e) finish_entry(e);
+}
+
+}  // namespace shmht::lockfree

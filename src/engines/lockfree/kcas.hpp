@@ -1,0 +1,148 @@
+// engines/lockfree/kcas.hpp - a multi-word compare-and-swap between processes, with
+// descriptors that live in the region and are reused in place.
+//
+// WHAT IT DOES
+//   run(changes): if every word holds its expected value, every word gets its desired
+//   value, atomically (linearizable); otherwise nothing changes. Lock-free: a process
+//   that finds another's operation in a word it needs finishes that operation first, so
+//   a process stopped or killed at any instruction never blocks anyone.
+//
+// THE ALGORITHM (Harris, Fraser, Pratt, "A Practical Multi-Word Compare-and-Swap
+// Operation", DISC 2002)
+//   Phase 1: for each word in address order, install a reference to the descriptor
+//   with RDCSS: "if the descriptor is still undecided, swap expected -> reference". A
+//   word that holds another operation's reference: help that one finish, then retry. A
+//   word with neither the expected value nor our reference: the KCAS fails.
+//   Decision: one CAS of the descriptor's status, undecided -> succeeded or failed.
+//   Phase 2: for each word, CAS reference -> desired (succeeded) or -> expected (failed).
+//   Anyone who meets a reference runs the same phases from the descriptor's contents;
+//   the linearization point is the decision. Address order makes helping acyclic.
+//   RDCSS (double-compare single-swap) makes the install conditional on the status, so a
+//   helper that wakes up late cannot leave a reference in a word after the decision:
+//   phase 2 completes any RDCSS it finds in a word before finalizing it (finalize()).
+//
+// DESCRIPTORS, REUSED IN PLACE (Arbel-Raviv, Brown, "Reuse, don't Recycle", DISC 2017)
+//   Each attachment entry has one KCAS descriptor and one RDCSS descriptor
+//   (layout::KcasDescriptor), addressed by entry index: no pointers, nothing to free.
+//   A reference carries the descriptor's sequence number; the owner bumps it (status
+//   kPreparing) before rewriting the fields and publishes kUndecided after. A helper
+//   copies the fields, then re-reads the state: a different sequence means the
+//   operation it was helping is over (its owner only reuses the descriptor after its
+//   phase 2, so no word still refers to the old sequence), and the copy is discarded.
+//
+// REFERENCE WORDS (they replace a slot, control or counter word while an operation runs)
+//   63          48 47     40 39                              0
+//   +-------------+---------+--------------------------------+
+//   | value >> 40 |  0xFF   | value & (2^40 - 1)             |    value (56 bits) =
+//   +-------------+---------+--------------------------------+    seq << 13 | rdcss << 12 | entry
+//   Bits 40..47 all ones never occur in a slot word (dist <= kMaxDist = 254), in a
+//   version (40 bits) or in a counter (40 bits). Sequences have 43 bits: they do not wrap.
+//
+// A PROCESS THAT DIES OR STOPS
+//   Its references are finished by whoever meets them, as part of their own operation.
+//   Before the heir of a dead entry reuses its descriptors it finishes what they describe
+//   (finish_entry), and help_all() does that for every entry (cold start, check).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <span>
+#include <vector>
+
+#include "layout/engine_area.hpp"
+#include "region.hpp"
+
+namespace shmht::lockfree {
+
+inline constexpr std::uint64_t kValueMask = (std::uint64_t{1} << 40) - 1;  // versions, counters
+
+struct Ref {
+  std::uint32_t entry;
+  bool rdcss;
+  std::uint64_t seq;
+};
+
+constexpr bool is_ref(std::uint64_t word) noexcept { return ((word >> 40) & 0xFF) == 0xFF; }
+constexpr std::uint64_t encode_ref(Ref r) noexcept {
+  const std::uint64_t value = (r.seq << 13) | (std::uint64_t{r.rdcss} << 12) | r.entry;
+  return ((value >> 40) << 48) | (std::uint64_t{0xFF} << 40) | (value & kValueMask);
+}
+constexpr Ref decode_ref(std::uint64_t word) noexcept {
+  const std::uint64_t value = ((word >> 48) << 40) | (word & kValueMask);
+  return {static_cast<std::uint32_t>(value & 0xFFF), ((value >> 12) & 1) != 0, value >> 13};
+}
+static_assert(is_ref(encode_ref({4095, true, (std::uint64_t{1} << 43) - 1})));
+static_assert(decode_ref(encode_ref({4095, true, (std::uint64_t{1} << 43) - 1})).seq == (std::uint64_t{1} << 43) - 1);
+static_assert(decode_ref(encode_ref({17, false, 5})).entry == 17 && !decode_ref(encode_ref({17, false, 5})).rdcss);
+static_assert(!is_ref(kValueMask), "a 40-bit version or counter is never a reference");
+
+// Descriptor status, the low two bits of kcas_state / rdcss_state.
+enum Status : std::uint64_t { kPreparing = 0, kUndecided = 1, kSucceeded = 2, kFailed = 3 };
+constexpr std::uint64_t state_of(std::uint64_t seq, Status status) noexcept { return (seq << 2) | status; }
+constexpr std::uint64_t seq_of(std::uint64_t state) noexcept { return state >> 2; }
+constexpr Status status_of(std::uint64_t state) noexcept { return static_cast<Status>(state & 3); }
+static_assert(state_of(0, kPreparing) == 0, "a zeroed descriptor was never used (sequence 0)");
+
+struct WordChange {
+  std::uint64_t offset;  // region byte offset of the word
+  std::uint64_t expected, desired;
+};
+
+// Where a fault point fires inside run() (the owner only, not helpers).
+struct KcasFaults {
+  static void published() noexcept;     // descriptor undecided, nothing installed
+  static void mid_install() noexcept;   // the first word holds the reference
+  static void decided() noexcept;       // status decided, references still in place
+  static void mid_cleanup() noexcept;   // the first word has its final value
+};
+
+class Kcas {
+ public:
+  Kcas(Region& region, std::uint32_t own_entry);
+
+  // The multi-word CAS. `changes` sorted by offset, offsets distinct and valid (words
+  // of the slot array, or this entry's item counters). At most layout::kMaxKcasWords.
+  bool run(std::span<const WordChange> changes);
+  // The word's value with no operation in it: finishes whatever operation is there.
+  std::uint64_t read(std::uint64_t offset);
+  std::atomic<std::uint64_t>& word(std::uint64_t offset) const noexcept { return *region_.at<std::atomic<std::uint64_t>>(offset); }
+
+  // Finishes the operations entry `e`'s descriptors may still describe.
+  void finish_entry(std::uint32_t e);
+  // finish_entry for every entry that was ever attached.
+  void help_all();
+
+  layout::KcasDescriptor& descriptor(std::uint32_t e) const noexcept;
+  std::uint32_t own_entry() const noexcept { return own_; }
+
+  // Counters, for the engine's report (helping is what lock-freedom costs).
+  std::uint64_t helped() const noexcept { return helped_; }
+
+ private:
+  bool help(Ref kcas, bool as_owner);
+  // Installs `kcas` into the word at `offset` if it holds `expected` and `kcas` is
+  // undecided. Returns the value it found there (expected on success).
+  std::uint64_t install(Ref kcas, std::uint64_t offset, std::uint64_t expected);
+  void complete_rdcss(Ref rdcss);
+  // Phase 2 on one word: `ref` (a decided operation) -> final_value. RDCSS installs still
+  // in the word are completed first: one that read "undecided" before the decision and
+  // swaps late would otherwise leave a reference after its descriptor was reused.
+  void finalize(std::uint64_t offset, std::uint64_t ref, std::uint64_t final_value);
+  // Finishes the operation `value` (a reference found in the word at `offset`) names.
+  // A reference whose descriptor has moved on cannot still be in place: if it is, the
+  // file is corrupt (throws), never an endless retry.
+  void resolve(std::uint64_t offset, std::uint64_t value);
+  // Copies a descriptor's words while its sequence is `seq`; false if it moved on.
+  bool copy_words(const layout::KcasDescriptor& d, std::uint64_t seq, std::vector<WordChange>* out) const;
+  void check_offset(std::uint64_t offset) const;
+
+  Region& region_;
+  std::uint32_t own_;
+  std::uint64_t slots_begin_, slots_end_;  // the slot array's bytes
+  std::uint64_t helped_ = 0;
+  std::deque<std::vector<WordChange>> scratch_;  // one per helping depth (deque: stable references)
+  std::size_t depth_ = 0;
+};
+
+}  // namespace shmht::lockfree

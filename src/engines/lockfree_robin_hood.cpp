@@ -1,0 +1,354 @@
+// engines/lockfree_robin_hood.cpp - the lock-free engine: Robin Hood hashing in which no
+// process ever waits for another.
+//
+// DESIGN (after Kelly, Pearlmutter, Maguire, "Concurrent Robin Hood Hashing", OPODIS 2018)
+//   Same slot array as every engine (layout/slot.hpp): Robin Hood linear probing, no
+//   wrap-around, backward-shift deletion. Each bucket's control word is a version (40
+//   bits). Every write is ONE multi-word CAS (lockfree/kcas.hpp) over:
+//     - the control word of every bucket whose slots it read to decide, bumped by one;
+//     - every slot it changes (an insertion's whole right shift, an erasure's whole
+//       backward shift, or the one slot an overwrite re-points);
+//     - this attachment's item counter (items_added or items_removed).
+//   The write is planned from an optimistic snapshot (versions noted as the probe enters
+//   each bucket, exactly as a seqlock reader does); the KCAS succeeds only if no version
+//   and no slot changed since, so the plan is applied to the state it was computed on, or
+//   not at all, and the planner starts again. Where Kelly et al. validate readers with
+//   sharded timestamps, the per-bucket versions play that role here.
+//   Readers (get, contains, iteration) never write unless they meet an operation in
+//   progress: they note versions, read slots and record bytes with relaxed atomic loads,
+//   and re-check the versions (optimistic_read.hpp). A word that holds a descriptor
+//   reference is finished (helped) before it is read.
+//
+// PROGRESS
+//   insert, assign, erase: lock-free. A KCAS fails only because another operation changed
+//   one of its words, i.e. completed; a process that meets an unfinished operation
+//   finishes it itself instead of waiting for its owner, so a stopped or killed owner
+//   delays nobody. get, contains and iteration: lock-free, not wait-free: a reader
+//   retries when a write changed a bucket it read, and helps an operation it meets.
+//   Nothing on any path waits for another process, sleeps, or spins on a word.
+//
+// INVARIANTS
+//   Between operations the slots satisfy the Robin Hood invariants and hold no
+//   reference words; a bucket's version changes whenever one of its slots does; a record
+//   is reachable only while linked; it is freed (to its owner's free list) only after
+//   the KCAS that unlinked it succeeded, which bumped the version of the bucket that
+//   pointed at it, so an optimistic reader of the old record fails its re-check.
+//   The item counters change in the same KCAS as the slots: they always sum exactly.
+//
+// MEMORY ORDER
+//   KCAS installs and finalizations are acq_rel CASes; a record is written (relaxed
+//   atomic stores) before the KCAS that links it, whose release publishes it to readers
+//   that acquire the slot word. Readers' validation: acquire fence, then relaxed reloads of
+//   the control words (the seqlock pattern of Boehm, MSPC 2012).
+//
+// A PROCESS THAT DIES OR STOPS MID-OPERATION
+//   Before its KCAS is published: nothing is visible; a record it wrote but never linked
+//   is leaked (one record, as in every engine). After: whoever meets one of its words
+//   finishes the KCAS (both phases) as part of its own operation; the heir of its entry
+//   finishes it before reusing the descriptor, and `check` and cold-start recovery
+//   finish every published descriptor (Kcas::help_all). No repair sweep: nothing is ever
+//   half-shifted, because the whole shift is one KCAS.
+//   A stopped process holds no memory hostage either: records are reused by validation,
+//   not by epochs, so nothing waits for a stopped reader to move on.
+//
+// WHY NOT A ProtocolEngine (protocol_engine.hpp)
+//   That layer is built on write scopes that exclude; here nothing excludes. This file
+//   reuses the rest: robin_hood.hpp's slot encoding and run rules, record_io.hpp, the
+//   arena, optimistic_read.hpp (shared with the seqlock), and check.
+#include <vector>
+
+#include "engines/engine.hpp"
+#include "engines/lockfree/kcas.hpp"
+#include "engines/optimistic_read.hpp"
+
+namespace shmht {
+namespace {
+
+using layout::Slot;
+using lockfree::WordChange;
+
+class LockFreeEngine final : public EngineBase {
+ public:
+  explicit LockFreeEngine(TableContext& context)
+      : ctx_(context), slots_(context.slots()), kcas_(context.region(), context.entry_index()) {}
+
+  std::optional<std::size_t> get(const HashedKey& key, std::span<char> out) override { return lookup(key, out, nullptr); }
+  bool get(const HashedKey& key, std::string* out) override { return lookup(key, {}, out).has_value(); }
+  bool contains(const HashedKey& key) override { return lookup(key, {}, nullptr).has_value(); }
+
+  bool insert(const HashedKey& key, std::string_view value) override {
+    const NewRecord fresh = write_record(key, value);
+    return until_done([&](Snapshot& snap) -> std::optional<bool> {
+      const Found found = probe(snap, key);
+      if (!found.present) return link_new(snap, key, found, fresh) ? std::optional(true) : std::nullopt;
+      if (!snap.still_valid()) return std::nullopt;
+      ctx_.arena().free(fresh.offset, fresh.bytes);
+      return false;
+    });
+  }
+
+  bool assign(const HashedKey& key, std::string_view value) override {
+    const NewRecord fresh = write_record(key, value);
+    return until_done([&](Snapshot& snap) -> std::optional<bool> {
+      const Found found = probe(snap, key);
+      if (!found.present) return link_new(snap, key, found, fresh) ? std::optional(true) : std::nullopt;
+      // An overwrite re-points one slot: a KCAS of that slot and its bucket's version.
+      const std::uint64_t old_word = snap.word(found.slot);
+      const std::uint64_t bucket = layout::SlotArray::bucket_of_slot(found.slot);
+      const std::vector<WordChange> changes = {
+          bump(bucket, snap.version(bucket)),
+          {slot_offset(found.slot), old_word, Slot::encode(Slot::tag_of(old_word), Slot::dist_of(old_word), fresh.offset)}};
+      if (!run(changes)) return std::nullopt;
+      ctx_.arena().free(Slot::offset_of(old_word), found.record_bytes);
+      return false;
+    });
+  }
+
+  bool erase(const HashedKey& key) override {
+    return until_done([&](Snapshot& snap) -> std::optional<bool> {
+      const Found found = probe(snap, key);
+      if (!found.present) return snap.still_valid() ? std::optional(false) : std::nullopt;
+      // Backward shift of the run after the key, up to an empty slot or a key at home.
+      const std::uint64_t limit = slots_.probe_limit();
+      std::uint64_t last = found.slot;
+      while (last + 1 < limit) {
+        const std::uint64_t next = snap.word(last + 1);
+        if (next == layout::kEmptySlot || Slot::dist_of(next) == 0) break;
+        ++last;
+      }
+      const std::uint64_t stop = std::min(last + 1, limit - 1);  // read to decide where the run ends
+      std::vector<WordChange> changes;
+      changes.push_back(count(&layout::KcasDescriptor::items_removed));
+      for_each_bucket(snap, found.slot, stop, &changes, [&](std::uint64_t s) -> std::optional<std::uint64_t> {
+        if (s < found.slot || s > last) return std::nullopt;
+        if (s == last) return layout::kEmptySlot;
+        const std::uint64_t next = snap.word(s + 1);
+        return Slot::with_dist(next, Slot::dist_of(next) - 1);
+      });
+      if (!run(changes)) return std::nullopt;
+      ctx_.arena().free(Slot::offset_of(snap.word(found.slot)), found.record_bytes);
+      return true;
+    });
+  }
+
+  void copy_home_range(std::uint64_t begin, std::uint64_t end, std::vector<KeyValue>* out) override {
+    // Nothing can be locked, so a range that writers keep changing is split until the
+    // pieces are small enough to read between two writes (one home slot at the least).
+    constexpr int kAttemptsBeforeSplit = 4;
+    const std::size_t keep = out->size();
+    for (int attempt = 0; attempt < kAttemptsBeforeSplit || end - begin == 1; ++attempt) {
+      ReadWindow window(*this);
+      if (optimistic::try_copy_home_range(ctx_, window, begin, end, out)) return;
+      out->resize(keep);
+    }
+    const std::uint64_t middle = begin + (end - begin) / 2;
+    copy_home_range(begin, middle, out);
+    copy_home_range(middle, end, out);
+  }
+
+  // Nothing can be excluded: finishes every published operation (a dead process's
+  // included), then runs fn. `check` on a table that live processes are writing to may
+  // therefore report changes made while it ran.
+  std::uint64_t with_exclusive_access(const std::function<void()>& fn) override {
+    kcas_.help_all();
+    fn();
+    return 0;
+  }
+
+ private:
+  struct NewRecord {
+    std::uint64_t offset, bytes;
+  };
+  struct Found {
+    bool present;
+    std::uint64_t slot;  // where the key is, or where it would go
+    std::uint64_t dist;
+    std::uint64_t record_bytes;  // of the key's record, when present
+  };
+  struct Torn {};  // the snapshot was overtaken by a write: start again
+
+  std::uint64_t control_offset(std::uint64_t bucket) const noexcept {
+    return ctx_.fixed().slot_array_offset + bucket * sizeof(layout::Bucket);
+  }
+  std::uint64_t slot_offset(std::uint64_t slot) const noexcept {
+    return control_offset(layout::SlotArray::bucket_of_slot(slot)) + sizeof(std::uint64_t) * (1 + slot % layout::kSlotsPerBucket);
+  }
+
+  // optimistic_read.hpp's Window over versions: entering a bucket never fails (an
+  // operation in its control word is finished first); slot words are read likewise.
+  class ReadWindow {
+   public:
+    explicit ReadWindow(LockFreeEngine& e) : e_(e) {}
+    bool enter(std::uint64_t slot) {
+      const std::uint64_t bucket = layout::SlotArray::bucket_of_slot(slot);
+      if (!noted_.covers(bucket)) noted_.note(bucket, e_.kcas_.read(e_.control_offset(bucket)));
+      return true;
+    }
+    std::uint64_t load(std::uint64_t slot) { return e_.kcas_.read(e_.slot_offset(slot)); }
+    bool still_valid() const { return noted_.unchanged(e_.slots_); }
+    std::uint32_t busy_owner() const { return 0; }
+    std::uint64_t version(std::uint64_t bucket) const { return noted_.noted(bucket); }
+
+   private:
+    LockFreeEngine& e_;
+    optimistic::NotedVersions noted_;
+  };
+
+  // A writer's snapshot: a ReadWindow that also remembers every slot word it read, from
+  // the first slot it was asked for upwards.
+  class Snapshot {
+   public:
+    explicit Snapshot(LockFreeEngine& e) : window_(e) {}
+    std::uint64_t word(std::uint64_t slot) {
+      if (words_.empty()) first_ = slot;
+      if (slot < first_) throw Torn{};  // never happens: probes only move up
+      while (first_ + words_.size() <= slot) {
+        const std::uint64_t s = first_ + words_.size();
+        window_.enter(s);
+        words_.push_back(window_.load(s));
+      }
+      return words_[slot - first_];
+    }
+    std::uint64_t version(std::uint64_t bucket) const { return window_.version(bucket); }
+    bool still_valid() const { return window_.still_valid(); }
+
+   private:
+    ReadWindow window_;
+    std::uint64_t first_ = 0;
+    std::vector<std::uint64_t> words_;
+  };
+
+  // Runs attempt(fresh snapshot) until it returns an answer (nullopt, or a Torn throw:
+  // the snapshot was overtaken by a write; start again).
+  template <class Attempt>
+  bool until_done(Attempt&& attempt) {
+    for (;;) {
+      try {
+        Snapshot snap(*this);
+        if (const std::optional<bool> answer = attempt(snap)) return *answer;
+      } catch (const Torn&) {
+      }
+    }
+  }
+
+  std::optional<std::size_t> lookup(const HashedKey& key, std::span<char> out, std::string* out_string) {
+    for (;;) {
+      ReadWindow window(*this);
+      const optimistic::Attempt attempt = optimistic::try_lookup(ctx_, window, key, out, out_string);
+      if (attempt.outcome == optimistic::Outcome::kValid) return attempt.value_bytes;
+    }
+  }
+
+  // The key's slot, or where it would be inserted, read from the snapshot.
+  Found probe(Snapshot& snap, const HashedKey& key) {
+    const std::uint64_t home = slots_.home_of(key.hash);
+    const std::uint16_t tag = layout::SlotArray::tag_of_hash(key.hash);
+    const std::uint64_t limit = slots_.probe_limit();
+    std::uint64_t d = 0;
+    for (std::uint64_t i = home; i < limit; ++i, ++d) {
+      const std::uint64_t word = snap.word(i);
+      if (word == layout::kEmptySlot || Slot::dist_of(word) < d) return {false, i, d, 0};
+      if (Slot::tag_of(word) != tag) continue;
+      layout::RecordHeader header{};
+      const std::byte* record = ctx_.checked_record(word, &header);
+      if (record == nullptr) {
+        if (snap.still_valid()) throw_invalid_record(ctx_, word);
+        throw Torn{};
+      }
+      if (header.key_bytes == key.bytes.size() && record_bytes_equal(record, sizeof(layout::RecordHeader), key.bytes)) {
+        return {true, i, d, record_bytes_for(header.key_bytes, header.value_bytes)};
+      }
+    }
+    return {false, limit, d, 0};
+  }
+
+  // Links `fresh` where `found` says the key would go: one KCAS of the whole right shift.
+  // False if the snapshot was overtaken (the caller starts again).
+  bool link_new(Snapshot& snap, const HashedKey& key, const Found& found, const NewRecord& fresh) {
+    const std::uint64_t limit = slots_.probe_limit();
+    std::uint64_t last = found.slot;
+    bool room = found.dist <= layout::kMaxDist && found.slot < limit;
+    for (; room; ++last) {
+      if (last >= limit) {
+        room = false;
+        break;
+      }
+      const std::uint64_t word = snap.word(last);
+      if (word == layout::kEmptySlot) break;
+      if (Slot::dist_of(word) >= layout::kMaxDist) room = false;
+    }
+    if (!room) {
+      if (!snap.still_valid()) return false;
+      ctx_.arena().free(fresh.offset, fresh.bytes);
+      throw Error(ErrorCode::kTableFull,
+                  ctx_.region().path() + ": table full: no free slot within probe distance " +
+                      std::to_string(layout::kMaxDist) + " of the key's home (capacity " +
+                      std::to_string(ctx_.fixed().capacity) + "; create the table with a larger capacity)");
+    }
+    const std::uint64_t home = slots_.home_of(key.hash);
+    const std::uint64_t new_word = Slot::encode(layout::SlotArray::tag_of_hash(key.hash), found.dist, fresh.offset);
+    std::vector<WordChange> changes;
+    changes.push_back(count(&layout::KcasDescriptor::items_added));
+    for_each_bucket(snap, home, last, &changes, [&](std::uint64_t s) -> std::optional<std::uint64_t> {
+      if (s < found.slot) return std::nullopt;
+      if (s == found.slot) return new_word;
+      const std::uint64_t moved = snap.word(s - 1);
+      return Slot::with_dist(moved, Slot::dist_of(moved) + 1);
+    });
+    return run(changes);
+  }
+
+  // Appends, in address order, a version bump for every bucket of slots [from, to] and
+  // the new value desired(s) of each slot s for which it is set.
+  template <class Desired>
+  void for_each_bucket(Snapshot& snap, std::uint64_t from, std::uint64_t to, std::vector<WordChange>* changes,
+                       Desired&& desired) {
+    std::uint64_t bucket = ~std::uint64_t{0};
+    for (std::uint64_t s = from; s <= to; ++s) {
+      if (layout::SlotArray::bucket_of_slot(s) != bucket) {
+        bucket = layout::SlotArray::bucket_of_slot(s);
+        snap.word(s);  // the bucket's version is noted when its first slot is read
+        changes->push_back(bump(bucket, snap.version(bucket)));
+      }
+      if (const std::optional<std::uint64_t> value = desired(s)) changes->push_back({slot_offset(s), snap.word(s), *value});
+    }
+  }
+
+  WordChange bump(std::uint64_t bucket, std::uint64_t version) const {
+    return {control_offset(bucket), version, (version + 1) & lockfree::kValueMask};
+  }
+
+  // +1 on one of this attachment's item counters (only its owner starts such a change).
+  WordChange count(std::atomic<std::uint64_t> layout::KcasDescriptor::*counter) {
+    std::atomic<std::uint64_t>& word = kcas_.descriptor(ctx_.entry_index()).*counter;
+    const std::uint64_t offset = static_cast<std::uint64_t>(reinterpret_cast<std::byte*>(&word) - ctx_.region().base());
+    const std::uint64_t value = word.load(std::memory_order_acquire);
+    return {offset, value, (value + 1) & lockfree::kValueMask};
+  }
+
+  bool run(const std::vector<WordChange>& changes) {
+    const bool done = kcas_.run(changes);
+    if (!done) ++failures_;
+    return done;
+  }
+
+  NewRecord write_record(const HashedKey& key, std::string_view value) {
+    const std::uint64_t bytes = record_bytes_for(key.bytes.size(), value.size());
+    const std::uint64_t offset = ctx_.arena().allocate(bytes);
+    store_record(ctx_.region().at(offset), key.bytes, value);
+    return {offset, bytes};
+  }
+
+  TableContext& ctx_;
+  const layout::SlotArray& slots_;
+  lockfree::Kcas kcas_;
+  std::uint64_t failures_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<EngineBase> make_lockfree_engine(TableContext& context) {
+  return std::make_unique<LockFreeEngine>(context);
+}
+
+}  // namespace shmht
