@@ -118,7 +118,7 @@ class TableImpl {
 
   std::uint64_t size() {
     check_usable();
-    const std::int64_t total = counted_items(context_.region());
+    const std::int64_t total = engine_->item_count(context_.region());
     return total < 0 ? 0 : static_cast<std::uint64_t>(total);
   }
 
@@ -269,6 +269,8 @@ std::uint64_t Table::size() { return impl().size(); }
 void Table::for_each(const std::function<void(std::string_view, std::string_view)>& fn) { impl().for_each(fn); }
 
 Stats Table::stats() { return impl().stats(); }
+
+OperationCounters Table::counters() { return impl().engine().counters(); }
 
 const std::string& Table::path() const {
   if (!impl_) throw Error(ErrorCode::kInvalidArgument, "the table handle is closed");

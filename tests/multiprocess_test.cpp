@@ -43,6 +43,38 @@ TEST_P(MultiProcess, DisjointInsertsAreAllFound) {
   EXPECT_TRUE(report.clean) << (report.problems.empty() ? "" : report.problems.front());
 }
 
+// size() read while others write must stay a plausible count: under lockfree a counter
+// word can hold a running operation's descriptor reference, which size() must finish
+// rather than add up (it once read as about 2^40 items).
+TEST_P(MultiProcess, SizeStaysInRangeWhileOthersWrite) {
+  constexpr int kChildren = 2, kKeys = 2000;
+  Table parent = make(kChildren * kKeys);
+  SharedArray<std::atomic<int>> stop(1);
+  for (int c = 0; c < kChildren; ++c) {
+    children_.spawn([&, c] {
+      Table t = open_in_child();
+      for (std::uint64_t i = 0; stop[0].load() == 0; ++i) {
+        const std::string key = key_of(c * kKeys + i % kKeys);
+        if (i % 3 == 2) {
+          t.erase(key);
+        } else {
+          t.assign(key, "v");
+        }
+      }
+      return 0;
+    });
+  }
+  for (int poll = 0; poll < 20'000; ++poll) {
+    const std::uint64_t size = parent.size();
+    if (size > std::uint64_t{kChildren * kKeys}) {
+      stop[0].store(1);
+      FAIL() << "size() read " << size << " with at most " << kChildren * kKeys << " keys possible";
+    }
+  }
+  stop[0].store(1);
+  children_.expect_all_succeed();
+}
+
 TEST_P(MultiProcess, CountersIncrementedByAssignSumToWhatChildrenReport) {
   constexpr int kChildren = 4, kCountersPerChild = 8, kRounds = 3000;
   Table parent = make(1000);

@@ -466,6 +466,7 @@ void write_percentiles(JsonWriter& j, const Percentiles& p) {
 struct Figures {
   std::uint64_t ops[kOpTypes] = {}, misses[kOpTypes] = {};
   std::uint64_t errors = 0, user_us = 0, sys_us = 0, minor = 0, major = 0, voluntary = 0, involuntary = 0;
+  std::uint64_t failed_cas = 0, helped = 0;
   std::uint64_t start_ns = UINT64_MAX, end_ns = 0;
   std::vector<std::uint32_t> samples;
 
@@ -481,6 +482,8 @@ struct Figures {
     major += w.major_faults;
     voluntary += w.voluntary_switches;
     involuntary += w.involuntary_switches;
+    failed_cas += w.failed_cas;
+    helped += w.helped;
     if (w.start_ns) start_ns = std::min(start_ns, w.start_ns);
     end_ns = std::max(end_ns, w.end_ns);
     samples.insert(samples.end(), w.latency_ns, w.latency_ns + w.sample_count);
@@ -523,6 +526,14 @@ struct Figures {
     j.field("voluntary", voluntary);
     j.field("involuntary", involuntary);
     j.field("per_op", total > 0 ? static_cast<double>(voluntary + involuntary) / total : 0.0);
+    j.end_object();
+    // The lock-free engine's coordination costs (zeros for every other store).
+    j.key("lockfree");
+    j.begin_object();
+    j.field("failed_cas", failed_cas);
+    j.field("helped", helped);
+    j.field("failed_cas_per_op", total > 0 ? static_cast<double>(failed_cas) / total : 0.0);
+    j.field("helped_per_op", total > 0 ? static_cast<double>(helped) / total : 0.0);
     j.end_object();
   }
 };

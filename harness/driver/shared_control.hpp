@@ -36,6 +36,7 @@ struct WorkerReport {
   std::uint64_t user_us = 0, sys_us = 0;
   std::uint64_t minor_faults = 0, major_faults = 0;
   std::uint64_t voluntary_switches = 0, involuntary_switches = 0;
+  std::uint64_t failed_cas = 0, helped = 0;  // lock-free engine, over the timed phase
   char cpu_binding[64] = {};         // what the kernel granted, hwloc list syntax
   char memory_binding[64] = {};      // nodes
   char memory_policy[32] = {};

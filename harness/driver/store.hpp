@@ -25,6 +25,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "backing.hpp"
@@ -61,6 +62,9 @@ class StoreSession {
   virtual bool erase(std::string_view key) = 0;
   // Makes buffered writes visible (batched stores); the default has nothing to do.
   virtual void flush() {}
+  // Lock-free coordination costs of this session so far: failed multi-word CASes and
+  // operations of others it finished (shmht's lockfree engine; zeros elsewhere).
+  virtual std::pair<std::uint64_t, std::uint64_t> coordination() { return {0, 0}; }
   // Calls fn(key, value) for every entry (the seed scenario's "foreach" passes). Stores
   // that cannot iterate keep this default, which throws; the driver reports the error.
   virtual void for_each(const std::function<void(std::string_view key, std::string_view value)>& fn) {

@@ -20,6 +20,10 @@ class ShmhtSession final : public StoreSession {
   bool assign(std::string_view key, std::string_view value) override { return table_.assign(key, value); }
   bool erase(std::string_view key) override { return table_.erase(key); }
   void for_each(const std::function<void(std::string_view, std::string_view)>& fn) override { table_.for_each(fn); }
+  std::pair<std::uint64_t, std::uint64_t> coordination() override {
+    const shmht::OperationCounters c = table_.counters();
+    return {c.failed_cas, c.helped};
+  }
 
  private:
   Table table_;

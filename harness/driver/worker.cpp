@@ -71,6 +71,7 @@ void run_timed_phase(const WorkerContext& c, StoreSession& session, WorkerReport
       c.ops == 0 ? c.control->go_ns + static_cast<std::uint64_t>(spec.duration_s * 1e9) : UINT64_MAX;
 
   rusage before{}, after{};
+  const auto coordination_before = session.coordination();
   getrusage(RUSAGE_SELF, &before);
   report.start_ns = monotonic_ns();
   for (std::uint64_t n = 0;; ++n) {
@@ -109,6 +110,9 @@ void run_timed_phase(const WorkerContext& c, StoreSession& session, WorkerReport
   report.major_faults = static_cast<std::uint64_t>(after.ru_majflt - before.ru_majflt);
   report.voluntary_switches = static_cast<std::uint64_t>(after.ru_nvcsw - before.ru_nvcsw);
   report.involuntary_switches = static_cast<std::uint64_t>(after.ru_nivcsw - before.ru_nivcsw);
+  const auto coordination_after = session.coordination();
+  report.failed_cas = coordination_after.first - coordination_before.first;
+  report.helped = coordination_after.second - coordination_before.second;
 }
 
 }  // namespace

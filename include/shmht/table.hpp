@@ -5,7 +5,7 @@
 //   std::optional<std::string> v = t.get("alice");                     // "42"
 //
 //   // another process:
-//   auto u = shmht::Table::open("users", {.engine = shmht::Engine::kGlobalLock});
+//   auto u = shmht::Table::open("users");   // with the engine the table is used with
 //
 // Keys and values are byte strings (std::string_view). A Table handle belongs to one
 // thread at a time (like a std container); threads that work concurrently each open
@@ -50,6 +50,15 @@ struct Stats {
   std::vector<pid_t> attached_pids;
 };
 
+// What this handle's operations cost in coordination (the lock-free engine counts; the
+// lock engines report zeros): multi-word CASes that failed because another operation
+// changed a word first (the operation then starts again), and operations of other
+// processes this handle finished on their behalf.
+struct OperationCounters {
+  std::uint64_t failed_cas = 0;
+  std::uint64_t helped = 0;
+};
+
 class TableImpl;
 
 class Table {
@@ -57,7 +66,8 @@ class Table {
   // Creates a new table. `name` is a bare name (/dev/shm/<name>) or an absolute path.
   // Fails with kAlreadyExists if it exists. The creator is attached with options.engine.
   static Table create(const std::string& name, const CreateOptions& options = {});
-  // Opens an existing table with the given engine (see OpenOptions).
+  // Opens an existing table, with its active engine unless options.engine says otherwise
+  // (see OpenOptions).
   static Table open(const std::string& name, const OpenOptions& options = {});
   // Opens `name`, creating it with `create_options` if it does not exist.
   static Table open_or_create(const std::string& name, const CreateOptions& create_options = {});
@@ -93,6 +103,7 @@ class Table {
   void for_each(const std::function<void(std::string_view key, std::string_view value)>& fn);
 
   Stats stats();
+  OperationCounters counters();
   const std::string& path() const;
   Engine engine() const;
   // Detaches. Further calls throw kInvalidArgument. The destructor closes too.

@@ -6,6 +6,7 @@
 // key and forwards to the engine chosen at open.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -23,6 +24,7 @@
 #include "region.hpp"
 #include "shmht/engine.hpp"
 #include "shmht/error.hpp"
+#include "shmht/table.hpp"
 
 namespace shmht {
 
@@ -83,6 +85,15 @@ class TableContext {
 
 using KeyValue = std::pair<std::string, std::string>;
 
+// The item count the attachments' counters add up to (every engine's counters). A
+// lock-free counter may hold an operation's reference while it runs: a caller that can
+// meet one passes a reader that finishes it (the default reads the raw word, for callers
+// that have settled every operation first: check, recovery).
+using CounterReader = std::function<std::uint64_t(const std::atomic<std::uint64_t>&)>;
+std::int64_t counted_items(const Region& region, const CounterReader& read = [](const std::atomic<std::uint64_t>& w) {
+  return w.load(std::memory_order_relaxed);
+});
+
 class EngineBase {
  public:
   virtual ~EngineBase() = default;
@@ -102,6 +113,10 @@ class EngineBase {
   // Runs fn with every writer excluded, after repairing anything a dead writer left.
   // Returns the number of interrupted shifts repaired on the way in.
   virtual std::uint64_t with_exclusive_access(const std::function<void()>& fn) = 0;
+  // This handle's coordination costs (shmht::OperationCounters); zero for lock engines.
+  virtual OperationCounters counters() const { return {}; }
+  // What the item counters add up to (counted_items), read the way this engine must.
+  virtual std::int64_t item_count(Region& region) { return counted_items(region); }
 };
 
 // Each engine file defines its factory and the initialiser of its engine-area state;
@@ -126,7 +141,5 @@ void switch_engine_state(Region& region, std::uint32_t engine, std::uint32_t str
 // left in flight that is not a lock (the lock-free engine's published operations).
 void settle_engine_state(Region& region, std::uint32_t own_entry);
 
-// The item count the attachments' counters add up to (every engine's counters).
-std::int64_t counted_items(const Region& region);
 
 }  // namespace shmht

@@ -66,16 +66,15 @@ void zero_lazily(std::byte* bytes, std::uint64_t size) {
 
 }  // namespace
 
-std::int64_t counted_items(const Region& region) {
+std::int64_t counted_items(const Region& region, const CounterReader& read) {
   std::int64_t counted = 0;
   const auto* descriptors = region.at<layout::KcasDescriptor>(region.fixed().engine_area_offset +
                                                               layout::descriptors_offset(region.fixed().max_processes));
   for (std::uint32_t e = 0; e < region.fixed().max_processes; ++e) {
     counted += region.entry(e).item_delta.load(std::memory_order_relaxed);
     // The lock-free counters count modulo 2^40: their difference, as a signed 40-bit value.
-    const std::uint64_t difference = (descriptors[e].items_added.load(std::memory_order_relaxed) -
-                                      descriptors[e].items_removed.load(std::memory_order_relaxed)) &
-                                     lockfree::kValueMask;
+    const std::uint64_t difference =
+        (read(descriptors[e].items_added) - read(descriptors[e].items_removed)) & lockfree::kValueMask;
     counted += static_cast<std::int64_t>(difference << 24) >> 24;
   }
   return counted;

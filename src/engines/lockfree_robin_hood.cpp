@@ -146,6 +146,15 @@ class LockFreeEngine final : public EngineBase {
     copy_home_range(middle, end, out);
   }
 
+  OperationCounters counters() const override { return {failures_, kcas_.helped()}; }
+
+  // A counter word may hold a running operation's reference: finish it, then read.
+  std::int64_t item_count(Region& region) override {
+    return counted_items(region, [&](const std::atomic<std::uint64_t>& w) {
+      return kcas_.read(static_cast<std::uint64_t>(reinterpret_cast<const std::byte*>(&w) - region.base()));
+    });
+  }
+
   // Nothing can be excluded: finishes every published operation (a dead process's
   // included), then runs fn. `check` on a table that live processes are writing to may
   // therefore report changes made while it ran.
