@@ -55,6 +55,8 @@
 //   That layer is built on write scopes that exclude; here nothing excludes. This file
 //   reuses the rest: robin_hood.hpp's slot encoding and run rules, record_io.hpp, the
 //   arena, optimistic_read.hpp (shared with the seqlock), and check.
+#include <array>
+#include <span>
 #include <vector>
 
 #include "engines/engine.hpp"
@@ -95,7 +97,7 @@ class LockFreeEngine final : public EngineBase {
       // An overwrite re-points one slot: a KCAS of that slot and its bucket's version.
       const std::uint64_t old_word = snap.word(found.slot);
       const std::uint64_t bucket = layout::SlotArray::bucket_of_slot(found.slot);
-      const std::vector<WordChange> changes = {
+      const WordChange changes[] = {
           bump(bucket, snap.version(bucket)),
           {slot_offset(found.slot), old_word, Slot::encode(Slot::tag_of(old_word), Slot::dist_of(old_word), fresh.offset)}};
       if (!run(changes)) return std::nullopt;
@@ -117,7 +119,7 @@ class LockFreeEngine final : public EngineBase {
         ++last;
       }
       const std::uint64_t stop = std::min(last + 1, limit - 1);  // read to decide where the run ends
-      std::vector<WordChange> changes;
+      std::vector<WordChange>& changes = fresh_changes();
       changes.push_back(count(&layout::KcasDescriptor::items_removed));
       for_each_bucket(snap, found.slot, stop, &changes, [&](std::uint64_t s) -> std::optional<std::uint64_t> {
         if (s < found.slot || s > last) return std::nullopt;
@@ -209,22 +211,32 @@ class LockFreeEngine final : public EngineBase {
    public:
     explicit Snapshot(LockFreeEngine& e) : window_(e) {}
     std::uint64_t word(std::uint64_t slot) {
-      if (words_.empty()) first_ = slot;
+      if (count_ == 0) first_ = slot;
       if (slot < first_) throw Torn{};  // never happens: probes only move up
-      while (first_ + words_.size() <= slot) {
-        const std::uint64_t s = first_ + words_.size();
+      while (first_ + count_ <= slot) {
+        const std::uint64_t s = first_ + count_;
         window_.enter(s);
-        words_.push_back(window_.load(s));
+        const std::uint64_t w = window_.load(s);
+        if (count_ < kInline) {
+          inline_[count_] = w;
+        } else {
+          spilled_.push_back(w);
+        }
+        ++count_;
       }
-      return words_[slot - first_];
+      const std::uint64_t i = slot - first_;
+      return i < kInline ? inline_[i] : spilled_[i - kInline];
     }
     std::uint64_t version(std::uint64_t bucket) const { return window_.version(bucket); }
     bool still_valid() const { return window_.still_valid(); }
 
    private:
+    static constexpr std::size_t kInline = 32;  // most probes and shifts: no allocation
     ReadWindow window_;
     std::uint64_t first_ = 0;
-    std::vector<std::uint64_t> words_;
+    std::size_t count_ = 0;
+    std::array<std::uint64_t, kInline> inline_;
+    std::vector<std::uint64_t> spilled_;
   };
 
   // Runs attempt(fresh snapshot) until it returns an answer (nullopt, or a Torn throw:
@@ -294,9 +306,20 @@ class LockFreeEngine final : public EngineBase {
                       std::to_string(layout::kMaxDist) + " of the key's home (capacity " +
                       std::to_string(ctx_.fixed().capacity) + "; create the table with a larger capacity)");
     }
+    // One version per bucket from home to last, the shifted slots and the counter.
+    const std::uint64_t words = layout::SlotArray::bucket_of_slot(last) - layout::SlotArray::bucket_of_slot(slots_.home_of(key.hash)) +
+                                1 + (last - found.slot + 1) + 1;
+    if (words > layout::kMaxKcasWords) {
+      if (!snap.still_valid()) return false;
+      ctx_.arena().free(fresh.offset, fresh.bytes);
+      throw Error(ErrorCode::kTableFull,
+                  ctx_.region().path() + ": table full for the lock-free engine: this insert would shift " +
+                      std::to_string(last - found.slot) + " keys in one operation (the limit is about " +
+                      std::to_string(layout::kMaxKcasWords * 6 / 7) + "); create the table with a larger capacity");
+    }
     const std::uint64_t home = slots_.home_of(key.hash);
     const std::uint64_t new_word = Slot::encode(layout::SlotArray::tag_of_hash(key.hash), found.dist, fresh.offset);
-    std::vector<WordChange> changes;
+    std::vector<WordChange>& changes = fresh_changes();
     changes.push_back(count(&layout::KcasDescriptor::items_added));
     for_each_bucket(snap, home, last, &changes, [&](std::uint64_t s) -> std::optional<std::uint64_t> {
       if (s < found.slot) return std::nullopt;
@@ -335,7 +358,13 @@ class LockFreeEngine final : public EngineBase {
     return {offset, value, (value + 1) & lockfree::kValueMask};
   }
 
-  bool run(const std::vector<WordChange>& changes) {
+  // The one buffer writes build their changes in (no allocation per operation).
+  std::vector<WordChange>& fresh_changes() {
+    changes_.clear();
+    return changes_;
+  }
+
+  bool run(std::span<const WordChange> changes) {
     const bool done = kcas_.run(changes);
     if (!done) ++failures_;
     return done;
@@ -351,6 +380,7 @@ class LockFreeEngine final : public EngineBase {
   TableContext& ctx_;
   const layout::SlotArray& slots_;
   lockfree::Kcas kcas_;
+  std::vector<WordChange> changes_;
   std::uint64_t failures_ = 0;
 };
 

@@ -86,17 +86,18 @@ bool Kcas::run(std::span<const WordChange> changes) {
   }
   d.kcas_state.store(state_of(seq, kUndecided), std::memory_order_release);
   KcasFaults::published();
-  return help({own_, false, seq}, true);
+  return help({own_, false, seq}, changes);
 }
 
-bool Kcas::help(Ref kcas, bool as_owner) {
+bool Kcas::help(Ref kcas, std::span<const WordChange> own_changes) {
+  const bool as_owner = !own_changes.empty();
   layout::KcasDescriptor& d = descriptor(kcas.entry);
   const std::uint64_t ref = encode_ref(kcas);
   // Helping is acyclic (address order), so honest descriptors nest less deep than there
   // are attachments; deeper means references that point at each other: a corrupt file.
   if (depth_ > region_.fixed().max_processes) corrupt(region_, "lock-free operations refer to each other in a cycle");
   if (depth_ == scratch_.size()) scratch_.emplace_back();
-  std::vector<WordChange>& changes = scratch_[depth_];
+  std::vector<WordChange>& copied = scratch_[depth_];
   struct Depth {
     std::size_t& depth;
     explicit Depth(std::size_t& d) : depth(++d) {}
@@ -106,7 +107,9 @@ bool Kcas::help(Ref kcas, bool as_owner) {
 
   const std::uint64_t state = d.kcas_state.load(std::memory_order_acquire);
   if (seq_of(state) != kcas.seq || status_of(state) == kPreparing) return false;  // over, or never published
-  if (!copy_words(d, kcas.seq, &changes)) return false;
+  // The owner has its changes at hand; a helper copies them from the descriptor.
+  if (!as_owner && !copy_words(d, kcas.seq, &copied)) return false;
+  const std::span<const WordChange> changes = as_owner ? own_changes : std::span<const WordChange>(copied);
 
   if (status_of(state) == kUndecided) {
     Status decision = kSucceeded;
@@ -207,7 +210,7 @@ void Kcas::resolve(std::uint64_t offset, std::uint64_t value) {
   if (r.rdcss) {
     complete_rdcss(r);
   } else {
-    help(r, false);
+    help(r);
   }
   // Helping finishes an operation before its descriptor can be reused, so once it moved
   // on the reference must be gone from the word.
@@ -233,7 +236,7 @@ void Kcas::finish_entry(std::uint32_t e) {
   const std::uint64_t rdcss = d.rdcss_state.load(std::memory_order_acquire);
   if (status_of(rdcss) == kUndecided) complete_rdcss({e, true, seq_of(rdcss)});
   const std::uint64_t kcas = d.kcas_state.load(std::memory_order_acquire);
-  if (seq_of(kcas) != 0 && status_of(kcas) != kPreparing) help({e, false, seq_of(kcas)}, false);
+  if (seq_of(kcas) != 0 && status_of(kcas) != kPreparing) help({e, false, seq_of(kcas)});
 }
 
 void Kcas::help_all() {

@@ -120,7 +120,9 @@ class Kcas {
   std::uint64_t helped() const noexcept { return helped_; }
 
  private:
-  bool help(Ref kcas, bool as_owner);
+  // Runs both phases of `kcas` from its descriptor; its owner passes its own changes
+  // (non-empty), which also enables the owner-only fault points.
+  bool help(Ref kcas, std::span<const WordChange> own_changes = {});
   // Installs `kcas` into the word at `offset` if it holds `expected` and `kcas` is
   // undecided. Returns the value it found there (expected on success).
   std::uint64_t install(Ref kcas, std::uint64_t offset, std::uint64_t expected);
