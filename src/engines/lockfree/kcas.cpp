@@ -26,12 +26,11 @@ Kcas::Kcas(Region& region, std::uint32_t own_entry)
     : region_(region),
       own_(own_entry),
       slots_begin_(region.fixed().slot_array_offset),
-      slots_end_(region.fixed().slot_array_offset + region.fixed().bucket_count * sizeof(layout::Bucket)) {}
+      slots_end_(region.fixed().slot_array_offset + region.fixed().bucket_count * sizeof(layout::Bucket)),
+      descriptors_(region.at<layout::KcasDescriptor>(region.fixed().engine_area_offset +
+                                                     layout::descriptors_offset(region.fixed().max_processes))) {}
 
-layout::KcasDescriptor& Kcas::descriptor(std::uint32_t e) const noexcept {
-  return region_.at<layout::KcasDescriptor>(region_.fixed().engine_area_offset +
-                                             layout::descriptors_offset(region_.fixed().max_processes))[e];
-}
+layout::KcasDescriptor& Kcas::descriptor(std::uint32_t e) const noexcept { return descriptors_[e]; }
 
 // A word a KCAS may name: a word of the slot array, or an entry's item counter. Anything
 // else in a descriptor was written by a hostile or broken peer.
@@ -222,7 +221,7 @@ void Kcas::resolve(std::uint64_t offset, std::uint64_t value) {
   }
 }
 
-std::uint64_t Kcas::read(std::uint64_t offset) {
+std::uint64_t Kcas::read_slow(std::uint64_t offset) {
   std::atomic<std::uint64_t>& w = word(offset);
   for (;;) {
     const std::uint64_t value = w.load(std::memory_order_acquire);

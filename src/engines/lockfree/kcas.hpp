@@ -105,7 +105,11 @@ class Kcas {
   // of the slot array, or this entry's item counters). At most layout::kMaxKcasWords.
   bool run(std::span<const WordChange> changes);
   // The word's value with no operation in it: finishes whatever operation is there.
-  std::uint64_t read(std::uint64_t offset);
+  // Inline: every probe step of every lookup reads through it.
+  std::uint64_t read(std::uint64_t offset) {
+    const std::uint64_t value = word(offset).load(std::memory_order_acquire);
+    return is_ref(value) ? read_slow(offset) : value;
+  }
   std::atomic<std::uint64_t>& word(std::uint64_t offset) const noexcept { return *region_.at<std::atomic<std::uint64_t>>(offset); }
 
   // Finishes the operations entry `e`'s descriptors may still describe.
@@ -126,6 +130,7 @@ class Kcas {
   // Installs `kcas` into the word at `offset` if it holds `expected` and `kcas` is
   // undecided. Returns the value it found there (expected on success).
   std::uint64_t install(Ref kcas, std::uint64_t offset, std::uint64_t expected);
+  std::uint64_t read_slow(std::uint64_t offset);
   void complete_rdcss(Ref rdcss);
   // Phase 2 on one word: `ref` (a decided operation) -> final_value. RDCSS installs still
   // in the word are completed first: one that read "undecided" before the decision and
@@ -142,6 +147,7 @@ class Kcas {
   Region& region_;
   std::uint32_t own_;
   std::uint64_t slots_begin_, slots_end_;  // the slot array's bytes
+  layout::KcasDescriptor* descriptors_;     // entry 0's; the region never moves in this process
   std::uint64_t helped_ = 0;
   std::deque<std::vector<WordChange>> scratch_;  // one per helping depth (deque: stable references)
   std::size_t depth_ = 0;
