@@ -1,4 +1,5 @@
 // engines/engines.cpp - engine names, which engines are built, and dispatch.
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 
@@ -70,7 +71,11 @@ std::int64_t counted_items(const Region& region, const CounterReader& read) {
   std::int64_t counted = 0;
   const auto* descriptors = region.at<layout::KcasDescriptor>(region.fixed().engine_area_offset +
                                                               layout::descriptors_offset(region.fixed().max_processes));
-  for (std::uint32_t e = 0; e < region.fixed().max_processes; ++e) {
+  // Entries past the high-water mark were never attached: their counters are zero, and
+  // not reading them keeps their pages unallocated (a read fault allocates on tmpfs).
+  const std::uint32_t entries = std::min(region.header().entry_high_water.load(std::memory_order_acquire),
+                                         region.fixed().max_processes);
+  for (std::uint32_t e = 0; e < entries; ++e) {
     counted += region.entry(e).item_delta.load(std::memory_order_relaxed);
     // The lock-free counters count modulo 2^40: their difference, as a signed 40-bit value.
     const std::uint64_t difference =
@@ -92,7 +97,17 @@ void switch_engine_state(Region& region, std::uint32_t engine, std::uint32_t str
   // Another engine's state (lock words, sequences), or this engine's left by processes
   // that are gone, is meaningless now: clear the engine area and every control word,
   // then initialise what this engine keeps there.
-  zero_lazily(region.engine_area(), region.fixed().engine_area_bytes);
+  // A new file is all zeros already. Otherwise only what attached entries (below the
+  // high-water mark) can have written is cleared: the locks and reader flags, and their
+  // lock-free descriptors. Never-used descriptors are not even read: on tmpfs a read
+  // fault allocates the page, and they are most of the engine area.
+  if (region.header().state.load(std::memory_order_acquire) == layout::kStateReady) {
+    const std::uint32_t entries = std::min(region.header().entry_high_water.load(std::memory_order_acquire),
+                                           region.fixed().max_processes);
+    zero_lazily(region.engine_area(), layout::kReaderFlagsOffset + sizeof(layout::ReaderFlags) * entries);
+    zero_lazily(region.engine_area() + layout::descriptors_offset(region.fixed().max_processes),
+                sizeof(layout::KcasDescriptor) * entries);
+  }
   const layout::SlotArray slots = region.slots();
   for (std::uint64_t b = 0; b < slots.bucket_count(); ++b) {
     // Only write non-zero words: reading a never-written page does not allocate it.
