@@ -240,6 +240,24 @@ TEST_F(Errors, UnknownEngineIsUnavailable) {
   EXPECT_FALSE(std::ifstream(path_of(name_.str() + "-x")).good()) << "a failed create leaves no file";
 }
 
+// A chunk cursor that is not 16-aligned (records are) would make the next record's
+// atomics misaligned: a hostile or damaged entry is reported, not followed.
+TEST_F(Errors, MisalignedChunkCursorIsCorrupt) {
+  make_table();  // entry 0 took a chunk, then detached cleanly
+  ImmutableHeader h{};
+  const int fd = ::open(path_of(name_).c_str(), O_RDWR);
+  ASSERT_EQ(pread(fd, &h, sizeof h, 0), static_cast<ssize_t>(sizeof h));
+  const off_t cursor_at = static_cast<off_t>(h.process_table_offset + offsetof(layout::ProcessEntry, chunk_cursor));
+  std::uint64_t cursor = 0;
+  ASSERT_EQ(pread(fd, &cursor, 8, cursor_at), 8);
+  cursor += 8;
+  ASSERT_EQ(pwrite(fd, &cursor, 8, cursor_at), 8);
+  ::close(fd);
+  Table t = Table::open(name_);  // takes entry 0 again
+  expect_error(ErrorCode::kCorrupt, "misaligned chunk cursor", [&] { t.assign("other", "v"); });
+  EXPECT_EQ(t.get("k"), "v") << "the table is still readable";
+}
+
 TEST_F(Errors, TooManyAttachments) {
   Table a = Table::create(name_, {.capacity = 100, .max_processes = 2});
   Table b = Table::open(name_);
