@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <bit>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <thread>
@@ -43,7 +45,7 @@ std::uint64_t round_up(std::uint64_t value, std::uint64_t to) { return (value + 
     case EACCES:
     case EPERM: code = ErrorCode::kPermissionDenied; break;
     case ELOOP: code = ErrorCode::kInvalidArgument; hint = " (is a symbolic link; refusing to follow it)"; break;
-    case ENOSPC:
+    case ENOSPC: code = ErrorCode::kNoSpace; break;
     case EFBIG: code = ErrorCode::kTableFull; break;
     default: break;
   }
@@ -73,6 +75,37 @@ std::uint64_t fd_size(int fd, const std::string& path) {
   struct stat st{};
   if (fstat(fd, &st) != 0) throw_errno("fstat " + path, errno);
   return static_cast<std::uint64_t>(st.st_size);
+}
+
+std::string with_units(std::uint64_t bytes) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+  return text;
+}
+
+// posix_fallocate: on tmpfs a page that was never allocated is allocated when first
+// touched, and a full tmpfs answers that with SIGBUS; reserved pages never fail.
+void reserve_space(int fd, const std::string& path, std::uint64_t offset, std::uint64_t bytes) {
+  if (bytes == 0) return;
+  int rc;
+  do {
+    rc = posix_fallocate(fd, static_cast<off_t>(offset), static_cast<off_t>(bytes));
+  } while (rc == EINTR);
+  if (rc == 0) return;
+  if (rc != ENOSPC && rc != EFBIG && rc != EDQUOT) {
+    throw_errno("reserving " + std::to_string(bytes) + " bytes of " + path, rc);
+  }
+  struct statvfs fs{};
+  std::string room;
+  if (fstatvfs(fd, &fs) == 0) {
+    room = " (the filesystem is " + with_units(std::uint64_t{fs.f_blocks} * fs.f_frsize) + ", " +
+           with_units(std::uint64_t{fs.f_bavail} * fs.f_frsize) + " free)";
+  }
+  const std::string directory = path.substr(0, path.rfind('/') + 1);
+  throw Error(ErrorCode::kNoSpace,
+              path + ": no space left to grow the table by " + with_units(bytes) + " on the filesystem holding " +
+                  directory + room + "; free space there, mount a larger tmpfs (a container: --shm-size), " +
+                  "or create the table at an absolute path on another filesystem. Nothing was changed");
 }
 
 void validate_options(const CreateOptions& o) {
@@ -190,6 +223,18 @@ void Region::initialize(int fd, const CreateOptions& options, EngineStateInit in
                       std::to_string(l.arena_offset + l.chunk_bytes));
     }
     throw_errno("sizing " + path_, err);
+  }
+  // Reserve every page of the fixed part that gets touched (the header, the process
+  // table, the locks, the slot array), so a full filesystem fails this create instead of
+  // killing a later writer. The lock-free descriptors are reserved per attachment
+  // (attach()): most entries never use theirs.
+  const std::uint64_t descriptors = l.engine_area_offset + layout::descriptors_offset(options.max_processes);
+  try {
+    reserve_space(fd, path_, 0, descriptors);
+    reserve_space(fd, path_, l.slot_array_offset, l.arena_offset - l.slot_array_offset);
+  } catch (...) {
+    ::close(fd);
+    throw;
   }
   attach_mapping(FileMapping::of(fd, path_, round_up(options.max_bytes, kPageBytes), l.arena_offset), l.arena_offset);
 
@@ -316,12 +361,14 @@ void Region::grow_file_to(std::uint64_t end) {
     // Growth is idempotent, so a holder that died half-way leaves nothing to repair.
     const liveness::AttachmentFd::AdminLock admin(*attachment_fd_);
     current = fd_size(fd(), path_);
-    if (current < end && ftruncate(fd(), static_cast<off_t>(end)) != 0) {
-      throw_errno("growing " + path_ + " to " + std::to_string(end) + " bytes", errno);
-    }
+    if (current < end) reserve(current, end - current);
     header().file_bytes.store(std::max(current, end), std::memory_order_release);
   }
   mapping_->map_up_to(std::max(current, end));
+}
+
+void Region::reserve(std::uint64_t offset, std::uint64_t bytes) const {
+  reserve_space(mapping_->fd(), path_, offset, bytes);
 }
 
 bool Region::ensure_file_mapped(std::uint64_t offset, std::uint64_t bytes) {
@@ -408,6 +455,14 @@ Region::Attachment Region::attach(std::uint32_t engine, std::uint32_t stripes, C
   if (a.entry == fixed().max_processes) {
     throw Error(ErrorCode::kTooManyProcesses, path_ + ": all " + std::to_string(fixed().max_processes) +
                                                   " attachment entries are held by live handles");
+  }
+  try {
+    reserve(fixed().engine_area_offset + layout::descriptors_offset(fixed().max_processes) +
+                sizeof(layout::KcasDescriptor) * a.entry,
+            sizeof(layout::KcasDescriptor));
+  } catch (...) {
+    attachment_fd_->unlock_entry(a.entry);
+    throw;
   }
   ProcessEntry& e = entry(a.entry);
   a.previous_generation = e.generation.load(std::memory_order_relaxed);

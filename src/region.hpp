@@ -89,9 +89,14 @@ class Region {
   // (MADV_POPULATE_WRITE); on kernels without it, pages fault in one by one as usual.
   void populate_for_write(std::uint64_t offset, std::uint64_t bytes) const noexcept;
 
-  // Makes the file at least `end` bytes long (page-rounded) and maps it. Serialised by
-  // the admin lock; never shrinks the file. Throws kTableFull past max_bytes.
+  // Makes the file at least `end` bytes long (page-rounded), with the space reserved,
+  // and maps it. Serialised by the admin lock; never shrinks the file. Throws kTableFull
+  // past max_bytes, kNoSpace when the filesystem cannot hold it (nothing changed then).
   void grow_file_to(std::uint64_t end);
+  // Reserves the filesystem's space for [offset, offset + bytes) of the file (extending
+  // it if needed), so that touching those pages can never raise SIGBUS on a full tmpfs.
+  // Throws kNoSpace with the filesystem's size and free bytes and what to do.
+  void reserve(std::uint64_t offset, std::uint64_t bytes) const;
   // True when [offset, offset + bytes) lies inside the file (mapping what grew since we
   // looked), whether or not arena_end covers it yet: for claiming a chunk.
   bool ensure_file_mapped(std::uint64_t offset, std::uint64_t bytes);

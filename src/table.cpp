@@ -29,6 +29,7 @@ std::string_view error_code_name(ErrorCode code) noexcept {
     case ErrorCode::kKeyTooLarge: return "key_too_large";
     case ErrorCode::kValueTooLarge: return "value_too_large";
     case ErrorCode::kTableFull: return "table_full";
+    case ErrorCode::kNoSpace: return "no_space";
     case ErrorCode::kCorrupt: return "corrupt";
     case ErrorCode::kVersionMismatch: return "version_mismatch";
     case ErrorCode::kEngineMismatch: return "engine_mismatch";

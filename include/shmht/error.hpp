@@ -16,6 +16,7 @@ enum class ErrorCode {
   kKeyTooLarge,        // key longer than the table's max_key_bytes
   kValueTooLarge,      // value longer than the table's max_value_bytes
   kTableFull,          // no slot within the probe limit, or the arena reached max_bytes
+  kNoSpace,            // the filesystem holding the table has no room for it to grow
   kCorrupt,            // the region fails validation (bad magic, checksum, offset out of range...)
   kVersionMismatch,    // the file was written by another layout version or ABI
   kEngineMismatch,     // live processes use another engine on this table

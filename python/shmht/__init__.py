@@ -25,6 +25,7 @@ from ._shmht import (
     Error,
     InvalidArgumentError,
     KeyTooLargeError,
+    NoSpaceError,
     PermissionDeniedError,
     SystemCallError,
     TableExistsError,
@@ -45,7 +46,7 @@ __all__ = [
     "Error", "KeyTooLargeError", "ValueTooLargeError", "TableFullError", "CorruptTableError",
     "VersionMismatchError", "EngineMismatchError", "EngineUnavailableError",
     "PermissionDeniedError", "TableNotFoundError", "TableExistsError", "TooManyProcessesError",
-    "InvalidArgumentError", "SystemCallError",
+    "InvalidArgumentError", "SystemCallError", "NoSpaceError",
     # pyshmht compatibility
     "open", "close", "getval", "setval", "remove", "foreach", "error",
 ]

@@ -251,7 +251,14 @@ int cmd_load(Args& args) {
     if (line.empty()) continue;
     const auto tab = line.find('\t');
     if (tab == std::string::npos) throw UsageError("line " + std::to_string(number) + ": no tab between key and value");
-    table.assign(unescape(std::string_view(line).substr(0, tab), number), unescape(std::string_view(line).substr(tab + 1), number));
+    try {
+      table.assign(unescape(std::string_view(line).substr(0, tab), number),
+                   unescape(std::string_view(line).substr(tab + 1), number));
+    } catch (const Error& e) {
+      // Say how far it got: every line before this one is stored, this one and the rest not.
+      throw Error(e.code(), std::string(e.what()) + "\nload stopped at line " + std::to_string(number) + ": " +
+                                std::to_string(loaded) + " items stored from the lines before it, none after");
+    }
     ++loaded;
   }
   std::cerr << "loaded " << loaded << " items\n";

@@ -13,16 +13,21 @@ struct ErrorClassSpec {
   const char* name;      // attribute name in the module
   PyObject** builtin;    // extra built-in base, or nullptr
   const char* doc;
+  int os_errno = 0;      // for OSError subclasses that stand for one errno: e.errno
 };
 
 // PyExc_* are not constant expressions, hence pointers to them.
-const std::array<ErrorClassSpec, 13> kSpecs = {{
+const std::array<ErrorClassSpec, 14> kSpecs = {{
     {ErrorCode::kKeyTooLarge, "KeyTooLargeError", &PyExc_ValueError,
      "A key is longer than the table's max_key_bytes (the message names both sizes)."},
     {ErrorCode::kValueTooLarge, "ValueTooLargeError", &PyExc_ValueError,
      "A value is longer than the table's max_value_bytes (the message names both sizes)."},
     {ErrorCode::kTableFull, "TableFullError", nullptr,
      "No room for a new item: create the table with a larger capacity or max_bytes."},
+    {ErrorCode::kNoSpace, "NoSpaceError", &PyExc_OSError,
+     "The filesystem holding the table is full (errno ENOSPC); the message names it, its size "
+     "and free bytes, and what to do. The failing operation changed nothing.",
+     ENOSPC},
     {ErrorCode::kCorrupt, "CorruptTableError", nullptr,
      "The table file fails validation; run `shmht check` on it."},
     {ErrorCode::kVersionMismatch, "VersionMismatchError", nullptr,
@@ -75,9 +80,23 @@ bool add_error_classes(PyObject* module) {
   return true;
 }
 
+namespace {
+
+int errno_for(ErrorCode code) {
+  for (const ErrorClassSpec& spec : kSpecs) {
+    if (spec.code == code) return spec.os_errno;
+  }
+  return 0;
+}
+
+}  // namespace
+
 std::nullptr_t set_python_error(const shmht::Error& error) {
   PyObject* cls = class_for(error.code());
-  PyObject* exc = PyObject_CallFunction(cls, "s", error.what());
+  const int os_errno = errno_for(error.code());
+  // OSError(errno, strerror) sets e.errno; with one argument it stays None.
+  PyObject* exc = os_errno != 0 ? PyObject_CallFunction(cls, "is", os_errno, error.what())
+                                : PyObject_CallFunction(cls, "s", error.what());
   if (exc == nullptr) return nullptr;  // the constructor's own error is set
   const std::string_view code = error_code_name(error.code());
   PyObject* code_str = PyUnicode_FromStringAndSize(code.data(), static_cast<Py_ssize_t>(code.size()));
