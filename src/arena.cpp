@@ -52,6 +52,11 @@ std::uint64_t Arena::allocate(std::uint64_t record_bytes) {
     return head;
   }
 
+  if (const std::uint64_t shared = take_shared(cls)) {
+    add_relaxed<std::int64_t>(entry_->live_bytes, static_cast<std::int64_t>(size));
+    return shared;
+  }
+
   std::uint64_t cursor = entry_->chunk_cursor.load(std::memory_order_relaxed);
   std::uint64_t end = entry_->chunk_end.load(std::memory_order_relaxed);
   if (end != 0 && (cursor % kRecordAlign != 0 || end % kRecordAlign != 0)) {
@@ -81,6 +86,64 @@ void Arena::free(std::uint64_t offset, std::uint64_t record_bytes) noexcept {
   const unsigned cls = layout::size_class_of(record_bytes);
   push_free(offset, cls);
   add_relaxed<std::int64_t>(entry_->live_bytes, -static_cast<std::int64_t>(layout::class_bytes(cls)));
+  // Past a chunk's worth, everything goes to the shared stacks: one walk of the lists per
+  // chunk's worth of frees, so the cost per free stays constant.
+  if (entry_->free_bytes.load(std::memory_order_relaxed) > region_->fixed().chunk_bytes) {
+    try {
+      for (unsigned c = 0; c < layout::kSizeClassCount; ++c) hand_over(c);
+    } catch (const Error&) {
+      // A damaged list stays where it is; allocate() reports it when it gets there.
+    }
+  }
+}
+
+void Arena::hand_over(unsigned size_class) {
+  const std::uint64_t size = layout::class_bytes(size_class);
+  const std::uint64_t first = entry_->free_heads[size_class].load(std::memory_order_relaxed);
+  if (first == 0) return;
+  // Find the chain's last record, checking every link on the way.
+  std::uint64_t last = first, count = 1;
+  for (;;) {
+    if (last % kRecordAlign != 0 || !region_->ensure_mapped(last, size)) {
+      corrupt("free list of size class " + std::to_string(size_class) + " points outside the arena (" +
+              std::to_string(last) + ")");
+    }
+    const std::uint64_t next = std::atomic_ref<std::uint64_t>(*link_word(*region_, last)).load(std::memory_order_relaxed);
+    if (next == 0) break;
+    if (++count > region_->header().arena_end.load(std::memory_order_relaxed) / size) corrupt("a free list loops");
+    last = next;
+  }
+  // Detach first: a crash before the push leaks the chain, never lists it twice.
+  entry_->free_heads[size_class].store(0, std::memory_order_relaxed);
+  add_relaxed<std::uint64_t>(entry_->free_bytes, -(count * size));
+  std::atomic<std::uint64_t>& head = region_->header().shared_free_heads[size_class];
+  std::uint64_t seen = head.load(std::memory_order_acquire);
+  do {
+    std::atomic_ref<std::uint64_t>(*link_word(*region_, last)).store(layout::shared_head_offset(seen), std::memory_order_relaxed);
+  } while (!head.compare_exchange_weak(seen, layout::shared_head(layout::shared_head_tag(seen) + 1, first),
+                                       std::memory_order_release, std::memory_order_acquire));
+  region_->header().shared_free_bytes.fetch_add(count * size, std::memory_order_relaxed);
+}
+
+std::uint64_t Arena::take_shared(unsigned size_class) {
+  const std::uint64_t size = layout::class_bytes(size_class);
+  std::atomic<std::uint64_t>& head = region_->header().shared_free_heads[size_class];
+  std::uint64_t seen = head.load(std::memory_order_acquire);
+  for (std::uint64_t top; (top = layout::shared_head_offset(seen)) != 0;) {
+    if (!region_->ensure_mapped(top, size)) {
+      corrupt("the shared free list of size class " + std::to_string(size_class) + " points outside the arena (" +
+              std::to_string(top) + ")");
+    }
+    // May be stale if another process popped `top` meanwhile; then the tag moved and the
+    // CAS fails, so a stale link is never installed.
+    const std::uint64_t next = std::atomic_ref<std::uint64_t>(*link_word(*region_, top)).load(std::memory_order_relaxed);
+    if (head.compare_exchange_weak(seen, layout::shared_head(layout::shared_head_tag(seen) + 1, next),
+                                   std::memory_order_acquire, std::memory_order_acquire)) {
+      region_->header().shared_free_bytes.fetch_sub(size, std::memory_order_relaxed);
+      return top;
+    }
+  }
+  return 0;
 }
 
 void Arena::retire_tail(std::uint64_t cursor, std::uint64_t end) noexcept {

@@ -35,11 +35,20 @@
 //   dies between allocating a record and linking it (or between unlinking and freeing)
 //   leaks that one record; `shmht check` reports the arena bytes not accounted for.
 //
-// KNOWN LIMITATION
-//   Free lists are per attachment: memory freed by one process is reused by that process
-//   (or its entry's heir), not by others. Balanced workloads (each process overwrites and
-//   erases about as much as it inserts) reuse everything; a process that only erases
-//   feeds nobody else.
+// MEMORY FREED BY ONE PROCESS, REUSED BY ANOTHER
+//   An attachment's own lists are a cache. When they hold more than a chunk's worth of
+//   bytes, each list is handed over whole to the header's shared stack of its class (one
+//   CAS per chain); an allocation whose own list is
+//   empty pops one record there before it bumps its chunk. So a process that only erases
+//   feeds the ones that insert, and the file stops growing. The stacks are Treiber
+//   stacks whose heads carry a 22-bit tag bumped by every change, so a pop that read a
+//   head, stalled while the top record was popped and pushed back, fails its CAS instead
+//   of installing a stale link (ABA). Hand-over detaches the chain from the attachment's
+//   list before pushing it: a process killed in between leaks that batch (at most a
+//   chunk's worth) rather than ever handing a record out twice. Boost.Lockfree's stack
+//   was not used: its nodes are allocated by its own freelist (pointers, a process-local
+//   allocator); a stack of records that are already in the region needs its links in
+//   the records, by offset, which is what this is.
 #pragma once
 
 #include <cstdint>
@@ -67,6 +76,10 @@ class Arena {
   // Cuts [cursor, end) of the current chunk into free records; leaves the chunk empty.
   void retire_tail(std::uint64_t cursor, std::uint64_t end) noexcept;
   void push_free(std::uint64_t offset, unsigned size_class) noexcept;
+  // Moves this attachment's whole list of `size_class` onto the shared stack.
+  void hand_over(unsigned size_class);
+  // A record of `size_class` from the shared stack, or 0 if it is empty.
+  std::uint64_t take_shared(unsigned size_class);
   void use_chunk(std::uint64_t start);
   [[noreturn]] void corrupt(const std::string& why) const;
 

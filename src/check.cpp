@@ -84,38 +84,57 @@ class Checker {
   }
 
   void check_free_lists() {
-    const std::uint64_t arena_end = ctx_.region().header().arena_end.load(std::memory_order_relaxed);
-    const std::uint64_t max_steps = (arena_end - ctx_.fixed().arena_offset) / layout::kLinearStep + 1;
     std::unordered_set<std::uint64_t> free_offsets;
     for (std::uint32_t e = 0; e < ctx_.fixed().max_processes; ++e) {
       const layout::ProcessEntry& entry = ctx_.region().entry(e);
       std::uint64_t entry_free_bytes = 0;
       for (unsigned cls = 0; cls < layout::kSizeClassCount; ++cls) {
-        const std::uint64_t size = layout::class_bytes(cls);
-        std::uint64_t offset = entry.free_heads[cls].load(std::memory_order_relaxed);
-        for (std::uint64_t steps = 0; offset != 0; ++steps) {
-          // ensure_mapped, not just arena_end: the file may have grown since this handle
-          // mapped it, and a link is followed only once it is known to be mapped.
-          if (steps > max_steps || offset % 8 != 0 || offset < ctx_.fixed().arena_offset || offset + size > arena_end ||
-              !ctx_.region().ensure_mapped(offset, size)) {
-            problem("entry ", e, ", size class ", cls, ": free list leaves the arena or loops (at ", offset, ")");
-            break;
-          }
-          if (live_offsets_.count(offset) != 0) problem("entry ", e, ": record at ", offset, " is both free and in use");
-          if (!free_offsets.insert(offset).second) {
-            problem("entry ", e, ": record at ", offset, " is on a free list twice");
-            break;
-          }
-          ++report_->free_records;
-          entry_free_bytes += size;
-          offset = std::atomic_ref<std::uint64_t>(*ctx_.region().at<std::uint64_t>(offset)).load(std::memory_order_relaxed);
-        }
+        entry_free_bytes += walk_free_list("entry " + std::to_string(e), cls,
+                                           entry.free_heads[cls].load(std::memory_order_relaxed), &free_offsets);
       }
       report_->free_record_bytes += entry_free_bytes;
       if (entry_free_bytes != entry.free_bytes.load(std::memory_order_relaxed)) {
         problem("entry ", e, ": free_bytes says ", entry.free_bytes.load(std::memory_order_relaxed), " but its lists hold ", entry_free_bytes);
       }
     }
+    const layout::Header& header = ctx_.region().header();
+    std::uint64_t shared_bytes = 0;
+    for (unsigned cls = 0; cls < layout::kSizeClassCount; ++cls) {
+      const std::uint64_t head = header.shared_free_heads[cls].load(std::memory_order_relaxed);
+      shared_bytes += walk_free_list("the shared lists", cls, layout::shared_head_offset(head), &free_offsets);
+    }
+    report_->free_record_bytes += shared_bytes;
+    if (shared_bytes != header.shared_free_bytes.load(std::memory_order_relaxed)) {
+      problem("shared_free_bytes says ", header.shared_free_bytes.load(std::memory_order_relaxed),
+              " but the shared lists hold ", shared_bytes);
+    }
+  }
+
+  // Follows one free list from `offset`; returns the bytes it holds.
+  std::uint64_t walk_free_list(const std::string& owner, unsigned cls, std::uint64_t offset,
+                               std::unordered_set<std::uint64_t>* free_offsets) {
+    const std::uint64_t arena_end = ctx_.region().header().arena_end.load(std::memory_order_relaxed);
+    const std::uint64_t max_steps = (arena_end - ctx_.fixed().arena_offset) / layout::kLinearStep + 1;
+    const std::uint64_t size = layout::class_bytes(cls);
+    std::uint64_t bytes = 0;
+    for (std::uint64_t steps = 0; offset != 0; ++steps) {
+      // ensure_mapped, not just arena_end: the file may have grown since this handle
+      // mapped it, and a link is followed only once it is known to be mapped.
+      if (steps > max_steps || offset % 8 != 0 || offset < ctx_.fixed().arena_offset || offset + size > arena_end ||
+          !ctx_.region().ensure_mapped(offset, size)) {
+        problem(owner, ", size class ", cls, ": free list leaves the arena or loops (at ", offset, ")");
+        break;
+      }
+      if (live_offsets_.count(offset) != 0) problem(owner, ": record at ", offset, " is both free and in use");
+      if (!free_offsets->insert(offset).second) {
+        problem(owner, ": record at ", offset, " is on a free list twice");
+        break;
+      }
+      ++report_->free_records;
+      bytes += size;
+      offset = std::atomic_ref<std::uint64_t>(*ctx_.region().at<std::uint64_t>(offset)).load(std::memory_order_relaxed);
+    }
+    return bytes;
   }
 
   void check_chunks() {

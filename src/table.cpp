@@ -144,7 +144,7 @@ class TableImpl {
       free += r.entry(i).free_bytes.load(std::memory_order_relaxed);
     }
     s.live_record_bytes = live < 0 ? 0 : static_cast<std::uint64_t>(live);
-    s.free_record_bytes = free;
+    s.free_record_bytes = free + r.header().shared_free_bytes.load(std::memory_order_relaxed);
     s.attached_pids = r.attached_pids();
     return s;
   }

@@ -1,8 +1,11 @@
 // multiprocess_test.cpp - invariants that must hold when forked processes share a table.
 // Parameterised over every built engine.
 #include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <unordered_map>
 
 #include <gtest/gtest.h>
@@ -73,6 +76,57 @@ TEST_P(MultiProcess, SizeStaysInRangeWhileOthersWrite) {
   }
   stop[0].store(1);
   children_.expect_all_succeed();
+}
+
+// Issue 11's producer/consumer: one process inserts, another erases everything, both
+// attached throughout. Memory the consumer frees must feed the producer (through the
+// shared free lists), so the file stops growing: after 20 rounds it is at most twice its
+// size after round 2 (it grew by one round's records every round before).
+TEST_P(MultiProcess, MemoryFreedByOneProcessIsReusedByAnother) {
+  constexpr int kRounds = 20, kItems = 20'000;
+  Table parent = make(kItems * 2);
+  SharedArray<std::atomic<int>> phase(1);  // 2r: producer's turn in round r; 2r + 1: consumer's
+  SharedArray<std::uint64_t> file_bytes(kRounds);
+  auto wait_for = [&](int wanted) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (phase[0].load() != wanted) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    return true;
+  };
+  children_.spawn([&] {
+    Table t = open_in_child();
+    const std::string value(100, 'p');
+    for (int round = 0; round < kRounds; ++round) {
+      if (!wait_for(2 * round)) return 1;
+      for (int i = 0; i < kItems; ++i) t.insert(key_of(round * kItems + i), value);
+      phase[0].store(2 * round + 1);
+    }
+    return 0;
+  });
+  children_.spawn([&] {
+    Table t = open_in_child();
+    for (int round = 0; round < kRounds; ++round) {
+      if (!wait_for(2 * round + 1)) return 1;
+      for (int i = 0; i < kItems; ++i) {
+        if (!t.erase(key_of(round * kItems + i))) return 2;
+      }
+      file_bytes[round] = t.stats().apparent_bytes;
+      phase[0].store(2 * round + 2);
+    }
+    return 0;
+  });
+  children_.expect_all_succeed(std::chrono::seconds(120));
+  EXPECT_EQ(parent.size(), 0u);
+  std::printf("[ %s ] file after round 2: %llu bytes, after round %d: %llu bytes\n", std::string(engine_name(GetParam())).c_str(),
+              static_cast<unsigned long long>(file_bytes[1]), kRounds, static_cast<unsigned long long>(file_bytes[kRounds - 1]));
+  EXPECT_LE(file_bytes[kRounds - 1], 2 * file_bytes[1])
+      << "the file grew from " << file_bytes[1] << " bytes after round 2 to " << file_bytes[kRounds - 1] << " after round "
+      << kRounds;
+  const CheckReport report = check_table(name_);
+  EXPECT_TRUE(report.clean) << (report.problems.empty() ? "" : report.problems.front());
+  EXPECT_EQ(report.unaccounted_bytes, 0u);
 }
 
 TEST_P(MultiProcess, CountersIncrementedByAssignSumToWhatChildrenReport) {

@@ -29,7 +29,8 @@ namespace shmht::layout {
 inline constexpr char kMagic[8] = {'s', 'h', 'm', 'h', 't', '-', 'v', '1'};
 // Bump when the meaning of any byte in the region changes.
 // 2: liveness by open-file-description locks (no pids, no admin mutex in the header),
-//    ProcessEntry.attached and .claiming_chunk, a ChunkHeader at the start of every chunk.
+//    ProcessEntry.attached and .claiming_chunk, a ChunkHeader at the start of every chunk,
+//    shared free lists in the header.
 inline constexpr std::uint32_t kLayoutVersion = 2;
 inline constexpr std::uint64_t kPageBytes = 4096;
 
@@ -79,9 +80,33 @@ struct Header {
   // that must look at every attachment (striped engine's reader flags).
   std::atomic<std::uint32_t> entry_high_water;
 
+  // --- line 4+: free records that any attachment may reuse (arena.cpp). An attachment
+  // keeps what it frees in its own lists (no shared write on the hot path) until they
+  // hold more than a chunk's worth, then hands a whole size class over here; an
+  // allocation whose own list is empty takes from here before it bumps a chunk.
+  //   shared_free_heads[c]: a Treiber stack of size class c, ABA-safe by its tag:
+  //     63           42 41                                    0
+  //     +--------------+---------------------------------------+
+  //     | tag (22)     | record offset / 16 (42)               |     0 = empty
+  //     +--------------+---------------------------------------+
+  //   A free record's first word links to the next one's offset (0 ends the stack).
+  alignas(64) std::atomic<std::uint64_t> shared_free_bytes;
+  alignas(64) std::atomic<std::uint64_t> shared_free_heads[kSizeClassCount];
 };
+inline constexpr unsigned kSharedOffsetBits = 42;  // offsets / 16 below 2^46 (max_bytes' limit)
+inline constexpr std::uint64_t shared_head(std::uint64_t tag, std::uint64_t offset) noexcept {
+  return (tag << kSharedOffsetBits) | (offset >> 4);
+}
+inline constexpr std::uint64_t shared_head_offset(std::uint64_t head) noexcept {
+  return (head & ((std::uint64_t{1} << kSharedOffsetBits) - 1)) << 4;
+}
+inline constexpr std::uint64_t shared_head_tag(std::uint64_t head) noexcept { return head >> kSharedOffsetBits; }
+static_assert(shared_head_offset(shared_head(5, std::uint64_t{1} << 45)) == std::uint64_t{1} << 45,
+              "any 16-aligned offset below max_bytes' 2^46 limit round-trips");
+static_assert(shared_head_tag(shared_head((std::uint64_t{1} << 22) - 1, 16)) == (std::uint64_t{1} << 22) - 1);
 static_assert(offsetof(Header, state) == 128, "mutable part starts on its own line");
 static_assert(offsetof(Header, arena_end) == 192, "arena bump pointer on its own line");
+static_assert(offsetof(Header, shared_free_bytes) == 256, "shared free lists start on their own line");
 static_assert(sizeof(Header) <= kPageBytes, "the header fits in its page");
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
