@@ -412,12 +412,15 @@ std::vector<pid_t> Region::attached_pids() const {
 
 namespace {
 
+// The pids of `entries`, each once (a process with several handles holds several).
 std::string pid_list(const Region& region, const std::vector<std::uint32_t>& entries) {
-  std::string pids;
-  for (std::uint32_t i : entries) {
-    pids += (pids.empty() ? "" : ", ") + std::to_string(region.entry(i).pid.load(std::memory_order_relaxed));
-  }
-  return pids;
+  std::vector<std::uint32_t> pids;
+  for (std::uint32_t i : entries) pids.push_back(region.entry(i).pid.load(std::memory_order_relaxed));
+  std::sort(pids.begin(), pids.end());
+  pids.erase(std::unique(pids.begin(), pids.end()), pids.end());
+  std::string text;
+  for (std::uint32_t pid : pids) text += (text.empty() ? "" : ", ") + std::to_string(pid);
+  return text;
 }
 
 }  // namespace

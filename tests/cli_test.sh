@@ -13,7 +13,7 @@ expect_status() {  # expect_status CODE CMD...
   [ "$got" -eq "$want" ] || fail "'$*' exited $got, expected $want: $(cat /tmp/shmht-cli-out.$$)"
 }
 
-expect_status 0 "$shmht" create "$name" --capacity 1000 --max-key-bytes 64
+expect_status 0 "$shmht" create "$name" --capacity 1000 --max-key-bytes 64   # the default engine: seqlock
 expect_status 3 "$shmht" create "$name"                               # exists
 grep -q already_exists /tmp/shmht-cli-out.$$ || fail "create of an existing table did not say already_exists"
 expect_status 0 "$shmht" put "$name" alpha one
@@ -31,7 +31,7 @@ json=$("$shmht" stat "$name" --json)
 for field in engine slots items load_factor apparent_bytes resident_bytes bytes_per_item attached_pids; do
   echo "$json" | grep -q "\"$field\"" || fail "stat --json lacks $field: $json"
 done
-echo "$json" | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["items"]==3 and d["engine"]=="global", d' ||
+echo "$json" | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["items"]==3 and d["engine"]=="seqlock", d' ||
   fail "stat --json is not valid JSON with items=3: $json"
 "$shmht" stat "$name" | grep -q "items  *3 of capacity 1000" || fail "human stat output lacks the item count"
 

@@ -28,7 +28,7 @@ struct CreateOptions {
   // Permission bits of a file-backed table.
   mode_t mode = 0600;
   // The engine the creating process attaches with.
-  Engine engine = Engine::kGlobalLock;
+  Engine engine = kDefaultEngine;
   // Striped engine only: how many reader-writer locks cover the buckets (1..64).
   std::uint32_t stripes = 64;
 };

@@ -59,18 +59,10 @@ DEFAULT_CAPACITY = 1 << 20
 DEFAULT_MAX_KEY_BYTES = 1024
 DEFAULT_MAX_VALUE_BYTES = 64 * 1024
 
-# Preference order of the default engine: the first of these that this build has.
-_ENGINE_PREFERENCE = ("seqlock", "global")
-
-
 def default_engine():
-    """The engine a new table gets when none is named: "seqlock" when this build has it
-    (optimistic readers take no lock), otherwise "global"."""
-    built = built_engines()
-    for name in _ENGINE_PREFERENCE:
-        if name in built:
-            return name
-    return built[0]
+    """The engine a new table gets when none is named: the library's one default
+    (shmht::kDefaultEngine, "seqlock"), the same in C++, the CLI and here."""
+    return _shmht.default_engine_name()
 
 
 def _resolve_engine(name, engine):
@@ -117,7 +109,7 @@ class Table(_shmht._TableBase, MutableMapping):
     engine
         The concurrency protocol: "global", "striped", "seqlock" or "lockfree" (see
         built_engines()). None means: the engine the table's current users have, or for
-        a new table default_engine() ("seqlock" when built, else "global"). All processes
+        a new table default_engine() ("seqlock", as in C++ and the CLI). All processes
         using a table at the same time must use the same engine (EngineMismatchError).
     create
         True: open the table, creating it if it does not exist. False: it must exist

@@ -216,7 +216,7 @@ def test_file_backed_table(tmp_path, engine):
 
 def test_default_engine_is_built():
     assert shmht.default_engine() in shmht.built_engines()
-    assert shmht.default_engine() == ("seqlock" if "seqlock" in shmht.built_engines() else "global")
+    assert shmht.default_engine() == "seqlock"  # shmht::kDefaultEngine, the CLI's default too
 
 
 def test_batch_calls_release_the_gil_safely(table):

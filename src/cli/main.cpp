@@ -170,7 +170,7 @@ std::string json_string(std::string_view s) {
 int cmd_create(Args& args) {
   args.expect_positional(2, "create NAME [--capacity N] ...");
   shmht::CreateOptions o;
-  o.engine = engine_option(args).value_or(Engine::kGlobalLock);
+  o.engine = engine_option(args).value_or(shmht::kDefaultEngine);
   o.capacity = args.number("capacity", o.capacity);
   o.max_key_bytes = static_cast<std::uint32_t>(args.number("max-key-bytes", o.max_key_bytes));
   o.max_value_bytes = static_cast<std::uint32_t>(args.number("max-value-bytes", o.max_value_bytes));

@@ -45,6 +45,8 @@ PYBIND11_MODULE(_shmht, m) {
         "Every engine name, built or not: global, striped, seqlock, lockfree.");
   m.def("built_engines", [] { return engine_names(true); },
         "The engines this build implements, in the order of engine_names().");
+  m.def("default_engine_name", [] { return std::string(shmht::engine_name(shmht::kDefaultEngine)); },
+        "The engine a new table gets when none is named (shmht::kDefaultEngine, as in C++ and the CLI).");
   m.def("active_engine",
         [](const std::string& name) { return std::string(shmht::engine_name(shmht::Table::active_engine(name))); },
         py::arg("name"),
