@@ -84,6 +84,10 @@ class Region {
   T* at(std::uint64_t offset) const noexcept {
     return reinterpret_cast<T*>(base_ + offset);
   }
+  // The inverse of at(): the region offset of a pointer into this mapping.
+  std::uint64_t offset_of(const void* p) const noexcept {
+    return static_cast<std::uint64_t>(static_cast<const std::byte*>(p) - base_);
+  }
 
   // Best effort: allocates and maps [offset, offset + bytes) for writing in one call
   // (MADV_POPULATE_WRITE); on kernels without it, pages fault in one by one as usual.

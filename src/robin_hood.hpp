@@ -45,17 +45,25 @@ struct NoTouch {
   void operator()(std::uint64_t) const noexcept {}
 };
 
-template <class Matches, class Touch = NoTouch>
-Probe probe(const SlotArray& slots, std::uint64_t home, std::uint16_t tag, Matches&& matches, Touch&& touch = {}) {
+// Every scan below reads slot words through `load(slot)`; the overloads without it read
+// them plainly. An engine that must finish an operation found in a word before it can
+// read the word (lockfree), or that reads from a snapshot, passes its own.
+template <class Matches, class Touch, class Load>
+Probe probe(const SlotArray& slots, std::uint64_t home, std::uint16_t tag, Matches&& matches, Touch&& touch, Load&& load) {
   const std::uint64_t limit = slots.probe_limit();
   std::uint64_t d = 0;
   for (std::uint64_t i = home; i < limit; ++i, ++d) {
     touch(i);
-    const std::uint64_t word = slots.load(i);
+    const std::uint64_t word = load(i);
     if (word == layout::kEmptySlot || Slot::dist_of(word) < d) return {false, i, d};
     if (Slot::tag_of(word) == tag && matches(word)) return {true, i, d};
   }
   return {false, limit, d};
+}
+
+template <class Matches, class Touch = NoTouch>
+Probe probe(const SlotArray& slots, std::uint64_t home, std::uint16_t tag, Matches&& matches, Touch&& touch = {}) {
+  return probe(slots, home, tag, matches, touch, [&](std::uint64_t s) { return slots.load(s); });
 }
 
 // The slots an insertion at (pos, dist) rewrites: [pos, last]. ok == false when the
@@ -65,17 +73,22 @@ struct InsertPlan {
   std::uint64_t pos, last, dist;
 };
 
-template <class Touch = NoTouch>
-InsertPlan plan_insert(const SlotArray& slots, std::uint64_t pos, std::uint64_t dist, Touch&& touch = {}) {
+template <class Touch, class Load>
+InsertPlan plan_insert(const SlotArray& slots, std::uint64_t pos, std::uint64_t dist, Touch&& touch, Load&& load) {
   if (dist > layout::kMaxDist) return {false, pos, pos, dist};
   const std::uint64_t limit = slots.probe_limit();
   for (std::uint64_t i = pos; i < limit; ++i) {
     touch(i);
-    const std::uint64_t word = slots.load(i);
+    const std::uint64_t word = load(i);
     if (word == layout::kEmptySlot) return {true, pos, i, dist};
     if (Slot::dist_of(word) >= layout::kMaxDist) break;
   }
   return {false, pos, pos, dist};
+}
+
+template <class Touch = NoTouch>
+InsertPlan plan_insert(const SlotArray& slots, std::uint64_t pos, std::uint64_t dist, Touch&& touch = {}) {
+  return plan_insert(slots, pos, dist, touch, [&](std::uint64_t s) { return slots.load(s); });
 }
 
 inline void apply_insert(const SlotArray& slots, const InsertPlan& plan, std::uint64_t word) noexcept {
@@ -88,17 +101,22 @@ inline void apply_insert(const SlotArray& slots, const InsertPlan& plan, std::ui
 }
 
 // Last slot a backward-shift erase at `pos` rewrites (it becomes EMPTY).
-template <class Touch = NoTouch>
-std::uint64_t erase_run_end(const SlotArray& slots, std::uint64_t pos, Touch&& touch = {}) {
+template <class Touch, class Load>
+std::uint64_t erase_run_end(const SlotArray& slots, std::uint64_t pos, Touch&& touch, Load&& load) {
   const std::uint64_t limit = slots.probe_limit();
   std::uint64_t i = pos;
   while (i + 1 < limit) {
     touch(i + 1);
-    const std::uint64_t next = slots.load(i + 1);
+    const std::uint64_t next = load(i + 1);
     if (next == layout::kEmptySlot || Slot::dist_of(next) == 0) break;
     ++i;
   }
   return i;
+}
+
+template <class Touch = NoTouch>
+std::uint64_t erase_run_end(const SlotArray& slots, std::uint64_t pos, Touch&& touch = {}) {
+  return erase_run_end(slots, pos, touch, [&](std::uint64_t s) { return slots.load(s); });
 }
 
 inline void apply_erase(const SlotArray& slots, std::uint64_t pos, std::uint64_t last) noexcept {
@@ -128,8 +146,6 @@ inline std::uint64_t repair_interrupted_shifts(const SlotArray& slots) noexcept 
 // Calls visit(slot_index, word) for every key whose home slot is in [begin, end), each
 // exactly once whatever shifts moved it, as long as the caller excludes writers from the
 // slots it touches for the duration of the call.
-// `load(slot)` reads a slot word (engines that must help an operation found in a word
-// before they can read it pass their own).
 template <class Visit, class Touch, class Load>
 void visit_home_range(const SlotArray& slots, std::uint64_t begin, std::uint64_t end, Visit&& visit, Touch&& touch,
                       Load&& load) {

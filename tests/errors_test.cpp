@@ -258,6 +258,34 @@ TEST_F(Errors, MisalignedChunkCursorIsCorrupt) {
   EXPECT_EQ(t.get("k"), "v") << "the table is still readable";
 }
 
+// A slot word that refers to a lock-free operation which is over (a hostile file, or a
+// bug elsewhere) must be reported, not helped forever: lookups get kCorrupt and check
+// names it.
+TEST_F(Errors, StaleLockFreeReferenceIsCorrupt) {
+  Table::create(name_, {.capacity = 100, .engine = Engine::kLockFreeRobinHood}).close();
+  ImmutableHeader h{};
+  const int fd = ::open(path_of(name_).c_str(), O_RDWR);
+  ASSERT_EQ(pread(fd, &h, sizeof h, 0), static_cast<ssize_t>(sizeof h));
+  // Entry 0's descriptor is at sequence 0 (it never ran an operation); refer to sequence 5.
+  const std::uint64_t value = (std::uint64_t{5} << 13) | 0;
+  const std::uint64_t stale = ((value >> 40) << 48) | (std::uint64_t{layout::kDescriptorDist} << 40) | (value & ((std::uint64_t{1} << 40) - 1));
+  for (std::uint64_t b = 0; b < h.bucket_count; ++b) {
+    for (unsigned lane = 0; lane < layout::kSlotsPerBucket; ++lane) {
+      const off_t at = static_cast<off_t>(h.slot_array_offset + b * sizeof(layout::Bucket) + 8 * (1 + lane));
+      ASSERT_EQ(pwrite(fd, &stale, 8, at), 8);
+    }
+  }
+  ::close(fd);
+  {
+    Table t = Table::open(name_);
+    expect_error(ErrorCode::kCorrupt, "lock-free operation that is over", [&] { t.get("k"); });
+  }
+  const CheckReport report = check_table(name_);
+  EXPECT_FALSE(report.clean);
+  ASSERT_FALSE(report.problems.empty());
+  EXPECT_NE(report.problems.front().find("lock-free operation"), std::string::npos) << report.problems.front();
+}
+
 TEST_F(Errors, TooManyAttachments) {
   Table a = Table::create(name_, {.capacity = 100, .max_processes = 2});
   Table b = Table::open(name_);

@@ -83,6 +83,13 @@ class TableContext {
                                        std::to_string(layout::Slot::offset_of(word)) + "); run `shmht check`");
 }
 
+// An insert found no free slot within kMaxDist of the key's home (every engine).
+[[noreturn]] inline void throw_no_free_slot(TableContext& ctx) {
+  throw Error(ErrorCode::kTableFull, ctx.region().path() + ": table full: no free slot within probe distance " +
+                                         std::to_string(layout::kMaxDist) + " of the key's home (capacity " +
+                                         std::to_string(ctx.fixed().capacity) + "; create the table with a larger capacity)");
+}
+
 using KeyValue = std::pair<std::string, std::string>;
 
 // The item count the attachments' counters add up to (every engine's counters). A

@@ -62,6 +62,7 @@
 #include "engines/engine.hpp"
 #include "engines/lockfree/kcas.hpp"
 #include "engines/optimistic_read.hpp"
+#include "robin_hood.hpp"
 
 namespace shmht {
 namespace {
@@ -111,14 +112,9 @@ class LockFreeEngine final : public EngineBase {
       const Found found = probe(snap, key);
       if (!found.present) return snap.still_valid() ? std::optional(false) : std::nullopt;
       // Backward shift of the run after the key, up to an empty slot or a key at home.
-      const std::uint64_t limit = slots_.probe_limit();
-      std::uint64_t last = found.slot;
-      while (last + 1 < limit) {
-        const std::uint64_t next = snap.word(last + 1);
-        if (next == layout::kEmptySlot || Slot::dist_of(next) == 0) break;
-        ++last;
-      }
-      const std::uint64_t stop = std::min(last + 1, limit - 1);  // read to decide where the run ends
+      const std::uint64_t last = robin_hood::erase_run_end(slots_, found.slot, robin_hood::NoTouch{},
+                                                           [&](std::uint64_t s) { return snap.word(s); });
+      const std::uint64_t stop = std::min(last + 1, slots_.probe_limit() - 1);  // read to decide where the run ends
       std::vector<WordChange>& changes = fresh_changes();
       changes.push_back(count(&layout::KcasDescriptor::items_removed));
       for_each_bucket(snap, found.slot, stop, &changes, [&](std::uint64_t s) -> std::optional<std::uint64_t> {
@@ -153,7 +149,7 @@ class LockFreeEngine final : public EngineBase {
   // A counter word may hold a running operation's reference: finish it, then read.
   std::int64_t item_count(Region& region) override {
     return counted_items(region, [&](const std::atomic<std::uint64_t>& w) {
-      return kcas_.read(static_cast<std::uint64_t>(reinterpret_cast<const std::byte*>(&w) - region.base()));
+      return kcas_.read(region.offset_of(&w));
     });
   }
 
@@ -260,52 +256,36 @@ class LockFreeEngine final : public EngineBase {
     }
   }
 
-  // The key's slot, or where it would be inserted, read from the snapshot.
+  // The key's slot, or where it would be inserted: robin_hood::probe over the snapshot.
   Found probe(Snapshot& snap, const HashedKey& key) {
-    const std::uint64_t home = slots_.home_of(key.hash);
-    const std::uint16_t tag = layout::SlotArray::tag_of_hash(key.hash);
-    const std::uint64_t limit = slots_.probe_limit();
-    std::uint64_t d = 0;
-    for (std::uint64_t i = home; i < limit; ++i, ++d) {
-      const std::uint64_t word = snap.word(i);
-      if (word == layout::kEmptySlot || Slot::dist_of(word) < d) return {false, i, d, 0};
-      if (Slot::tag_of(word) != tag) continue;
-      layout::RecordHeader header{};
-      const std::byte* record = ctx_.checked_record(word, &header);
-      if (record == nullptr) {
-        if (snap.still_valid()) throw_invalid_record(ctx_, word);
-        throw Torn{};
-      }
-      if (header.key_bytes == key.bytes.size() && record_bytes_equal(record, sizeof(layout::RecordHeader), key.bytes)) {
-        return {true, i, d, record_bytes_for(header.key_bytes, header.value_bytes)};
-      }
-    }
-    return {false, limit, d, 0};
+    std::uint64_t record_bytes = 0;
+    const robin_hood::Probe p = robin_hood::probe(
+        slots_, slots_.home_of(key.hash), layout::SlotArray::tag_of_hash(key.hash),
+        [&](std::uint64_t word) {
+          layout::RecordHeader header{};
+          const std::byte* record = ctx_.checked_record(word, &header);
+          if (record == nullptr) {
+            if (snap.still_valid()) throw_invalid_record(ctx_, word);
+            throw Torn{};
+          }
+          record_bytes = record_bytes_for(header.key_bytes, header.value_bytes);
+          return header.key_bytes == key.bytes.size() && record_bytes_equal(record, sizeof(layout::RecordHeader), key.bytes);
+        },
+        robin_hood::NoTouch{}, [&](std::uint64_t s) { return snap.word(s); });
+    return {p.found, p.slot, p.dist, p.found ? record_bytes : 0};
   }
 
   // Links `fresh` where `found` says the key would go: one KCAS of the whole right shift.
   // False if the snapshot was overtaken (the caller starts again).
   bool link_new(Snapshot& snap, const HashedKey& key, const Found& found, const NewRecord& fresh) {
-    const std::uint64_t limit = slots_.probe_limit();
-    std::uint64_t last = found.slot;
-    bool room = found.dist <= layout::kMaxDist && found.slot < limit;
-    for (; room; ++last) {
-      if (last >= limit) {
-        room = false;
-        break;
-      }
-      const std::uint64_t word = snap.word(last);
-      if (word == layout::kEmptySlot) break;
-      if (Slot::dist_of(word) >= layout::kMaxDist) room = false;
-    }
-    if (!room) {
+    const robin_hood::InsertPlan plan = robin_hood::plan_insert(slots_, found.slot, found.dist, robin_hood::NoTouch{},
+                                                               [&](std::uint64_t s) { return snap.word(s); });
+    if (!plan.ok) {
       if (!snap.still_valid()) return false;
       ctx_.arena().free(fresh.offset, fresh.bytes);
-      throw Error(ErrorCode::kTableFull,
-                  ctx_.region().path() + ": table full: no free slot within probe distance " +
-                      std::to_string(layout::kMaxDist) + " of the key's home (capacity " +
-                      std::to_string(ctx_.fixed().capacity) + "; create the table with a larger capacity)");
+      throw_no_free_slot(ctx_);
     }
+    const std::uint64_t last = plan.last;
     // One version per bucket from home to last, the shifted slots and the counter.
     const std::uint64_t words = layout::SlotArray::bucket_of_slot(last) - layout::SlotArray::bucket_of_slot(slots_.home_of(key.hash)) +
                                 1 + (last - found.slot + 1) + 1;
@@ -353,9 +333,8 @@ class LockFreeEngine final : public EngineBase {
   // +1 on one of this attachment's item counters (only its owner starts such a change).
   WordChange count(std::atomic<std::uint64_t> layout::KcasDescriptor::*counter) {
     std::atomic<std::uint64_t>& word = kcas_.descriptor(ctx_.entry_index()).*counter;
-    const std::uint64_t offset = static_cast<std::uint64_t>(reinterpret_cast<std::byte*>(&word) - ctx_.region().base());
     const std::uint64_t value = word.load(std::memory_order_acquire);
-    return {offset, value, (value + 1) & lockfree::kValueMask};
+    return {ctx_.region().offset_of(&word), value, (value + 1) & lockfree::kValueMask};
   }
 
   // The one buffer writes build their changes in (no allocation per operation).

@@ -52,6 +52,31 @@ inline std::uint32_t id_of(const Region& region, std::uint32_t entry) noexcept {
 
 }  // namespace owner
 
+// Spin, then yield: on this 2-vCPU machine a sleeping hand-off costs tens of microseconds
+// and the holders' critical sections are far shorter, but a preempted holder (more
+// processes than cores) needs the CPU back. pause() returns true when it is time to ask
+// whether the holder is still alive (one fcntl, cheap next to a wait but not free): once
+// the spinning is over, then every kCheckEvery rounds.
+class Backoff {
+ public:
+  bool pause() noexcept {
+    ++rounds_;
+    if (rounds_ < kSpinRounds) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+      return false;
+    }
+    sched_yield();
+    return (rounds_ - kSpinRounds) % kCheckEvery == 0;
+  }
+
+ private:
+  static constexpr unsigned kSpinRounds = 64;
+  static constexpr unsigned kCheckEvery = 256;
+  unsigned rounds_ = 0;
+};
+
 // Decides whether the owner named in a lock word is dead; remembers those found dead.
 class DeadOwners {
  public:
@@ -63,6 +88,12 @@ class DeadOwners {
       if (k.id == id && generation_of(id) == k.generation) return true;
     }
     return false;
+  }
+
+  // One round of waiting for `id`: true when it is dead, asked at once if it is known
+  // dead, else only when `backoff` says it is time (so a live holder costs no syscall).
+  bool dead_after_pause(Backoff& backoff, std::uint32_t id) noexcept {
+    return known_dead(id) || (backoff.pause() && is_dead(id));
   }
 
   // True when `id` can never act again on what it holds. May ask the kernel.
@@ -98,30 +129,5 @@ class DeadOwners {
 // Thrown inside a protocol when a waiter finds a lock held by a dead process. The engine
 // releases what it holds, runs recovery (an exclusive scope repairs the table) and retries.
 struct NeedsRecovery {};
-
-// Spin, then yield: on this 2-vCPU machine a sleeping hand-off costs tens of microseconds
-// and the holders' critical sections are far shorter, but a preempted holder (more
-// processes than cores) needs the CPU back. pause() returns true when it is time to ask
-// whether the holder is still alive (one fcntl, cheap next to a wait but not free): once
-// the spinning is over, then every kCheckEvery rounds.
-class Backoff {
- public:
-  bool pause() noexcept {
-    ++rounds_;
-    if (rounds_ < kSpinRounds) {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
-      return false;
-    }
-    sched_yield();
-    return (rounds_ - kSpinRounds) % kCheckEvery == 0;
-  }
-
- private:
-  static constexpr unsigned kSpinRounds = 64;
-  static constexpr unsigned kCheckEvery = 256;
-  unsigned rounds_ = 0;
-};
 
 }  // namespace shmht

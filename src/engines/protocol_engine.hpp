@@ -253,10 +253,7 @@ class ProtocolEngine final : public EngineBase {
         robin_hood::plan_insert(ctx_.slots(), probe.slot, probe.dist, [&](std::uint64_t s) { scope.cover(s); });
     if (!plan.ok) {
       ctx_.arena().free(fresh.offset, fresh.bytes);
-      throw Error(ErrorCode::kTableFull,
-                  ctx_.region().path() + ": table full: no free slot within probe distance " +
-                      std::to_string(layout::kMaxDist) + " of the key's home (capacity " +
-                      std::to_string(ctx_.fixed().capacity) + "; create the table with a larger capacity)");
+      throw_no_free_slot(ctx_);
     }
     robin_hood::apply_insert(ctx_.slots(), plan, layout::Slot::encode(layout::SlotArray::tag_of_hash(key.hash), 0, fresh.offset));
     detail::fault_point(testing::FaultPoint::kBeforeUnlock);

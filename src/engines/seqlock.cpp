@@ -125,7 +125,7 @@ class SeqlockProtocol {
       }
       const std::uint32_t holder = owner_of(current);
       if (holder == me_) owner::throw_held_by_self(ctx_.region(), "bucket", bucket);
-      if (dead_.known_dead(holder) || (backoff.pause() && dead_.is_dead(holder))) {
+      if (dead_.dead_after_pause(backoff, holder)) {
         if (!take_over_dead) throw NeedsRecovery{};
         const std::uint64_t ours = (current & kSequenceMask) | (std::uint64_t{me_} << 32);
         if (control.compare_exchange_strong(current, ours, std::memory_order_acquire, std::memory_order_relaxed)) {
@@ -153,7 +153,7 @@ class SeqlockProtocol {
       if (attempt.outcome == optimistic::Outcome::kValid) return attempt.value_bytes;
       if (attempt.outcome != optimistic::Outcome::kBusy) continue;
       if (attempt.busy_owner == me_) owner::throw_held_by_self(ctx_.region(), "a bucket of slot", slots_.home_of(key.hash));
-      if (dead_.known_dead(attempt.busy_owner) || (backoff.pause() && dead_.is_dead(attempt.busy_owner))) {
+      if (dead_.dead_after_pause(backoff, attempt.busy_owner)) {
         throw NeedsRecovery{};
       }
     }

@@ -136,7 +136,7 @@ class StripedProtocol {
       Backoff backoff;
       for (std::uint32_t holder; (holder = writer.load(std::memory_order_acquire)) != 0;) {
         if (holder == me_) owner::throw_held_by_self(ctx_.region(), "stripe", stripe);
-        if (dead_.known_dead(holder) || (backoff.pause() && dead_.is_dead(holder))) throw NeedsRecovery{};
+        if (dead_.dead_after_pause(backoff, holder)) throw NeedsRecovery{};
       }
     }
   }
@@ -152,7 +152,7 @@ class StripedProtocol {
     Backoff backoff;
     for (std::uint32_t expected = 0; !writer.compare_exchange_weak(expected, me_, std::memory_order_seq_cst);) {
       if (expected == me_) owner::throw_held_by_self(ctx_.region(), "stripe", stripe);
-      if (expected != 0 && (dead_.known_dead(expected) || (backoff.pause() && dead_.is_dead(expected)))) {
+      if (expected != 0 && dead_.dead_after_pause(backoff, expected)) {
         if (!take_over_dead) throw NeedsRecovery{};
         if (writer.compare_exchange_strong(expected, me_, std::memory_order_seq_cst)) {
           took_over = true;
