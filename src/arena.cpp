@@ -30,6 +30,17 @@ constexpr std::uint64_t kRecordAlign = 16;  // class sizes and chunk record area
 static_assert(layout::kLinearStep == kRecordAlign && sizeof(ChunkHeader) % kRecordAlign == 0,
               "a chunk's records and any tail of it stay 16-aligned, so tails cut into whole classes");
 
+// Cuts [begin, end) (16-aligned) into records of the largest classes that fit, front to
+// back, calling piece(offset, size_class) for each.
+template <class Piece>
+void cut_into_classes(std::uint64_t begin, std::uint64_t end, Piece&& piece) {
+  while (end - begin >= kRecordAlign) {
+    const unsigned cls = largest_class_within(end - begin);
+    piece(begin, cls);
+    begin += layout::class_bytes(cls);
+  }
+}
+
 }  // namespace
 
 void Arena::corrupt(const std::string& why) const {
@@ -48,6 +59,7 @@ std::uint64_t Arena::allocate(std::uint64_t record_bytes) {
     const std::uint64_t next = std::atomic_ref<std::uint64_t>(*link_word(*region_, head)).load(std::memory_order_relaxed);
     entry_->free_heads[cls].store(next, std::memory_order_relaxed);
     add_relaxed<std::uint64_t>(entry_->free_bytes, -size);
+    add_relaxed<std::uint32_t>(entry_->free_counts[cls], -1u);
     add_relaxed<std::int64_t>(entry_->live_bytes, static_cast<std::int64_t>(size));
     return head;
   }
@@ -80,6 +92,7 @@ void Arena::push_free(std::uint64_t offset, unsigned size_class) noexcept {
       .store(entry_->free_heads[size_class].load(std::memory_order_relaxed), std::memory_order_relaxed);
   entry_->free_heads[size_class].store(offset, std::memory_order_relaxed);
   add_relaxed<std::uint64_t>(entry_->free_bytes, layout::class_bytes(size_class));
+  add_relaxed<std::uint32_t>(entry_->free_counts[size_class], 1u);
 }
 
 void Arena::free(std::uint64_t offset, std::uint64_t record_bytes) noexcept {
@@ -116,13 +129,14 @@ void Arena::hand_over(unsigned size_class) {
   // Detach first: a crash before the push leaks the chain, never lists it twice.
   entry_->free_heads[size_class].store(0, std::memory_order_relaxed);
   add_relaxed<std::uint64_t>(entry_->free_bytes, -(count * size));
+  entry_->free_counts[size_class].store(0, std::memory_order_relaxed);
   std::atomic<std::uint64_t>& head = region_->header().shared_free_heads[size_class];
   std::uint64_t seen = head.load(std::memory_order_acquire);
   do {
     std::atomic_ref<std::uint64_t>(*link_word(*region_, last)).store(layout::shared_head_offset(seen), std::memory_order_relaxed);
   } while (!head.compare_exchange_weak(seen, layout::shared_head(layout::shared_head_tag(seen) + 1, first),
                                        std::memory_order_release, std::memory_order_acquire));
-  region_->header().shared_free_bytes.fetch_add(count * size, std::memory_order_relaxed);
+  region_->header().shared_free_counts[size_class].fetch_add(count, std::memory_order_relaxed);
 }
 
 std::uint64_t Arena::take_shared(unsigned size_class) {
@@ -139,7 +153,7 @@ std::uint64_t Arena::take_shared(unsigned size_class) {
     const std::uint64_t next = std::atomic_ref<std::uint64_t>(*link_word(*region_, top)).load(std::memory_order_relaxed);
     if (head.compare_exchange_weak(seen, layout::shared_head(layout::shared_head_tag(seen) + 1, next),
                                    std::memory_order_acquire, std::memory_order_acquire)) {
-      region_->header().shared_free_bytes.fetch_sub(size, std::memory_order_relaxed);
+      region_->header().shared_free_counts[size_class].fetch_sub(1, std::memory_order_relaxed);
       return top;
     }
   }
@@ -147,15 +161,23 @@ std::uint64_t Arena::take_shared(unsigned size_class) {
 }
 
 void Arena::retire_tail(std::uint64_t cursor, std::uint64_t end) noexcept {
-  while (end - cursor >= kRecordAlign) {
-    const unsigned cls = largest_class_within(end - cursor);
-    const std::uint64_t piece = cursor;
-    cursor += layout::class_bytes(cls);
+  cut_into_classes(cursor, end, [&](std::uint64_t piece, unsigned cls) {
     // Cursor past the piece before the piece is listed: a crash in between leaks the
     // piece rather than handing it out twice.
-    entry_->chunk_cursor.store(cursor, std::memory_order_relaxed);
+    entry_->chunk_cursor.store(piece + layout::class_bytes(cls), std::memory_order_relaxed);
     push_free(piece, cls);
+  });
+}
+
+void Arena::reclaim(std::uint64_t begin, std::uint64_t end) {
+  if (begin % kRecordAlign != 0 || end % kRecordAlign != 0 || end < begin || !region_->ensure_mapped(begin, end - begin)) {
+    corrupt("reclaiming [" + std::to_string(begin) + ", " + std::to_string(end) + "), which is not inside the arena");
   }
+  cut_into_classes(begin, end, [&](std::uint64_t piece, unsigned cls) { push_free(piece, cls); });
+  // The leaked records were counted live by the attachment that allocated them.
+  add_relaxed<std::int64_t>(entry_->live_bytes, -static_cast<std::int64_t>(end - begin));
+  // To the shared stacks: the checker that reclaims is about to detach.
+  for (unsigned c = 0; c < layout::kSizeClassCount; ++c) hand_over(c);
 }
 
 void Arena::use_chunk(std::uint64_t start) {

@@ -71,6 +71,13 @@ class Arena {
   // died while taking a chunk: makes that chunk this attachment's if the claim was won.
   void inherit_interrupted_claim(std::uint32_t previous_generation);
 
+  // Puts [begin, end) of the arena, which no slot, free list or chunk cursor covers
+  // (records leaked by a crashed writer), on the shared free lists, cut into records of
+  // the largest classes that fit. Only `check --repair` calls it (check.cpp), with every
+  // other attachment dead and new ones kept out, because a live writer's allocated but
+  // not yet linked record looks exactly the same.
+  void reclaim(std::uint64_t begin, std::uint64_t end);
+
  private:
   void take_new_chunk(std::uint64_t* cursor, std::uint64_t* end);
   // Cuts [cursor, end) of the current chunk into free records; leaves the chunk empty.

@@ -1,8 +1,10 @@
 // check.cpp - the invariant checker behind `shmht check` (see shmht/check.hpp).
 #include "shmht/check.hpp"
 
+#include <algorithm>
 #include <string>
 #include <unordered_set>
+#include <vector>
 
 #include "engines/engine.hpp"
 #include "hash.hpp"
@@ -14,9 +16,28 @@ namespace {
 
 using layout::Slot;
 
+// A piece of the arena and what accounts for it. Every byte below arena_end is exactly
+// one of these, or was leaked by a crashed writer (a gap between them).
+struct Extent {
+  enum Kind { kLiveRecord, kFreeRecord, kChunkHeader, kChunkTail, kUnrecordedChunk };
+  std::uint64_t begin, bytes;
+  Kind kind;
+};
+
+const char* describe(Extent::Kind kind) {
+  switch (kind) {
+    case Extent::kLiveRecord: return "a live record";
+    case Extent::kFreeRecord: return "a free record";
+    case Extent::kChunkHeader: return "a chunk header";
+    case Extent::kChunkTail: return "an attachment's unused chunk tail";
+    case Extent::kUnrecordedChunk: return "a chunk a dead attachment claimed";
+  }
+  return "?";
+}
+
 class Checker {
  public:
-  explicit Checker(TableContext& ctx) : ctx_(ctx), slots_(ctx.slots()) {}
+  Checker(TableContext& ctx, bool reclaim) : ctx_(ctx), slots_(ctx.slots()), reclaim_(reclaim) {}
 
   void run(CheckReport* report) {
     report_ = report;
@@ -24,6 +45,15 @@ class Checker {
     check_counters();
     check_free_lists();
     check_chunks();
+    const std::vector<Extent> gaps = unaccounted_gaps();
+    // Only a table with nothing else wrong: a damaged list or slot would make live or
+    // free records look like gaps, and reclaiming those would hand them out twice.
+    if (reclaim_ && report_->problems.empty()) {
+      for (const Extent& gap : gaps) ctx_.arena().reclaim(gap.begin, gap.begin + gap.bytes);
+      report_->reclaimed_bytes = report_->unaccounted_bytes;
+      report_->free_record_bytes += report_->unaccounted_bytes;
+      report_->unaccounted_bytes = 0;
+    }
     report_->clean = report_->problems.empty();
   }
 
@@ -66,7 +96,9 @@ class Checker {
         problem("slot ", i, ": record offset ", offset, " is outside the arena or its lengths exceed the limits");
         continue;
       }
-      report_->live_record_bytes += layout::class_bytes(layout::size_class_of(record_bytes_for(header.key_bytes, header.value_bytes)));
+      const std::uint64_t class_bytes = layout::class_bytes(layout::size_class_of(record_bytes_for(header.key_bytes, header.value_bytes)));
+      report_->live_record_bytes += class_bytes;
+      extents_.push_back({offset, class_bytes, Extent::kLiveRecord});
       const std::string_view key = record_key(record, header);
       const std::uint64_t hash = hash_key(key, seed);
       if (Slot::tag_of(word) != layout::SlotArray::tag_of_hash(hash)) problem("slot ", i, ": tag does not match the key's hash");
@@ -89,8 +121,10 @@ class Checker {
       const layout::ProcessEntry& entry = ctx_.region().entry(e);
       std::uint64_t entry_free_bytes = 0;
       for (unsigned cls = 0; cls < layout::kSizeClassCount; ++cls) {
-        entry_free_bytes += walk_free_list("entry " + std::to_string(e), cls,
-                                           entry.free_heads[cls].load(std::memory_order_relaxed), &free_offsets);
+        const std::string owner = "entry " + std::to_string(e);
+        const std::uint64_t records = walk_free_list(owner, cls, entry.free_heads[cls].load(std::memory_order_relaxed), &free_offsets);
+        expect_count(owner, cls, entry.free_counts[cls].load(std::memory_order_relaxed), records);
+        entry_free_bytes += records * layout::class_bytes(cls);
       }
       report_->free_record_bytes += entry_free_bytes;
       if (entry_free_bytes != entry.free_bytes.load(std::memory_order_relaxed)) {
@@ -98,25 +132,25 @@ class Checker {
       }
     }
     const layout::Header& header = ctx_.region().header();
-    std::uint64_t shared_bytes = 0;
     for (unsigned cls = 0; cls < layout::kSizeClassCount; ++cls) {
       const std::uint64_t head = header.shared_free_heads[cls].load(std::memory_order_relaxed);
-      shared_bytes += walk_free_list("the shared lists", cls, layout::shared_head_offset(head), &free_offsets);
-    }
-    report_->free_record_bytes += shared_bytes;
-    if (shared_bytes != header.shared_free_bytes.load(std::memory_order_relaxed)) {
-      problem("shared_free_bytes says ", header.shared_free_bytes.load(std::memory_order_relaxed),
-              " but the shared lists hold ", shared_bytes);
+      const std::uint64_t records = walk_free_list("the shared lists", cls, layout::shared_head_offset(head), &free_offsets);
+      expect_count("the shared lists", cls, header.shared_free_counts[cls].load(std::memory_order_relaxed), records);
+      report_->free_record_bytes += records * layout::class_bytes(cls);
     }
   }
 
-  // Follows one free list from `offset`; returns the bytes it holds.
+  void expect_count(const std::string& owner, unsigned cls, std::uint64_t counted, std::uint64_t listed) {
+    if (counted != listed) problem(owner, ", size class ", cls, ": its counter says ", counted, " free records but its list holds ", listed);
+  }
+
+  // Follows one free list from `offset`; returns the number of records on it.
   std::uint64_t walk_free_list(const std::string& owner, unsigned cls, std::uint64_t offset,
                                std::unordered_set<std::uint64_t>* free_offsets) {
     const std::uint64_t arena_end = ctx_.region().header().arena_end.load(std::memory_order_relaxed);
     const std::uint64_t max_steps = (arena_end - ctx_.fixed().arena_offset) / layout::kLinearStep + 1;
     const std::uint64_t size = layout::class_bytes(cls);
-    std::uint64_t bytes = 0;
+    std::uint64_t records = 0;
     for (std::uint64_t steps = 0; offset != 0; ++steps) {
       // ensure_mapped, not just arena_end: the file may have grown since this handle
       // mapped it, and a link is followed only once it is known to be mapped.
@@ -131,54 +165,109 @@ class Checker {
         break;
       }
       ++report_->free_records;
-      bytes += size;
+      ++records;
+      extents_.push_back({offset, size, Extent::kFreeRecord});
       offset = std::atomic_ref<std::uint64_t>(*ctx_.region().at<std::uint64_t>(offset)).load(std::memory_order_relaxed);
     }
-    return bytes;
+    return records;
   }
 
   void check_chunks() {
     const std::uint64_t arena_begin = ctx_.fixed().arena_offset;
     const std::uint64_t arena_end = ctx_.region().header().arena_end.load(std::memory_order_relaxed);
     const std::uint64_t chunk = ctx_.fixed().chunk_bytes;
-    std::uint64_t chunk_headers = 0;
     for (std::uint64_t start = arena_begin; start + chunk <= arena_end; start += chunk) {
-      chunk_headers += sizeof(layout::ChunkHeader);
+      extents_.push_back({start, sizeof(layout::ChunkHeader), Extent::kChunkHeader});
       if (!ctx_.region().ensure_mapped(start, sizeof(layout::ChunkHeader))) {
         problem("chunk at ", start, " is below arena_end but outside the file");
       } else if (ctx_.region().at<layout::ChunkHeader>(start)->claim.load(std::memory_order_relaxed) == 0) {
         problem("chunk at ", start, " is below arena_end but was never claimed");
       }
     }
-    std::uint64_t unused_tails = 0;
     for (std::uint32_t e = 0; e < ctx_.fixed().max_processes; ++e) {
       const layout::ProcessEntry& entry = ctx_.region().entry(e);
       const std::uint64_t cursor = entry.chunk_cursor.load(std::memory_order_relaxed);
       const std::uint64_t end = entry.chunk_end.load(std::memory_order_relaxed);
-      if (end == 0) continue;
-      if (end < arena_begin || end > arena_end || (cursor > end && cursor - end > ctx_.fixed().chunk_bytes)) {
-        problem("entry ", e, ": current chunk [", cursor, ", ", end, ") is outside the arena");
-      } else if (cursor <= end) {
-        unused_tails += end - cursor;
+      if (end != 0) {
+        if (end < arena_begin || end > arena_end || (cursor > end && cursor - end > ctx_.fixed().chunk_bytes)) {
+          problem("entry ", e, ": current chunk [", cursor, ", ", end, ") is outside the arena");
+        } else if (cursor < end) {
+          extents_.push_back({cursor, end - cursor, Extent::kChunkTail});
+        }
+      }
+      // Claimed, but the claimant died before recording it: its heir takes it over
+      // (Arena::inherit_interrupted_claim), so it is not leaked.
+      const std::uint64_t claiming = entry.claiming_chunk.load(std::memory_order_relaxed);
+      if (claiming >= arena_begin && claiming + chunk <= arena_end && (claiming - arena_begin) % chunk == 0 &&
+          end != claiming + chunk &&
+          ctx_.region().at<layout::ChunkHeader>(claiming)->claim.load(std::memory_order_relaxed) ==
+              layout::chunk_claim(e, entry.generation.load(std::memory_order_relaxed))) {
+        extents_.push_back({claiming + sizeof(layout::ChunkHeader), chunk - sizeof(layout::ChunkHeader), Extent::kUnrecordedChunk});
       }
     }
-    const std::uint64_t accounted = report_->live_record_bytes + report_->free_record_bytes + unused_tails + chunk_headers;
-    const std::uint64_t handed_out = arena_end - arena_begin;
-    report_->unaccounted_bytes = handed_out > accounted ? handed_out - accounted : 0;
+  }
+
+  // The arena bytes no extent covers (leaked records), reported as unaccounted; extents
+  // that overlap are reported as problems.
+  std::vector<Extent> unaccounted_gaps() {
+    std::sort(extents_.begin(), extents_.end(), [](const Extent& a, const Extent& b) { return a.begin < b.begin; });
+    std::vector<Extent> gaps;
+    std::uint64_t covered_to = ctx_.fixed().arena_offset;
+    const Extent* previous = nullptr;
+    for (const Extent& x : extents_) {
+      if (previous == nullptr && x.begin < covered_to) {
+        problem("arena bytes at ", x.begin, " are ", describe(x.kind), " but lie before the arena");
+      } else if (x.begin < covered_to) {
+        problem("arena bytes at ", x.begin, " are ", describe(x.kind), " and also ", describe(previous->kind), " at ", previous->begin);
+      } else if (x.begin > covered_to) {
+        gaps.push_back({covered_to, x.begin - covered_to, Extent::kLiveRecord});
+      }
+      if (x.begin + x.bytes > covered_to) {
+        covered_to = x.begin + x.bytes;
+        previous = &x;
+      }
+    }
+    const std::uint64_t arena_end = ctx_.region().header().arena_end.load(std::memory_order_relaxed);
+    if (arena_end > covered_to) gaps.push_back({covered_to, arena_end - covered_to, Extent::kLiveRecord});
+    for (const Extent& gap : gaps) report_->unaccounted_bytes += gap.bytes;
+    return gaps;
   }
 
   TableContext& ctx_;
   layout::SlotArray slots_;
+  const bool reclaim_;
   CheckReport* report_ = nullptr;
   std::unordered_set<std::uint64_t> live_offsets_;
+  std::vector<Extent> extents_;
 };
 
 }  // namespace
 
-CheckReport check_table(const std::string& name) {
+CheckReport check_table(const std::string& name, const CheckOptions& options) {
   CheckReport report;
   Table table = Table::open(name);  // adopts the active engine
-  TableAccess::run_exclusive(table, [&](TableContext& ctx) { Checker(ctx).run(&report); }, &report.repaired_shifts);
+  auto check = [&](bool reclaim) {
+    TableAccess::run_exclusive(table, [&](TableContext& ctx) { Checker(ctx, reclaim).run(&report); }, &report.repaired_shifts);
+  };
+  if (!options.reclaim_leaked) {
+    check(false);
+    return report;
+  }
+  std::vector<pid_t> others;
+  TableAccess::with_admin_lock(table, [&](TableContext& ctx, const std::vector<std::uint32_t>& live) {
+    for (const std::uint32_t e : live) {
+      if (e != ctx.entry_index()) others.push_back(static_cast<pid_t>(ctx.region().entry(e).pid.load(std::memory_order_relaxed)));
+    }
+    // Alone, and nobody can attach until we are done: every unlinked record is leaked.
+    if (others.empty()) check(true);
+  });
+  if (!others.empty()) {
+    report.not_reclaimed_because = std::to_string(others.size()) + " other process" + (others.size() == 1 ? " is" : "es are") +
+                                   " attached (pid";
+    for (std::size_t i = 0; i < others.size(); ++i) report.not_reclaimed_because += (i ? ", " : " ") + std::to_string(others[i]);
+    report.not_reclaimed_because += "), whose records in flight look like leaked ones; run it again when they have detached";
+    check(false);  // with the admin lock released: live writers may need it to grow the file
+  }
   return report;
 }
 

@@ -484,6 +484,12 @@ Region::Attachment Region::attach(std::uint32_t engine, std::uint32_t stripes, C
   return a;
 }
 
+void Region::with_admin_lock(const std::function<void(const std::vector<std::uint32_t>& live)>& fn) {
+  if (!attachment_fd_) throw Error(ErrorCode::kInvalidArgument, path_ + ": the admin lock needs an attached handle");
+  const liveness::AttachmentFd::AdminLock admin(*attachment_fd_);
+  fn(liveness::held_entries(fd(), fixed().max_processes));
+}
+
 void Region::detach(std::uint32_t index) noexcept {
   ProcessEntry& e = entry(index);
   e.attached.store(0, std::memory_order_release);

@@ -16,6 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -126,6 +127,10 @@ class Region {
   // False only when entry `index` is certainly not held (a failed query means live).
   bool entry_is_live(std::uint32_t index) const noexcept;
   std::vector<pid_t> attached_pids() const;
+  // Runs fn under the admin lock, so nobody attaches meanwhile, with the entries live at
+  // the start (the set can only shrink while fn runs). Needs an attached handle. fn must
+  // not wait for anything a live attachment holds: attach and file growth wait for this lock.
+  void with_admin_lock(const std::function<void(const std::vector<std::uint32_t>& live)>& fn);
 
  private:
   Region() = default;

@@ -58,6 +58,19 @@ void register_fork_handler() {
 
 constexpr std::uint64_t kForEachBatchSlots = 1024;
 
+// Free records per size class, from the counters the arena keeps (no list is walked, so
+// this is safe next to writers; a shared stack's counter may lag by the pushes and pops
+// in flight, whence the clamp).
+std::vector<FreeClass> free_by_class(const Region& r) {
+  std::vector<FreeClass> classes;
+  for (unsigned c = 0; c < layout::kSizeClassCount; ++c) {
+    std::int64_t records = static_cast<std::int64_t>(r.header().shared_free_counts[c].load(std::memory_order_relaxed));
+    for (std::uint32_t i = 0; i < r.fixed().max_processes; ++i) records += r.entry(i).free_counts[c].load(std::memory_order_relaxed);
+    if (records > 0) classes.push_back({layout::class_bytes(c), static_cast<std::uint64_t>(records)});
+  }
+  return classes;
+}
+
 }  // namespace
 
 class TableImpl {
@@ -138,13 +151,11 @@ class TableImpl {
     s.resident_bytes = r.allocated_bytes();
     s.arena_bytes = r.header().arena_end.load(std::memory_order_relaxed) - r.fixed().arena_offset;
     std::int64_t live = 0;
-    std::uint64_t free = 0;
-    for (std::uint32_t i = 0; i < r.fixed().max_processes; ++i) {
-      live += r.entry(i).live_bytes.load(std::memory_order_relaxed);
-      free += r.entry(i).free_bytes.load(std::memory_order_relaxed);
-    }
+    for (std::uint32_t i = 0; i < r.fixed().max_processes; ++i) live += r.entry(i).live_bytes.load(std::memory_order_relaxed);
     s.live_record_bytes = live < 0 ? 0 : static_cast<std::uint64_t>(live);
-    s.free_record_bytes = free + r.header().shared_free_bytes.load(std::memory_order_relaxed);
+    s.free_by_class = free_by_class(r);
+    s.free_record_bytes = 0;
+    for (const FreeClass& c : s.free_by_class) s.free_record_bytes += c.records * c.record_bytes;
     s.attached_pids = r.attached_pids();
     return s;
   }
@@ -228,6 +239,13 @@ void TableAccess::run_exclusive(Table& table, const std::function<void(TableCont
     detail::fault_point(testing::FaultPoint::kExclusiveHeld);
     fn(impl.context());
   });
+}
+
+void TableAccess::with_admin_lock(Table& table,
+                                  const std::function<void(TableContext&, const std::vector<std::uint32_t>& live)>& fn) {
+  TableImpl& impl = table.impl();
+  impl.check_usable();
+  impl.context().region().with_admin_lock([&](const std::vector<std::uint32_t>& live) { fn(impl.context(), live); });
 }
 
 bool Table::remove(const std::string& name) {

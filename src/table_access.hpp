@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "engines/engine.hpp"
 #include "shmht/table.hpp"
@@ -13,6 +14,8 @@ namespace shmht {
 struct TableAccess {
   // Runs fn with writers excluded (see EngineBase::with_exclusive_access).
   static void run_exclusive(Table& table, const std::function<void(TableContext&)>& fn, std::uint64_t* repaired);
+  // Runs fn under the table's admin lock (Region::with_admin_lock) with the live entries.
+  static void with_admin_lock(Table& table, const std::function<void(TableContext&, const std::vector<std::uint32_t>& live)>& fn);
 };
 
 }  // namespace shmht

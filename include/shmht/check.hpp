@@ -17,6 +17,17 @@ struct CheckReport {
   std::uint64_t free_record_bytes = 0;
   std::uint64_t unaccounted_bytes = 0; // arena bytes neither live, free nor unused chunk tail
   std::uint64_t repaired_shifts = 0;   // interrupted operations repaired while locking
+  std::uint64_t reclaimed_bytes = 0;   // leaked bytes put back on the free lists (CheckOptions)
+  std::string not_reclaimed_because;   // set when reclaiming was asked for but not done
+};
+
+struct CheckOptions {
+  // Put the arena bytes that nothing accounts for (records leaked by writers killed
+  // between allocating and linking, or between unlinking and freeing) back on the free
+  // lists. Done only when no other process is attached (new ones wait meanwhile) and
+  // nothing else is wrong: a live writer's record in flight looks exactly like a leaked
+  // one. `shmht check --repair`.
+  bool reclaim_leaked = false;
 };
 
 // Opens `name` with its active engine, takes exclusive access (which, as for any lock
@@ -25,6 +36,6 @@ struct CheckReport {
 // tag and its home slot (slot - dist); the Robin Hood ordering; no duplicate key or
 // offset; the item counters sum to the occupied slots; every free list stays in the
 // arena, holds no live record and no cycle.
-CheckReport check_table(const std::string& name);
+CheckReport check_table(const std::string& name, const CheckOptions& options = {});
 
 }  // namespace shmht

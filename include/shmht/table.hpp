@@ -33,6 +33,13 @@
 
 namespace shmht {
 
+// The free records of one size class: every record is rounded up to its class's size,
+// and a freed record is reused only by a record of the same class.
+struct FreeClass {
+  std::uint64_t record_bytes;  // the class's size
+  std::uint64_t records;       // free records of that size
+};
+
 struct Stats {
   std::string path;
   Engine engine;
@@ -47,6 +54,7 @@ struct Stats {
   std::uint64_t arena_bytes;     // arena handed out in chunks
   std::uint64_t live_record_bytes;
   std::uint64_t free_record_bytes;  // in free lists, ready for reuse
+  std::vector<FreeClass> free_by_class;  // the classes with free records, smallest first
   std::vector<pid_t> attached_pids;
 };
 

@@ -205,6 +205,20 @@ def test_stats_and_pickle(table, table_name):
         clone.close()
 
 
+def test_stats_free_by_class(table):
+    for i in range(6):
+        table[b"k%d" % i] = b"x" * 40
+    table[b"big"] = b"y" * 250
+    assert table.stats()["free_by_class"] == {}
+    for i in range(6):
+        del table[b"k%d" % i]
+    del table[b"big"]
+    stats = table.stats()
+    # Record = 8-byte header + key + value, rounded up to its class (16-byte steps below 512).
+    assert stats["free_by_class"] == {64: 6, 272: 1}
+    assert stats["free_record_bytes"] == 6 * 64 + 272
+
+
 def test_file_backed_table(tmp_path, engine):
     path = str(tmp_path / "table.shmht")
     with shmht.Table(path, engine=engine, capacity=100) as t:

@@ -31,7 +31,7 @@ inline constexpr char kMagic[8] = {'s', 'h', 'm', 'h', 't', '-', 'v', '1'};
 // 2: liveness by open-file-description locks (no pids, no admin mutex in the header),
 //    ProcessEntry.attached and .claiming_chunk, a ChunkHeader at the start of every chunk,
 //    shared free lists in the header.
-inline constexpr std::uint32_t kLayoutVersion = 2;
+inline constexpr std::uint32_t kLayoutVersion = 3;
 inline constexpr std::uint64_t kPageBytes = 4096;
 
 // Header.state values: create() writes kReady last, with release order.
@@ -90,8 +90,10 @@ struct Header {
   //     | tag (22)     | record offset / 16 (42)               |     0 = empty
   //     +--------------+---------------------------------------+
   //   A free record's first word links to the next one's offset (0 ends the stack).
-  alignas(64) std::atomic<std::uint64_t> shared_free_bytes;
+  //   shared_free_counts[c]: records on stack c (what `stat` reports per size class).
+  //     Moved after the head's CAS, so a reader may see it lag by the operations in flight.
   alignas(64) std::atomic<std::uint64_t> shared_free_heads[kSizeClassCount];
+  alignas(64) std::atomic<std::uint64_t> shared_free_counts[kSizeClassCount];
 };
 inline constexpr unsigned kSharedOffsetBits = 42;  // offsets / 16 below 2^46 (max_bytes' limit)
 inline constexpr std::uint64_t shared_head(std::uint64_t tag, std::uint64_t offset) noexcept {
@@ -106,7 +108,8 @@ static_assert(shared_head_offset(shared_head(5, std::uint64_t{1} << 45)) == std:
 static_assert(shared_head_tag(shared_head((std::uint64_t{1} << 22) - 1, 16)) == (std::uint64_t{1} << 22) - 1);
 static_assert(offsetof(Header, state) == 128, "mutable part starts on its own line");
 static_assert(offsetof(Header, arena_end) == 192, "arena bump pointer on its own line");
-static_assert(offsetof(Header, shared_free_bytes) == 256, "shared free lists start on their own line");
+static_assert(offsetof(Header, shared_free_heads) == 256, "shared free lists start on their own line");
+static_assert(offsetof(Header, shared_free_counts) % 64 == 0, "counts, bumped after each CAS, stay off the heads' lines");
 static_assert(sizeof(Header) <= kPageBytes, "the header fits in its page");
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
@@ -139,9 +142,14 @@ struct alignas(64) ProcessEntry {
   // Head (region offset, 0 = empty) of a singly-linked list of free records per size
   // class; a free record's first word holds the next offset.
   std::atomic<std::uint64_t> free_heads[kSizeClassCount];
+  // Records on free_heads[c]. 32 bits suffice: an entry hands its lists over once they
+  // hold more than a chunk's worth of bytes (arena.cpp), and a chunk holds < 2^32 records.
+  std::atomic<std::uint32_t> free_counts[kSizeClassCount];
+  std::uint32_t reserved[8];  // pads the entry to whole cache lines
 };
 static_assert(offsetof(ProcessEntry, free_heads) == 64, "identity and counters in line 0");
-static_assert(sizeof(ProcessEntry) == 64 + 8 * kSizeClassCount, "no hidden padding");
+static_assert(offsetof(ProcessEntry, free_counts) == 64 + 8 * kSizeClassCount, "counts right after the heads");
+static_assert(sizeof(ProcessEntry) == 64 + 12 * kSizeClassCount + 32, "no hidden padding");
 static_assert(sizeof(ProcessEntry) % 64 == 0, "entries never share a cache line");
 static_assert(offsetof(ProcessEntry, attached) == 8 && offsetof(ProcessEntry, claiming_chunk) == 56,
               "field order is part of the layout version");

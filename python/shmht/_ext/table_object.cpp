@@ -700,6 +700,13 @@ PyObject* table_stats(PyObject* object, PyObject*) {
     if (pid == nullptr) return nullptr;
     PyList_SET_ITEM(pids.get(), static_cast<Py_ssize_t>(i), pid);
   }
+  PyRef free_by_class(PyDict_New());  // {record bytes of the class: free records}
+  if (!free_by_class) return nullptr;
+  for (const shmht::FreeClass& c : s.free_by_class) {
+    PyRef size(PyLong_FromUnsignedLongLong(c.record_bytes));
+    PyRef records(PyLong_FromUnsignedLongLong(c.records));
+    if (!size || !records || PyDict_SetItem(free_by_class.get(), size.get(), records.get()) != 0) return nullptr;
+  }
   const std::string_view engine = shmht::engine_name(s.engine);
   PyRef dict(PyDict_New());
   const bool ok = dict && put(dict.get(), "path", PyUnicode_FromStringAndSize(s.path.data(), static_cast<Py_ssize_t>(s.path.size()))) &&
@@ -715,6 +722,7 @@ PyObject* table_stats(PyObject* object, PyObject*) {
                   put(dict.get(), "arena_bytes", PyLong_FromUnsignedLongLong(s.arena_bytes)) &&
                   put(dict.get(), "live_record_bytes", PyLong_FromUnsignedLongLong(s.live_record_bytes)) &&
                   put(dict.get(), "free_record_bytes", PyLong_FromUnsignedLongLong(s.free_record_bytes)) &&
+                  put(dict.get(), "free_by_class", free_by_class.release()) &&
                   put(dict.get(), "attached_pids", pids.release());
   return ok ? dict.release() : nullptr;
 }
