@@ -203,11 +203,14 @@ Region Region::create(const std::string& path, const CreateOptions& options, Eng
 Region Region::create_anonymous(const CreateOptions& options, EngineStateInit init_engine) {
   validate_options(options);
   Region region;
-  const int fd = memfd_create("shmht", MFD_CLOEXEC);
+  const int fd = memfd_create("shmht", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) throw_errno("memfd_create", errno);
   // The name other processes (forked children) can open while this one holds the fd.
   region.path_ = "/proc/" + std::to_string(getpid()) + "/fd/" + std::to_string(fd);
   region.initialize(fd, options, init_engine);
+  // A memfd, unlike a file in /dev/shm, can forbid shrinking: then no process can
+  // truncate the table under another's mapping (touching the lost pages would SIGBUS).
+  if (fcntl(region.fd(), F_ADD_SEALS, F_SEAL_SHRINK) != 0) throw_errno("sealing " + region.path_ + " against shrinking", errno);
   return region;
 }
 

@@ -98,6 +98,25 @@ TEST_F(Errors, TruncatedTableIsCorrupt) {
   expect_error(ErrorCode::kCorrupt, "truncated", [&] { Table::open(name_); });
 }
 
+// Truncated by another process while this one still has it open and mapped: a new
+// open (which shares this process's mapping) re-reads the file's size and refuses.
+TEST_F(Errors, TableTruncatedWhileMappedIsCorruptOnTheNextOpen) {
+  Table held = Table::create(name_, {.capacity = 1000});
+  for (int i = 0; i < 500; ++i) held.assign("key-" + std::to_string(i), std::string(200, 'v'));
+  ASSERT_EQ(truncate(path_of(name_).c_str(), 64 * 1024), 0);
+  expect_error(ErrorCode::kCorrupt, "truncated", [&] { Table::open(name_); });
+}
+
+// An anonymous (memfd) table is sealed against shrinking, so nobody can truncate it.
+TEST_F(Errors, AnonymousTableCannotBeTruncated) {
+  Table t = Table::create_anonymous({.capacity = 1000});
+  t.assign("k", "v");
+  errno = 0;
+  EXPECT_NE(truncate(t.path().c_str(), 4096), 0);
+  EXPECT_EQ(errno, EPERM);
+  EXPECT_EQ(t.get("k"), "v");
+}
+
 TEST_F(Errors, OtherLayoutVersionIsVersionMismatch) {
   make_table();
   edit_header(name_, [](ImmutableHeader& h) { h.layout_version = 99; }, true);

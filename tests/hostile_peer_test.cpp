@@ -1,0 +1,127 @@
+// hostile_peer_test.cpp - a peer with write access scribbles random words over the slot
+// array (control words included) and the arena while other processes read and write.
+// The others must never crash or hang: each operation either works, or reports the
+// damage (kCorrupt), or finds the damaged table full (kTableFull, when scribbled slots
+// leave no free one near a key's home). `check` then reports the damage.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <random>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "layout/header.hpp"
+#include "shmht/check.hpp"
+#include "shmht/table.hpp"
+#include "test_support.hpp"
+
+namespace shmht::test {
+namespace {
+
+constexpr int kKeys = 4000;
+constexpr int kWorkers = 3;
+constexpr auto kWorkerRun = std::chrono::milliseconds(1500);
+
+// Exit codes of a worker.
+constexpr int kUnexpectedError = 5;
+
+struct Tally {
+  std::atomic<std::uint64_t> ops, corrupt, full;
+};
+
+// Random operations on random keys until the deadline; only kCorrupt and kTableFull are
+// acceptable failures.
+int run_worker(const std::string& name, unsigned seed, Tally* tally) {
+  std::mt19937_64 rng(seed);
+  Table t = Table::open(name);
+  const auto deadline = std::chrono::steady_clock::now() + kWorkerRun;
+  while (std::chrono::steady_clock::now() < deadline) {
+    const std::string key = key_of(rng() % kKeys);
+    try {
+      switch (rng() % 6) {
+        case 0: t.get(key); break;
+        case 1: t.contains(key); break;
+        case 2: t.assign(key, std::string(rng() % 100, 'v')); break;
+        case 3: t.insert(key, "i"); break;
+        case 4: t.erase(key); break;
+        case 5:
+          if (rng() % 50 == 0) t.for_each([](std::string_view, std::string_view) {});
+          break;
+      }
+    } catch (const Error& e) {
+      if (e.code() == ErrorCode::kCorrupt) {
+        tally->corrupt.fetch_add(1);
+      } else if (e.code() == ErrorCode::kTableFull) {
+        tally->full.fetch_add(1);
+      } else {
+        fprintf(stderr, "worker: unexpected %s: %s\n", std::string(error_code_name(e.code())).c_str(), e.what());
+        return kUnexpectedError;
+      }
+    }
+    tally->ops.fetch_add(1);
+  }
+  return 0;
+}
+
+// Maps the file itself (no Table) and writes random words at random 8-aligned offsets
+// of the slot array and the arena handed out so far.
+int run_scribbler(const std::string& path, unsigned seed, int words) {
+  const int fd = ::open(path.c_str(), O_RDWR);
+  if (fd < 0) return 1;
+  const off_t size = lseek(fd, 0, SEEK_END);
+  auto* base = static_cast<std::byte*>(mmap(nullptr, static_cast<std::size_t>(size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+  ::close(fd);
+  if (base == MAP_FAILED) return 2;
+  const auto* header = reinterpret_cast<const layout::Header*>(base);
+  const std::uint64_t slots_begin = header->fixed.slot_array_offset, slots_end = header->fixed.arena_offset;
+  const std::uint64_t arena_end = std::min<std::uint64_t>(header->arena_end.load(), static_cast<std::uint64_t>(size));
+  std::mt19937_64 rng(seed);
+  for (int i = 0; i < words; ++i) {
+    const bool in_slots = rng() % 2 == 0;
+    const std::uint64_t begin = in_slots ? slots_begin : slots_end, end = in_slots ? slots_end : arena_end;
+    const std::uint64_t offset = begin + (rng() % ((end - begin) / 8)) * 8;
+    std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(base + offset)).store(rng(), std::memory_order_relaxed);
+    usleep(500);
+  }
+  munmap(base, static_cast<std::size_t>(size));
+  return 0;
+}
+
+class HostilePeer : public ::testing::TestWithParam<Engine> {};
+
+TEST_P(HostilePeer, ScribblingNeverCrashesOrHangsTheOthersAndCheckReportsIt) {
+  ScopedName name;
+  std::string path;
+  {
+    Table t = Table::create(name, {.capacity = 2 * kKeys, .engine = GetParam()});
+    for (int i = 0; i < kKeys; i += 2) t.insert(key_of(i), "initial");
+    path = t.path();
+  }
+  SharedArray<Tally> tally(1);
+  Children children;
+  for (int w = 0; w < kWorkers; ++w) children.spawn([&, w] { return run_worker(name, 1000u + w, &tally[0]); });
+  children.spawn([&] { return run_scribbler(path, 7u, 2000); });
+  // A hang shows as an overrun: the workers stop on their own after kWorkerRun.
+  children.expect_all_succeed(std::chrono::seconds(60));
+  EXPECT_GT(tally[0].ops.load(), 0u);
+  std::printf("%llu operations, %llu reported corruption, %llu found the table full\n",
+              static_cast<unsigned long long>(tally[0].ops.load()), static_cast<unsigned long long>(tally[0].corrupt.load()),
+              static_cast<unsigned long long>(tally[0].full.load()));
+
+  // check itself runs in a child too: it must not crash or hang on the damage either.
+  Children checker;
+  checker.spawn([&] {
+    const CheckReport report = check_table(name);
+    return report.clean ? 1 : 0;  // 2000 random words cannot leave every invariant intact
+  });
+  checker.expect_all_succeed(std::chrono::seconds(60));
+}
+
+INSTANTIATE_TEST_SUITE_P(AllEngines, HostilePeer, ::testing::ValuesIn(built_engines()), engine_param_name);
+
+}  // namespace
+}  // namespace shmht::test
