@@ -10,6 +10,7 @@
 #include <mutex>
 #include <new>
 #include <optional>
+#include <type_traits>
 #include <span>
 #include <string>
 #include <string_view>
@@ -191,8 +192,33 @@ inline shmht::Table* handle(TableObject* self) {
   return handle_slow(self);
 }
 
+// Lets a long batch notice Ctrl-C. With the GIL released Python cannot run its signal
+// handlers, so a KeyboardInterrupt would wait for the whole batch. Every kEvery calls,
+// poll() takes the GIL back for a moment and runs them; if one raised, poll() throws
+// Interrupted (the Python exception stays set) and the batch stops between two complete
+// operations, each of which is atomic: the table stays consistent.
+class SignalPoll {
+ public:
+  struct Interrupted {};
+  explicit SignalPoll(PyThreadState** saved) noexcept : saved_(saved) {}
+  void operator()() {
+    if (++calls_ % kEvery != 0) [[likely]] return;
+    PyEval_RestoreThread(*saved_);
+    const int raised = PyErr_CheckSignals();
+    *saved_ = PyEval_SaveThread();
+    if (raised != 0) throw Interrupted{};
+  }
+
+ private:
+  static constexpr std::uint64_t kEvery = 4096;  // ~1 ms of operations; the check costs ~1 us
+  PyThreadState** saved_;
+  std::uint64_t calls_ = 0;
+};
+
 // Runs a batch with the GIL released and the handle reserved (see table_object.hpp).
-// `work` must not touch Python objects. Returns false with a Python error set.
+// `work` must not touch Python objects; it is called as work(table), or as
+// work(table, poll) if it takes a SignalPoll& (long batches, which call poll() between
+// operations). Returns false with a Python error set.
 template <typename Work>
 bool run_batch(TableObject* self, Work&& work) {
   shmht::Table* table = handle(self);
@@ -201,18 +227,26 @@ bool run_batch(TableObject* self, Work&& work) {
   self->busy = true;
   mutex->lock();
   std::optional<shmht::Error> failure;
-  bool out_of_memory = false;
-  Py_BEGIN_ALLOW_THREADS
+  bool out_of_memory = false, interrupted = false;
+  PyThreadState* saved = PyEval_SaveThread();
   try {
-    work(*table);
+    if constexpr (std::is_invocable_v<Work, shmht::Table&, SignalPoll&>) {
+      SignalPoll poll(&saved);
+      work(*table, poll);
+    } else {
+      work(*table);
+    }
   } catch (const shmht::Error& e) {
     failure.emplace(e);
   } catch (const std::bad_alloc&) {
     out_of_memory = true;
+  } catch (const SignalPoll::Interrupted&) {
+    interrupted = true;
   }
-  Py_END_ALLOW_THREADS
+  PyEval_RestoreThread(saved);
   self->busy = false;
   mutex->unlock();
+  if (interrupted) return false;  // the signal handler's exception is set
   if (failure) {
     set_python_error(*failure);
     return false;
@@ -490,11 +524,12 @@ PyTypeObject g_snapshot_type = {PyVarObject_HEAD_INIT(nullptr, 0)};
 PyObject* snapshot(TableObject* self, SnapshotKind kind) {
   auto entries = std::make_unique<PackedEntries>();
   const bool keys_only = kind == SnapshotKind::kKeys;
-  if (!run_batch(self, [&](shmht::Table& table) {
+  if (!run_batch(self, [&](shmht::Table& table, SignalPoll& poll) {
         // A guess that avoids most regrowth; the walk may see more or fewer entries.
         const std::size_t expected = static_cast<std::size_t>(table.size()) + 64;
         entries->reserve(expected, expected * 32);
         table.for_each([&](std::string_view key, std::string_view value) {
+          poll();
           entries->add(key, keys_only ? std::string_view() : value);
         });
         entries->finish();
@@ -615,8 +650,11 @@ PyObject* table_get_many(PyObject* object, PyObject* const* args, Py_ssize_t nar
     if (!batch.add(PySequence_Fast_GET_ITEM(keys.get(), i), "keys")) return nullptr;
   }
   std::vector<std::optional<std::string>> values(batch.size());
-  if (!run_batch(as_table(object), [&](shmht::Table& table) {
-        for (std::size_t i = 0; i < batch.size(); ++i) values[i] = table.get(batch[i]);
+  if (!run_batch(as_table(object), [&](shmht::Table& table, SignalPoll& poll) {
+        for (std::size_t i = 0; i < batch.size(); ++i) {
+          poll();
+          values[i] = table.get(batch[i]);
+        }
       })) {
     return nullptr;
   }
@@ -654,8 +692,11 @@ PyObject* table_assign_many(PyObject* object, PyObject* pairs_arg) {
     if (!values.add(PySequence_Fast_GET_ITEM(fast, 1), "values")) return nullptr;
   }
   std::size_t created = 0;
-  if (!run_batch(as_table(object), [&](shmht::Table& table) {
-        for (std::size_t i = 0; i < keys.size(); ++i) created += table.assign(keys[i], values[i]);
+  if (!run_batch(as_table(object), [&](shmht::Table& table, SignalPoll& poll) {
+        for (std::size_t i = 0; i < keys.size(); ++i) {
+          poll();
+          created += table.assign(keys[i], values[i]);
+        }
       })) {
     return nullptr;
   }
@@ -666,10 +707,16 @@ PyObject* table_assign_many(PyObject* object, PyObject* pairs_arg) {
 // processes during the call may survive it.
 PyObject* table_erase_all(PyObject* object, PyObject*) {
   std::size_t erased = 0;
-  if (!run_batch(as_table(object), [&](shmht::Table& table) {
+  if (!run_batch(as_table(object), [&](shmht::Table& table, SignalPoll& poll) {
         std::vector<std::string> keys;
-        table.for_each([&](std::string_view key, std::string_view) { keys.emplace_back(key); });
-        for (const std::string& key : keys) erased += table.erase(key);
+        table.for_each([&](std::string_view key, std::string_view) {
+          poll();
+          keys.emplace_back(key);
+        });
+        for (const std::string& key : keys) {
+          poll();
+          erased += table.erase(key);
+        }
       })) {
     return nullptr;
   }
