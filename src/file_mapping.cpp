@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <tuple>
 #include <utility>
 
 #include "layout/header.hpp"
@@ -15,7 +16,7 @@
 namespace shmht {
 namespace {
 
-using FileId = std::pair<unsigned long, unsigned long>;  // device, inode
+using FileId = std::tuple<unsigned long, unsigned long, bool>;  // device, inode, writable
 
 // The process's mappings by file. Entries are weak: a mapping dies with its last handle.
 struct Registry {
@@ -34,14 +35,14 @@ Registry& registry() {
 }  // namespace
 
 std::shared_ptr<FileMapping> FileMapping::of(int fd, const std::string& path, std::uint64_t reserve_bytes,
-                                             std::uint64_t file_bytes) {
+                                             std::uint64_t file_bytes, bool writable) {
   struct stat st{};
   if (fstat(fd, &st) != 0) {
     const int err = errno;
     ::close(fd);
     throw_mapping_error("fstat " + path, err);
   }
-  const FileId id{st.st_dev, st.st_ino};
+  const FileId id{st.st_dev, st.st_ino, writable};
   Registry& r = registry();
   std::lock_guard lock(r.mutex);
   if (auto existing = r.mappings[id].lock()) {
@@ -49,15 +50,15 @@ std::shared_ptr<FileMapping> FileMapping::of(int fd, const std::string& path, st
     existing->map_up_to(file_bytes);
     return existing;
   }
-  std::shared_ptr<FileMapping> mapping(new FileMapping(fd, path, reserve_bytes, id.first, id.second));
+  std::shared_ptr<FileMapping> mapping(new FileMapping(fd, path, reserve_bytes, st.st_dev, st.st_ino, writable));
   mapping->map_up_to(file_bytes);
   r.mappings[id] = mapping;
   return mapping;
 }
 
 FileMapping::FileMapping(int fd, std::string path, std::uint64_t reserve_bytes, unsigned long device,
-                         unsigned long inode)
-    : fd_(fd), path_(std::move(path)), reserved_bytes_(reserve_bytes), device_(device), inode_(inode) {
+                         unsigned long inode, bool writable)
+    : fd_(fd), path_(std::move(path)), reserved_bytes_(reserve_bytes), device_(device), inode_(inode), writable_(writable) {
   void* base = mmap(nullptr, reserve_bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (base == MAP_FAILED) {
     const int err = errno;
@@ -71,7 +72,7 @@ FileMapping::~FileMapping() {
   {
     Registry& r = registry();
     std::lock_guard lock(r.mutex);
-    const auto it = r.mappings.find({device_, inode_});
+    const auto it = r.mappings.find({device_, inode_, writable_});
     if (it != r.mappings.end() && it->second.expired()) r.mappings.erase(it);
   }
   munmap(base_, reserved_bytes_);
@@ -84,7 +85,7 @@ void FileMapping::map_up_to(std::uint64_t file_bytes) {
   std::lock_guard lock(remap_mutex_);
   const std::uint64_t mapped = mapped_bytes_.load(std::memory_order_relaxed);
   if (file_bytes <= mapped) return;
-  void* at = mmap(base_ + mapped, file_bytes - mapped, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd_,
+  void* at = mmap(base_ + mapped, file_bytes - mapped, writable_ ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED | MAP_FIXED, fd_,
                   static_cast<off_t>(mapped));
   if (at == MAP_FAILED) throw_mapping_error("mapping " + path_, errno);
   mapped_bytes_.store(file_bytes, std::memory_order_release);

@@ -25,8 +25,10 @@ class FileMapping {
   // The mapping of the file open on `fd`: this process's existing one if the file is
   // already mapped (then `fd` is closed), else a new one reserving `reserve_bytes` and
   // mapping the first `file_bytes` (then it owns `fd`).
+  // `writable` false maps it PROT_READ (a read-only handle's, from an O_RDONLY fd); a
+  // process's read-only and read-write handles on one file use separate mappings.
   static std::shared_ptr<FileMapping> of(int fd, const std::string& path, std::uint64_t reserve_bytes,
-                                         std::uint64_t file_bytes);
+                                         std::uint64_t file_bytes, bool writable = true);
 
   ~FileMapping();
   FileMapping(const FileMapping&) = delete;
@@ -38,12 +40,14 @@ class FileMapping {
   unsigned long device() const noexcept { return device_; }
   unsigned long inode() const noexcept { return inode_; }
   std::uint64_t reserved_bytes() const noexcept { return reserved_bytes_; }
+  bool writable() const noexcept { return writable_; }
   std::uint64_t mapped_bytes() const noexcept { return mapped_bytes_.load(std::memory_order_acquire); }
   // Maps the file up to `file_bytes` (page-rounded down, capped at the reservation).
   void map_up_to(std::uint64_t file_bytes);
 
  private:
-  FileMapping(int fd, std::string path, std::uint64_t reserve_bytes, unsigned long device, unsigned long inode);
+  FileMapping(int fd, std::string path, std::uint64_t reserve_bytes, unsigned long device, unsigned long inode,
+              bool writable);
 
   int fd_;
   std::string path_;
@@ -52,6 +56,7 @@ class FileMapping {
   std::atomic<std::uint64_t> mapped_bytes_{0};
   std::mutex remap_mutex_;
   unsigned long device_, inode_;
+  bool writable_;
 };
 
 }  // namespace shmht

@@ -43,7 +43,8 @@ std::uint64_t round_up(std::uint64_t value, std::uint64_t to) { return (value + 
     case ENOENT: code = ErrorCode::kNotFound; hint = " (no such table; create it first)"; break;
     case EEXIST: code = ErrorCode::kAlreadyExists; hint = " (remove it or open it instead)"; break;
     case EACCES:
-    case EPERM: code = ErrorCode::kPermissionDenied; break;
+    case EPERM: code = ErrorCode::kPermissionDenied; hint = " (a table you may only read can be opened read-only)"; break;
+    case EROFS: code = ErrorCode::kPermissionDenied; hint = " (read-only filesystem: open the table read-only)"; break;
     case ELOOP: code = ErrorCode::kInvalidArgument; hint = " (is a symbolic link; refusing to follow it)"; break;
     case ENOSPC: code = ErrorCode::kNoSpace; break;
     case EFBIG: code = ErrorCode::kTableFull; break;
@@ -271,12 +272,12 @@ void Region::initialize(int fd, const CreateOptions& options, EngineStateInit in
   h.state.store(layout::kStateReady, std::memory_order_release);
 }
 
-Region Region::open(const std::string& path) {
+Region Region::open(const std::string& path, bool read_only) {
   Region region;
   region.path_ = path;
   // /proc/<pid>/fd/<n> (an anonymous table's name) is a symlink by design: follow it.
   const bool proc_fd = path.rfind("/proc/", 0) == 0;
-  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | (proc_fd ? 0 : O_NOFOLLOW));
+  const int fd = ::open(path.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | (proc_fd ? 0 : O_NOFOLLOW));
   if (fd < 0) throw_errno("opening " + path, errno);
   // Until the mapping owns it, close the fd on every error path.
   struct FdGuard {
@@ -330,7 +331,7 @@ Region Region::open(const std::string& path) {
   if (size > f.max_bytes) corrupt(path, "file is larger than its max_bytes");
 
   guard.fd = -1;
-  region.attach_mapping(FileMapping::of(fd, path, f.max_bytes, size), f.arena_offset);
+  region.attach_mapping(FileMapping::of(fd, path, f.max_bytes, size, !read_only), f.arena_offset);
   Header& h = region.header();
   // A creator still initialising: wait briefly for it to publish kStateReady.
   for (int waited_ms = 0; h.state.load(std::memory_order_acquire) != layout::kStateReady; ++waited_ms) {

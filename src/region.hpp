@@ -58,7 +58,9 @@ class Region {
   // `init_engine` runs before the table is published as ready.
   static Region create(const std::string& path, const CreateOptions& options, EngineStateInit init_engine);
   static Region create_anonymous(const CreateOptions& options, EngineStateInit init_engine);
-  static Region open(const std::string& path);
+  // read_only: the file is opened O_RDONLY and mapped PROT_READ (a read-only handle,
+  // which never attaches: it cannot write its entry or take a liveness lock).
+  static Region open(const std::string& path, bool read_only = false);
 
   Region(Region&&) noexcept = default;
   Region& operator=(Region&&) noexcept = default;
@@ -67,6 +69,7 @@ class Region {
 
   const std::string& path() const noexcept { return path_; }
   int fd() const noexcept { return mapping_->fd(); }
+  bool read_only() const noexcept { return !mapping_->writable(); }
   std::byte* base() const noexcept { return base_; }
   layout::Header& header() const noexcept { return *reinterpret_cast<layout::Header*>(base_); }
   const layout::ImmutableHeader& fixed() const noexcept { return header().fixed; }

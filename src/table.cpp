@@ -95,11 +95,33 @@ class TableImpl {
     return impl;
   }
 
+  // A read-only handle: no entry, no liveness lock, nothing written (OpenOptions::read_only).
+  static std::unique_ptr<TableImpl> open_read_only(Region region, std::optional<Engine> engine) {
+    register_fork_handler();
+    const auto active = static_cast<Engine>(region.header().active_engine.load(std::memory_order_acquire));
+    if (engine && *engine != active) {
+      throw Error(ErrorCode::kEngineMismatch, region.path() + ": table is active with engine '" +
+                                                  std::string(engine_name(active)) + "'; a read-only open cannot switch it to '" +
+                                                  std::string(engine_name(*engine)) + "'");
+    }
+    if (active != Engine::kSeqlock) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  region.path() + ": read-only access needs an engine whose readers never write to the table (seqlock); this "
+                                  "table is active with '" + std::string(engine_name(active)) + "', whose readers " +
+                      (active == Engine::kLockFreeRobinHood ? "finish the operations they meet" : "take a lock"));
+    }
+    const std::uint32_t no_entry = region.fixed().max_processes;
+    auto impl = std::unique_ptr<TableImpl>(new TableImpl(std::move(region), active, no_entry));
+    impl->attached_ = false;
+    impl->engine_ = make_read_only_engine(make_engine(active, impl->context_));
+    return impl;
+  }
+
   std::uint64_t repaired_at_attach() const noexcept { return repaired_at_attach_; }
 
   ~TableImpl() {
     // A handle inherited across fork() names its parent's entry: leave that alone.
-    if (!inherited_across_fork()) context_.region().detach(context_.entry_index());
+    if (attached_ && !inherited_across_fork()) context_.region().detach(context_.entry_index());
   }
 
   bool inherited_across_fork() const noexcept {
@@ -184,6 +206,7 @@ class TableImpl {
   Engine engine_kind_;
   std::unique_ptr<EngineBase> engine_;
   std::uint64_t repaired_at_attach_ = 0;
+  bool attached_ = true;  // false: a read-only handle, which holds no entry
   std::uint64_t fork_generation_ = g_fork_generation.load(std::memory_order_relaxed);
 };
 
@@ -208,6 +231,7 @@ Table Table::create_anonymous(const CreateOptions& options) {
 }
 
 Table Table::open(const std::string& name, const OpenOptions& options) {
+  if (options.read_only) return Table(TableImpl::open_read_only(Region::open(resolve_table_path(name), true), options.engine));
   return Table(TableImpl::attach(Region::open(resolve_table_path(name)), options.engine, options.stripes));
 }
 

@@ -41,6 +41,15 @@ struct OpenOptions {
   // Striped engine only, and only when this open switches the table to it (no live
   // process attached): the stripe count (1..64). Otherwise the recorded count is kept.
   std::uint32_t stripes = 64;
+  // Open for reading only: the file is opened O_RDONLY and mapped read-only, so a table
+  // whose file the caller may only read (mode 0644, another user's) can be read. Only
+  // for tables active with an engine whose readers never write to shared memory
+  // (seqlock); kInvalidArgument names the reason otherwise. Writes through such a handle
+  // throw kPermissionDenied; so does meeting a lock left by a dead writer (recovering it
+  // needs write access: open the table read-write once). A read-only handle does not
+  // attach: it is not listed among the table's processes. `engine` must be unset or
+  // the active engine.
+  bool read_only = false;
 };
 
 }  // namespace shmht

@@ -49,6 +49,9 @@ class TableContext {
   std::uint32_t entry_index() const noexcept { return entry_index_; }
   layout::ProcessEntry& own_entry() noexcept { return region_.entry(entry_index_); }
   const layout::ImmutableHeader& fixed() const noexcept { return region_.fixed(); }
+  // A read-only handle (OpenOptions::read_only): mapped PROT_READ, attached to no entry.
+  // Its engine must never store to shared memory, recovery included.
+  bool read_only() const noexcept { return region_.read_only(); }
 
   // The record a slot word points at, with its header, after checking that the offset,
   // both lengths and the whole record lie inside the arena and the table's limits.
@@ -81,6 +84,12 @@ class TableContext {
 [[noreturn]] inline void throw_invalid_record(TableContext& ctx, std::uint64_t word) {
   throw Error(ErrorCode::kCorrupt, ctx.region().path() + ": corrupt table: a slot points at an invalid record (offset " +
                                        std::to_string(layout::Slot::offset_of(word)) + "); run `shmht check`");
+}
+
+// A read-only handle met something only a writer can do (recover a dead writer's lock).
+[[noreturn]] inline void throw_needs_write_access(TableContext& ctx, const std::string& what) {
+  throw Error(ErrorCode::kPermissionDenied, ctx.region().path() + ": opened read-only, but " + what +
+                                                " needs write access; open the table read-write once");
 }
 
 // An insert found no free slot within kMaxDist of the key's home (every engine).
@@ -135,6 +144,9 @@ std::unique_ptr<EngineBase> make_lockfree_engine(TableContext& context);
 void init_global_lock_state(Region& region);
 void init_striped_state(Region& region, std::uint32_t stripes);
 std::unique_ptr<EngineBase> make_engine(Engine engine, TableContext& context);
+// A read-only handle's engine: reads go to `reader` (an engine whose readers never write),
+// every write throws kPermissionDenied (engines.cpp).
+std::unique_ptr<EngineBase> make_read_only_engine(std::unique_ptr<EngineBase> reader);
 // Throws kEngineUnavailable (naming the engines that are built) unless `engine` is built.
 void require_engine_built(Engine engine);
 

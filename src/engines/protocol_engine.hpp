@@ -215,6 +215,7 @@ class ProtocolEngine final : public EngineBase {
       try {
         return op();
       } catch (const NeedsRecovery&) {
+        if (ctx_.read_only()) throw_needs_write_access(ctx_, "recovering what a dead writer left locked");
         typename Protocol::ExclusiveScope repair(protocol_);
       }
     }

@@ -72,7 +72,8 @@ class SeqlockProtocol {
   explicit SeqlockProtocol(TableContext& context)
       : ctx_(context),
         slots_(context.slots()),
-        me_(owner::id_of(context.region(), context.entry_index())),
+        // A read-only handle has no entry, so no owner id: 0, which no lock word holds.
+        me_(context.read_only() ? 0 : owner::id_of(context.region(), context.entry_index())),
         dead_(context.region()) {}
 
   // Write-locks buckets [first, last], growing upwards.
@@ -162,10 +163,20 @@ class SeqlockProtocol {
   void copy_home_range(std::uint64_t begin, std::uint64_t end, std::vector<KeyValue>* out) {
     constexpr int kOptimisticAttempts = 8;
     const std::size_t keep = out->size();
-    for (int attempt = 0; attempt < kOptimisticAttempts; ++attempt) {
+    Backoff backoff;
+    for (int attempt = 0; attempt < kOptimisticAttempts || ctx_.read_only(); ++attempt) {
       ReadWindow window(slots_);
       if (optimistic::try_copy_home_range(ctx_, window, begin, end, out)) return;
       out->resize(keep);
+      // A read-only handle cannot lock: it retries, pausing, until the range is still
+      // (a range held by a dead writer ends in lookup's recovery error instead).
+      if (attempt >= kOptimisticAttempts) {
+        if (window.busy_owner() == 0) {
+          backoff.pause();
+        } else if (dead_.dead_after_pause(backoff, window.busy_owner())) {
+          throw_needs_write_access(ctx_, "recovering what a dead writer left locked");
+        }
+      }
     }
     // Writers keep moving under us: lock the range as a writer would, and copy.
     WriteScope scope(*this, begin);

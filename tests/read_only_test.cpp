@@ -1,0 +1,168 @@
+// read_only_test.cpp - OpenOptions::read_only: a table whose file may only be read can
+// be read (seqlock), writes are refused with kPermissionDenied, the other engines are
+// refused with their reason, and a dead writer's lock is an error, never a hang or a
+// store through the read-only mapping.
+#include <signal.h>
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "shmht/table.hpp"
+#include "shmht/testing.hpp"
+#include "test_support.hpp"
+
+namespace shmht::test {
+namespace {
+
+using testing::FaultPoint;
+
+template <class Fn>
+void expect_error(ErrorCode code, const std::string& fragment, Fn&& fn) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error; expected " << error_code_name(code);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
+}
+
+OpenOptions read_only() {
+  OpenOptions options;
+  options.read_only = true;
+  return options;
+}
+
+// The permissions of this process's mapping of `path` ("r--s" for a read-only one).
+std::string mapping_permissions(const std::string& path) {
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    if (line.size() >= path.size() && line.compare(line.size() - path.size(), path.size(), path) == 0) {
+      return line.substr(line.find(' ') + 1, 4);
+    }
+  }
+  return "";
+}
+
+TEST(ReadOnly, ReadsWorkWritesAreRefusedAndTheMappingIsReadOnly) {
+  ScopedName name;
+  {
+    Table t = Table::create(name, {.capacity = 1000, .engine = Engine::kSeqlock});
+    for (int i = 0; i < 100; ++i) t.insert(key_of(i), std::string("v").append(std::to_string(i)));
+  }
+  Table r = Table::open(name, read_only());
+  EXPECT_EQ(mapping_permissions(r.path()), "r--s");
+  EXPECT_EQ(r.get(key_of(7)), std::string("v7"));
+  EXPECT_TRUE(r.contains(key_of(99)));
+  EXPECT_FALSE(r.contains("absent"));
+  EXPECT_EQ(r.size(), 100u);
+  int seen = 0;
+  r.for_each([&](std::string_view, std::string_view) { ++seen; });
+  EXPECT_EQ(seen, 100);
+  EXPECT_TRUE(r.stats().attached_pids.empty()) << "a read-only handle does not attach";
+  expect_error(ErrorCode::kPermissionDenied, "read-only", [&] { r.assign("k", "v"); });
+  expect_error(ErrorCode::kPermissionDenied, "read-only", [&] { r.insert("k", "v"); });
+  expect_error(ErrorCode::kPermissionDenied, "read-only", [&] { r.erase(key_of(1)); });
+  EXPECT_EQ(r.size(), 100u);
+}
+
+TEST(ReadOnly, SeesWhatALiveWriterWrites) {
+  ScopedName name;
+  Table writer = Table::create(name, {.capacity = 1000, .engine = Engine::kSeqlock});
+  Table r = Table::open(name, read_only());
+  writer.assign("k", "first");
+  EXPECT_EQ(r.get("k"), "first");
+  writer.assign("k", "second");
+  EXPECT_EQ(r.get("k"), "second");
+  for (int i = 0; i < 500; ++i) writer.insert(key_of(i), std::string(100, 'x'));  // grows the file
+  EXPECT_EQ(r.get(key_of(499)), std::string(100, 'x'));
+}
+
+class ReadOnlyRefused : public ::testing::TestWithParam<Engine> {};
+
+TEST_P(ReadOnlyRefused, ForEnginesWhoseReadersWrite) {
+  ScopedName name;
+  Table::create(name, {.capacity = 100, .engine = GetParam()}).close();
+  expect_error(ErrorCode::kInvalidArgument, "readers", [&] { Table::open(name, read_only()); });
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, ReadOnlyRefused,
+                         ::testing::Values(Engine::kGlobalLock, Engine::kStripedRwLock, Engine::kLockFreeRobinHood),
+                         engine_param_name);
+
+TEST(ReadOnly, ADeadWritersLockIsAnErrorNotAHang) {
+  ScopedName name;
+  {
+    Table t = Table::create(name, {.capacity = 1000, .engine = Engine::kSeqlock});
+    t.insert("k", "v");
+  }
+  Children children;
+  children.spawn([&] {
+    Table t = Table::open(name);
+    die_at(FaultPoint::kAfterLock);
+    t.assign("k", "w");
+    return 3;
+  });
+  ASSERT_FALSE(children.wait_all(std::chrono::seconds(20)).at(0).exited);
+  Children reader;  // bounded: a hang shows as an overrun
+  reader.spawn([&] {
+    Table r = Table::open(name, read_only());
+    try {
+      r.get("k");
+    } catch (const Error& e) {
+      return e.code() == ErrorCode::kPermissionDenied && std::strstr(e.what(), "write access") != nullptr ? 0 : 1;
+    }
+    return 2;
+  });
+  reader.expect_all_succeed(std::chrono::seconds(30));
+  Table writer = Table::open(name);  // a read-write open recovers it
+  EXPECT_EQ(writer.get("k"), "v");
+}
+
+// The real use: a filesystem (here a private tmpfs remounted read-only) on which the file
+// cannot be opened for writing at all.
+TEST(ReadOnly, ReadsATableOnAReadOnlyFilesystem) {
+  char dir_template[] = "/tmp/shmht-readonly-XXXXXX";
+  ASSERT_NE(mkdtemp(dir_template), nullptr) << std::strerror(errno);
+  const std::string dir = dir_template;
+  struct RemoveDir {
+    std::string dir;
+    ~RemoveDir() { ::rmdir(dir.c_str()); }
+  } remove_dir{dir};
+  constexpr int kUnsupported = 77;
+  SharedArray<char> failure(512);
+  Children child;
+  child.spawn([&] {
+    if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=16m") != 0) {
+      std::snprintf(&failure[0], 512, "%s", std::strerror(errno));
+      return kUnsupported;
+    }
+    const std::string path = dir + "/table";
+    Table::create(path, {.capacity = 100, .engine = Engine::kSeqlock}).assign("k", "v");
+    if (mount(nullptr, dir.c_str(), nullptr, MS_REMOUNT | MS_RDONLY, nullptr) != 0) return 10;
+    try {
+      Table::open(path);
+      return 11;  // a read-write open must fail on a read-only filesystem
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kPermissionDenied || std::strstr(e.what(), "read-only") == nullptr) return 12;
+    }
+    Table r = Table::open(path, read_only());
+    return r.get("k") == "v" ? 0 : 13;
+  });
+  const auto outcomes = child.wait_all(std::chrono::seconds(60));
+  ASSERT_EQ(outcomes.size(), 1u);
+  if (outcomes[0].exited && outcomes[0].code_or_signal == kUnsupported) {
+    GTEST_SKIP() << "cannot mount a private tmpfs here (needs root): " << &failure[0];
+  }
+  EXPECT_TRUE(outcomes[0].exited && outcomes[0].code_or_signal == 0)
+      << (outcomes[0].exited ? "exit " : "signal ") << outcomes[0].code_or_signal;
+}
+
+}  // namespace
+}  // namespace shmht::test
