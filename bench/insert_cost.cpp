@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string name = "shmht-insert-cost-" + std::to_string(getpid());
-  shmht::Table::remove(name);
+  shmht::Table::remove(name, {.force = true});
   int status = 0;
   {
     shmht::Table t = shmht::Table::create(name, {.capacity = static_cast<std::uint64_t>(items), .engine = *engine});
@@ -40,6 +40,6 @@ int main(int argc, char** argv) {
                 static_cast<double>(after.ru_minflt - before.ru_minflt) / n);
     status = t.size() == static_cast<std::uint64_t>(items) ? 0 : 1;
   }
-  shmht::Table::remove(name);
+  shmht::Table::remove(name, {.force = true});
   return status;
 }

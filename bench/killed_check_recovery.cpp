@@ -50,7 +50,7 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 double one_round(shmht::Engine engine, long items, bool warm) {
   const std::string name = "shmht-recovery-" + std::to_string(getpid());
-  shmht::Table::remove(name);
+  shmht::Table::remove(name, {.force = true});
   std::optional<shmht::Table> holder(shmht::Table::create(name, {.capacity = static_cast<std::uint64_t>(items), .engine = engine}));
   for (long i = 0; i < items; ++i) holder->insert("key-" + std::to_string(i), "value-" + std::to_string(i));
   if (!warm) holder.reset();
@@ -71,7 +71,7 @@ double one_round(shmht::Engine engine, long items, bool warm) {
     std::exit(1);
   }
   holder.reset();
-  shmht::Table::remove(name);
+  shmht::Table::remove(name, {.force = true});
   return elapsed;
 }
 

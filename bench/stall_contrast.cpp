@@ -86,7 +86,7 @@ bool wait_until_stopped(pid_t pid) {
 
 void measure(shmht::Engine engine, double seconds, std::uint64_t items, SurvivorReport* report) {
   const std::string name = "shmht-stall-contrast-" + std::to_string(getpid());
-  shmht::Table::remove(name);
+  shmht::Table::remove(name, {.force = true});
   {
     shmht::Table t = shmht::Table::create(name, {.capacity = items * 2, .engine = engine});
     for (std::uint64_t i = 0; i < items; ++i) t.insert(key_of(i), "committed");
@@ -134,7 +134,7 @@ void measure(shmht::Engine engine, double seconds, std::uint64_t items, Survivor
               static_cast<unsigned long long>(report->ops.load()), static_cast<double>(report->longest_wait_ns.load()) / 1e9,
               static_cast<unsigned long long>(before), static_cast<unsigned long long>(after), clean ? "true" : "false");
   std::fflush(stdout);
-  shmht::Table::remove(name);
+  shmht::Table::remove(name, {.force = true});
 }
 
 }  // namespace

@@ -61,13 +61,13 @@ class ShmhtAdapter {
  public:
   explicit ShmhtAdapter(shmht::Engine engine) {
     name_ = "shmht-bench-" + std::to_string(getpid());
-    shmht::Table::remove(name_);
+    shmht::Table::remove(name_, {.force = true});
     table_ = std::make_unique<shmht::Table>(shmht::Table::create(
         name_, {.capacity = kKeys, .max_key_bytes = 64, .max_value_bytes = 64, .engine = engine}));
   }
   ~ShmhtAdapter() {
     table_.reset();
-    shmht::Table::remove(name_);
+    shmht::Table::remove(name_, {.force = true});
   }
   bool get(const std::string& k, char* out) { return table_->get(k, std::span<char>(out, kValueBytes)).has_value(); }
   void assign(const std::string& k, const std::string& v) { table_->assign(k, v); }

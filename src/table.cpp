@@ -2,11 +2,13 @@
 #include "shmht/table.hpp"
 
 #include <pthread.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <algorithm>
 #include <mutex>
 
 #include "engines/engine.hpp"
@@ -38,6 +40,7 @@ std::string_view error_code_name(ErrorCode code) noexcept {
     case ErrorCode::kNotFound: return "not_found";
     case ErrorCode::kAlreadyExists: return "already_exists";
     case ErrorCode::kTooManyProcesses: return "too_many_processes";
+    case ErrorCode::kInUse: return "in_use";
     case ErrorCode::kInvalidArgument: return "invalid_argument";
     case ErrorCode::kSystem: return "system";
   }
@@ -272,12 +275,75 @@ void TableAccess::with_admin_lock(Table& table,
   impl.context().region().with_admin_lock([&](const std::vector<std::uint32_t>& live) { fn(impl.context(), live); });
 }
 
-bool Table::remove(const std::string& name) {
+namespace {
+
+[[noreturn]] void throw_remove_error(const std::string& path, int err) {
+  throw Error(err == EACCES || err == EPERM || err == EROFS ? ErrorCode::kPermissionDenied : ErrorCode::kSystem,
+              "removing " + path + ": " + std::strerror(err));
+}
+
+// The pids attached to the table at `path`, each once. Throws kInvalidArgument if the
+// file is not a shmht table (its magic), leaving it alone.
+std::vector<pid_t> attached_pids_of_table_file(const std::string& path) {
+  Region region = [&] {
+    try {
+      return Region::open(path, /*read_only=*/true);
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kCorrupt && e.code() != ErrorCode::kVersionMismatch) throw;
+      if (std::string_view(e.what()).find("bad magic") != std::string_view::npos ||
+          std::string_view(e.what()).find("not a shmht table") != std::string_view::npos) {
+        throw Error(ErrorCode::kInvalidArgument, path + " is not a shmht table (" + e.what() + "); refusing to remove it");
+      }
+      throw Error(e.code(), std::string(e.what()) + "; it can only be removed with force");
+    }
+  }();
+  std::vector<pid_t> pids = region.attached_pids();
+  std::sort(pids.begin(), pids.end());
+  pids.erase(std::unique(pids.begin(), pids.end()), pids.end());
+  return pids;
+}
+
+}  // namespace
+
+bool Table::remove(const std::string& name, const RemoveOptions& options) {
   const std::string path = resolve_table_path(name);
+  struct stat st{};
+  if (lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return false;
+    throw_remove_error(path, errno);
+  }
+  if (!S_ISREG(st.st_mode)) throw Error(ErrorCode::kInvalidArgument, path + " is not a regular file; refusing to remove it");
+  try {
+    const std::vector<pid_t> pids = attached_pids_of_table_file(path);
+    if (!pids.empty() && !options.force) {
+      std::string list;
+      for (pid_t pid : pids) list += (list.empty() ? "" : ", ") + std::to_string(pid);
+      throw Error(ErrorCode::kInUse, path + ": " + std::to_string(pids.size()) + (pids.size() == 1 ? " process is" : " processes are") +
+                                         " attached (pid " + list + "); close it first, or remove it with force (attached "
+                                         "processes keep using the removed file; new openers get a new table)");
+    }
+  } catch (const Error& e) {
+    // A damaged table (its magic right, the rest not) may be removed by force.
+    if (!options.force || e.code() == ErrorCode::kInvalidArgument || e.code() == ErrorCode::kInUse) throw;
+  }
   if (::unlink(path.c_str()) == 0) return true;
   if (errno == ENOENT) return false;
-  throw Error(errno == EACCES || errno == EPERM ? ErrorCode::kPermissionDenied : ErrorCode::kSystem,
-              "removing " + path + ": " + std::strerror(errno));
+  throw_remove_error(path, errno);
+}
+
+bool Table::unlink() {
+  TableImpl& impl = this->impl();
+  const std::string& path = impl.path();
+  struct stat named{}, open_file{};
+  if (::stat(path.c_str(), &named) != 0) {
+    if (errno == ENOENT) return false;
+    throw_remove_error(path, errno);
+  }
+  if (fstat(impl.context().region().fd(), &open_file) != 0) throw_remove_error(path, errno);
+  if (named.st_dev != open_file.st_dev || named.st_ino != open_file.st_ino) return false;  // the name was reused
+  if (::unlink(path.c_str()) == 0) return true;
+  if (errno == ENOENT) return false;
+  throw_remove_error(path, errno);
 }
 
 std::optional<std::string> Table::get(std::string_view key) {

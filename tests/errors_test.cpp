@@ -117,6 +117,45 @@ TEST_F(Errors, AnonymousTableCannotBeTruncated) {
   EXPECT_EQ(t.get("k"), "v");
 }
 
+// remove() deletes only shmht tables, and not one in use unless forced.
+TEST_F(Errors, RemoveRefusesAFileThatIsNotATable) {
+  std::ofstream(path_of(name_)) << "#!/bin/sh\necho a script, not a table\n";
+  expect_error(ErrorCode::kInvalidArgument, "not a shmht table", [&] { Table::remove(name_); });
+  expect_error(ErrorCode::kInvalidArgument, "not a shmht table", [&] { Table::remove(name_, {.force = true}); });
+  EXPECT_EQ(access(path_of(name_).c_str(), F_OK), 0) << "the file must stay";
+}
+
+TEST_F(Errors, RemoveRefusesATableInUseUnlessForced) {
+  Table held = Table::create(name_, {.capacity = 1000});
+  expect_error(ErrorCode::kInUse, std::to_string(getpid()), [&] { Table::remove(name_); });
+  EXPECT_EQ(access(path_of(name_).c_str(), F_OK), 0);
+  held.close();
+  EXPECT_TRUE(Table::remove(name_)) << "nobody attached: removed";
+  EXPECT_FALSE(Table::remove(name_)) << "already gone";
+  Table again = Table::create(name_, {.capacity = 1000});
+  EXPECT_TRUE(Table::remove(name_, {.force = true}));
+}
+
+TEST_F(Errors, RemoveOfADamagedTableNeedsForce) {
+  make_table();
+  edit_header(name_, [](ImmutableHeader& h) { h.capacity = 0; }, /*reseal=*/true);
+  expect_error(ErrorCode::kCorrupt, "force", [&] { Table::remove(name_); });
+  EXPECT_TRUE(Table::remove(name_, {.force = true}));
+}
+
+// A handle's unlink() removes its own file, never another table that took its name.
+TEST_F(Errors, HandleUnlinkRemovesOnlyItsOwnFile) {
+  Table old_table = Table::create(name_, {.capacity = 1000});
+  ASSERT_TRUE(Table::remove(name_, {.force = true}));
+  Table new_table = Table::create(name_, {.capacity = 1000});
+  new_table.assign("k", "new");
+  EXPECT_FALSE(old_table.unlink()) << "the name now names another table";
+  EXPECT_EQ(access(path_of(name_).c_str(), F_OK), 0);
+  EXPECT_TRUE(new_table.unlink());
+  EXPECT_EQ(access(path_of(name_).c_str(), F_OK), -1);
+  EXPECT_FALSE(new_table.unlink()) << "already gone";
+}
+
 TEST_F(Errors, OtherLayoutVersionIsVersionMismatch) {
   make_table();
   edit_header(name_, [](ImmutableHeader& h) { h.layout_version = 99; }, true);

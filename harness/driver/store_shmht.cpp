@@ -74,7 +74,7 @@ class ShmhtStore final : public Store {
     }
     if (!named_path_.empty()) {
       try {
-        Table::remove(named_path_);
+        Table::remove(named_path_, {.force = true});
       } catch (...) {
         // Already gone; nothing else to clean.
       }

@@ -25,6 +25,7 @@ enum class ErrorCode {
   kNotFound,           // no table of that name
   kAlreadyExists,      // create() of a name that exists
   kTooManyProcesses,   // the attached-process table is full
+  kInUse,              // removing a table that live processes are attached to
   kInvalidArgument,    // bad option or argument from the caller
   kSystem,             // an unexpected OS error (errno in the message)
 };

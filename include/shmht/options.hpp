@@ -52,4 +52,10 @@ struct OpenOptions {
   bool read_only = false;
 };
 
+struct RemoveOptions {
+  // Remove the table even while live processes are attached (they keep using the
+  // removed file), or when its header is damaged.
+  bool force = false;
+};
+
 }  // namespace shmht

@@ -84,8 +84,11 @@ class Table {
   static Table create_anonymous(const CreateOptions& options = {});
   // The engine the table was last opened with (what live attachments use).
   static Engine active_engine(const std::string& name);
-  // Deletes the named table's file; attached processes keep their mappings.
-  static bool remove(const std::string& name);
+  // Deletes the named table's file: false if there is none. Only a shmht table (its
+  // magic is checked; any other file gives kInvalidArgument and stays). While live
+  // processes are attached it throws kInUse naming their pids, unless options.force;
+  // forced, they keep their mappings of the removed file and new openers get a new table.
+  static bool remove(const std::string& name, const RemoveOptions& options = {});
 
   Table(Table&&) noexcept;
   Table& operator=(Table&&) noexcept;
@@ -114,6 +117,10 @@ class Table {
   OperationCounters counters();
   const std::string& path() const;
   Engine engine() const;
+  // Deletes the file this handle has open, if its name still names it (same device and
+  // inode): false, deleting nothing, if the name is gone or now names another file.
+  // Other attached processes are not asked: they keep their mappings, as this one does.
+  bool unlink();
   // Detaches. Further calls throw kInvalidArgument. The destructor closes too.
   void close() noexcept;
 

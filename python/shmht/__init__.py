@@ -31,6 +31,7 @@ from ._shmht import (
     TableExistsError,
     TableFullError,
     TableNotFoundError,
+    TableInUseError,
     TooManyProcessesError,
     ValueTooLargeError,
     VersionMismatchError,
@@ -45,7 +46,7 @@ __all__ = [
     "DEFAULT_CAPACITY", "DEFAULT_MAX_KEY_BYTES", "DEFAULT_MAX_VALUE_BYTES",
     "Error", "KeyTooLargeError", "ValueTooLargeError", "TableFullError", "CorruptTableError",
     "VersionMismatchError", "EngineMismatchError", "EngineUnavailableError",
-    "PermissionDeniedError", "TableNotFoundError", "TableExistsError", "TooManyProcessesError",
+    "PermissionDeniedError", "TableNotFoundError", "TableExistsError", "TableInUseError", "TooManyProcessesError",
     "InvalidArgumentError", "SystemCallError", "NoSpaceError",
     # pyshmht compatibility
     "open", "close", "getval", "setval", "remove", "foreach", "error",
@@ -212,8 +213,12 @@ class Table(_shmht._TableBase, MutableMapping):
     # -- lifetime ----------------------------------------------------------------------
 
     def unlink(self):
-        """Delete this table's file (attached processes keep using it until they close)."""
-        return unlink(self.path)
+        """Delete the file this handle has open, if its name still names it (same inode);
+        return False, deleting nothing, if the name is gone or names another file now.
+
+        Other attached processes are not asked (use shmht.unlink(name) for that check):
+        they keep using the removed file, as this handle does until it is closed."""
+        return self._unlink_if_same()
 
     def __enter__(self):
         return self

@@ -280,3 +280,36 @@ def test_iteration_is_a_snapshot(table):
     assert set(it) == keys
     assert dict(items) == {k: b"v" + k for k in keys}
     assert list(table) == [] and list(table.values()) == []
+
+
+def test_unlink_refuses_a_file_that_is_not_a_table(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text("print('not a table')\n")
+    with pytest.raises(shmht.InvalidArgumentError, match="not a shmht table"):
+        shmht.unlink(str(script))
+    with pytest.raises(shmht.InvalidArgumentError):
+        shmht.unlink(str(script), force=True)
+    assert script.exists()
+
+
+def test_unlink_refuses_a_table_in_use_unless_forced(table_name):
+    t = shmht.Table(table_name, capacity=100)
+    with pytest.raises(shmht.TableInUseError, match=str(os.getpid())):
+        shmht.unlink(table_name)
+    assert os.path.exists(t.path)
+    assert shmht.unlink(table_name, force=True)
+    assert not os.path.exists(t.path)
+    t.close()
+
+
+def test_table_unlink_removes_only_its_own_file(table_name):
+    old = shmht.Table(table_name, capacity=100)
+    assert shmht.unlink(table_name, force=True)
+    new = shmht.Table(table_name, capacity=100)
+    try:
+        assert old.unlink() is False  # the name now names another table
+        assert os.path.exists(new.path)
+        assert new.unlink() is True and not os.path.exists(new.path)
+    finally:
+        old.close()
+        new.close()

@@ -210,7 +210,11 @@ int main(int argc, char** argv) try {
     }
     ~Cleanup() {
       kill_workers();
-      shmht::Table::remove(name);
+      try {
+        shmht::Table::remove(name, {.force = true});
+      } catch (const shmht::Error& e) {
+        std::fprintf(stderr, "shmht-soak: %s\n", e.what());
+      }
     }
   } cleanup{workers, name};
   auto spawn = [&](std::uint32_t w) {

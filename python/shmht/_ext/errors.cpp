@@ -17,7 +17,7 @@ struct ErrorClassSpec {
 };
 
 // PyExc_* are not constant expressions, hence pointers to them.
-const std::array<ErrorClassSpec, 14> kSpecs = {{
+const std::array<ErrorClassSpec, 15> kSpecs = {{
     {ErrorCode::kKeyTooLarge, "KeyTooLargeError", &PyExc_ValueError,
      "A key is longer than the table's max_key_bytes (the message names both sizes)."},
     {ErrorCode::kValueTooLarge, "ValueTooLargeError", &PyExc_ValueError,
@@ -44,6 +44,9 @@ const std::array<ErrorClassSpec, 14> kSpecs = {{
      "A table of that name already exists."},
     {ErrorCode::kTooManyProcesses, "TooManyProcessesError", nullptr,
      "Every attachment entry of the table is held by a live process."},
+    {ErrorCode::kInUse, "TableInUseError", nullptr,
+     "Removing a table that live processes are attached to (the message names their pids); "
+     "pass force=True to remove it anyway."},
     {ErrorCode::kInvalidArgument, "InvalidArgumentError", &PyExc_ValueError,
      "A bad option or argument (for example a name containing '/')."},
     {ErrorCode::kSystem, "SystemCallError", &PyExc_OSError,

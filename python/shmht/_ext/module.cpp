@@ -51,7 +51,12 @@ PYBIND11_MODULE(_shmht, m) {
         [](const std::string& name) { return std::string(shmht::engine_name(shmht::Table::active_engine(name))); },
         py::arg("name"),
         "The engine the table `name` was last opened with (what its live users use).");
-  m.def("unlink", &shmht::Table::remove, py::arg("name"),
-        "Delete the table file `name`; returns False if it did not exist. Attached processes keep\n"
-        "their mappings until they close.");
+  m.def(
+      "unlink",
+      [](const std::string& name, bool force) { return shmht::Table::remove(name, {.force = force}); },
+      py::arg("name"), py::kw_only(), py::arg("force") = false,
+      "Delete the table file `name`; returns False if it did not exist.\n\n"
+      "Only a shmht table is removed (any other file raises InvalidArgumentError and stays).\n"
+      "While live processes are attached it raises TableInUseError naming their pids, unless\n"
+      "force=True; then they keep using the removed file and new openers get a new table.");
 }

@@ -795,10 +795,23 @@ PyObject* table_get_closed(PyObject* object, void*) {
   return PyBool_FromLong(self->path == nullptr || self->closed);
 }
 
+// _unlink_if_same() -> True if this handle's file was deleted; False if its name is gone
+// or now names another file (Table::unlink).
+PyObject* table_unlink_if_same(PyObject* object, PyObject*) {
+  shmht::Table* table = handle(as_table(object));
+  if (table == nullptr) return nullptr;
+  try {
+    return PyBool_FromLong(table->unlink());
+  } catch (const shmht::Error& e) {
+    return set_python_error(e);
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // The type
 
 PyMethodDef g_methods[] = {
+    {"_unlink_if_same", table_unlink_if_same, METH_NOARGS, "_unlink_if_same() -> bool (see Table.unlink)"},
     {"_attach", table_attach, METH_VARARGS, "_attach(path, engine, create, capacity, mode, max_key_bytes, max_value_bytes)"},
     {"close", table_close, METH_NOARGS,
      "Detach from the table (the file stays; see shmht.unlink). Further use raises ValueError."},
