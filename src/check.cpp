@@ -1,6 +1,7 @@
 // check.cpp - the invariant checker behind `shmht check` (see shmht/check.hpp).
 #include "shmht/check.hpp"
 
+#include <algorithm>
 #include <string>
 #include <unordered_set>
 
@@ -20,10 +21,15 @@ class Checker {
 
   void run(CheckReport* report) {
     report_ = report;
+    // Writers allocate without the exclusive access we hold, so attachments may come and
+    // go during the walk: count them before and after and keep the larger.
+    const std::size_t attached_before = ctx_.region().attached_pids().size();
     check_slots();
     check_counters();
     check_free_lists();
     check_chunks();
+    const std::size_t attached = std::max(attached_before, ctx_.region().attached_pids().size());
+    report_->other_attachments = attached > 0 ? static_cast<std::uint32_t>(attached - 1) : 0;  // less the checker
     report_->clean = report_->problems.empty();
   }
 
