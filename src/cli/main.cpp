@@ -25,8 +25,10 @@
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <iostream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <utility>
