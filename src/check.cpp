@@ -41,6 +41,9 @@ class Checker {
 
   void run(CheckReport* report) {
     report_ = report;
+    // Writers allocate without the exclusive access we hold, so attachments may come and
+    // go during the walk: count them before and after and keep the larger.
+    const std::size_t attached_before = ctx_.region().attached_pids().size();
     check_slots();
     check_counters();
     check_free_lists();
@@ -54,6 +57,8 @@ class Checker {
       report_->free_record_bytes += report_->unaccounted_bytes;
       report_->unaccounted_bytes = 0;
     }
+    const std::size_t attached = std::max(attached_before, ctx_.region().attached_pids().size());
+    report_->other_attachments = attached > 0 ? static_cast<std::uint32_t>(attached - 1) : 0;  // less the checker
     report_->clean = report_->problems.empty();
   }
 

@@ -30,17 +30,40 @@ using layout::ImmutableHeader;
 using layout::kPageBytes;
 using layout::ProcessEntry;
 
+static_assert(layout::kTailSlots == kOverflowSlots, "the overflow slot count users are told about (options.hpp)");
+
 constexpr double kMaxLoadFactor = 0.85;
 constexpr std::uint32_t kMinChunkBytes = 256 * 1024;
 constexpr std::uint32_t kMaxProcesses = 4096;
 
 std::uint64_t round_up(std::uint64_t value, std::uint64_t to) { return (value + to - 1) / to * to; }
 
+// The directory part of `path` ("/a/b" for "/a/b/t"), or "" when it has none.
+std::string directory_of(const std::string& path) {
+  const auto slash = path.rfind('/');
+  return slash == std::string::npos ? "" : slash == 0 ? "/" : path.substr(0, slash);
+}
+
+bool directory_exists(const std::string& directory) {
+  struct stat st{};
+  return ::stat(directory.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+// Why `path` does not exist: its directory is missing (say so, not "no such table"), or
+// the table is.
+[[noreturn]] void throw_not_found(const std::string& what, const std::string& path) {
+  const std::string directory = directory_of(path);
+  if (!directory.empty() && !directory_exists(directory)) {
+    throw Error(ErrorCode::kNotFound, what + ": directory " + directory + " does not exist");
+  }
+  throw Error(ErrorCode::kNotFound, what + ": no such table; create it first");
+}
+
 [[noreturn]] void throw_errno(const std::string& what, int err) {
   ErrorCode code = ErrorCode::kSystem;
   std::string hint;
   switch (err) {
-    case ENOENT: code = ErrorCode::kNotFound; hint = " (no such table; create it first)"; break;
+    case ENOENT: code = ErrorCode::kNotFound; break;
     case EEXIST: code = ErrorCode::kAlreadyExists; hint = " (remove it or open it instead)"; break;
     case EACCES:
     case EPERM: code = ErrorCode::kPermissionDenied; hint = " (a table you may only read can be opened read-only)"; break;
@@ -183,7 +206,10 @@ Region Region::create(const std::string& path, const CreateOptions& options, Eng
   const std::string staging = path.substr(0, path.rfind('/') + 1) + ".shmht-creating-" + std::to_string(getpid()) +
                               "-" + std::to_string(staging_counter.fetch_add(1, std::memory_order_relaxed));
   const int fd = ::open(staging.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, options.mode);
-  if (fd < 0) throw_errno("creating " + path, errno);
+  if (fd < 0) {
+    if (errno == ENOENT) throw_not_found("creating " + path, path);
+    throw_errno("creating " + path, errno);
+  }
   try {
     // fchmod: the requested mode must not be narrowed by the umask of whoever creates.
     if (fchmod(fd, options.mode) != 0) {
@@ -278,7 +304,10 @@ Region Region::open(const std::string& path, bool read_only) {
   // /proc/<pid>/fd/<n> (an anonymous table's name) is a symlink by design: follow it.
   const bool proc_fd = path.rfind("/proc/", 0) == 0;
   const int fd = ::open(path.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | (proc_fd ? 0 : O_NOFOLLOW));
-  if (fd < 0) throw_errno("opening " + path, errno);
+  if (fd < 0) {
+    if (errno == ENOENT) throw_not_found("opening " + path, path);
+    throw_errno("opening " + path, errno);
+  }
   // Until the mapping owns it, close the fd on every error path.
   struct FdGuard {
     int fd;

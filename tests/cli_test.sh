@@ -4,7 +4,7 @@
 set -euo pipefail
 shmht=$1
 name="shmht-cli-test-$$"
-trap 'rm -f "/dev/shm/$name" "/dev/shm/$name-foreign"' EXIT
+trap 'rm -f "/dev/shm/$name"* /tmp/shmht-cli-out.$$' EXIT
 failures=0
 fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 expect_status() {  # expect_status CODE CMD...
@@ -46,6 +46,61 @@ expect_status 3 "$shmht" stat "$name-foreign"
 grep -q "bad magic" /tmp/shmht-cli-out.$$ || fail "foreign file not reported as bad magic"
 expect_status 0 "$shmht" rm "$name"
 expect_status 1 "$shmht" rm "$name"
+
+# --help and --version: stdout, exit 0; a bad flag: exit 2, one line and a hint, not the usage.
+help=$("$shmht" --help 2>/dev/null) || fail "shmht --help exited non-zero"
+echo "$help" | grep -q "load" || fail "shmht --help on stdout does not list the commands: $help"
+help=$("$shmht" load --help 2>/dev/null) || fail "shmht load --help exited non-zero"
+echo "$help" | grep -q "Usage: shmht load" || fail "shmht load --help does not describe load: $help"
+[ "$("$shmht" --version 2>/dev/null)" = "shmht $(sed -n "s/^  version : '\(.*\)',$/\1/p" "$(dirname "$0")/../meson.build")" ] ||
+  fail "shmht --version does not print the project version: $("$shmht" --version 2>&1)"
+expect_status 2 "$shmht" get "$name" alpha --bogus
+[ "$(wc -l </tmp/shmht-cli-out.$$)" -le 2 ] && grep -q -- "--bogus" /tmp/shmht-cli-out.$$ ||
+  fail "a bad flag did not get a short message naming it: $(cat /tmp/shmht-cli-out.$$)"
+
+# load: a bad line is reported with its number and how many items were stored (those of
+# the lines before it), and nothing from it on is stored. CRLF lines lose their CR.
+"$shmht" create "$name-load" --capacity 100 >/dev/null
+set +e; printf 'one\t1\ntwo\t2\nno tab here\nthree\t3\n' | "$shmht" load "$name-load" >/tmp/shmht-cli-out.$$ 2>&1
+status=$?; set -e
+[ "$status" -eq 2 ] || fail "load of a bad line exited $status, expected 2"
+grep -q "line 3: no tab" /tmp/shmht-cli-out.$$ && grep -q "2 items stored" /tmp/shmht-cli-out.$$ ||
+  fail "load did not name line 3 and the 2 items stored: $(cat /tmp/shmht-cli-out.$$)"
+grep -qi "usage" /tmp/shmht-cli-out.$$ && fail "load of a bad line printed the usage: $(cat /tmp/shmht-cli-out.$$)"
+[ "$("$shmht" dump "$name-load" | sort | tr '\n' '|')" = 'one	1|two	2|' ] ||
+  fail "load stored something other than the lines before the bad one: $("$shmht" dump "$name-load" | tr '\n' '|')"
+printf 'crlf\tvalue\r\n' | "$shmht" load "$name-load" 2>/tmp/shmht-cli-out.$$
+[ "$("$shmht" get "$name-load" crlf)" = value ] || fail "a CRLF line stored its CR: $("$shmht" get "$name-load" crlf | od -c)"
+grep -qx "loaded 1 item" /tmp/shmht-cli-out.$$ || fail "load is not grammatical: $(cat /tmp/shmht-cli-out.$$)"
+"$shmht" put "$name-load" cr "$(printf 'ends in CR\r')"
+"$shmht" dump "$name-load" | "$shmht" load "$name-load" 2>/dev/null
+[ "$("$shmht" get "$name-load" cr | od -c | tr -s ' ')" = "$(printf 'ends in CR\r\n' | od -c | tr -s ' ')" ] ||
+  fail "a value ending in CR did not survive dump | load"
+expect_status 0 "$shmht" rm "$name-load"
+
+# stat --json escapes what JSON requires (here a quote and a tab in the table's name).
+odd_name="$name-\"q\"$(printf '\t')t"
+"$shmht" create "$odd_name" --capacity 10 >/dev/null
+"$shmht" stat "$odd_name" --json | NAME="/dev/shm/$odd_name" /usr/bin/python3 -c 'import json,os,sys; d=json.load(sys.stdin); assert d["path"]==os.environ["NAME"], d' ||
+  fail "stat --json of a name with a quote and a tab is not valid JSON: $("$shmht" stat "$odd_name" --json)"
+expect_status 0 "$shmht" rm "$odd_name"
+
+# A missing directory is named as such, not as a missing table.
+expect_status 3 "$shmht" create "/nonexistent-dir-$$/t"
+grep -q "directory /nonexistent-dir-$$ does not exist" /tmp/shmht-cli-out.$$ ||
+  fail "create in a missing directory did not say so: $(cat /tmp/shmht-cli-out.$$)"
+expect_status 3 "$shmht" stat "/nonexistent-dir-$$/t"
+grep -q "directory /nonexistent-dir-$$ does not exist" /tmp/shmht-cli-out.$$ ||
+  fail "stat in a missing directory did not say so: $(cat /tmp/shmht-cli-out.$$)"
+
+# A load factor above 1 (more items than home slots) comes with the overflow slots' story.
+"$shmht" create "$name-full" --capacity 1 >/dev/null
+printf 'a\t1\nb\t2\nc\t3\n' | "$shmht" load "$name-full" 2>/dev/null
+"$shmht" stat "$name-full" | grep "load factor" | grep -q "overflow slots" ||
+  fail "stat shows a load factor above 1 without the overflow slots: $("$shmht" stat "$name-full")"
+"$shmht" stat "$name-full" --json | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["load_factor"] > 1 and d["overflow_slots"] > 0, d' ||
+  fail "stat --json does not give the overflow slots behind a load factor above 1"
+expect_status 0 "$shmht" rm "$name-full"
 rm -f /tmp/shmht-cli-out.$$
 
 if [ "$failures" -ne 0 ]; then echo "$failures failed"; exit 1; fi

@@ -68,6 +68,17 @@ TEST_F(Errors, OpenMissingTableIsNotFound) {
   expect_error(ErrorCode::kNotFound, "create it first", [&] { Table::open(name_); });
 }
 
+// A path whose directory is missing says so, for create and open alike; it is not a
+// table that could be created.
+TEST_F(Errors, MissingDirectoryIsNamedNotCalledAMissingTable) {
+  const std::string directory = "/tmp/shmht-test-no-such-dir-" + std::to_string(getpid());
+  const std::string path = directory + "/t";
+  for (auto attempt : {+[](const std::string& p) { Table::create(p); }, +[](const std::string& p) { Table::open(p); },
+                       +[](const std::string& p) { Table::open_or_create(p); }}) {
+    expect_error(ErrorCode::kNotFound, "directory " + directory + " does not exist", [&] { attempt(path); });
+  }
+}
+
 TEST_F(Errors, CreateExistingTableIsAlreadyExistsAndKeepsIt) {
   make_table();
   expect_error(ErrorCode::kAlreadyExists, "File exists", [&] { Table::create(name_); });

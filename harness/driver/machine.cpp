@@ -48,22 +48,22 @@ std::string selected(const std::string& line) {
 
 }  // namespace
 
-void write_machine(JsonWriter& json) {
+Json machine_json() {
   utsname u{};
   uname(&u);
-  json.begin_object();
-  json.field("hostname", u.nodename);
-  json.field("kernel", std::string(u.sysname) + " " + u.release);
-  json.field("arch", u.machine);
-  json.field("cpu_model", cpu_model());
-  json.field("logical_cpus", sysconf(_SC_NPROCESSORS_ONLN));
-  json.field("memory_bytes", meminfo_kib("MemTotal") * 1024);
-  json.field("thp_enabled", selected(first_line("/sys/kernel/mm/transparent_hugepage/enabled")));
-  json.field("thp_shmem_enabled", selected(first_line("/sys/kernel/mm/transparent_hugepage/shmem_enabled")));
-  json.field("hugepages_total", meminfo_kib("HugePages_Total"));
-  json.field("hugepages_free", meminfo_kib("HugePages_Free"));
-  json.field("compiler", __VERSION__);
-  json.end_object();
+  return {
+      {"hostname", std::string(u.nodename)},
+      {"kernel", std::string(u.sysname) + " " + u.release},
+      {"arch", std::string(u.machine)},
+      {"cpu_model", cpu_model()},
+      {"logical_cpus", sysconf(_SC_NPROCESSORS_ONLN)},
+      {"memory_bytes", meminfo_kib("MemTotal") * 1024},
+      {"thp_enabled", selected(first_line("/sys/kernel/mm/transparent_hugepage/enabled"))},
+      {"thp_shmem_enabled", selected(first_line("/sys/kernel/mm/transparent_hugepage/shmem_enabled"))},
+      {"hugepages_total", meminfo_kib("HugePages_Total")},
+      {"hugepages_free", meminfo_kib("HugePages_Free")},
+      {"compiler", __VERSION__},
+  };
 }
 
 }  // namespace shmht::harness

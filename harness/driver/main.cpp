@@ -7,6 +7,7 @@
 //
 // Exit status: 0 ok; 1 the run failed (the JSON says why); 2 usage error (stderr, no
 // JSON); 3 skipped: the store or backing is not available here (the JSON says why).
+// Options are parsed by CLI11 (--help lists them); the JSON is written by nlohmann::json.
 //
 // The parent never runs the workload. It creates the store, prefills it, forks the
 // workers, releases them together, and waits at most --timeout seconds: workers that
@@ -19,17 +20,16 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cstring>
 #include <ctime>
 #include <iostream>
-#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "backing.hpp"
-#include "json_writer.hpp"
+#include "cli/number_option.hpp"
+#include "json.hpp"
 #include "machine.hpp"
 #include "placement.hpp"
 #include "seed_scenario.hpp"
@@ -45,16 +45,15 @@ namespace {
 constexpr int kExitOk = 0, kExitFailed = 1, kExitUsage = 2, kExitSkipped = 3;
 constexpr const char* kSchema = "shmht-harness-run/1";
 
-const char* const kUsage =
-    "usage: shmht-driver [--store NAME] [--processes N] [--keys N] [--key-bytes N] [--value-bytes N]\n"
-    "                    [--mix get=W,insert=W,assign=W,erase=W] [--distribution uniform|zipf]\n"
-    "                    [--zipf-theta T] [--prefill F] (--ops N | --duration S) [--seed N]\n"
-    "                    [--backing tmpfs|disk|memfd|hugepages] [--placement compact|scatter|none]\n"
-    "                    [--memory first-touch|local|interleave] [--batch N] [--timeout S]\n"
-    "                    [--name-prefix P] [--workload-name LABEL] [--scenario mix|seed]\n"
-    "                    [--lockstep N]  (seed: all workers meet every N sets)\n"
-    "       shmht-driver --list-stores | --list-engines\n";
+const char* const kDescription =
+    "shmht-driver - runs one benchmark cell (N worker processes on one store, one workload) and prints\n"
+    "one JSON object (schema shmht-harness-run/1) on stdout.\n"
+    "  shmht-driver --store seqlock --processes 2 --keys 100000 --mix get=90,assign=10 --duration 1\n"
+    "  shmht-driver --list-stores | --list-engines\n"
+    "Exit status: 0 ok; 1 the run failed (the JSON says why); 2 usage error (stderr, no JSON);\n"
+    "3 skipped: the store or backing is not available here (the JSON says why).";
 
+// A command line that makes sense option by option but not as a whole.
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
@@ -70,19 +69,8 @@ struct DriverOptions {
   std::uint32_t batch = 64;
   double timeout_s = 0;  // 0: derived from the workload
   std::string name_prefix;
+  bool list_stores = false, list_engines = false;
 };
-
-template <class Number>
-Number parse_number(const std::string& flag, const std::string& text) {
-  Number value{};
-  const char* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(text.data(), end, value);
-  if (ec != std::errc() || ptr != end) throw UsageError(flag + " expects a number, got '" + text + "'");
-  if constexpr (std::is_floating_point_v<Number>) {
-    if (value < 0) throw UsageError(flag + " must not be negative, got '" + text + "'");
-  }
-  return value;
-}
 
 std::array<std::uint32_t, kOpTypes> parse_mix(const std::string& text) {
   std::array<std::uint32_t, kOpTypes> mix{};
@@ -92,59 +80,91 @@ std::array<std::uint32_t, kOpTypes> parse_mix(const std::string& text) {
     const auto eq = part.find('=');
     const std::string name = part.substr(0, eq);
     const auto it = std::find(kOpNames.begin(), kOpNames.end(), name);
-    if (eq == std::string::npos || it == kOpNames.end()) {
-      throw UsageError("--mix: '" + part + "' is not OP=WEIGHT with OP one of get, insert, assign, erase");
+    const auto weight = eq == std::string::npos ? std::nullopt : cli::parse_number<std::uint32_t>(part.substr(eq + 1));
+    if (it == kOpNames.end() || !weight) {
+      throw CLI::ValidationError("--mix", "'" + part + "' is not OP=WEIGHT with OP one of get, insert, assign, erase");
     }
-    mix[static_cast<std::size_t>(it - kOpNames.begin())] = parse_number<std::uint32_t>("--mix " + name, part.substr(eq + 1));
+    mix[static_cast<std::size_t>(it - kOpNames.begin())] = *weight;
   }
   return mix;
 }
 
-DriverOptions parse_options(const std::map<std::string, std::string>& flags) {
-  DriverOptions o;
-  o.name_prefix = "shmht-bench-" + std::to_string(getpid()) + "-";
-  for (const auto& [flag, text] : flags) {
-    WorkloadSpec& w = o.workload;
-    if (flag == "--store") o.store = text;
-    else if (flag == "--processes") o.processes = parse_number<std::uint32_t>(flag, text);
-    else if (flag == "--keys") w.keys = parse_number<std::uint64_t>(flag, text);
-    else if (flag == "--key-bytes") w.key_bytes = parse_number<std::uint32_t>(flag, text);
-    else if (flag == "--value-bytes") w.value_bytes = parse_number<std::uint32_t>(flag, text);
-    else if (flag == "--mix") w.mix = parse_mix(text);
-    else if (flag == "--distribution") {
-      if (text == "uniform") w.distribution = KeyDistribution::kUniform;
-      else if (text == "zipf") w.distribution = KeyDistribution::kZipf;
-      else throw UsageError("--distribution: '" + text + "' is not uniform or zipf");
-    } else if (flag == "--zipf-theta") w.zipf_theta = parse_number<double>(flag, text);
-    else if (flag == "--prefill") w.prefill = parse_number<double>(flag, text);
-    else if (flag == "--ops") w.total_ops = parse_number<std::uint64_t>(flag, text);
-    else if (flag == "--duration") w.duration_s = parse_number<double>(flag, text);
-    else if (flag == "--seed") w.seed = parse_number<std::uint64_t>(flag, text);
-    else if (flag == "--backing") o.backing = text;
-    else if (flag == "--placement") {
-      const auto p = parse_cpu_policy(text);
-      if (!p) throw UsageError("--placement: '" + text + "' is not compact, scatter or none");
-      o.placement = *p;
-    } else if (flag == "--memory") {
-      const auto p = parse_memory_policy(text);
-      if (!p) throw UsageError("--memory: '" + text + "' is not first-touch, local or interleave");
-      o.memory = *p;
-    } else if (flag == "--batch") o.batch = parse_number<std::uint32_t>(flag, text);
-    else if (flag == "--timeout") o.timeout_s = parse_number<double>(flag, text);
-    else if (flag == "--name-prefix") o.name_prefix = text;
-    else if (flag == "--workload-name") o.workload_name = text;
-    else if (flag == "--lockstep") w.lockstep_every = parse_number<std::uint32_t>(flag, text);
-    else if (flag == "--scenario") {
-      if (text == "mix") w.scenario = Scenario::kMix;
-      else if (text == "seed") w.scenario = Scenario::kSeed;
-      else throw UsageError("--scenario: '" + text + "' is not mix or seed");
-    }
-    else throw UsageError("unknown option " + flag);
+// Adds `flag` taking one of `names`, stored in `target` as `parse` makes it.
+template <class Value, class Parse>
+void add_choice_option(CLI::App& app, const std::string& flag, Value& target, Parse parse,
+                       const std::vector<std::string>& names, const std::string& description) {
+  std::string alternatives;  // "a, b or c"
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    alternatives += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
   }
+  app.add_option_function<std::string>(
+         flag,
+         [&target, parse, flag, alternatives](const std::string& text) {
+           const std::optional<Value> value = parse(text);
+           if (!value) throw CLI::ValidationError(flag, "'" + text + "' is not " + alternatives);
+           target = *value;
+         },
+         description)
+      ->type_name(CLI::detail::join(names, "|"));
+}
+
+std::optional<KeyDistribution> parse_distribution(const std::string& text) {
+  if (text == "uniform") return KeyDistribution::kUniform;
+  if (text == "zipf") return KeyDistribution::kZipf;
+  return std::nullopt;
+}
+
+std::optional<Scenario> parse_scenario(const std::string& text) {
+  if (text == "mix") return Scenario::kMix;
+  if (text == "seed") return Scenario::kSeed;
+  return std::nullopt;
+}
+
+// Declares every flag on `app`, writing into `o`. Returns the --prefill option (whether
+// it was given matters to the seed scenario).
+CLI::Option* declare_options(CLI::App& app, DriverOptions& o) {
+  WorkloadSpec& w = o.workload;
+  app.add_flag("--list-stores", o.list_stores, "print every store (JSON): whether it is built, its backings; exit");
+  app.add_flag("--list-engines", o.list_engines, "print our engines (JSON) and whether each is built; exit");
+  app.add_option("--store", o.store, "the store to run (see --list-stores)")->capture_default_str();
+  cli::add_number_option(app, "--processes", o.processes, "worker processes (at least 1)");
+  cli::add_number_option(app, "--keys", w.keys, "distinct keys (the store's capacity)");
+  cli::add_number_option(app, "--key-bytes", w.key_bytes, "bytes per key");
+  cli::add_number_option(app, "--value-bytes", w.value_bytes, "bytes per value");
+  app.add_option_function<std::string>("--mix", [&w](const std::string& text) { w.mix = parse_mix(text); },
+                                       "operation weights, e.g. get=90,assign=10 (default get=90,assign=10)")
+      ->type_name("get=W,insert=W,assign=W,erase=W");
+  add_choice_option(app, "--distribution", w.distribution, parse_distribution, {"uniform", "zipf"},
+                    "how keys are chosen (default uniform)");
+  cli::add_number_option(app, "--zipf-theta", w.zipf_theta, "zipf skew");
+  CLI::Option* prefill = cli::add_number_option(app, "--prefill", w.prefill,
+                                                "fraction of the keys inserted before the timed phase (seed: 0)");
+  cli::add_number_option(app, "--ops", w.total_ops, "operations in all, split over the workers (or --duration)");
+  cli::add_number_option(app, "--duration", w.duration_s, "seconds to run (or --ops)");
+  cli::add_number_option(app, "--seed", w.seed, "random seed");
+  add_choice_option(app, "--scenario", w.scenario, parse_scenario, {"mix", "seed"},
+                    "mix: the timed mix; seed: pyshmht's multi-process test (default mix)");
+  cli::add_number_option(app, "--lockstep", w.lockstep_every, "seed: all workers meet every N sets (0: never)");
+  app.add_option("--backing", o.backing, "where a file-backed store lives: tmpfs, disk, memfd or hugepages")
+      ->capture_default_str();
+  add_choice_option(app, "--placement", o.placement, parse_cpu_policy, {"compact", "scatter", "none"},
+                    "how workers are pinned to CPUs (default compact)");
+  add_choice_option(app, "--memory", o.memory, parse_memory_policy, {"first-touch", "local", "interleave"},
+                    "NUMA memory policy (default first-touch)");
+  cli::add_number_option(app, "--batch", o.batch, "operations per batch (at least 1)");
+  cli::add_number_option(app, "--timeout", o.timeout_s, "seconds before workers are killed (0: 3 x duration + 60, or 300)");
+  app.add_option("--name-prefix", o.name_prefix, "prefix of every file and segment the run makes")
+      ->capture_default_str();
+  app.add_option("--workload-name", o.workload_name, "a label for the workload, copied into the result");
+  return prefill;
+}
+
+// The checks that need several options at once, and the derived defaults.
+void finish_options(DriverOptions& o, bool prefill_given) {
   if (o.processes == 0) throw UsageError("--processes must be at least 1");
   if (o.batch == 0) throw UsageError("--batch must be at least 1");
   if (o.workload.scenario == Scenario::kSeed) {
-    if (!flags.contains("--prefill")) o.workload.prefill = 0;  // the scenario writes its own keys
+    if (!prefill_given) o.workload.prefill = 0;  // the scenario writes its own keys
     if (o.processes > seed_scenario::kMaxProcesses) {
       throw UsageError("--scenario seed names processes by the letters of pyshmht's test: at most " +
                        std::to_string(seed_scenario::kMaxProcesses) + " processes");
@@ -152,68 +172,46 @@ DriverOptions parse_options(const std::map<std::string, std::string>& flags) {
   }
   if (const auto problem = validate(o.workload)) throw UsageError("workload: " + *problem);
   if (o.timeout_s == 0) o.timeout_s = o.workload.duration_s > 0 ? o.workload.duration_s * 3 + 60 : 300;
-  return o;
 }
 
 // ---------------------------------------------------------------------------------------
 // --list-stores / --list-engines
 
 void list_stores() {
-  JsonWriter j(std::cout);
-  j.begin_object();
-  j.field("schema", "shmht-harness-stores/1");
-  j.key("stores");
-  j.begin_array();
+  Json stores = Json::array();
   for (const StoreKind& k : store_kinds()) {
     const auto reason = k.unavailable_reason();
-    j.begin_object();
-    j.field("name", k.name);
-    j.field("family", store_family_name(k.family));
-    j.field("description", k.description);
-    j.field("built", !reason.has_value());
-    j.field("unavailable_reason", reason);
-    j.field("process_private", k.process_private);
-    j.key("backings");
-    j.begin_array();
-    for (BackingKind b : k.backings) j.value(backing_name(b));
-    j.end_array();
-    j.end_object();
+    Json backings = Json::array();
+    for (BackingKind b : k.backings) backings.push_back(backing_name(b));
+    stores.push_back({
+        {"name", k.name},
+        {"family", store_family_name(k.family)},
+        {"description", k.description},
+        {"built", !reason.has_value()},
+        {"unavailable_reason", reason},
+        {"process_private", k.process_private},
+        {"backings", backings},
+    });
   }
-  j.end_array();
-  j.key("backings");
-  j.begin_object();
+  Json backings = Json::object();
   for (BackingKind b : {BackingKind::kTmpfs, BackingKind::kDisk, BackingKind::kMemfd, BackingKind::kHugePages}) {
     const BackingProbe probe = probe_backing(b);
-    j.key(backing_name(b));
-    j.begin_object();
-    j.field("available", probe.backing.has_value());
+    Json& entry = backings[std::string(backing_name(b))];
+    entry["available"] = probe.backing.has_value();
     if (probe.backing) {
-      j.field("directory", probe.backing->directory);
-      j.field("filesystem", probe.backing->filesystem);
+      entry["directory"] = probe.backing->directory;
+      entry["filesystem"] = probe.backing->filesystem;
     } else {
-      j.field("unavailable_reason", probe.unavailable_reason);
+      entry["unavailable_reason"] = probe.unavailable_reason;
     }
-    j.end_object();
   }
-  j.end_object();
-  j.end_object();
-  std::cout << "\n";
+  print_json(std::cout, {{"schema", "shmht-harness-stores/1"}, {"stores", stores}, {"backings", backings}});
 }
 
 void list_engines() {
-  JsonWriter j(std::cout);
-  j.begin_object();
-  j.key("engines");
-  j.begin_array();
-  for (Engine e : kAllEngines) {
-    j.begin_object();
-    j.field("name", engine_name(e));
-    j.field("built", engine_is_built(e));
-    j.end_object();
-  }
-  j.end_array();
-  j.end_object();
-  std::cout << "\n";
+  Json engines = Json::array();
+  for (Engine e : kAllEngines) engines.push_back({{"name", engine_name(e)}, {"built", engine_is_built(e)}});
+  print_json(std::cout, {{"engines", engines}});
 }
 
 // ---------------------------------------------------------------------------------------
@@ -453,13 +451,8 @@ Percentiles percentiles(std::vector<std::uint32_t> samples) {
   return p;
 }
 
-void write_percentiles(JsonWriter& j, const Percentiles& p) {
-  j.begin_object();
-  j.field("p50", p.p50);
-  j.field("p99", p.p99);
-  j.field("p999", p.p999);
-  j.field("samples", p.samples);
-  j.end_object();
+Json percentiles_json(const Percentiles& p) {
+  return {{"p50", p.p50}, {"p99", p.p99}, {"p999", p.p999}, {"samples", p.samples}};
 }
 
 // Sums over workers, written as the "aggregate" object and per worker.
@@ -491,50 +484,42 @@ struct Figures {
   std::uint64_t total_ops() const { return ops[0] + ops[1] + ops[2] + ops[3]; }
   double elapsed_s() const { return end_ns > start_ns ? static_cast<double>(end_ns - start_ns) / 1e9 : 0; }
 
-  void write(JsonWriter& j) const {
+  // The fields the "aggregate" object and each worker's share, added to `j`.
+  void add_to(Json& j) const {
     const double total = static_cast<double>(total_ops());
     const double cpu_s = static_cast<double>(user_us + sys_us) / 1e6;
-    j.field("ops", total_ops());
-    j.key("ops_by_type");
-    j.begin_object();
-    for (std::size_t i = 0; i < kOpTypes; ++i) j.field(kOpNames[i], ops[i]);
-    j.end_object();
-    j.key("misses_by_type");
-    j.begin_object();
-    for (std::size_t i = 0; i < kOpTypes; ++i) j.field(kOpNames[i], misses[i]);
-    j.end_object();
-    j.field("errors", errors);
-    j.field("elapsed_s", elapsed_s());
-    j.field("throughput_ops_s", elapsed_s() > 0 ? total / elapsed_s() : 0.0);
-    j.key("latency_ns");
-    write_percentiles(j, percentiles(samples));
-    j.key("cpu");
-    j.begin_object();
-    j.field("user_s", static_cast<double>(user_us) / 1e6);
-    j.field("sys_s", static_cast<double>(sys_us) / 1e6);
-    j.field("sys_share", cpu_s > 0 ? static_cast<double>(sys_us) / 1e6 / cpu_s : 0.0);
-    j.field("cpu_s_per_mop", total > 0 ? cpu_s / total * 1e6 : 0.0);
-    j.end_object();
-    j.key("faults");
-    j.begin_object();
-    j.field("minor", minor);
-    j.field("major", major);
-    j.field("per_op", total > 0 ? static_cast<double>(minor + major) / total : 0.0);
-    j.end_object();
-    j.key("context_switches");
-    j.begin_object();
-    j.field("voluntary", voluntary);
-    j.field("involuntary", involuntary);
-    j.field("per_op", total > 0 ? static_cast<double>(voluntary + involuntary) / total : 0.0);
-    j.end_object();
+    auto per_op = [&](double value) { return total > 0 ? value / total : 0.0; };
+    Json ops_by_type = Json::object(), misses_by_type = Json::object();
+    for (std::size_t i = 0; i < kOpTypes; ++i) {
+      ops_by_type[std::string(kOpNames[i])] = ops[i];
+      misses_by_type[std::string(kOpNames[i])] = misses[i];
+    }
+    j["ops"] = total_ops();
+    j["ops_by_type"] = ops_by_type;
+    j["misses_by_type"] = misses_by_type;
+    j["errors"] = errors;
+    j["elapsed_s"] = elapsed_s();
+    j["throughput_ops_s"] = elapsed_s() > 0 ? total / elapsed_s() : 0.0;
+    j["latency_ns"] = percentiles_json(percentiles(samples));
+    j["cpu"] = {
+        {"user_s", static_cast<double>(user_us) / 1e6},
+        {"sys_s", static_cast<double>(sys_us) / 1e6},
+        {"sys_share", cpu_s > 0 ? static_cast<double>(sys_us) / 1e6 / cpu_s : 0.0},
+        {"cpu_s_per_mop", per_op(cpu_s) * 1e6},
+    };
+    j["faults"] = {{"minor", minor}, {"major", major}, {"per_op", per_op(static_cast<double>(minor + major))}};
+    j["context_switches"] = {
+        {"voluntary", voluntary},
+        {"involuntary", involuntary},
+        {"per_op", per_op(static_cast<double>(voluntary + involuntary))},
+    };
     // The lock-free engine's coordination costs (zeros for every other store).
-    j.key("lockfree");
-    j.begin_object();
-    j.field("failed_cas", failed_cas);
-    j.field("helped", helped);
-    j.field("failed_cas_per_op", total > 0 ? static_cast<double>(failed_cas) / total : 0.0);
-    j.field("helped_per_op", total > 0 ? static_cast<double>(helped) / total : 0.0);
-    j.end_object();
+    j["lockfree"] = {
+        {"failed_cas", failed_cas},
+        {"helped", helped},
+        {"failed_cas_per_op", per_op(static_cast<double>(failed_cas))},
+        {"helped_per_op", per_op(static_cast<double>(helped))},
+    };
   }
 };
 
@@ -545,56 +530,43 @@ std::string utc_now() {
   return buffer;
 }
 
-void write_config(JsonWriter& j, const DriverOptions& o, const StoreKind* kind) {
+Json config_json(const DriverOptions& o, const StoreKind* kind) {
   const WorkloadSpec& w = o.workload;
-  j.begin_object();
-  j.field("store", o.store);
-  j.field("store_family", kind ? store_family_name(kind->family) : "unknown");
-  j.field("processes", o.processes);
-  j.field("backing", o.backing);
-  j.field("placement", cpu_policy_name(o.placement));
-  j.field("memory_policy", memory_policy_name(o.memory));
-  j.field("batch", o.batch);
-  j.field("timeout_s", o.timeout_s);
-  j.key("workload");
-  j.begin_object();
-  j.field("name", o.workload_name);
-  j.field("keys", w.keys);
-  j.field("key_bytes", w.key_bytes);
-  j.field("value_bytes", w.value_bytes);
-  j.key("mix");
-  j.begin_object();
-  for (std::size_t i = 0; i < kOpTypes; ++i) j.field(kOpNames[i], w.mix[i]);
-  j.end_object();
-  j.field("distribution", w.distribution == KeyDistribution::kZipf ? "zipf" : "uniform");
-  if (w.distribution == KeyDistribution::kZipf) {
-    j.field("zipf_theta", w.zipf_theta);
-  } else {
-    j.key("zipf_theta");
-    j.null();
-  }
-  j.field("prefill", w.prefill);
-  if (w.total_ops) {
-    j.field("ops", w.total_ops);
-  } else {
-    j.key("ops");
-    j.null();
-  }
-  j.field("duration_s", w.duration_s > 0 ? std::optional<double>(w.duration_s) : std::nullopt);
-  j.field("seed", w.seed);
-  j.field("scenario", w.scenario == Scenario::kSeed ? "seed" : "mix");
-  j.field("lockstep_every", w.lockstep_every);
-  j.end_object();
-  j.end_object();
+  Json mix = Json::object();
+  for (std::size_t i = 0; i < kOpTypes; ++i) mix[std::string(kOpNames[i])] = w.mix[i];
+  const bool zipf = w.distribution == KeyDistribution::kZipf;
+  return {
+      {"store", o.store},
+      {"store_family", kind ? store_family_name(kind->family) : "unknown"},
+      {"processes", o.processes},
+      {"backing", o.backing},
+      {"placement", cpu_policy_name(o.placement)},
+      {"memory_policy", memory_policy_name(o.memory)},
+      {"batch", o.batch},
+      {"timeout_s", o.timeout_s},
+      {"workload",
+       {
+           {"name", o.workload_name},
+           {"keys", w.keys},
+           {"key_bytes", w.key_bytes},
+           {"value_bytes", w.value_bytes},
+           {"mix", mix},
+           {"distribution", zipf ? "zipf" : "uniform"},
+           {"zipf_theta", zipf ? std::optional<double>(w.zipf_theta) : std::nullopt},
+           {"prefill", w.prefill},
+           {"ops", w.total_ops ? std::optional<std::uint64_t>(w.total_ops) : std::nullopt},
+           {"duration_s", w.duration_s > 0 ? std::optional<double>(w.duration_s) : std::nullopt},
+           {"seed", w.seed},
+           {"scenario", w.scenario == Scenario::kSeed ? "seed" : "mix"},
+           {"lockstep_every", w.lockstep_every},
+       }},
+  };
 }
 
 // The seed scenario's own figures (seed_scenario.hpp): phases and worker 0's verdict.
-void write_seed(JsonWriter& j, const DriverOptions& o, const RunOutcome& r) {
+Json seed_json(const DriverOptions& o, const RunOutcome& r) {
   const std::size_t reported = r.control ? r.pids.size() : 0;
-  if (reported == 0) {
-    j.null();
-    return;
-  }
+  if (reported == 0) return nullptr;
   std::uint64_t start = UINT64_MAX, set_end = 0;
   for (std::size_t i = 0; i < reported; ++i) {
     const WorkerReport& w = r.control->reports[i];
@@ -605,180 +577,170 @@ void write_seed(JsonWriter& j, const DriverOptions& o, const RunOutcome& r) {
   auto span_s = [](std::uint64_t from, std::uint64_t to) {
     return to > from && from != UINT64_MAX ? std::optional<double>(static_cast<double>(to - from) / 1e9) : std::nullopt;
   };
-  j.begin_object();
-  j.field("items", o.workload.keys);
-  j.field("items_per_process", seed_scenario::items_per_worker(o.workload.keys, o.processes));
-  j.field("set_phase_s", span_s(start, set_end));
-  j.field("iterate_phase_s", span_s(first.iterate_start_ns, first.iterate_end_ns));
-  j.field("scenario_wall_s", span_s(start, first.iterate_end_ns));
-  j.field("verified", first.seed_verified);
   auto count = [&](std::uint64_t value) {
     return first.seed_verified ? std::optional<std::uint64_t>(value) : std::nullopt;
   };
-  j.field("pass1_entries", count(first.seed_pass1_entries));
-  j.field("pass2_entries", count(first.seed_pass2_entries));
-  j.field("keys_expected", count(first.seed_expected));
-  j.field("keys_missing", count(first.seed_missing));
-  j.field("keys_duplicated", count(first.seed_duplicated));
-  j.field("keys_unexpected", count(first.seed_unexpected));
-  j.field("values_wrong", count(first.seed_values_wrong));
-  j.end_object();
+  return {
+      {"items", o.workload.keys},
+      {"items_per_process", seed_scenario::items_per_worker(o.workload.keys, o.processes)},
+      {"set_phase_s", span_s(start, set_end)},
+      {"iterate_phase_s", span_s(first.iterate_start_ns, first.iterate_end_ns)},
+      {"scenario_wall_s", span_s(start, first.iterate_end_ns)},
+      {"verified", first.seed_verified},
+      {"pass1_entries", count(first.seed_pass1_entries)},
+      {"pass2_entries", count(first.seed_pass2_entries)},
+      {"keys_expected", count(first.seed_expected)},
+      {"keys_missing", count(first.seed_missing)},
+      {"keys_duplicated", count(first.seed_duplicated)},
+      {"keys_unexpected", count(first.seed_unexpected)},
+      {"values_wrong", count(first.seed_values_wrong)},
+  };
+}
+
+// A text field of shared memory: "" as null.
+std::optional<std::string> text_or_null(const char* text) {
+  return text[0] ? std::optional<std::string>(text) : std::nullopt;
+}
+
+Json placement_json(const DriverOptions& o, const RunOutcome& r, std::size_t reported) {
+  Json workers = Json::array();
+  for (std::size_t i = 0; i < r.plan.size(); ++i) {
+    const WorkerPlacement& p = r.plan[i];
+    Json worker = {
+        {"worker", p.worker},
+        {"planned_pu", p.pu_os_index},
+        {"core", p.core_index},
+        {"numa_node", p.numa_os_index},
+        {"package", p.package_index},
+        {"shares_core", p.shares_core},
+        {"oversubscribed", p.oversubscribed},
+    };
+    if (i < reported) {
+      const WorkerReport& w = r.control->reports[i];
+      worker["obtained_cpus"] = std::string(w.cpu_binding);
+      worker["obtained_memory_nodes"] = std::string(w.memory_binding);
+      worker["obtained_memory_policy"] = std::string(w.memory_policy);
+      worker["cpu_binding_error"] = text_or_null(w.cpu_binding_error);
+      worker["memory_binding_error"] = text_or_null(w.memory_binding_error);
+    }
+    workers.push_back(std::move(worker));
+  }
+  return {
+      {"policy", cpu_policy_name(o.placement)},
+      {"memory_policy", memory_policy_name(o.memory)},
+      {"workers", workers},
+  };
 }
 
 void write_result(const DriverOptions& o, const StoreKind* kind, const RunOutcome& r) {
-  JsonWriter j(std::cout);
-  j.begin_object();
-  j.field("schema", kSchema);
-  j.field("status", r.status);
-  j.field("error", r.error.empty() ? std::nullopt : std::optional<std::string>(r.error));
-  j.field("date", utc_now());
-  j.key("config");
-  write_config(j, o, kind);
-  j.key("machine");
-  write_machine(j);
-  j.key("topology");
-  j.begin_object();
-  j.field("packages", r.topology.packages);
-  j.field("numa_nodes", r.topology.numa_nodes);
-  j.field("cores", r.topology.cores);
-  j.field("pus", r.topology.pus);
-  j.field("synthetic", r.topology.synthetic);
-  j.end_object();
-
-  j.key("backing");
-  if (r.backing) {
-    j.begin_object();
-    j.field("kind", backing_name(r.backing->kind));
-    j.field("directory", r.backing->directory);
-    j.field("filesystem", r.backing->filesystem);
-    j.field("huge_pages", r.backing->huge_pages);
-    j.end_object();
-  } else {
-    j.null();
-  }
-
   const std::size_t reported = r.control ? r.pids.size() : 0;
-  j.key("placement");
-  j.begin_object();
-  j.field("policy", cpu_policy_name(o.placement));
-  j.field("memory_policy", memory_policy_name(o.memory));
-  j.key("workers");
-  j.begin_array();
-  for (std::size_t i = 0; i < r.plan.size(); ++i) {
-    const WorkerPlacement& p = r.plan[i];
-    j.begin_object();
-    j.field("worker", p.worker);
-    j.field("planned_pu", p.pu_os_index);
-    j.field("core", p.core_index);
-    j.field("numa_node", p.numa_os_index);
-    j.field("package", p.package_index);
-    j.field("shares_core", p.shares_core);
-    j.field("oversubscribed", p.oversubscribed);
-    if (i < reported) {
-      const WorkerReport& w = r.control->reports[i];
-      j.field("obtained_cpus", std::string(w.cpu_binding));
-      j.field("obtained_memory_nodes", std::string(w.memory_binding));
-      j.field("obtained_memory_policy", std::string(w.memory_policy));
-      auto text_or_null = [](const char* text) { return text[0] ? std::optional<std::string>(text) : std::nullopt; };
-      j.field("cpu_binding_error", text_or_null(w.cpu_binding_error));
-      j.field("memory_binding_error", text_or_null(w.memory_binding_error));
-    }
-    j.end_object();
+  Json result = {
+      {"schema", kSchema},
+      {"status", r.status},
+      {"error", r.error.empty() ? std::nullopt : std::optional<std::string>(r.error)},
+      {"date", utc_now()},
+      {"config", config_json(o, kind)},
+      {"machine", machine_json()},
+      {"topology",
+       {
+           {"packages", r.topology.packages},
+           {"numa_nodes", r.topology.numa_nodes},
+           {"cores", r.topology.cores},
+           {"pus", r.topology.pus},
+           {"synthetic", r.topology.synthetic},
+       }},
+  };
+  if (r.backing) {
+    result["backing"] = {
+        {"kind", backing_name(r.backing->kind)},
+        {"directory", r.backing->directory},
+        {"filesystem", r.backing->filesystem},
+        {"huge_pages", r.backing->huge_pages},
+    };
+  } else {
+    result["backing"] = nullptr;
   }
-  j.end_array();
-  j.end_object();
+  result["placement"] = placement_json(o, r, reported);
 
   Figures all;
-  j.key("workers");
-  j.begin_array();
+  Json workers = Json::array();
+  std::uint64_t rss_max = 0, rss_sum = 0;
+  double attach_max = 0;
   for (std::size_t i = 0; i < reported; ++i) {
     const WorkerReport& w = r.control->reports[i];
     Figures mine;
     mine.add(w);
     all.add(w);
-    j.begin_object();
-    j.field("worker", i);
-    j.field("pid", r.pids[i]);
+    rss_max = std::max(rss_max, w.peak_rss_kb);
+    rss_sum += w.peak_rss_kb;
+    attach_max = std::max(attach_max, static_cast<double>(w.attach_ns) / 1e9);
     const WorkerState state = w.state.load(std::memory_order_acquire);
-    j.field("status", state == WorkerState::kDone ? "done" : r.killed[i] ? "killed" : "failed");
-    j.field("first_error", w.error[0] ? std::optional<std::string>(w.error) : std::nullopt);
-    j.field("sample_stride", w.sample_stride);
-    j.field("attach_s", static_cast<double>(w.attach_ns) / 1e9);
-    j.field("peak_rss_kb", w.peak_rss_kb);
-    mine.write(j);
-    j.end_object();
+    Json worker = {
+        {"worker", i},
+        {"pid", r.pids[i]},
+        {"status", state == WorkerState::kDone ? "done" : r.killed[i] ? "killed" : "failed"},
+        {"first_error", text_or_null(w.error)},
+        {"sample_stride", w.sample_stride},
+        {"attach_s", static_cast<double>(w.attach_ns) / 1e9},
+        {"peak_rss_kb", w.peak_rss_kb},
+    };
+    mine.add_to(worker);
+    workers.push_back(std::move(worker));
   }
-  j.end_array();
-  j.key("aggregate");
-  j.begin_object();
-  all.write(j);
-  j.end_object();
+  result["workers"] = std::move(workers);
+  Json aggregate = Json::object();
+  all.add_to(aggregate);
+  result["aggregate"] = std::move(aggregate);
 
-  j.key("footprint");
-  j.begin_object();
-  j.field("location", r.footprint.location);
-  j.field("apparent_bytes", r.footprint.apparent_bytes);
-  j.field("resident_bytes", r.footprint.resident_bytes);
-  j.field("items", r.footprint.items);
   std::optional<double> per_item;
   if (r.footprint.resident_bytes && r.footprint.items && *r.footprint.items > 0) {
     per_item = static_cast<double>(*r.footprint.resident_bytes) / static_cast<double>(*r.footprint.items);
   }
-  j.field("resident_bytes_per_item", per_item);
-  j.end_object();
+  result["footprint"] = {
+      {"location", r.footprint.location},
+      {"apparent_bytes", r.footprint.apparent_bytes},
+      {"resident_bytes", r.footprint.resident_bytes},
+      {"items", r.footprint.items},
+      {"resident_bytes_per_item", per_item},
+  };
+  result["memory"] = {{"peak_rss_kb_max", rss_max}, {"peak_rss_kb_sum", rss_sum}};
+  result["seed"] = o.workload.scenario == Scenario::kSeed ? seed_json(o, r) : Json(nullptr);
+  result["timing"] = {
+      {"create_s", r.create_s},
+      {"attach_s_max", attach_max},
+      {"prefill_s", r.prefill_s},
+      {"wall_s", r.wall_s},
+  };
+  print_json(std::cout, result);
+}
 
-  j.key("memory");
-  j.begin_object();
-  std::uint64_t rss_max = 0, rss_sum = 0;
-  double attach_max = 0;
-  for (std::size_t i = 0; i < reported; ++i) {
-    rss_max = std::max(rss_max, r.control->reports[i].peak_rss_kb);
-    rss_sum += r.control->reports[i].peak_rss_kb;
-    attach_max = std::max(attach_max, static_cast<double>(r.control->reports[i].attach_ns) / 1e9);
-  }
-  j.field("peak_rss_kb_max", rss_max);
-  j.field("peak_rss_kb_sum", rss_sum);
-  j.end_object();
-
-  j.key("seed");
-  if (o.workload.scenario == Scenario::kSeed) {
-    write_seed(j, o, r);
-  } else {
-    j.null();
-  }
-
-  j.key("timing");
-  j.begin_object();
-  j.field("create_s", r.create_s);
-  j.field("attach_s_max", attach_max);
-  j.field("prefill_s", r.prefill_s);
-  j.field("wall_s", r.wall_s);
-  j.end_object();
-  j.end_object();
-  std::cout << "\n";
-  std::cout.flush();
+// One line on stderr for a bad command line, and where help is.
+int usage_error(const std::string& why) {
+  std::cerr << "shmht-driver: " << why << "\nRun 'shmht-driver --help' for usage.\n";
+  return kExitUsage;
 }
 
 int main_driver(int argc, char** argv) {
-  std::map<std::string, std::string> flags;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == "--list-stores") {
-      list_stores();
-      return kExitOk;
-    }
-    if (arg == "--list-engines") {
-      list_engines();
-      return kExitOk;
-    }
-    if (arg == "-h" || arg == "--help") {
-      std::cout << kUsage;
-      return kExitOk;
-    }
-    if (arg.rfind("--", 0) != 0 || i + 1 >= argc) throw UsageError("expected --option VALUE, got '" + arg + "'");
-    flags[arg] = argv[++i];
+  DriverOptions options;
+  options.name_prefix = "shmht-bench-" + std::to_string(getpid()) + "-";
+  CLI::App app(kDescription, "shmht-driver");
+  const CLI::Option* prefill = declare_options(app, options);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);  // --help
+    const std::vector<std::string> stray = app.remaining();
+    return usage_error(stray.empty() ? e.what() : "unexpected argument '" + stray.front() + "'");
   }
-  const DriverOptions options = parse_options(flags);
+  if (options.list_stores) {
+    list_stores();
+    return kExitOk;
+  }
+  if (options.list_engines) {
+    list_engines();
+    return kExitOk;
+  }
+  finish_options(options, prefill->count() > 0);
   const StoreKind* kind = find_store_kind(options.store);
   if (!kind) {
     std::string names;
@@ -828,7 +790,6 @@ int main(int argc, char** argv) {
   try {
     return shmht::harness::main_driver(argc, argv);
   } catch (const shmht::harness::UsageError& e) {
-    std::cerr << "shmht-driver: " << e.what() << "\n" << shmht::harness::kUsage;
-    return shmht::harness::kExitUsage;
+    return shmht::harness::usage_error(e.what());
   }
 }

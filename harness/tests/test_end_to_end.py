@@ -107,3 +107,30 @@ def test_bad_sweep_file_gives_a_clear_error(tmp_path):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
     assert done.returncode != 0
     assert "field 'engines'" in done.stderr and "warp-drive" in done.stderr
+
+
+def test_driver_json_escapes_any_string_and_stays_utf8():
+    """Strings from the command line (like worker errors) reach the JSON as given: quotes,
+    backslashes and control characters escaped, and bytes that are not UTF-8 replaced by
+    U+FFFD, so that run.py, which decodes the driver's stdout as strict UTF-8, can always
+    read the result."""
+    label = b'q"uote\\back\nline\ttab\x01ctl\x7f\xffend'
+    done = subprocess.run([os.fsencode(DRIVER), b"--store", b"std-unordered-map", b"--keys", b"100", b"--ops",
+                           b"100", b"--workload-name", label,
+                           b"--name-prefix", f"shmht-bench-test-{os.getpid()}-".encode()],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.decode("utf-8"))  # strict, as run.py reads it
+    assert result["config"]["workload"]["name"] == 'q"uote\\back\nline\ttab\x01ctl\x7f\ufffdend'
+
+
+def test_driver_help_and_usage_errors():
+    """--help goes to stdout with exit 0; a bad flag or value exits 2 with a line naming it
+    and a pointer to --help on stderr (not the whole usage), and no JSON."""
+    done = subprocess.run([DRIVER, "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+    assert done.returncode == 0 and "--processes" in done.stdout and done.stderr == ""
+    for args, named in [(["--processes", "-1"], "--processes"), (["--bogus", "1"], "--bogus"),
+                        (["--mix", "get=x"], "--mix"), (["--distribution", "normal"], "--distribution")]:
+        done = subprocess.run([DRIVER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+        assert done.returncode == 2 and done.stdout == "", (args, done.returncode, done.stdout)
+        assert named in done.stderr and "--help" in done.stderr and len(done.stderr.splitlines()) <= 2, done.stderr

@@ -15,10 +15,15 @@ struct CheckReport {
   std::uint64_t free_records = 0;
   std::uint64_t live_record_bytes = 0; // class bytes of the records slots point at
   std::uint64_t free_record_bytes = 0;
-  std::uint64_t unaccounted_bytes = 0; // arena bytes neither live, free nor unused chunk tail
-  std::uint64_t repaired_shifts = 0;   // interrupted operations repaired while locking
-  std::uint64_t reclaimed_bytes = 0;   // leaked bytes put back on the free lists (CheckOptions)
-  std::string not_reclaimed_because;   // set when reclaiming was asked for but not done
+  // Arena bytes neither live, free nor an unused chunk tail: records allocated but not
+  // linked from any slot. A writer allocates before it links (and unlinks before it
+  // frees), so while other attachments are live these may be in flight; with none, they
+  // were leaked by writers killed part way.
+  std::uint64_t unaccounted_bytes = 0;
+  std::uint32_t other_attachments = 0;  // live attachments besides the checker's own
+  std::uint64_t repaired_shifts = 0;    // interrupted operations repaired while locking
+  std::uint64_t reclaimed_bytes = 0;    // leaked bytes put back on the free lists (CheckOptions)
+  std::string not_reclaimed_because;    // set when reclaiming was asked for but not done
 };
 
 struct CheckOptions {
@@ -35,7 +40,8 @@ struct CheckOptions {
 // bounds and 8-aligned; every record's lengths within limits; each key's hash gives its
 // tag and its home slot (slot - dist); the Robin Hood ordering; no duplicate key or
 // offset; the item counters sum to the occupied slots; every free list stays in the
-// arena, holds no live record and no cycle.
+// arena, holds no live record and no cycle. Unaccounted bytes are not a problem (see
+// CheckReport::unaccounted_bytes).
 CheckReport check_table(const std::string& name, const CheckOptions& options = {});
 
 }  // namespace shmht

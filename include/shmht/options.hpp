@@ -11,6 +11,11 @@
 
 namespace shmht {
 
+// Slots after the last home slot (layout/slot.hpp): probes never wrap, so a key whose home
+// is near the end lives there. They let more items fit than there are home slots, so the
+// load factor (items / home slots, Stats::load_factor) can pass 1.
+inline constexpr std::uint64_t kOverflowSlots = 255;
+
 // Fixed when the table is created; recorded in the header.
 struct CreateOptions {
   // Items the table must hold. The slot array is sized so that `capacity` items fit at a

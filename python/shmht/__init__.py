@@ -66,11 +66,25 @@ def default_engine():
     return _shmht.default_engine_name()
 
 
+def _checked_engine(engine):
+    """`engine` if it is the name of an engine (built or not: an unbuilt one raises
+    EngineUnavailableError when attached); else an error that lists the engines."""
+    names = engine_names()
+    if not isinstance(engine, str):
+        raise TypeError(f"engine must be None (the table's engine) or a str, one of {', '.join(map(repr, names))}; "
+                        f"got {type(engine).__name__} {engine!r}")
+    if engine not in names:
+        error = InvalidArgumentError(f"unknown engine {engine!r}; the engines are {', '.join(map(repr, names))}")
+        error.code = "invalid_argument"  # as the errors raised in C++ carry
+        raise error
+    return engine
+
+
 def _resolve_engine(name, engine):
     """The engine to attach with: the named one, else the one the table's users already
     use (so that processes agree without saying), else default_engine() for a new table."""
     if engine is not None:
-        return engine
+        return _checked_engine(engine)
     try:
         return active_engine(name)
     except TableNotFoundError:

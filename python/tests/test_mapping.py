@@ -160,6 +160,8 @@ def test_open_errors(table_name, engine):
     assert isinstance(e.value, FileNotFoundError)
     with pytest.raises(ValueError, match="unknown engine"):
         shmht.Table(table_name, engine="nope")
+    with pytest.raises(shmht.TableNotFoundError, match="directory /nonexistent-shmht-dir does not exist"):
+        shmht.Table("/nonexistent-shmht-dir/t")
     with pytest.raises(shmht.InvalidArgumentError):
         shmht.Table("a/b")
     if os.geteuid() != 0:  # root ignores file permissions
@@ -167,6 +169,19 @@ def test_open_errors(table_name, engine):
             pass
         with pytest.raises(PermissionError):
             shmht.Table(table_name, create=False)
+
+
+def test_a_bad_engine_is_an_error_that_lists_the_engines(table_name):
+    with pytest.raises(shmht.InvalidArgumentError) as e:
+        shmht.Table(table_name, engine="bogus")
+    assert isinstance(e.value, shmht.Error) and isinstance(e.value, ValueError)
+    assert e.value.code == "invalid_argument"
+    for name in shmht.engine_names():
+        assert repr(name) in str(e.value), str(e.value)
+    with pytest.raises(TypeError) as e:
+        shmht.Table(table_name, engine=1)
+    assert "str" in str(e.value) and "None" in str(e.value) and "int" in str(e.value), str(e.value)
+    assert not os.path.exists("/dev/shm/" + table_name), "a rejected engine must not create the table"
 
 
 def test_engine_mismatch_while_in_use(table_name, engine):

@@ -6,207 +6,233 @@
 //   shmht get NAME KEY                shmht put NAME KEY VALUE
 //   shmht del NAME KEY                shmht rm NAME
 //   shmht load NAME  < key<TAB>value lines       shmht dump NAME  > same format
+//   shmht --help | --version          shmht COMMAND --help
 //
 // NAME is a bare name (/dev/shm/NAME) or an absolute path. Every command that opens a
 // table takes --engine E (global | striped | seqlock | lockfree); without it, the engine
-// the table is active with is used. In load/dump lines, a tab, newline or backslash
-// inside a key or value is written \t, \n or \\.
+// the table is active with is used. A KEY or VALUE that starts with '-' goes after `--`.
+// In load/dump lines, a tab, newline, carriage return or backslash inside a key or value
+// is written \t, \n, \r or \\; load drops one \r at the end of each line (CRLF files).
 //
-// Exit status: 0 success; 1 key not found (get, del) or check found problems;
-// 2 usage error; 3 the table reported an error (message on stderr).
-#include <sys/stat.h>
+// Options are parsed by CLI11: --help prints to stdout; a bad flag or argument gets one
+// line saying what is wrong and where to find help, on stderr.
+//
+// Exit status: 0 success (--help and --version too); 1 key not found (get, del), no such
+// table (rm) or check found problems; 2 usage error, or a malformed line in load's input;
+// 3 the table reported an error (message on stderr).
+#include <unistd.h>
 
-#include <cstdio>
-#include <cstdlib>
+#include <CLI/CLI.hpp>
+#include <cstdint>
 #include <iostream>
-#include <map>
+#include <iterator>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
+#include "cli/number_option.hpp"
 #include "shmht/check.hpp"
 #include "shmht/table.hpp"
+
+#ifndef SHMHT_VERSION
+#error "meson passes SHMHT_VERSION (the project version)"
+#endif
 
 namespace {
 
 using shmht::Engine;
 using shmht::Error;
-using shmht::ErrorCode;
 using shmht::Table;
 
 constexpr int kExitOk = 0, kExitMissing = 1, kExitUsage = 2, kExitError = 3;
 
-const char* const kUsage =
-    "usage: shmht COMMAND NAME [ARGS] [--engine global|striped|seqlock|lockfree]\n"
-    "commands:\n"
-    "  create NAME [--capacity N] [--max-key-bytes N] [--max-value-bytes N] [--max-bytes N] [--mode OCTAL]\n"
-    "  stat NAME [--json]     sizes, load, attached processes\n"
-    "  get NAME KEY           print the value (exit 1 if absent)\n"
-    "  put NAME KEY VALUE     insert or overwrite\n"
-    "  del NAME KEY           erase (exit 1 if absent)\n"
-    "  load NAME              read key<TAB>value lines from stdin (\\t \\n \\\\ escapes)\n"
-    "  dump NAME              write key<TAB>value lines to stdout\n"
-    "  check NAME             verify every invariant (exit 0 only if clean)\n"
-    "  rm NAME                delete the table's file\n"
-    "NAME: a bare name lives in /dev/shm; an absolute path is a regular file.\n";
+// "1 item", "2 items"; `plural` for a noun that does not just take an "s".
+std::string count_of(std::uint64_t n, std::string_view noun, std::string_view plural = {}) {
+  std::string text = std::to_string(n) + " ";
+  if (n == 1) return text.append(noun);
+  return plural.empty() ? text.append(noun).append("s") : text.append(plural);
+}
 
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-// Positional arguments plus --flag value options.
-struct Args {
-  std::vector<std::string> positional;
-  std::map<std::string, std::string> options;
+// What the command line gave; each command reads what its subcommand declared.
+struct Arguments {
+  std::string table, key, value;
+  std::optional<Engine> engine;
+  shmht::CreateOptions create;
   bool json = false;
-
-  static Args parse(int argc, char** argv) {
-    Args args;
-    for (int i = 1; i < argc; ++i) {
-      const std::string arg = argv[i];
-      if (arg == "--json") {
-        args.json = true;
-      } else if (arg == "-h" || arg == "--help") {
-        throw UsageError("");
-      } else if (arg.rfind("--", 0) == 0) {
-        if (i + 1 >= argc) throw UsageError(arg + " needs a value");
-        args.options[arg.substr(2)] = argv[++i];
-      } else {
-        args.positional.push_back(arg);
-      }
-    }
-    return args;
-  }
-
-  std::optional<std::string> option(const std::string& name) {
-    const auto it = options.find(name);
-    if (it == options.end()) return std::nullopt;
-    std::string value = it->second;
-    options.erase(it);
-    return value;
-  }
-
-  std::uint64_t number(const std::string& name, std::uint64_t fallback, int base = 10) {
-    const auto text = option(name);
-    if (!text) return fallback;
-    char* end = nullptr;
-    errno = 0;
-    const unsigned long long value = std::strtoull(text->c_str(), &end, base);
-    if (errno != 0 || end == text->c_str() || *end != '\0' || (*text)[0] == '-') {
-      throw UsageError("--" + name + " needs a non-negative number, got '" + *text + "'");
-    }
-    return value;
-  }
-
-  void expect_positional(std::size_t count, const char* shape) {
-    if (positional.size() != count) throw UsageError(std::string("usage: shmht ") + shape);
-  }
-  void reject_leftover_options() {
-    if (!options.empty()) throw UsageError("unknown option --" + options.begin()->first);
-  }
 };
 
-std::optional<Engine> engine_option(Args& args) {
-  const auto name = args.option("engine");
-  if (!name) return std::nullopt;
-  const auto engine = shmht::parse_engine(*name);
-  if (!engine) throw UsageError("unknown engine '" + *name + "'; choose global, striped, seqlock or lockfree");
-  return engine;
+// "global, striped, seqlock or lockfree"
+std::string engine_choices() {
+  std::string text;
+  for (std::size_t i = 0; i < std::size(shmht::kAllEngines); ++i) {
+    if (i > 0) text += i + 1 == std::size(shmht::kAllEngines) ? " or " : ", ";
+    text += shmht::engine_name(shmht::kAllEngines[i]);
+  }
+  return text;
 }
 
-Table open_table(const std::string& name, std::optional<Engine> engine) {
-  return Table::open(name, {.engine = engine});
+void add_table_argument(CLI::App& command, Arguments& a) {
+  command.add_option("NAME", a.table, "the table: a bare name (/dev/shm/NAME) or an absolute path")->required();
 }
 
-// The prologue of every command that opens one table: check the arguments, then open
-// positional[1] with --engine (default: the table's active engine).
-Table open_from_args(Args& args, std::size_t positional, const char* shape) {
-  args.expect_positional(positional, shape);
-  const auto engine = engine_option(args);
-  args.reject_leftover_options();
-  return open_table(args.positional[1], engine);
+void add_engine_option(CLI::App& command, Arguments& a, const std::string& description) {
+  command
+      .add_option_function<std::string>(
+          "--engine",
+          [&a](const std::string& name) {
+            a.engine = shmht::parse_engine(name);
+            if (!a.engine) throw CLI::ValidationError("--engine", "unknown engine '" + name + "'; choose " + engine_choices());
+          },
+          description)
+      ->type_name("E");
 }
+
+const char* const kOpenEngineHelp = "open with engine E (global, striped, seqlock, lockfree); default: the table's";
+
+Table open_table(const Arguments& a) { return Table::open(a.table, {.engine = a.engine}); }
+
+// --- load / dump ----------------------------------------------------------------------
 
 std::string escape(std::string_view s) {
   std::string out;
   out.reserve(s.size());
   for (char c : s) {
-    if (c == '\t') out += "\\t";
-    else if (c == '\n') out += "\\n";
-    else if (c == '\\') out += "\\\\";
-    else out += c;
+    switch (c) {
+      case '\t': out += "\\t"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\\': out += "\\\\"; break;
+      default: out += c;
+    }
   }
   return out;
 }
 
-std::string unescape(std::string_view s, std::size_t line) {
+// A line of load's input that cannot be read as KEY<TAB>VALUE; what() says why.
+struct MalformedLine : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+std::string unescape(std::string_view s) {
   std::string out;
   for (std::size_t i = 0; i < s.size(); ++i) {
     if (s[i] != '\\') {
       out += s[i];
       continue;
     }
-    if (++i == s.size()) throw UsageError("line " + std::to_string(line) + ": dangling backslash");
+    if (++i == s.size()) throw MalformedLine("dangling backslash");
     switch (s[i]) {
       case 't': out += '\t'; break;
       case 'n': out += '\n'; break;
+      case 'r': out += '\r'; break;
       case '\\': out += '\\'; break;
-      default: throw UsageError("line " + std::to_string(line) + ": unknown escape \\" + std::string(1, s[i]));
+      default: throw MalformedLine(std::string("unknown escape \\") + s[i] + " (known: \\t \\n \\r \\\\)");
     }
   }
   return out;
 }
 
-std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out + "\"";
+std::pair<std::string, std::string> parse_line(std::string_view line) {
+  const auto tab = line.find('\t');
+  if (tab == std::string_view::npos) throw MalformedLine("no tab between key and value");
+  return {unescape(line.substr(0, tab)), unescape(line.substr(tab + 1))};
 }
 
-int cmd_create(Args& args) {
-  args.expect_positional(2, "create NAME [--capacity N] ...");
-  shmht::CreateOptions o;
-  o.engine = engine_option(args).value_or(shmht::kDefaultEngine);
-  o.capacity = args.number("capacity", o.capacity);
-  o.max_key_bytes = static_cast<std::uint32_t>(args.number("max-key-bytes", o.max_key_bytes));
-  o.max_value_bytes = static_cast<std::uint32_t>(args.number("max-value-bytes", o.max_value_bytes));
-  o.max_bytes = args.number("max-bytes", o.max_bytes);
-  o.mode = static_cast<mode_t>(args.number("mode", o.mode, 8));
-  args.reject_leftover_options();
-  Table table = Table::create(args.positional[1], o);
+int cmd_load(const Arguments& a) {
+  Table table = open_table(a);
+  std::string line;
+  std::uint64_t number = 0, loaded = 0;
+  // Every line before the failing one is stored; it and the rest are not.
+  auto stop = [&](const std::string& why, int status) {
+    std::cerr << "shmht: line " << number << ": " << why << "\nshmht: load stopped at line " << number << ": "
+              << count_of(loaded, "item") << " stored from the lines before it, none from it on\n";
+    return status;
+  };
+  while (std::getline(std::cin, line)) {
+    ++number;
+    if (!line.empty() && line.back() == '\r') line.pop_back();  // CRLF input
+    if (line.empty()) continue;
+    try {
+      const auto [key, value] = parse_line(line);
+      table.assign(key, value);
+    } catch (const MalformedLine& e) {
+      return stop(e.what(), kExitUsage);
+    } catch (const Error& e) {
+      return stop(std::string(e.what()) + " [" + std::string(shmht::error_code_name(e.code())) + "]", kExitError);
+    }
+    ++loaded;
+  }
+  std::cerr << "loaded " << count_of(loaded, "item") << "\n";
+  return kExitOk;
+}
+
+int cmd_dump(const Arguments& a) {
+  Table table = open_table(a);
+  table.for_each([](std::string_view k, std::string_view v) { std::cout << escape(k) << '\t' << escape(v) << '\n'; });
+  return kExitOk;
+}
+
+// --- the other commands ---------------------------------------------------------------
+
+int cmd_create(const Arguments& a) {
+  shmht::CreateOptions o = a.create;
+  o.engine = a.engine.value_or(shmht::kDefaultEngine);
+  Table table = Table::create(a.table, o);
   std::cout << "created " << table.path() << " (capacity " << o.capacity << ", engine "
             << shmht::engine_name(o.engine) << ")\n";
   return kExitOk;
 }
 
-int cmd_stat(Args& args) {
-  Table table = open_from_args(args, 2, "stat NAME [--json]");
+// The load factor is items / home slots. Probes never wrap: shmht::kOverflowSlots slots
+// follow the last home slot, so more items than home slots fit and the factor can pass 1.
+std::string load_factor_text(const shmht::Stats& s) {
+  std::ostringstream text;
+  text << "load factor " << s.load_factor;
+  if (s.load_factor > 1) {
+    text << " = items / home slots; above 1 because the " << shmht::kOverflowSlots
+         << " overflow slots after the last home slot hold the excess";
+  }
+  return text.str();
+}
+
+int cmd_stat(const Arguments& a) {
+  Table table = open_table(a);
   const shmht::Stats s = table.stats();
   std::vector<pid_t> others;
   for (pid_t p : s.attached_pids) {
     if (p != getpid()) others.push_back(p);  // this command's own attachment is not news
   }
   const double per_item = s.items ? static_cast<double>(s.apparent_bytes) / static_cast<double>(s.items) : 0.0;
-  if (args.json) {
-    std::cout << "{\"path\": " << json_string(s.path) << ", \"engine\": " << json_string(shmht::engine_name(s.engine))
-              << ", \"capacity\": " << s.capacity << ", \"slots\": " << s.slots << ", \"items\": " << s.items
-              << ", \"load_factor\": " << s.load_factor << ", \"max_key_bytes\": " << s.max_key_bytes
-              << ", \"max_value_bytes\": " << s.max_value_bytes << ", \"apparent_bytes\": " << s.apparent_bytes
-              << ", \"resident_bytes\": " << s.resident_bytes << ", \"bytes_per_item\": " << per_item
-              << ", \"arena_bytes\": " << s.arena_bytes << ", \"live_record_bytes\": " << s.live_record_bytes
-              << ", \"free_record_bytes\": " << s.free_record_bytes << ", \"attached_pids\": [";
-    for (std::size_t i = 0; i < others.size(); ++i) std::cout << (i ? ", " : "") << others[i];
-    std::cout << "]}\n";
+  if (a.json) {
+    const nlohmann::ordered_json j = {
+        {"path", s.path},
+        {"engine", shmht::engine_name(s.engine)},
+        {"capacity", s.capacity},
+        {"slots", s.slots},
+        {"overflow_slots", shmht::kOverflowSlots},
+        {"items", s.items},
+        {"load_factor", s.load_factor},
+        {"max_key_bytes", s.max_key_bytes},
+        {"max_value_bytes", s.max_value_bytes},
+        {"apparent_bytes", s.apparent_bytes},
+        {"resident_bytes", s.resident_bytes},
+        {"bytes_per_item", per_item},
+        {"arena_bytes", s.arena_bytes},
+        {"live_record_bytes", s.live_record_bytes},
+        {"free_record_bytes", s.free_record_bytes},
+        {"attached_pids", others},
+    };
+    std::cout << j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
     return kExitOk;
   }
   std::cout << "table           " << s.path << "\n"
             << "engine          " << shmht::engine_name(s.engine) << "\n"
-            << "items           " << s.items << " of capacity " << s.capacity << " (" << s.slots
-            << " slots, load factor " << s.load_factor << ")\n"
+            << "items           " << s.items << " of capacity " << s.capacity << " (" << count_of(s.slots, "home slot")
+            << ", " << load_factor_text(s) << ")\n"
             << "limits          key " << s.max_key_bytes << " B, value " << s.max_value_bytes << " B\n"
             << "file            " << s.apparent_bytes << " B apparent, " << s.resident_bytes << " B resident, "
             << per_item << " B/item\n"
@@ -218,9 +244,9 @@ int cmd_stat(Args& args) {
   return kExitOk;
 }
 
-int cmd_get(Args& args) {
-  Table table = open_from_args(args, 3, "get NAME KEY");
-  const auto value = table.get(args.positional[2]);
+int cmd_get(const Arguments& a) {
+  Table table = open_table(a);
+  const auto value = table.get(a.key);
   if (!value) {
     std::cerr << "shmht: key not found\n";
     return kExitMissing;
@@ -229,90 +255,164 @@ int cmd_get(Args& args) {
   return kExitOk;
 }
 
-int cmd_put(Args& args) {
-  Table table = open_from_args(args, 4, "put NAME KEY VALUE");
-  table.assign(args.positional[2], args.positional[3]);
+int cmd_put(const Arguments& a) {
+  Table table = open_table(a);
+  table.assign(a.key, a.value);
   return kExitOk;
 }
 
-int cmd_del(Args& args) {
-  Table table = open_from_args(args, 3, "del NAME KEY");
-  if (table.erase(args.positional[2])) return kExitOk;
+int cmd_del(const Arguments& a) {
+  Table table = open_table(a);
+  if (table.erase(a.key)) return kExitOk;
   std::cerr << "shmht: key not found\n";
   return kExitMissing;
 }
 
-int cmd_load(Args& args) {
-  Table table = open_from_args(args, 2, "load NAME < key<TAB>value lines");
-  std::string line;
-  std::size_t number = 0, loaded = 0;
-  while (std::getline(std::cin, line)) {
-    ++number;
-    if (line.empty()) continue;
-    const auto tab = line.find('\t');
-    if (tab == std::string::npos) throw UsageError("line " + std::to_string(number) + ": no tab between key and value");
-    try {
-      table.assign(unescape(std::string_view(line).substr(0, tab), number),
-                   unescape(std::string_view(line).substr(tab + 1), number));
-    } catch (const Error& e) {
-      // Say how far it got: every line before this one is stored, this one and the rest not.
-      throw Error(e.code(), std::string(e.what()) + "\nload stopped at line " + std::to_string(number) + ": " +
-                                std::to_string(loaded) + " items stored from the lines before it, none after");
-    }
-    ++loaded;
+// Bytes allocated but linked from no slot: a live writer's record on its way in (or out),
+// or one a killed writer left behind. Only with no other attachment is it surely a leak.
+std::string unlinked_bytes_cause(const shmht::CheckReport& r) {
+  if (r.other_attachments > 0) {
+    return "in flight in the writers of " + count_of(r.other_attachments, "other live attachment") +
+           ", or leaked by crashed ones";
   }
-  std::cerr << "loaded " << loaded << " items\n";
-  return kExitOk;
+  return "leaked by crashed writers: no other process is attached";
 }
 
-int cmd_dump(Args& args) {
-  Table table = open_from_args(args, 2, "dump NAME");
-  table.for_each([](std::string_view k, std::string_view v) { std::cout << escape(k) << '\t' << escape(v) << '\n'; });
-  return kExitOk;
-}
-
-int cmd_check(Args& args) {
-  args.expect_positional(2, "check NAME");
-  const auto engine = engine_option(args);
-  args.reject_leftover_options();
-  if (engine && *engine != Table::active_engine(args.positional[1])) {
-    open_table(args.positional[1], engine);  // switches the engine, or reports who uses the other one
+int cmd_check(const Arguments& a) {
+  if (a.engine && *a.engine != Table::active_engine(a.table)) {
+    open_table(a);  // switches the engine, or reports who uses the other one
   }
-  const shmht::CheckReport r = shmht::check_table(args.positional[1]);
+  const shmht::CheckReport r = shmht::check_table(a.table);
   for (const auto& p : r.problems) std::cout << "problem: " << p << "\n";
-  std::cout << (r.clean ? "clean" : "NOT CLEAN") << ": " << r.items << " items, " << r.free_records
-            << " free records (" << r.free_record_bytes << " B), " << r.live_record_bytes << " B live, "
-            << r.unaccounted_bytes << " B unaccounted (leaked by crashed writers)";
-  if (r.repaired_shifts) std::cout << ", " << r.repaired_shifts << " interrupted operations repaired";
+  std::cout << (r.clean ? "clean" : "NOT CLEAN") << ": " << count_of(r.items, "item") << ", "
+            << count_of(r.free_records, "free record") << " (" << r.free_record_bytes << " B), " << r.live_record_bytes
+            << " B live, " << r.unaccounted_bytes << " B allocated but not linked";
+  if (r.unaccounted_bytes) std::cout << " (" << unlinked_bytes_cause(r) << ")";
+  if (r.repaired_shifts) std::cout << ", " << count_of(r.repaired_shifts, "interrupted operation") << " repaired";
   std::cout << "\n";
   return r.clean ? kExitOk : kExitMissing;
 }
 
-int cmd_rm(Args& args) {
-  args.expect_positional(2, "rm NAME");
-  args.reject_leftover_options();
-  if (Table::remove(args.positional[1])) return kExitOk;
+int cmd_rm(const Arguments& a) {
+  if (Table::remove(a.table)) return kExitOk;
   std::cerr << "shmht: no such table\n";
   return kExitMissing;
+}
+
+// --- the command line -----------------------------------------------------------------
+
+using Command = int (*)(const Arguments&);
+
+struct Subcommand {
+  CLI::App* app;
+  Command run;
+};
+
+// Declares every subcommand and its options on `app`, writing into `a`.
+std::vector<Subcommand> declare_commands(CLI::App& app, Arguments& a) {
+  std::vector<Subcommand> commands;
+  auto command = [&](const char* name, const char* description, Command run) -> CLI::App& {
+    CLI::App* sub = app.add_subcommand(name, description);
+    add_table_argument(*sub, a);
+    commands.push_back({sub, run});
+    return *sub;
+  };
+  auto key = [&](CLI::App& sub) { sub.add_option("KEY", a.key, "the key (after -- if it starts with '-')")->required(); };
+
+  CLI::App& create = command("create", "create a table", cmd_create);
+  shmht::cli::add_number_option(create, "--capacity", a.create.capacity, "items the table must hold (it never resizes)");
+  shmht::cli::add_number_option(create, "--max-key-bytes", a.create.max_key_bytes, "longest key");
+  shmht::cli::add_number_option(create, "--max-value-bytes", a.create.max_value_bytes, "longest value");
+  shmht::cli::add_number_option(create, "--max-bytes", a.create.max_bytes, "largest the file may grow");
+  shmht::cli::add_number_option(create, "--mode", a.create.mode, "permission bits of a file-backed table", 8);
+  add_engine_option(create, a,
+                    "the engine (" + engine_choices() + "); default " +
+                        std::string(shmht::engine_name(shmht::kDefaultEngine)));
+
+  CLI::App& stat = command("stat", "sizes, load and attached processes", cmd_stat);
+  stat.add_flag("--json", a.json, "one JSON object instead of text");
+  add_engine_option(stat, a, kOpenEngineHelp);
+
+  CLI::App& get = command("get", "print the value of KEY (exit 1 if absent)", cmd_get);
+  key(get);
+  add_engine_option(get, a, kOpenEngineHelp);
+
+  CLI::App& put = command("put", "insert or overwrite KEY", cmd_put);
+  key(put);
+  put.add_option("VALUE", a.value, "the value (after -- if it starts with '-')")->required();
+  add_engine_option(put, a, kOpenEngineHelp);
+
+  CLI::App& del = command("del", "erase KEY (exit 1 if absent)", cmd_del);
+  key(del);
+  add_engine_option(del, a, kOpenEngineHelp);
+
+  CLI::App& load = command("load",
+                           "read KEY<TAB>VALUE lines from stdin (\\t \\n \\r \\\\ escapes; a CR before each "
+                           "newline is dropped); stops at the first bad line, saying how many items it stored",
+                           cmd_load);
+  add_engine_option(load, a, kOpenEngineHelp);
+
+  CLI::App& dump = command("dump", "write KEY<TAB>VALUE lines to stdout, escaped as load reads them", cmd_dump);
+  add_engine_option(dump, a, kOpenEngineHelp);
+
+  CLI::App& check = command("check", "verify every invariant (exit 0 only if clean)", cmd_check);
+  add_engine_option(check, a, kOpenEngineHelp);
+
+  command("rm", "delete the table's file (attached processes keep their mappings)", cmd_rm);
+  return commands;
+}
+
+// One line on stderr for a bad command line, pointing at the help of what was used.
+// CLI11 checks required arguments before it reports the ones it did not expect, so
+// `shmht frobnicate x` would say "A subcommand is required": name the stray ones first.
+int usage_error(const CLI::App& app, const CLI::ParseError& e) {
+  std::string where = "shmht";
+  const CLI::App* innermost = &app;
+  for (const CLI::App* sub : app.get_subcommands()) {
+    where += " " + sub->get_name();
+    innermost = sub;
+  }
+  std::string why = e.what();
+  if (const std::vector<std::string> stray = innermost->remaining(); !stray.empty()) {
+    const std::string& first = stray.front();
+    if (first.starts_with('-')) {
+      why = "unknown option '" + first + "'" + (innermost == &app ? "" : "; an argument that starts with '-' goes after --");
+    } else {
+      why = (innermost == &app ? "unknown command '" : "unexpected argument '") + first + "'";
+    }
+  }
+  std::cerr << "shmht: " << why << "\nRun '" << where << " --help' for usage.\n";
+  return kExitUsage;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    Args args = Args::parse(argc, argv);
-    if (args.positional.empty()) throw UsageError("");
-    const std::string command = args.positional[0];
-    const std::map<std::string, int (*)(Args&)> commands = {
-        {"create", cmd_create}, {"stat", cmd_stat}, {"get", cmd_get},     {"put", cmd_put}, {"del", cmd_del},
-        {"load", cmd_load},     {"dump", cmd_dump}, {"check", cmd_check}, {"rm", cmd_rm}};
-    const auto it = commands.find(command);
-    if (it == commands.end()) throw UsageError("unknown command '" + command + "'");
-    return it->second(args);
-  } catch (const UsageError& e) {
-    if (*e.what()) std::cerr << "shmht: " << e.what() << "\n";
-    std::cerr << kUsage;
+  CLI::App app("shmht - a hash table in shared memory, used by many processes at once", "shmht");
+  app.footer(
+      "NAME: a bare name lives in /dev/shm; an absolute path is a regular file.\n"
+      "Exit status: 0 ok; 1 key not found, no such table, or check found problems; 2 usage error or a\n"
+      "malformed load line; 3 the table reported an error.\n"
+      "Run 'shmht COMMAND --help' for a command's arguments and options.");
+  app.set_version_flag("--version", "shmht " SHMHT_VERSION);
+  app.require_subcommand(1);
+  Arguments arguments;
+  const std::vector<Subcommand> commands = declare_commands(app, arguments);
+  if (argc < 2) {
+    std::cerr << app.help();
     return kExitUsage;
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);  // --help, --version
+    return usage_error(app, e);
+  }
+  try {
+    for (const Subcommand& c : commands) {
+      if (c.app->parsed()) return c.run(arguments);
+    }
+    return kExitUsage;  // unreachable: require_subcommand(1)
   } catch (const Error& e) {
     std::cerr << "shmht: " << e.what() << " [" << shmht::error_code_name(e.code()) << "]\n";
     return kExitError;

@@ -39,7 +39,7 @@ const std::array<ErrorClassSpec, 15> kSpecs = {{
     {ErrorCode::kPermissionDenied, "PermissionDeniedError", &PyExc_PermissionError,
      "The operating system refused access to the table file."},
     {ErrorCode::kNotFound, "TableNotFoundError", &PyExc_FileNotFoundError,
-     "No table of that name exists."},
+     "No table of that name exists, or the directory of its path does not (the message says which)."},
     {ErrorCode::kAlreadyExists, "TableExistsError", &PyExc_FileExistsError,
      "A table of that name already exists."},
     {ErrorCode::kTooManyProcesses, "TooManyProcessesError", nullptr,
