@@ -30,7 +30,7 @@ const char* describe(Extent::Kind kind) {
     case Extent::kFreeRecord: return "a free record";
     case Extent::kChunkHeader: return "a chunk header";
     case Extent::kChunkTail: return "an attachment's unused chunk tail";
-    case Extent::kUnrecordedChunk: return "a chunk a dead attachment claimed";
+    case Extent::kUnrecordedChunk: return "a chunk an attachment is claiming";
   }
   return "?";
 }
@@ -200,8 +200,8 @@ class Checker {
           extents_.push_back({cursor, end - cursor, Extent::kChunkTail});
         }
       }
-      // Claimed, but the claimant died before recording it: its heir takes it over
-      // (Arena::inherit_interrupted_claim), so it is not leaked.
+      // Claimed but not yet recorded as the entry's chunk: its claimant is about to use it,
+      // or died first and its heir will (Arena::inherit_interrupted_claim). Not leaked.
       const std::uint64_t claiming = entry.claiming_chunk.load(std::memory_order_relaxed);
       if (claiming >= arena_begin && claiming + chunk <= arena_end && (claiming - arena_begin) % chunk == 0 &&
           end != claiming + chunk &&

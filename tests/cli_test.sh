@@ -101,6 +101,43 @@ printf 'a\t1\nb\t2\nc\t3\n' | "$shmht" load "$name-full" 2>/dev/null
 "$shmht" stat "$name-full" --json | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["load_factor"] > 1 and d["overflow_slots"] > 0, d' ||
   fail "stat --json does not give the overflow slots behind a load factor above 1"
 expect_status 0 "$shmht" rm "$name-full"
+# stat lists the free records per size class.
+"$shmht" create "$name-free" --capacity 100 >/dev/null
+"$shmht" put "$name-free" k "$(printf 'v%.0s' {1..40})"
+"$shmht" del "$name-free" k
+"$shmht" stat "$name-free" | grep -q "free records    1 x 64 B" ||
+  fail "stat does not list the free records per size class: $("$shmht" stat "$name-free")"
+"$shmht" stat "$name-free" --json | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["free_by_class"] == [{"record_bytes": 64, "records": 1}], d' ||
+  fail "stat --json lacks free_by_class"
+expect_status 0 "$shmht" check --repair "$name-free"
+
+# rm removes only shmht tables, and not while in use unless --force.
+echo 'echo not a table' > "/tmp/shmht-cli-script.$$"
+expect_status 3 "$shmht" rm "/tmp/shmht-cli-script.$$"
+grep -q "not a shmht table" /tmp/shmht-cli-out.$$ || fail "rm of a script did not refuse: $(cat /tmp/shmht-cli-out.$$)"
+[ -f "/tmp/shmht-cli-script.$$" ] || fail "rm deleted a file that is not a table"
+rm -f "/tmp/shmht-cli-script.$$"
+# A load waiting for its input holds the table open.
+sleep 30 | "$shmht" load "$name-free" &
+holder=$!
+for _ in $(seq 100); do "$shmht" stat "$name-free" | grep -q "attached pids   $holder" && break; sleep 0.1; done
+expect_status 3 "$shmht" rm "$name-free"
+grep -q "pid $holder" /tmp/shmht-cli-out.$$ || fail "rm of a table in use did not name the pid: $(cat /tmp/shmht-cli-out.$$)"
+[ -e "/dev/shm/$name-free" ] || fail "rm removed a table in use without --force"
+expect_status 0 "$shmht" rm --force "$name-free"
+[ ! -e "/dev/shm/$name-free" ] || fail "rm --force did not remove the table"
+kill "$holder" 2>/dev/null || true
+pkill -P $$ sleep 2>/dev/null || true
+wait "$holder" 2>/dev/null || true
+
+# --read-only reads a seqlock table without write access; other engines say why not.
+"$shmht" create "$name-ro" --capacity 100 >/dev/null
+"$shmht" put "$name-ro" k v
+[ "$("$shmht" get --read-only "$name-ro" k)" = v ] || fail "get --read-only did not read the value"
+expect_status 0 "$shmht" dump --read-only "$name-ro"
+"$shmht" create "$name-rog" --capacity 100 --engine global >/dev/null
+expect_status 3 "$shmht" get --read-only "$name-rog" k
+grep -q "readers" /tmp/shmht-cli-out.$$ || fail "get --read-only on a global table did not say why: $(cat /tmp/shmht-cli-out.$$)"
 rm -f /tmp/shmht-cli-out.$$
 
 if [ "$failures" -ne 0 ]; then echo "$failures failed"; exit 1; fi

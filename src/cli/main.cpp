@@ -63,6 +63,9 @@ struct Arguments {
   std::optional<Engine> engine;
   shmht::CreateOptions create;
   bool json = false;
+  bool read_only = false;  // --read-only
+  bool repair = false;     // check --repair
+  bool force = false;      // rm --force
 };
 
 // "global, striped, seqlock or lockfree"
@@ -94,6 +97,21 @@ void add_engine_option(CLI::App& command, Arguments& a, const std::string& descr
 const char* const kOpenEngineHelp = "open with engine E (global, striped, seqlock, lockfree); default: the table's";
 
 Table open_table(const Arguments& a) { return Table::open(a.table, {.engine = a.engine}); }
+
+// For the commands that only read (stat, get, dump): read-only if asked, or if this user
+// may not write the file (a 0644 table of another user, a read-only filesystem).
+Table open_for_reading(const Arguments& a) {
+  shmht::OpenOptions read_only;
+  read_only.engine = a.engine;
+  read_only.read_only = true;
+  if (a.read_only) return Table::open(a.table, read_only);
+  try {
+    return open_table(a);
+  } catch (const Error& e) {
+    if (e.code() != shmht::ErrorCode::kPermissionDenied) throw;
+    return Table::open(a.table, read_only);
+  }
+}
 
 // --- load / dump ----------------------------------------------------------------------
 
@@ -171,7 +189,7 @@ int cmd_load(const Arguments& a) {
 }
 
 int cmd_dump(const Arguments& a) {
-  Table table = open_table(a);
+  Table table = open_for_reading(a);
   table.for_each([](std::string_view k, std::string_view v) { std::cout << escape(k) << '\t' << escape(v) << '\n'; });
   return kExitOk;
 }
@@ -199,8 +217,24 @@ std::string load_factor_text(const shmht::Stats& s) {
   return text.str();
 }
 
+// Free records per size class ("3 x 64 B, 1 x 1024 B"): how fragmented the free space is.
+std::string free_classes_text(const shmht::Stats& s) {
+  if (s.free_by_class.empty()) return "(none)";
+  std::string text;
+  for (const shmht::FreeClass& c : s.free_by_class) {
+    text += (text.empty() ? "" : ", ") + std::to_string(c.records) + " x " + std::to_string(c.record_bytes) + " B";
+  }
+  return text;
+}
+
+nlohmann::ordered_json free_classes_json(const shmht::Stats& s) {
+  nlohmann::ordered_json classes = nlohmann::ordered_json::array();
+  for (const shmht::FreeClass& c : s.free_by_class) classes.push_back({{"record_bytes", c.record_bytes}, {"records", c.records}});
+  return classes;
+}
+
 int cmd_stat(const Arguments& a) {
-  Table table = open_table(a);
+  Table table = open_for_reading(a);
   const shmht::Stats s = table.stats();
   std::vector<pid_t> others;
   for (pid_t p : s.attached_pids) {
@@ -224,6 +258,7 @@ int cmd_stat(const Arguments& a) {
         {"arena_bytes", s.arena_bytes},
         {"live_record_bytes", s.live_record_bytes},
         {"free_record_bytes", s.free_record_bytes},
+        {"free_by_class", free_classes_json(s)},
         {"attached_pids", others},
     };
     std::cout << j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
@@ -238,6 +273,7 @@ int cmd_stat(const Arguments& a) {
             << per_item << " B/item\n"
             << "arena           " << s.arena_bytes << " B in chunks: " << s.live_record_bytes << " B live records, "
             << s.free_record_bytes << " B free for reuse\n"
+            << "free records    " << free_classes_text(s) << "\n"
             << "attached pids   ";
   for (std::size_t i = 0; i < others.size(); ++i) std::cout << (i ? " " : "") << others[i];
   std::cout << (others.empty() ? "(none)\n" : "\n");
@@ -245,7 +281,7 @@ int cmd_stat(const Arguments& a) {
 }
 
 int cmd_get(const Arguments& a) {
-  Table table = open_table(a);
+  Table table = open_for_reading(a);
   const auto value = table.get(a.key);
   if (!value) {
     std::cerr << "shmht: key not found\n";
@@ -282,19 +318,21 @@ int cmd_check(const Arguments& a) {
   if (a.engine && *a.engine != Table::active_engine(a.table)) {
     open_table(a);  // switches the engine, or reports who uses the other one
   }
-  const shmht::CheckReport r = shmht::check_table(a.table);
+  const shmht::CheckReport r = shmht::check_table(a.table, {.reclaim_leaked = a.repair});
   for (const auto& p : r.problems) std::cout << "problem: " << p << "\n";
   std::cout << (r.clean ? "clean" : "NOT CLEAN") << ": " << count_of(r.items, "item") << ", "
             << count_of(r.free_records, "free record") << " (" << r.free_record_bytes << " B), " << r.live_record_bytes
             << " B live, " << r.unaccounted_bytes << " B allocated but not linked";
   if (r.unaccounted_bytes) std::cout << " (" << unlinked_bytes_cause(r) << ")";
   if (r.repaired_shifts) std::cout << ", " << count_of(r.repaired_shifts, "interrupted operation") << " repaired";
+  if (r.reclaimed_bytes) std::cout << ", " << r.reclaimed_bytes << " B leaked by crashed writers put back on the free lists";
   std::cout << "\n";
+  if (!r.not_reclaimed_because.empty()) std::cout << "not repaired: " << r.not_reclaimed_because << "\n";
   return r.clean ? kExitOk : kExitMissing;
 }
 
 int cmd_rm(const Arguments& a) {
-  if (Table::remove(a.table)) return kExitOk;
+  if (Table::remove(a.table, {.force = a.force})) return kExitOk;
   std::cerr << "shmht: no such table\n";
   return kExitMissing;
 }
@@ -329,13 +367,19 @@ std::vector<Subcommand> declare_commands(CLI::App& app, Arguments& a) {
                     "the engine (" + engine_choices() + "); default " +
                         std::string(shmht::engine_name(shmht::kDefaultEngine)));
 
-  CLI::App& stat = command("stat", "sizes, load and attached processes", cmd_stat);
+  auto read_only = [&](CLI::App& sub) {
+    sub.add_flag("--read-only", a.read_only,
+                 "open the file read-only (seqlock tables); done anyway when it may not be written");
+  };
+  CLI::App& stat = command("stat", "sizes, load, free records per size class and attached processes", cmd_stat);
   stat.add_flag("--json", a.json, "one JSON object instead of text");
   add_engine_option(stat, a, kOpenEngineHelp);
+  read_only(stat);
 
   CLI::App& get = command("get", "print the value of KEY (exit 1 if absent)", cmd_get);
   key(get);
   add_engine_option(get, a, kOpenEngineHelp);
+  read_only(get);
 
   CLI::App& put = command("put", "insert or overwrite KEY", cmd_put);
   key(put);
@@ -354,11 +398,16 @@ std::vector<Subcommand> declare_commands(CLI::App& app, Arguments& a) {
 
   CLI::App& dump = command("dump", "write KEY<TAB>VALUE lines to stdout, escaped as load reads them", cmd_dump);
   add_engine_option(dump, a, kOpenEngineHelp);
+  read_only(dump);
 
-  CLI::App& check = command("check", "verify every invariant (exit 0 only if clean)", cmd_check);
+  CLI::App& check = command("check", "verify every invariant (exit 0 only if clean; needs write access)", cmd_check);
   add_engine_option(check, a, kOpenEngineHelp);
+  check.add_flag("--repair", a.repair,
+                 "also put bytes leaked by crashed writers back on the free lists (only when no other process is "
+                 "attached; new ones wait meanwhile)");
 
-  command("rm", "delete the table's file (attached processes keep their mappings)", cmd_rm);
+  CLI::App& rm = command("rm", "delete the table's file: only a shmht table, and not while processes are attached", cmd_rm);
+  rm.add_flag("--force", a.force, "remove it even while processes are attached (they keep using the removed file)");
   return commands;
 }
 
