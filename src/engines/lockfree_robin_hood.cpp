@@ -20,12 +20,13 @@
 //   reference is finished (helped) before it is read.
 //
 // PROGRESS
-//   insert, assign, erase, take, compare_and_set: lock-free. A KCAS fails only because another operation changed
-//   one of its words, i.e. completed; a process that meets an unfinished operation
-//   finishes it itself instead of waiting for its owner, so a stopped or killed owner
-//   delays nobody. get, contains and iteration: lock-free, not wait-free: a reader
-//   retries when a write changed a bucket it read, and helps an operation it meets.
-//   Nothing on any path waits for another process, sleeps, or spins on a word.
+//   insert, assign, erase, take, compare_and_set: lock-free. A KCAS fails only because
+//   another operation changed one of its words, i.e. completed; a process that meets an
+//   unfinished operation finishes it itself instead of waiting for its owner, so a
+//   stopped or killed owner delays nobody. get, contains and iteration: lock-free, not
+//   wait-free: a reader retries when a write changed a bucket it read, and helps an
+//   operation it meets. Nothing on any path waits for another process, sleeps, or spins
+//   on a word.
 //
 // INVARIANTS
 //   Between operations the slots satisfy the Robin Hood invariants and hold no
