@@ -135,12 +135,17 @@ PROCESSES, OPS, KEYS = 4, 2000, 4
 
 
 def _record(table_name, engine, tmp_path, seed, use_old_pop):
-    """Per key, the ops of one recording of PROCESSES processes."""
-    with shmht.Table(table_name, capacity=64, engine=engine) as t:
-        barrier = multiprocessing.get_context("fork").Barrier(PROCESSES)
-        paths = [tmp_path / f"history-{seed}-{p}.pickle" for p in range(PROCESSES)]
-        run_all("fork", workers.record_history,
-                [(t, barrier, str(paths[p]), p, OPS, KEYS, seed, use_old_pop) for p in range(PROCESSES)])
+    """Per key, the ops of one recording of PROCESSES processes on a fresh table (removed
+    afterwards: the fixture only removes `table_name` itself)."""
+    name = f"{table_name}-{seed}"
+    try:
+        with shmht.Table(name, capacity=64, engine=engine) as t:
+            barrier = multiprocessing.get_context("fork").Barrier(PROCESSES)
+            paths = [tmp_path / f"history-{seed}-{p}.pickle" for p in range(PROCESSES)]
+            run_all("fork", workers.record_history,
+                    [(t, barrier, str(paths[p]), p, OPS, KEYS, seed, use_old_pop) for p in range(PROCESSES)])
+    finally:
+        shmht.unlink(name)
     by_key = {}
     for p, path in enumerate(paths):
         with open(path, "rb") as f:
@@ -173,7 +178,7 @@ RECORDINGS = 20
 
 def test_histories_with_pop_are_linearizable(table_name, engine, tmp_path):
     for seed in range(RECORDINGS):
-        for key, ops in _record(f"{table_name}-{seed}", engine, tmp_path, seed, use_old_pop=False).items():
+        for key, ops in _record(table_name, engine, tmp_path, seed, use_old_pop=False).items():
             assert linearizability.is_linearizable(ops), f"{engine}, seed {seed}: the history of {key} is not linearizable"
 
 
@@ -181,7 +186,7 @@ def test_histories_with_the_old_read_then_erase_pop_are_caught(table_name, tmp_p
     """The checker catches what pop was before take (on the default engine)."""
     rejected = 0
     for seed in range(RECORDINGS):
-        by_key = _record(f"{table_name}-{seed}", shmht.default_engine(), tmp_path, seed, use_old_pop=True)
+        by_key = _record(table_name, shmht.default_engine(), tmp_path, seed, use_old_pop=True)
         rejected += sum(not linearizability.is_linearizable(ops) for ops in by_key.values())
         if rejected:
             break
