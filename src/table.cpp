@@ -43,6 +43,8 @@ std::string_view error_code_name(ErrorCode code) noexcept {
     case ErrorCode::kInUse: return "in_use";
     case ErrorCode::kInvalidArgument: return "invalid_argument";
     case ErrorCode::kSystem: return "system";
+    case ErrorCode::kNotACounter: return "not_a_counter";
+    case ErrorCode::kCounterOverflow: return "counter_overflow";
   }
   return "unknown";
 }
@@ -74,7 +76,41 @@ std::vector<FreeClass> free_by_class(const Region& r) {
   return classes;
 }
 
+// What Table::add stores: `seen` (the key's value; absent counts as 0) plus delta.
+std::int64_t counter_sum(const std::optional<std::string>& seen, std::int64_t delta) {
+  if (seen && seen->size() != kCounterBytes) {
+    throw Error(ErrorCode::kNotACounter,
+                "add: the key's value is " + std::to_string(seen->size()) + " bytes, not a counter (a counter is exactly " +
+                    std::to_string(kCounterBytes) + " bytes, a little-endian two's-complement int64: encode_counter)");
+  }
+  const std::int64_t before = seen ? decode_counter(*seen) : 0;
+  std::int64_t after = 0;
+  if (__builtin_add_overflow(before, delta, &after)) {
+    throw Error(ErrorCode::kCounterOverflow, "add: " + std::to_string(before) + " + " + std::to_string(delta) +
+                                                 " does not fit in a signed 64-bit counter; the counter is unchanged");
+  }
+  return after;
+}
+
 }  // namespace
+
+std::string encode_counter(std::int64_t value) {
+  std::string bytes(kCounterBytes, '\0');
+  const auto bits = static_cast<std::uint64_t>(value);
+  for (std::size_t i = 0; i < kCounterBytes; ++i) bytes[i] = static_cast<char>((bits >> (8 * i)) & 0xFF);
+  return bytes;
+}
+
+std::int64_t decode_counter(std::string_view bytes) {
+  if (bytes.size() != kCounterBytes) {
+    throw Error(ErrorCode::kNotACounter, "a counter value is exactly " + std::to_string(kCounterBytes) +
+                                             " bytes (a little-endian two's-complement int64); this one is " +
+                                             std::to_string(bytes.size()));
+  }
+  std::uint64_t bits = 0;
+  for (std::size_t i = 0; i < kCounterBytes; ++i) bits |= std::uint64_t{static_cast<unsigned char>(bytes[i])} << (8 * i);
+  return static_cast<std::int64_t>(bits);
+}
 
 class TableImpl {
  public:
@@ -372,6 +408,36 @@ bool Table::assign(std::string_view key, std::string_view value) {
 }
 
 bool Table::erase(std::string_view key) { return impl().engine().erase(impl_->key(key)); }
+
+bool Table::compare_and_set(std::string_view key, std::optional<std::string_view> expected,
+                            std::optional<std::string_view> desired, std::optional<std::string>* current) {
+  const HashedKey k = impl().key(key);
+  if (expected) impl_->check_value(*expected);
+  if (desired) impl_->check_value(*desired);
+  return impl_->engine().compare_and_set(k, expected, desired, current);
+}
+
+std::optional<std::string> Table::take(std::string_view key) {
+  const HashedKey k = impl().key(key);
+  std::string old;
+  if (!impl_->engine().take(k, &old)) return std::nullopt;
+  return old;
+}
+
+std::int64_t Table::add(std::string_view key, std::int64_t delta) {
+  const HashedKey k = impl().key(key);
+  std::optional<std::string> seen;
+  if (std::string value; impl_->engine().get(k, &value)) seen = std::move(value);
+  for (;;) {
+    const std::int64_t next = counter_sum(seen, delta);
+    const std::string desired = encode_counter(next);
+    impl_->check_value(desired);  // a table whose values are shorter than a counter
+    // `expected` views `seen`, so the value a failed attempt reports goes elsewhere first.
+    std::optional<std::string> now;
+    if (impl_->engine().compare_and_set(k, seen, desired, &now)) return next;
+    seen = std::move(now);
+  }
+}
 
 std::uint64_t Table::size() { return impl().size(); }
 

@@ -1,6 +1,9 @@
 // conformance_test.cpp - the behaviour every engine must have, written once and
 // instantiated for every engine that is built (see BuiltEngines below).
+#include <cstdint>
 #include <cstdlib>
+#include <functional>
+#include <optional>
 #include <map>
 #include <random>
 #include <string>
@@ -123,7 +126,37 @@ TYPED_TEST_P(Conformance, RandomOperationsMatchAModel) {
   for (int op = 0; op < 100'000; ++op) {
     const std::string key = key_of(rng() % 3000);
     const std::string value(rng() % 100, static_cast<char>('a' + rng() % 26));
-    switch (rng() % 5) {
+    switch (rng() % 8) {
+      case 5: {  // take: returns what it erased
+        const auto it = model.find(key);
+        const std::optional<std::string> expected = it == model.end() ? std::nullopt : std::optional(it->second);
+        ASSERT_EQ(t.take(key), expected) << "op " << op;
+        model.erase(key);
+        break;
+      }
+      case 6: {  // compare_and_set against the right value, a wrong one or absent; desired set or absent
+        const auto it = model.find(key);
+        std::optional<std::string> expected;
+        const std::uint64_t pick = rng() % 3;
+        if (pick == 0 && it != model.end()) expected = it->second;
+        if (pick == 1) expected = value;
+        const std::optional<std::string> desired = rng() % 4 == 0 ? std::nullopt : std::optional(value + "!");
+        const std::optional<std::string> before = it == model.end() ? std::nullopt : std::optional(it->second);
+        std::optional<std::string> current{"untouched"};
+        const bool applied = t.compare_and_set(key, expected, desired, &current);
+        ASSERT_EQ(applied, expected == before) << "op " << op;
+        if (applied) {
+          ASSERT_EQ(current, "untouched") << "op " << op;
+          if (desired) {
+            model[key] = *desired;
+          } else {
+            model.erase(key);
+          }
+        } else {
+          ASSERT_EQ(current, before) << "op " << op;
+        }
+        break;
+      }
       case 0: {
         const bool inserted = t.insert(key, value);
         ASSERT_EQ(inserted, model.emplace(key, value).second) << "op " << op;
@@ -155,6 +188,160 @@ TYPED_TEST_P(Conformance, RandomOperationsMatchAModel) {
   });
   const std::map<std::string, std::string> expected(model.begin(), model.end());
   EXPECT_EQ(seen, expected);
+  this->expect_clean();
+  EXPECT_EQ(check_table(this->name_).unaccounted_bytes, 0u) << "a record written for a write that did not apply leaked";
+}
+
+TYPED_TEST_P(Conformance, CompareAndSetAppliesOnlyWhenTheValueIsExpected) {
+  Table t = this->make({.capacity = 100});
+  std::optional<std::string> current;
+  // expected absent: insert if absent.
+  EXPECT_TRUE(t.compare_and_set("k", std::nullopt, "a", &current));
+  EXPECT_EQ(t.get("k"), "a");
+  EXPECT_FALSE(t.compare_and_set("k", std::nullopt, "b", &current));
+  EXPECT_EQ(current, "a") << "a failed compare reports what it compared";
+  // expected value: overwrite only if equal.
+  EXPECT_FALSE(t.compare_and_set("k", "x", "b", &current));
+  EXPECT_EQ(current, "a");
+  EXPECT_FALSE(t.compare_and_set("k", "", "b", &current)) << "an empty value is not the value \"a\"";
+  EXPECT_TRUE(t.compare_and_set("k", "a", "b", &current));
+  EXPECT_EQ(t.get("k"), "b");
+  EXPECT_EQ(t.size(), 1u);
+  // desired absent: erase if equal.
+  EXPECT_FALSE(t.compare_and_set("k", "a", std::nullopt, &current));
+  EXPECT_EQ(t.get("k"), "b");
+  EXPECT_TRUE(t.compare_and_set("k", "b", std::nullopt));
+  EXPECT_FALSE(t.get("k"));
+  EXPECT_EQ(t.size(), 0u);
+  current = "stale";
+  EXPECT_FALSE(t.compare_and_set("k", "b", "c", &current));
+  EXPECT_EQ(current, std::nullopt) << "absent is reported as nullopt";
+  // both absent: true exactly when the key is absent, and nothing changes.
+  EXPECT_TRUE(t.compare_and_set("k", std::nullopt, std::nullopt));
+  EXPECT_FALSE(t.get("k"));
+  // an empty value is present, not absent.
+  EXPECT_TRUE(t.insert("e", ""));
+  EXPECT_FALSE(t.compare_and_set("e", std::nullopt, std::nullopt, &current));
+  EXPECT_EQ(current, "");
+  EXPECT_TRUE(t.compare_and_set("e", "", "now set"));
+  EXPECT_EQ(t.get("e"), "now set");
+  EXPECT_EQ(t.size(), 1u);
+  this->expect_clean();
+}
+
+TYPED_TEST_P(Conformance, CompareAndSetWithOversizeArgumentsChangesNothing) {
+  Table t = this->make({.capacity = 100, .max_key_bytes = 8, .max_value_bytes = 16});
+  t.assign("k", "v");
+  auto expect_code = [](ErrorCode code, const std::function<void()>& op) {
+    try {
+      op();
+      ADD_FAILURE() << "no error; expected " << error_code_name(code);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), code) << e.what();
+    }
+  };
+  expect_code(ErrorCode::kKeyTooLarge, [&] { t.compare_and_set(std::string(9, 'k'), std::nullopt, "v"); });
+  expect_code(ErrorCode::kValueTooLarge, [&] { t.compare_and_set("k", "v", std::string(17, 'v')); });
+  expect_code(ErrorCode::kValueTooLarge, [&] { t.compare_and_set("k", std::string(17, 'v'), std::nullopt); });
+  expect_code(ErrorCode::kKeyTooLarge, [&] { t.take(std::string(9, 'k')); });
+  expect_code(ErrorCode::kKeyTooLarge, [&] { t.add(std::string(9, 'k'), 1); });
+  EXPECT_EQ(t.get("k"), "v");
+  EXPECT_EQ(t.size(), 1u);
+  ScopedName tiny_name;
+  Table tiny = Table::create(tiny_name, {.capacity = 10, .max_value_bytes = 4, .engine = TypeParam::kEngine});
+  expect_code(ErrorCode::kValueTooLarge, [&] { tiny.add("n", 1); });
+  EXPECT_FALSE(tiny.get("n")) << "a table whose values cannot hold a counter stores none";
+  this->expect_clean();
+}
+
+TYPED_TEST_P(Conformance, CompareAndSetOnAFullTableReportsFullAndLeaksNothing) {
+  constexpr std::uint64_t kCapacity = 2000;
+  Table t = this->make({.capacity = kCapacity, .max_key_bytes = 32, .max_value_bytes = 32});
+  std::uint64_t n = 0;
+  try {
+    for (;; ++n) t.insert(key_of(n), "v");
+  } catch (const Error& e) {
+    ASSERT_EQ(e.code(), ErrorCode::kTableFull) << e.what();
+  }
+  ASSERT_GE(n, kCapacity);
+  int full = 0;
+  for (std::uint64_t i = n; i < n + 50; ++i) {  // some of these may still find a slot
+    try {
+      if (t.compare_and_set(key_of(i), std::nullopt, "new")) ++n;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kTableFull) << e.what();
+      ++full;
+    }
+  }
+  EXPECT_GT(full, 0);
+  EXPECT_EQ(t.size(), n);
+  // Keys already present still compare-and-set, take and add.
+  EXPECT_TRUE(t.compare_and_set(key_of(0), "v", "w"));
+  EXPECT_EQ(t.get(key_of(0)), "w");
+  EXPECT_EQ(t.take(key_of(1)), "v");
+  EXPECT_EQ(t.add(key_of(1), 3), 3) << "the slot take freed is used again";
+  this->expect_clean();
+  EXPECT_EQ(check_table(this->name_).unaccounted_bytes, 0u) << "the record of a compare_and_set that found no slot leaked";
+}
+
+TYPED_TEST_P(Conformance, TakeReturnsTheValueItErased) {
+  Table t = this->make({.capacity = 100});
+  EXPECT_EQ(t.take("k"), std::nullopt);
+  t.assign("k", std::string("bin\0ary", 7));
+  t.assign("empty", "");
+  t.assign("other", "o");
+  EXPECT_EQ(t.take("k"), std::string("bin\0ary", 7));
+  EXPECT_FALSE(t.get("k"));
+  EXPECT_EQ(t.take("k"), std::nullopt);
+  EXPECT_EQ(t.take("empty"), "") << "an empty value is taken, not reported absent";
+  EXPECT_EQ(t.size(), 1u);
+  EXPECT_EQ(t.get("other"), "o");
+  this->expect_clean();
+}
+
+TYPED_TEST_P(Conformance, AddCountsInEightByteIntegers) {
+  Table t = this->make({.capacity = 100});
+  EXPECT_EQ(t.add("n", 5), 5) << "an absent counter counts from zero";
+  EXPECT_EQ(t.add("n", -7), -2);
+  EXPECT_EQ(t.get("n"), encode_counter(-2));
+  EXPECT_EQ(decode_counter(*t.get("n")), -2);
+  EXPECT_EQ(encode_counter(1), std::string("\x01\0\0\0\0\0\0\0", 8)) << "little-endian";
+  EXPECT_EQ(encode_counter(-2), std::string("\xfe\xff\xff\xff\xff\xff\xff\xff", 8)) << "two's complement";
+  EXPECT_EQ(decode_counter(encode_counter(INT64_MIN)), INT64_MIN);
+  EXPECT_EQ(t.add("n", 0), -2);
+
+  // Not a counter: a clear error naming the length, and the value stays.
+  t.assign("text", "12");
+  try {
+    t.add("text", 1);
+    ADD_FAILURE() << "add on a 2-byte value";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kNotACounter);
+    EXPECT_NE(std::string(e.what()).find("2 bytes"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(t.get("text"), "12");
+  try {
+    decode_counter("1234567");
+    ADD_FAILURE() << "decode_counter of 7 bytes";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kNotACounter);
+    EXPECT_NE(std::string(e.what()).find("7"), std::string::npos) << e.what();
+  }
+
+  // Overflow: an error, the counter unchanged (never a silent wrap).
+  t.assign("big", encode_counter(INT64_MAX - 1));
+  EXPECT_EQ(t.add("big", 1), INT64_MAX);
+  try {
+    t.add("big", 1);
+    ADD_FAILURE() << "INT64_MAX + 1 was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kCounterOverflow) << e.what();
+  }
+  EXPECT_EQ(decode_counter(*t.get("big")), INT64_MAX);
+  EXPECT_EQ(t.add("small", INT64_MIN), INT64_MIN);
+  EXPECT_THROW(t.add("small", -1), Error);
+  EXPECT_EQ(decode_counter(*t.get("small")), INT64_MIN);
+  EXPECT_EQ(t.size(), 4u);
   this->expect_clean();
 }
 
@@ -253,7 +440,10 @@ REGISTER_TYPED_TEST_SUITE_P(Conformance, EmptyTableHasNothing, ASmallTableTakesL
                             KeysAndValuesAreBytes, GetIntoCallerBuffer, OversizeKeyOrValueIsRejectedAndChangesNothing,
                             RandomOperationsMatchAModel, HoldsItsCapacityThenReportsFull,
                             ForEachSeesStableKeysOnceWhileTheCallbackWrites, OverwritesReuseRecordsInsteadOfGrowingTheFile,
-                            SeedSizedTableTakesAtMost64BytesPerItem);
+                            SeedSizedTableTakesAtMost64BytesPerItem, CompareAndSetAppliesOnlyWhenTheValueIsExpected,
+                            CompareAndSetWithOversizeArgumentsChangesNothing,
+                            CompareAndSetOnAFullTableReportsFullAndLeaksNothing, TakeReturnsTheValueItErased,
+                            AddCountsInEightByteIntegers);
 
 // Every engine that is built. A new engine adds its tag here and passes this suite.
 using BuiltEngines = ::testing::Types<EngineTag<Engine::kGlobalLock>, EngineTag<Engine::kStripedRwLock>,

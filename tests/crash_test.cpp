@@ -2,6 +2,7 @@
 // stop the others, lose a committed key or leave a table that `check` rejects.
 #include <signal.h>
 
+#include <optional>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -16,7 +17,11 @@ namespace {
 
 using testing::FaultPoint;
 
-enum class Op { kInsert, kErase, kAssign };
+// The compare_and_set and take cases run the same write paths through the new entry
+// points: a CAS ends as an insert, an overwrite or an erase; take is an erase that reads.
+enum class Op { kInsert, kErase, kAssign, kCasInsert, kCasOverwrite, kCasErase, kTake };
+
+bool erases(Op op) { return op == Op::kErase || op == Op::kCasErase || op == Op::kTake; }
 
 struct CrashCase {
   Engine engine;
@@ -27,7 +32,7 @@ struct CrashCase {
 
 std::string case_name(const ::testing::TestParamInfo<CrashCase>& info) {
   static const char* points[] = {"AfterLock", "AfterSlotWrite", "MidShift", "BeforeUnlock", "ReadLocked"};
-  static const char* ops[] = {"Insert", "Erase", "Assign"};
+  static const char* ops[] = {"Insert", "Erase", "Assign", "CasInsert", "CasOverwrite", "CasErase", "Take"};
   return std::string(engine_name(info.param.engine)) + "_" + ops[static_cast<int>(info.param.op)] + "_" +
          points[static_cast<int>(info.param.point)];
 }
@@ -51,6 +56,10 @@ TEST_P(Crash, SurvivorsRepairAndLoseNoCommittedKey) {
         case Op::kInsert: t.insert("victim-" + std::to_string(i), "v"); break;
         case Op::kErase: t.erase(key_of(kCommitted - 1 - i)); break;
         case Op::kAssign: t.assign(key_of(i), "overwritten"); break;
+        case Op::kCasInsert: t.compare_and_set("victim-" + std::to_string(i), std::nullopt, "v"); break;
+        case Op::kCasOverwrite: t.compare_and_set(key_of(i), "committed", "overwritten"); break;
+        case Op::kCasErase: t.compare_and_set(key_of(kCommitted - 1 - i), "committed", std::nullopt); break;
+        case Op::kTake: t.take(key_of(kCommitted - 1 - i)); break;
       }
     }
     return 3;  // the fault point never fired
@@ -66,10 +75,11 @@ TEST_P(Crash, SurvivorsRepairAndLoseNoCommittedKey) {
   EXPECT_EQ(report.repaired_shifts, c.expected_repairs);
 
   // Survivors proceed, and every key whose operation completed is there.
-  const std::uint64_t erased = c.op == Op::kErase ? kCommitted - report.items : 0;
+  const std::uint64_t erased = erases(c.op) ? kCommitted - report.items : 0;
   for (std::uint64_t i = 0; i < kCommitted - erased; ++i) {
     const auto v = parent.get(key_of(i));
     ASSERT_TRUE(v) << "committed key " << i << " lost";
+    ASSERT_TRUE(*v == "committed" || *v == "overwritten") << "key " << i << " holds " << *v;
   }
   EXPECT_TRUE(parent.insert("after-crash", "ok"));
   EXPECT_EQ(parent.get("after-crash"), "ok");
@@ -88,6 +98,16 @@ std::vector<CrashCase> crash_cases() {
     cases.push_back({e, FaultPoint::kMidShift, Op::kErase, shift_repairs});
     cases.push_back({e, FaultPoint::kBeforeUnlock, Op::kErase, 0});
     cases.push_back({e, FaultPoint::kAfterSlotWrite, Op::kAssign, 0});
+    cases.push_back({e, FaultPoint::kAfterLock, Op::kCasInsert, 0});
+    cases.push_back({e, FaultPoint::kMidShift, Op::kCasInsert, shift_repairs});
+    cases.push_back({e, FaultPoint::kBeforeUnlock, Op::kCasInsert, 0});
+    cases.push_back({e, FaultPoint::kAfterLock, Op::kCasOverwrite, 0});
+    cases.push_back({e, FaultPoint::kAfterSlotWrite, Op::kCasOverwrite, 0});
+    cases.push_back({e, FaultPoint::kMidShift, Op::kCasErase, shift_repairs});
+    cases.push_back({e, FaultPoint::kBeforeUnlock, Op::kCasErase, 0});
+    cases.push_back({e, FaultPoint::kAfterLock, Op::kTake, 0});
+    cases.push_back({e, FaultPoint::kMidShift, Op::kTake, shift_repairs});
+    cases.push_back({e, FaultPoint::kBeforeUnlock, Op::kTake, 0});
   }
   return cases;
 }

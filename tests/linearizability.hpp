@@ -10,6 +10,9 @@
 //   insert  v: only if absent -> true (state v); else false (state unchanged)
 //   assign  v: insert or overwrite -> true iff the key was absent (state v)
 //   erase   -> true iff the key was present (state 0)
+//   take    -> found and the value it erased (state 0)
+//   compare_and_set e -> v: if state == e (0: absent), true and state v (0: erased);
+//           otherwise false, state unchanged, and the value it reports is the state
 //
 // Values are small integers; every write writes a value no other write writes, so a
 // read names the write it saw.
@@ -46,7 +49,8 @@
 
 namespace shmht::test::lin {
 
-enum class OpKind : std::uint8_t { kGet, kInsert, kAssign, kErase };
+enum class OpKind : std::uint8_t { kGet, kInsert, kAssign, kErase, kTake, kCompareAndSet };
+inline constexpr int kOpKinds = 6;
 
 inline const char* op_kind_name(OpKind kind) {
   switch (kind) {
@@ -54,6 +58,8 @@ inline const char* op_kind_name(OpKind kind) {
     case OpKind::kInsert: return "insert";
     case OpKind::kAssign: return "assign";
     case OpKind::kErase: return "erase";
+    case OpKind::kTake: return "take";
+    case OpKind::kCompareAndSet: return "compare_and_set";
   }
   return "?";
 }
@@ -62,10 +68,13 @@ inline const char* op_kind_name(OpKind kind) {
 struct Op {
   int process = 0;
   OpKind kind = OpKind::kGet;
-  std::uint32_t value = 0;  // insert/assign: the value written; get: the value read (0: not found)
-  bool result = false;      // insert/assign/erase: the bool returned; get: found
+  std::uint32_t value = 0;  // insert/assign: the value written; get/take: the value read (0: not found);
+                            // compare_and_set: the value desired (0: erase)
+  bool result = false;      // insert/assign/erase/compare_and_set: the bool returned; get/take: found
   std::int64_t call = 0;    // invocation and response times, one clock for all ops
   std::int64_t ret = 0;
+  std::uint32_t expected = 0;  // compare_and_set: the value compared with (0: absent)
+  std::uint32_t seen = 0;      // compare_and_set that returned false: the value it reported (0: absent)
 };
 
 // The sequential specification. Returns whether `op`, applied to `state`, returns what
@@ -84,6 +93,16 @@ inline bool apply(std::uint32_t state, const Op& op, std::uint32_t& next) {
     case OpKind::kErase:
       next = 0;
       return op.result == (state != 0);
+    case OpKind::kTake:
+      next = 0;
+      return op.result == (state != 0) && op.value == state;
+    case OpKind::kCompareAndSet:
+      if (state == op.expected) {
+        next = op.value;
+        return op.result;
+      }
+      next = state;
+      return !op.result && op.seen == state;
   }
   return false;
 }
@@ -250,6 +269,11 @@ inline std::string describe_stuck(const std::vector<Op>& ops, const Verdict& v, 
       case OpKind::kInsert:
       case OpKind::kAssign: out << "(" << value(op.value) << ") -> " << (op.result ? "true" : "false"); break;
       case OpKind::kErase: out << "() -> " << (op.result ? "true" : "false"); break;
+      case OpKind::kTake: out << "() -> " << (op.result ? value(op.value) : std::string("not found")); break;
+      case OpKind::kCompareAndSet:
+        out << "(" << value(op.expected) << " -> " << value(op.value) << ") -> "
+            << (op.result ? std::string("true") : "false, saw " + value(op.seen));
+        break;
     }
     out << "\n";
   }

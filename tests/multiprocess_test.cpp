@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -163,6 +164,108 @@ TEST_P(MultiProcess, CountersIncrementedByAssignSumToWhatChildrenReport) {
   EXPECT_EQ(table_sum, reported_sum);
   const CheckReport report = check_table(name_);
   EXPECT_TRUE(report.clean) << (report.problems.empty() ? "" : report.problems.front());
+}
+
+// Issue 12: four processes each doing 2,000 increments of one counter ended at
+// 6,534-6,833 with get-then-assign. With add they end at exactly 8,000, and since each add
+// is one atomic step, the values the 8,000 calls return are 1..8,000, each exactly once.
+TEST_P(MultiProcess, FourProcessesAddingToOneCounterCountEveryIncrement) {
+  constexpr int kChildren = 4, kRounds = 2000, kTotal = kChildren * kRounds;
+  Table parent = make(1000);
+  SharedArray<std::atomic<int>> returned(kTotal + 1);  // how often each value was returned
+  StartLine start(kChildren);
+  for (int c = 0; c < kChildren; ++c) {
+    children_.spawn([&, c] {
+      Table t = open_in_child();
+      if (!start.arrive_and_wait()) return 2;
+      for (int round = 0; round < kRounds; ++round) {
+        const std::int64_t now = t.add("cnt", 1);
+        if (now < 1 || now > kTotal) return 1;
+        returned[static_cast<std::size_t>(now)].fetch_add(1);
+        // Churn other keys so the counter's record moves among shifts and reused memory.
+        t.assign("noise-" + std::to_string(c) + "-" + std::to_string(round % 53), std::string(round % 40, 'n'));
+        if (round % 3 == 0) t.erase("noise-" + std::to_string(c) + "-" + std::to_string((round + 7) % 53));
+      }
+      return 0;
+    });
+  }
+  children_.expect_all_succeed();
+  const auto value = parent.get("cnt");
+  ASSERT_TRUE(value);
+  EXPECT_EQ(decode_counter(*value), kTotal);
+  int duplicates = 0, missing = 0;
+  for (int v = 1; v <= kTotal; ++v) {
+    duplicates += returned[static_cast<std::size_t>(v)].load() > 1;
+    missing += returned[static_cast<std::size_t>(v)].load() == 0;
+  }
+  EXPECT_EQ(duplicates, 0) << "two adds returned the same value";
+  EXPECT_EQ(missing, 0);
+  const CheckReport report = check_table(name_);
+  EXPECT_TRUE(report.clean) << (report.problems.empty() ? "" : report.problems.front());
+}
+
+// The "claim this job" pattern: processes claim jobs with compare_and_set("pending" ->
+// itself), do the work, and hand the job back with compare_and_set(itself -> "pending"),
+// over and over. A claim must be exclusive: a shared tally of current holders never
+// exceeds one, and handing back (which succeeds only if nobody changed the claim
+// meanwhile) always succeeds. At the end, erase-if-equal removes every job.
+TEST_P(MultiProcess, JobsClaimedWithCompareAndSetAreNeverClaimedTwice) {
+  constexpr int kChildren = 4, kJobs = 8, kPasses = 5000;  // few jobs: processes meet on them all the time
+  Table parent = make(kJobs * 2);
+  for (int j = 0; j < kJobs; ++j) parent.insert("job-" + std::to_string(j), "pending");
+  SharedArray<std::atomic<int>> holders(kJobs);
+  SharedArray<std::atomic<int>> claims(1);
+  StartLine start(kChildren);
+  for (int c = 0; c < kChildren; ++c) {
+    children_.spawn([&, c] {
+      Table t = open_in_child();
+      if (!start.arrive_and_wait()) return 2;
+      const std::string me = "claimed-by-" + std::to_string(c);
+      for (int pass = 0; pass < kPasses; ++pass) {
+        for (int j = 0; j < kJobs; ++j) {  // all in the same order: they meet on every job
+          const std::string job = "job-" + std::to_string(j);
+          if (!t.compare_and_set(job, "pending", me)) continue;
+          claims[0].fetch_add(1);
+          if (holders[static_cast<std::size_t>(j)].fetch_add(1) != 0) return 3;  // claimed twice at once
+          holders[static_cast<std::size_t>(j)].fetch_sub(1);
+          if (!t.compare_and_set(job, me, "pending")) return 4;  // someone changed our claim
+        }
+      }
+      return 0;
+    });
+  }
+  children_.expect_all_succeed();
+  EXPECT_GE(claims[0].load(), kJobs * kPasses) << "every pass of the first process to reach a job claims it";
+  for (int j = 0; j < kJobs; ++j) ASSERT_TRUE(parent.compare_and_set("job-" + std::to_string(j), "pending", std::nullopt)) << j;
+  EXPECT_EQ(parent.size(), 0u);
+  const CheckReport report = check_table(name_);
+  EXPECT_TRUE(report.clean) << (report.problems.empty() ? "" : report.problems.front());
+}
+
+// The same with take as the claim: a queue of jobs drained by four processes at once.
+// Each job's value reaches exactly one process.
+TEST_P(MultiProcess, JobsTakenByManyProcessesReachExactlyOne) {
+  constexpr int kChildren = 4, kJobs = 3000;
+  Table parent = make(kJobs);
+  for (int j = 0; j < kJobs; ++j) parent.insert("job-" + std::to_string(j), encode_counter(j));
+  SharedArray<std::atomic<int>> taken(kJobs);
+  StartLine start(kChildren);
+  for (int c = 0; c < kChildren; ++c) {
+    children_.spawn([&] {
+      Table t = open_in_child();
+      if (!start.arrive_and_wait()) return 2;
+      for (int j = 0; j < kJobs; ++j) {  // all in the same order: they meet on every job
+        const std::optional<std::string> value = t.take("job-" + std::to_string(j));
+        if (!value) continue;
+        if (decode_counter(*value) != j) return 1;
+        taken[static_cast<std::size_t>(j)].fetch_add(1);
+      }
+      return 0;
+    });
+  }
+  children_.expect_all_succeed();
+  for (int j = 0; j < kJobs; ++j) ASSERT_EQ(taken[static_cast<std::size_t>(j)].load(), 1) << "job " << j;
+  EXPECT_EQ(parent.size(), 0u);
 }
 
 TEST_P(MultiProcess, IterationDuringInsertsNeverMissesAStableKey) {

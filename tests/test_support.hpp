@@ -3,6 +3,7 @@
 #pragma once
 
 #include <dirent.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -151,6 +152,28 @@ class SharedArray {
  private:
   std::size_t n_;
   T* data_;
+};
+
+// Lets forked children start their racing part together (forks are sequential, so the
+// first child would otherwise be done before the last one starts). Create it before
+// forking; each child calls arrive_and_wait(). False if the others did not all arrive
+// within the limit.
+class StartLine {
+ public:
+  explicit StartLine(int parties) : parties_(parties), arrived_(1) {}
+  bool arrive_and_wait(std::chrono::seconds limit = std::chrono::seconds(30)) {
+    arrived_[0].fetch_add(1);
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (arrived_[0].load() < parties_) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      sched_yield();
+    }
+    return true;
+  }
+
+ private:
+  int parties_;
+  SharedArray<std::atomic<int>> arrived_;
 };
 
 // Crash tests: die_at(point) makes this process SIGKILL itself when an engine reaches

@@ -110,6 +110,32 @@ TEST_P(Threads, CountersAndChurnAddUp) {
   expect_clean();
 }
 
+// Read-modify-write under TSan: add (a compare_and_set loop) on one shared counter, and
+// take racing assign on keys that move between threads. No increment is lost, and a
+// taken value is one some thread wrote.
+TEST_P(Threads, AddAndTakeRacingWritersLoseNothing) {
+  constexpr int kThreads = 4, kRounds = 1500;
+  Table t = make(2000);
+  std::atomic<int> foreign{0};
+  run_threads(kThreads, [&](int id) {
+    Table mine = open();
+    for (int round = 0; round < kRounds; ++round) {
+      mine.add("cnt", 1);
+      const std::string shared = "shared-" + std::to_string(round % 16);
+      if ((round + id) % 2 == 0) {
+        mine.assign(shared, "from-" + std::to_string(id) + std::string(round % 30, 'x'));
+      } else if (const auto taken = mine.take(shared)) {
+        foreign += taken->rfind("from-", 0) != 0;
+      }
+      mine.compare_and_set("flag", std::nullopt, std::to_string(id));
+      mine.compare_and_set("flag", std::to_string(id), std::nullopt);
+    }
+  });
+  EXPECT_EQ(decode_counter(t.get("cnt").value_or("")), kThreads * kRounds);
+  EXPECT_EQ(foreign.load(), 0);
+  expect_clean();
+}
+
 TEST_P(Threads, IterationDuringChurnSeesEveryStableKeyOnce) {
   constexpr int kStable = 3000;
   Table t = make(20'000);

@@ -28,6 +28,8 @@ enum class ErrorCode {
   kInUse,              // removing a table that live processes are attached to
   kInvalidArgument,    // bad option or argument from the caller
   kSystem,             // an unexpected OS error (errno in the message)
+  kNotACounter,        // Table::add / decode_counter met a value that is not an 8-byte counter
+  kCounterOverflow,    // Table::add would take a counter past the range of std::int64_t
 };
 
 std::string_view error_code_name(ErrorCode code) noexcept;

@@ -67,6 +67,16 @@ struct OperationCounters {
   std::uint64_t helped = 0;
 };
 
+// Counters (Table::add): a counter value is these 8 bytes, a little-endian
+// two's-complement std::int64_t, whatever the machine's byte order, so every process and
+// language reads the same number.
+inline constexpr std::size_t kCounterBytes = 8;
+// The value Table::add stores for `value`.
+std::string encode_counter(std::int64_t value);
+// The number a counter value holds. Throws Error(kNotACounter) unless `bytes` is exactly
+// kCounterBytes long (the message names its length).
+std::int64_t decode_counter(std::string_view bytes);
+
 class TableImpl;
 
 class Table {
@@ -107,6 +117,37 @@ class Table {
   // Returns true if the key was present.
   bool erase(std::string_view key);
   std::uint64_t size();
+
+  // ---- Atomic read-modify-write ---------------------------------------------------
+  // Each call below is one linearizable operation on one key under every engine: no
+  // write by another process or thread can fall between its read and its write.
+
+  // Compares the key's value with `expected` and, only if they are equal, makes it
+  // `desired`; returns whether it did. std::nullopt means "absent" on either side:
+  //   expected nullopt, desired v:  insert v if the key is absent;
+  //   expected e,       desired v:  overwrite with v if the value is e;
+  //   expected e,       desired nullopt: erase if the value is e;
+  //   expected nullopt, desired nullopt: change nothing; true if the key is absent.
+  // When it returns false and `current` is given, *current receives the value that made
+  // it fail (nullopt: the key was absent), read in the same atomic step, so a retry loop
+  // needs no separate get (see add()). On a full table (kTableFull) nothing changes.
+  bool compare_and_set(std::string_view key, std::optional<std::string_view> expected,
+                       std::optional<std::string_view> desired, std::optional<std::string>* current = nullptr);
+
+  // Erases the key and returns the value it erased, in one atomic step; nullopt (and
+  // nothing changed) if it was absent. A write to the key by another process is either
+  // before the take (its value is returned) or after it (it survives): never lost unseen.
+  std::optional<std::string> take(std::string_view key);
+
+  // Adds `delta` to the counter stored at `key` and returns the new value; an absent key
+  // counts as 0 (so the first add stores delta). A counter value is exactly
+  // kCounterBytes bytes: a little-endian two's-complement std::int64_t (encode_counter /
+  // decode_counter). A compare_and_set retry loop: under contention some attempts fail
+  // and are repeated, but every call adds exactly once.
+  // Throws kNotACounter (changing nothing) if the key holds a value of another length,
+  // and kCounterOverflow (changing nothing) if the sum leaves [INT64_MIN, INT64_MAX]:
+  // like Redis INCRBY, a counter never wraps around silently.
+  std::int64_t add(std::string_view key, std::int64_t delta);
 
   // Calls fn(key, value) for every entry. Weakly consistent: a key present for the whole
   // iteration is seen exactly once; keys inserted or erased meanwhile may or may not be.

@@ -20,12 +20,14 @@ from collections.abc import ItemsView, KeysView, Mapping, MutableMapping, Values
 from . import _shmht
 from ._shmht import (
     CorruptTableError,
+    CounterOverflowError,
     EngineMismatchError,
     EngineUnavailableError,
     Error,
     InvalidArgumentError,
     KeyTooLargeError,
     NoSpaceError,
+    NotACounterError,
     PermissionDeniedError,
     SystemCallError,
     TableExistsError,
@@ -37,6 +39,8 @@ from ._shmht import (
     VersionMismatchError,
     active_engine,
     built_engines,
+    counter_value,
+    encode_counter,
     engine_names,
     unlink,
 )
@@ -47,7 +51,8 @@ __all__ = [
     "Error", "KeyTooLargeError", "ValueTooLargeError", "TableFullError", "CorruptTableError",
     "VersionMismatchError", "EngineMismatchError", "EngineUnavailableError",
     "PermissionDeniedError", "TableNotFoundError", "TableExistsError", "TableInUseError", "TooManyProcessesError",
-    "InvalidArgumentError", "SystemCallError", "NoSpaceError",
+    "InvalidArgumentError", "SystemCallError", "NoSpaceError", "NotACounterError", "CounterOverflowError",
+    "encode_counter", "counter_value",
     # pyshmht compatibility
     "open", "close", "getval", "setval", "remove", "foreach", "error",
 ]
@@ -141,6 +146,11 @@ class Table(_shmht._TableBase, MutableMapping):
     erased meanwhile may or may not be. No operation raises because another process
     changed the table.
 
+    Atomic operations: every single-key method is one atomic step: t[k], t[k] = v,
+    del t[k], get, insert, discard, pop, setdefault, compare_and_set, add (see each
+    docstring). update_value is a compare_and_set retry loop (fn may run more than once);
+    update, popitem and clear are several atomic steps, not one.
+
     Errors: KeyError for a missing key; KeyTooLargeError / ValueTooLargeError (both
     ValueError) when a key or value exceeds the table's limit, with both sizes in the
     message; TableFullError; CorruptTableError; EngineMismatchError; PermissionDeniedError
@@ -183,8 +193,10 @@ class Table(_shmht._TableBase, MutableMapping):
     def update(self, other=(), /, **kwds):
         """Store every pair of `other` (a mapping or an iterable of pairs) and of `kwds`.
 
-        Crosses into C++ once per argument with the GIL released. Not atomic: if one
-        pair fails (too large, table full), the pairs before it are stored."""
+        Atomic per pair, not as a whole: each pair is one atomic assign, and another
+        process may see some pairs stored and not yet others. Crosses into C++ once per
+        argument with the GIL released. If one pair fails (too large, table full), the
+        pairs before it are stored."""
         if isinstance(other, Mapping):
             self._assign_many(other.items())
         elif hasattr(other, "keys"):
@@ -195,20 +207,25 @@ class Table(_shmht._TableBase, MutableMapping):
             self._assign_many(kwds.items())
 
     def setdefault(self, key, default=None):
-        """Return the value of `key`; if absent, store `default` first (atomically: of
-        several processes racing, one value wins and every caller returns it)."""
-        while True:
+        """Return the value of `key`; if absent, store `default` first.
+
+        Atomic: one compare_and_set(key, None, default), which either stores `default`
+        or reports the value that is there, in one step. Of several processes racing,
+        one value wins and every caller returns it."""
+        if default is None:
             value = self.get(key)
-            if value is not None:
-                return value
-            if default is None:
+            if value is None:
                 raise TypeError("setdefault() on a shmht.Table needs a default value (None cannot be stored)")
-            if self.insert(key, default):
-                return _as_bytes(default)  # what a later read returns
-            # Someone inserted first: read theirs (unless it was erased again: retry).
+            return value
+        applied, seen = self._compare_and_set_seen(key, None, default)
+        return _as_bytes(default) if applied else seen  # what a later read returns
 
     def popitem(self):
-        """Remove and return some (key, value) pair; KeyError if the table is empty."""
+        """Remove and return some (key, value) pair; KeyError if the table is empty.
+
+        Each removal is atomic (pop: read and erase in one step), so the pair returned is
+        exactly what this call removed. Choosing the key is a separate walk: if another
+        process removes it first, another key is chosen."""
         while True:
             item = self._first_item()
             if item is None:
@@ -218,6 +235,26 @@ class Table(_shmht._TableBase, MutableMapping):
             if value is not None:
                 return key, value
             # Another process removed that key first: try again.
+
+    def update_value(self, key, fn, default=None):
+        """Replace the value of `key` with fn(value) atomically; return what was stored.
+
+        fn receives the current value (bytes), or `default` when the key is absent, and
+        returns the new value (bytes or str), or None to erase the key (the return value
+        is then None). This is a retry loop over compare_and_set: read the value, call fn,
+        store the result only if the key still holds what fn was given, and otherwise
+        call fn again with the newer value. So the update applies exactly once, as one
+        atomic step, but fn may run more than once: keep it free of side effects.
+
+            t.update_value("hits", lambda v: b"%d" % (int(v) + 1), default=b"0")
+        """
+        current = self.get(key)
+        while True:
+            new = fn(default if current is None else current)
+            applied, seen = self._compare_and_set_seen(key, current, new)
+            if applied:
+                return None if new is None else _as_bytes(new)
+            current = seen
 
     def clear(self):
         """Erase every key (one C++ crossing, GIL released). Keys other processes insert

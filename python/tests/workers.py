@@ -4,6 +4,8 @@ Each worker reports failures by raising (a non-zero exit code), never by printin
 """
 
 import os
+import pickle
+import random
 import time
 
 
@@ -52,3 +54,73 @@ def create_or_attach(name, barrier, rounds):
         barrier.wait(10)
         with shmht.Table(f"{name}-{r}", capacity=1000, engine="global") as t:
             t[f"pid-{os.getpid()}"] = b"here"
+
+
+def add_to_counter(table, barrier, rounds):
+    """The issue's counter, with Table.add."""
+    barrier.wait(30)
+    for _ in range(rounds):
+        table.add("cnt")
+    table.close()
+
+
+def update_counter_text(table, barrier, rounds):
+    """The issue's counter as written there, t["cnt"] = str(int(t.get("cnt", b"0")) + 1),
+    made atomic with update_value."""
+    barrier.wait(30)
+    for _ in range(rounds):
+        table.update_value("cnt", lambda v: str(int(v) + 1), default=b"0")
+    table.close()
+
+
+def claim_jobs(table, barrier, me, jobs, passes):
+    """Claim each job with compare_and_set(b"pending" -> me), count the claim while holding
+    it (the counter must never exceed 1), then hand it back."""
+    barrier.wait(30)
+    for _ in range(passes):
+        for j in range(jobs):
+            job = f"job-{j}"
+            if not table.compare_and_set(job, b"pending", me):
+                continue
+            if table.add(f"holders-{j}") != 1:
+                raise AssertionError(f"{job} held twice at once")
+            table.add(f"holders-{j}", -1)
+            if not table.compare_and_set(job, me, b"pending"):
+                raise AssertionError(f"{job}: our claim was changed while we held it")
+    table.close()
+
+
+def old_pop(table, key):
+    """pop as it was before Table::take: read the value, then erase the key (the value is
+    returned only if this call erased it). A write in between is erased unseen."""
+    value = table.get(key)
+    if value is not None and table.discard(key):
+        return value
+    return None
+
+
+def record_history(table, barrier, path, process, ops, keys, seed, use_old_pop):
+    """Random get / set / insert / pop on `keys` keys; writes the records, one
+    (kind, key, value, result, call_ns, ret_ns) tuple per op, pickled to `path`."""
+    rng = random.Random(seed * 1000 + process)
+    now = time.monotonic_ns  # CLOCK_MONOTONIC: one clock for every process
+    records = []
+    barrier.wait(30)
+    for seq in range(ops):
+        key = f"key-{rng.randrange(keys)}"
+        kind = rng.choice(("get", "get", "set", "insert", "pop", "pop"))
+        value = f"p{process}-{seq}".encode() if kind in ("set", "insert") else None
+        call = now()
+        if kind == "get":
+            result = table.get(key)
+        elif kind == "set":
+            table[key] = value
+            result = None
+        elif kind == "insert":
+            result = table.insert(key, value)
+        else:
+            result = old_pop(table, key) if use_old_pop else table.pop(key, None)
+        records.append((kind, key, value, result, call, now()))
+    with open(path, "wb") as f:
+        pickle.dump(records, f)
+    table.close()

@@ -123,6 +123,14 @@ class EngineBase {
   // Insert or overwrite; true if the key was new.
   virtual bool assign(const HashedKey& key, std::string_view value) = 0;
   virtual bool erase(const HashedKey& key) = 0;
+  // One atomic step (Table::compare_and_set): if the key's value equals `expected`
+  // (nullopt: the key is absent), makes it `desired` (nullopt: erases it) and returns
+  // true. Otherwise changes nothing, returns false and, if `current` is set, stores in
+  // it the value that was compared (nullopt: absent).
+  virtual bool compare_and_set(const HashedKey& key, std::optional<std::string_view> expected,
+                               std::optional<std::string_view> desired, std::optional<std::string>* current) = 0;
+  // Erase, also returning the erased value in *old (if set) from the same atomic step.
+  virtual bool take(const HashedKey& key, std::string* old) = 0;
   // Appends a copy of every entry whose home slot is in [begin, end) (see
   // robin_hood::visit_home_range): for_each walks the table in such ranges.
   virtual void copy_home_range(std::uint64_t begin, std::uint64_t end, std::vector<KeyValue>* out) = 0;

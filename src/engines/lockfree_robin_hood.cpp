@@ -20,12 +20,13 @@
 //   reference is finished (helped) before it is read.
 //
 // PROGRESS
-//   insert, assign, erase: lock-free. A KCAS fails only because another operation changed
-//   one of its words, i.e. completed; a process that meets an unfinished operation
-//   finishes it itself instead of waiting for its owner, so a stopped or killed owner
-//   delays nobody. get, contains and iteration: lock-free, not wait-free: a reader
-//   retries when a write changed a bucket it read, and helps an operation it meets.
-//   Nothing on any path waits for another process, sleeps, or spins on a word.
+//   insert, assign, erase, take, compare_and_set: lock-free. A KCAS fails only because
+//   another operation changed one of its words, i.e. completed; a process that meets an
+//   unfinished operation finishes it itself instead of waiting for its owner, so a
+//   stopped or killed owner delays nobody. get, contains and iteration: lock-free, not
+//   wait-free: a reader retries when a write changed a bucket it read, and helps an
+//   operation it meets. Nothing on any path waits for another process, sleeps, or spins
+//   on a word.
 //
 // INVARIANTS
 //   Between operations the slots satisfy the Robin Hood invariants and hold no
@@ -34,6 +35,16 @@
 //   the KCAS that unlinked it succeeded, which bumped the version of the bucket that
 //   pointed at it, so an optimistic reader of the old record fails its re-check.
 //   The item counters change in the same KCAS as the slots: they always sum exactly.
+//
+// READ-MODIFY-WRITE (take, compare_and_set)
+//   The value is read from the snapshot's record (atomic loads, like a reader) and the
+//   write is the same KCAS as erase / insert / assign, expecting the versions the snapshot
+//   noted, which include the version of the key's bucket. So the KCAS succeeds only if
+//   the record read was linked, hence unchanged and not reused, from the read to the
+//   KCAS: the value returned or compared is the value replaced. Offsets are not what is
+//   compared (a freed record may come back at the same offset, ABA): versions are, and
+//   they only grow. A comparison that does not match writes nothing; it is answered
+//   only if the snapshot still validates after the value was read.
 //
 // MEMORY ORDER
 //   KCAS installs and finalizations are acq_rel CASes; a record is written (relaxed
@@ -95,38 +106,50 @@ class LockFreeEngine final : public EngineBase {
     return until_done([&](Snapshot& snap) -> std::optional<bool> {
       const Found found = probe(snap, key);
       if (!found.present) return link_new(snap, key, found, fresh) ? std::optional(true) : std::nullopt;
-      // An overwrite re-points one slot: a KCAS of that slot and its bucket's version.
-      const std::uint64_t old_word = snap.word(found.slot);
-      const std::uint64_t bucket = layout::SlotArray::bucket_of_slot(found.slot);
-      const WordChange changes[] = {
-          bump(bucket, snap.version(bucket)),
-          {slot_offset(found.slot), old_word, Slot::encode(Slot::tag_of(old_word), Slot::dist_of(old_word), fresh.offset)}};
-      if (!run(changes)) return std::nullopt;
-      ctx_.arena().free(Slot::offset_of(old_word), found.record_bytes);
-      return false;
+      return overwrite(snap, found, fresh) ? std::optional(false) : std::nullopt;
     });
   }
 
-  bool erase(const HashedKey& key) override {
+  bool erase(const HashedKey& key) override { return take(key, nullptr); }
+
+  // The value is read before the KCAS that erases: its success proves that no version
+  // the snapshot noted moved, so the record stayed linked (and unchanged) since.
+  bool take(const HashedKey& key, std::string* old) override {
     return until_done([&](Snapshot& snap) -> std::optional<bool> {
       const Found found = probe(snap, key);
       if (!found.present) return snap.still_valid() ? std::optional(false) : std::nullopt;
-      // Backward shift of the run after the key, up to an empty slot or a key at home.
-      const std::uint64_t last = robin_hood::erase_run_end(slots_, found.slot, robin_hood::NoTouch{},
-                                                           [&](std::uint64_t s) { return snap.word(s); });
-      const std::uint64_t stop = std::min(last + 1, slots_.probe_limit() - 1);  // read to decide where the run ends
-      std::vector<WordChange>& changes = fresh_changes();
-      changes.push_back(count(&layout::KcasDescriptor::items_removed));
-      for_each_bucket(snap, found.slot, stop, &changes, [&](std::uint64_t s) -> std::optional<std::uint64_t> {
-        if (s < found.slot || s > last) return std::nullopt;
-        if (s == last) return layout::kEmptySlot;
-        const std::uint64_t next = snap.word(s + 1);
-        return Slot::with_dist(next, Slot::dist_of(next) - 1);
-      });
-      if (!run(changes)) return std::nullopt;
-      ctx_.arena().free(Slot::offset_of(snap.word(found.slot)), found.record_bytes);
-      return true;
+      if (old != nullptr) *old = value_of(found);
+      return unlink(snap, found) ? std::optional(true) : std::nullopt;
     });
+  }
+
+  // Compare: the key's record, read through the snapshot. Set: the same KCAS as insert,
+  // assign or erase, from the words and bucket versions of that snapshot. A write that
+  // came between (even one that put back a record at the same offset, ABA) moved a
+  // version the KCAS expects, so the KCAS fails and the attempt starts again; a freed
+  // record is only reused after such a move (see INVARIANTS). A comparison that fails
+  // stands only if the snapshot was still valid after the value was read.
+  bool compare_and_set(const HashedKey& key, std::optional<std::string_view> expected,
+                       std::optional<std::string_view> desired, std::optional<std::string>* current) override {
+    const std::optional<NewRecord> fresh = desired ? std::optional(write_record(key, *desired)) : std::nullopt;
+    const bool applied = until_done([&](Snapshot& snap) -> std::optional<bool> {
+      const Found found = probe(snap, key);
+      if (found.present ? !expected || !value_equals(found, *expected) : expected.has_value()) {
+        std::optional<std::string> seen;
+        if (current != nullptr && found.present) seen = value_of(found);
+        if (!snap.still_valid()) return std::nullopt;
+        if (current != nullptr) *current = std::move(seen);
+        return false;
+      }
+      if (!found.present) {
+        if (!fresh) return snap.still_valid() ? std::optional(true) : std::nullopt;
+        return link_new(snap, key, found, *fresh) ? std::optional(true) : std::nullopt;  // full: frees fresh, throws
+      }
+      const bool done = fresh ? overwrite(snap, found, *fresh) : unlink(snap, found);
+      return done ? std::optional(true) : std::nullopt;
+    });
+    if (fresh && !applied) ctx_.arena().free(fresh->offset, fresh->bytes);
+    return applied;
   }
 
   void copy_home_range(std::uint64_t begin, std::uint64_t end, std::vector<KeyValue>* out) override {
@@ -171,6 +194,8 @@ class LockFreeEngine final : public EngineBase {
     std::uint64_t slot;  // where the key is, or where it would go
     std::uint64_t dist;
     std::uint64_t record_bytes;  // of the key's record, when present
+    const std::byte* record;     // the key's record, when present (bounds-checked; read it atomically)
+    layout::RecordHeader header;
   };
   struct Torn {};  // the snapshot was overtaken by a write: start again
 
@@ -258,21 +283,65 @@ class LockFreeEngine final : public EngineBase {
 
   // The key's slot, or where it would be inserted: robin_hood::probe over the snapshot.
   Found probe(Snapshot& snap, const HashedKey& key) {
-    std::uint64_t record_bytes = 0;
+    const std::byte* record = nullptr;
+    layout::RecordHeader header{};
     const robin_hood::Probe p = robin_hood::probe(
         slots_, slots_.home_of(key.hash), layout::SlotArray::tag_of_hash(key.hash),
         [&](std::uint64_t word) {
-          layout::RecordHeader header{};
-          const std::byte* record = ctx_.checked_record(word, &header);
+          record = ctx_.checked_record(word, &header);
           if (record == nullptr) {
             if (snap.still_valid()) throw_invalid_record(ctx_, word);
             throw Torn{};
           }
-          record_bytes = record_bytes_for(header.key_bytes, header.value_bytes);
           return header.key_bytes == key.bytes.size() && record_bytes_equal(record, sizeof(layout::RecordHeader), key.bytes);
         },
         robin_hood::NoTouch{}, [&](std::uint64_t s) { return snap.word(s); });
-    return {p.found, p.slot, p.dist, p.found ? record_bytes : 0};
+    if (!p.found) return {false, p.slot, p.dist, 0, nullptr, {}};
+    return {true, p.slot, p.dist, record_bytes_for(header.key_bytes, header.value_bytes), record, header};
+  }
+
+  // The value of the key's record, read with atomic loads: only as good as the snapshot
+  // (the caller validates it, or runs a KCAS that expects the snapshot's versions).
+  std::string value_of(const Found& found) const {
+    std::string value(found.header.value_bytes, '\0');
+    load_record_bytes(found.record, sizeof(layout::RecordHeader) + found.header.key_bytes, value.data(), value.size());
+    return value;
+  }
+  bool value_equals(const Found& found, std::string_view expected) const {
+    return found.header.value_bytes == expected.size() &&
+           record_bytes_equal(found.record, sizeof(layout::RecordHeader) + found.header.key_bytes, expected);
+  }
+
+  // Re-points the key's slot at `fresh`: a KCAS of that slot and its bucket's version.
+  // Frees the record it replaced; false if the snapshot was overtaken.
+  bool overwrite(Snapshot& snap, const Found& found, const NewRecord& fresh) {
+    const std::uint64_t old_word = snap.word(found.slot);
+    const std::uint64_t bucket = layout::SlotArray::bucket_of_slot(found.slot);
+    const WordChange changes[] = {
+        bump(bucket, snap.version(bucket)),
+        {slot_offset(found.slot), old_word, Slot::encode(Slot::tag_of(old_word), Slot::dist_of(old_word), fresh.offset)}};
+    if (!run(changes)) return false;
+    ctx_.arena().free(Slot::offset_of(old_word), found.record_bytes);
+    return true;
+  }
+
+  // Erases the key: one KCAS of the backward shift of the run after it, up to an empty
+  // slot or a key at home. Frees its record; false if the snapshot was overtaken.
+  bool unlink(Snapshot& snap, const Found& found) {
+    const std::uint64_t last = robin_hood::erase_run_end(slots_, found.slot, robin_hood::NoTouch{},
+                                                         [&](std::uint64_t s) { return snap.word(s); });
+    const std::uint64_t stop = std::min(last + 1, slots_.probe_limit() - 1);  // read to decide where the run ends
+    std::vector<WordChange>& changes = fresh_changes();
+    changes.push_back(count(&layout::KcasDescriptor::items_removed));
+    for_each_bucket(snap, found.slot, stop, &changes, [&](std::uint64_t s) -> std::optional<std::uint64_t> {
+      if (s < found.slot || s > last) return std::nullopt;
+      if (s == last) return layout::kEmptySlot;
+      const std::uint64_t next = snap.word(s + 1);
+      return Slot::with_dist(next, Slot::dist_of(next) - 1);
+    });
+    if (!run(changes)) return false;
+    ctx_.arena().free(Slot::offset_of(snap.word(found.slot)), found.record_bytes);
+    return true;
   }
 
   // Links `fresh` where `found` says the key would go: one KCAS of the whole right shift.

@@ -22,6 +22,12 @@
 // Records are written before the scope is entered and freed after it ends: the record
 // is private until a slot points at it, and unreachable once no slot does (for
 // optimistic readers, the freeing happens after the bucket versions moved: see arena.hpp).
+//
+// Read-modify-write (take, compare_and_set) reads the key's value under the same
+// WriteScope as the change, so nothing can come between: the scope covers the key's slot
+// before the value is read, and every slot the change moves before anything is written.
+// erase is take without the copy; compare_and_set ends as insert, assign or erase do,
+// through the same helpers (link_new, overwrite_at, erase_at) and fault points.
 #pragma once
 
 #include <string>
@@ -146,7 +152,7 @@ class ProtocolEngine final : public EngineBase {
       link_new(key, probe, fresh, scope);
       return true;
     });
-    if (!inserted) ctx_.arena().free(fresh.offset, fresh.bytes);
+    if (!inserted) free(fresh);
     return inserted;
   }
 
@@ -160,31 +166,57 @@ class ProtocolEngine final : public EngineBase {
         link_new(key, probe, fresh, scope);
         return true;
       }
-      const std::uint64_t word = ctx_.slots().load(probe.slot);
-      replaced = described(word);
-      ctx_.slots().store(probe.slot, layout::Slot::encode(layout::Slot::tag_of(word), layout::Slot::dist_of(word), fresh.offset));
-      detail::fault_point(testing::FaultPoint::kAfterSlotWrite);
+      replaced = overwrite_at(probe.slot, fresh);
       return false;
     });
-    if (!inserted) ctx_.arena().free(replaced.offset, replaced.bytes);
+    if (!inserted) free(replaced);
     return inserted;
   }
 
-  bool erase(const HashedKey& key) override {
+  bool erase(const HashedKey& key) override { return take(key, nullptr); }
+
+  // The value is copied under the same scope as the erase: no write can come between.
+  bool take(const HashedKey& key, std::string* old) override {
     NewRecord erased{0, 0};
     const bool found = with_recovery([&] {
       WriteScope scope(protocol_, home_of(key));
       const robin_hood::Probe probe = probe_for(key, scope);
       if (!probe.found) return false;
-      erased = described(ctx_.slots().load(probe.slot));
-      const std::uint64_t last = robin_hood::erase_run_end(ctx_.slots(), probe.slot, [&](std::uint64_t s) { scope.cover(s); });
-      robin_hood::apply_erase(ctx_.slots(), probe.slot, last);
-      detail::fault_point(testing::FaultPoint::kBeforeUnlock);
-      ctx_.add_items(-1);
+      if (old != nullptr) old->assign(value_at(probe.slot));
+      erased = erase_at(probe.slot, scope);
       return true;
     });
-    if (found) ctx_.arena().free(erased.offset, erased.bytes);
+    if (found) free(erased);
     return found;
+  }
+
+  // The comparison and the change happen under one WriteScope, which covers every slot
+  // the change touches, so the value compared is the value replaced. Like insert and
+  // assign, the desired record is written before the scope and freed after it if unused.
+  bool compare_and_set(const HashedKey& key, std::optional<std::string_view> expected,
+                       std::optional<std::string_view> desired, std::optional<std::string>* current) override {
+    const std::optional<NewRecord> fresh = desired ? std::optional(write_record(key, *desired)) : std::nullopt;
+    NewRecord unlinked{0, 0};  // the record the change took out of the table, if any
+    const bool applied = with_recovery([&] {
+      WriteScope scope(protocol_, home_of(key));
+      const robin_hood::Probe probe = probe_for(key, scope);
+      const std::optional<std::string_view> seen = probe.found ? std::optional(value_at(probe.slot)) : std::nullopt;
+      if (seen != expected) {
+        if (current != nullptr) *current = seen ? std::optional<std::string>(std::in_place, *seen) : std::nullopt;
+        return false;
+      }
+      if (!probe.found) {
+        if (fresh) link_new(key, probe, *fresh, scope);  // on a full table it frees fresh and throws
+      } else if (fresh) {
+        unlinked = overwrite_at(probe.slot, *fresh);
+      } else {
+        unlinked = erase_at(probe.slot, scope);
+      }
+      return true;
+    });
+    if (fresh && !applied) free(*fresh);
+    if (unlinked.bytes != 0) free(unlinked);
+    return applied;
   }
 
   void copy_home_range(std::uint64_t begin, std::uint64_t end, std::vector<KeyValue>* out) override {
@@ -228,6 +260,36 @@ class ProtocolEngine final : public EngineBase {
     const std::uint64_t offset = ctx_.arena().allocate(bytes);
     store_record(ctx_.region().at(offset), key.bytes, value);
     return {offset, bytes};
+  }
+
+  void free(const NewRecord& record) { ctx_.arena().free(record.offset, record.bytes); }
+
+  // The value of the record the slot points at (the caller's scope covers the slot).
+  std::string_view value_at(std::uint64_t slot) {
+    layout::RecordHeader header{};
+    const std::byte* record = record_or_throw(ctx_, ctx_.slots().load(slot), &header);
+    return record_value(record, header);
+  }
+
+  // Re-points the key's slot at `fresh`; returns the record it replaced (freed by the
+  // caller after the scope).
+  NewRecord overwrite_at(std::uint64_t slot, const NewRecord& fresh) {
+    const std::uint64_t word = ctx_.slots().load(slot);
+    const NewRecord replaced = described(word);
+    ctx_.slots().store(slot, layout::Slot::encode(layout::Slot::tag_of(word), layout::Slot::dist_of(word), fresh.offset));
+    detail::fault_point(testing::FaultPoint::kAfterSlotWrite);
+    return replaced;
+  }
+
+  // Erases the key at `slot` with a backward shift; returns its record (freed by the
+  // caller after the scope).
+  NewRecord erase_at(std::uint64_t slot, WriteScope& scope) {
+    const NewRecord erased = described(ctx_.slots().load(slot));
+    const std::uint64_t last = robin_hood::erase_run_end(ctx_.slots(), slot, [&](std::uint64_t s) { scope.cover(s); });
+    robin_hood::apply_erase(ctx_.slots(), slot, last);
+    detail::fault_point(testing::FaultPoint::kBeforeUnlock);
+    ctx_.add_items(-1);
+    return erased;
   }
 
   NewRecord described(std::uint64_t word) {

@@ -26,6 +26,11 @@ class ReadOnlyEngine final : public EngineBase {
   bool insert(const HashedKey&, std::string_view) override { refuse("insert"); }
   bool assign(const HashedKey&, std::string_view) override { refuse("assign"); }
   bool erase(const HashedKey&) override { refuse("erase"); }
+  bool compare_and_set(const HashedKey&, std::optional<std::string_view>, std::optional<std::string_view>,
+                       std::optional<std::string>*) override {
+    refuse("compare_and_set");
+  }
+  bool take(const HashedKey&, std::string*) override { refuse("take"); }
   std::uint64_t with_exclusive_access(const std::function<void()>&) override { refuse("exclusive access (check)"); }
 
  private:

@@ -17,7 +17,7 @@ struct ErrorClassSpec {
 };
 
 // PyExc_* are not constant expressions, hence pointers to them.
-const std::array<ErrorClassSpec, 15> kSpecs = {{
+const std::array<ErrorClassSpec, 17> kSpecs = {{
     {ErrorCode::kKeyTooLarge, "KeyTooLargeError", &PyExc_ValueError,
      "A key is longer than the table's max_key_bytes (the message names both sizes)."},
     {ErrorCode::kValueTooLarge, "ValueTooLargeError", &PyExc_ValueError,
@@ -51,6 +51,10 @@ const std::array<ErrorClassSpec, 15> kSpecs = {{
      "A bad option or argument (for example a name containing '/')."},
     {ErrorCode::kSystem, "SystemCallError", &PyExc_OSError,
      "An unexpected operating-system error; the message carries errno's text."},
+    {ErrorCode::kNotACounter, "NotACounterError", &PyExc_ValueError,
+     "Table.add or counter_value met a value that is not an 8-byte counter (the message names its length)."},
+    {ErrorCode::kCounterOverflow, "CounterOverflowError", &PyExc_OverflowError,
+     "Table.add would take a counter past the int64 range; the counter is unchanged."},
 }};
 
 PyObject* g_base = nullptr;                                // shmht.Error

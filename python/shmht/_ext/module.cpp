@@ -52,6 +52,19 @@ PYBIND11_MODULE(_shmht, m) {
         py::arg("name"),
         "The engine the table `name` was last opened with (what its live users use).");
   m.def(
+      "encode_counter",
+      [](const py::int_& value) {
+        const long long v = PyLong_AsLongLong(value.ptr());  // OverflowError beyond int64
+        if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
+        return py::bytes(shmht::encode_counter(v));
+      },
+      py::arg("value"),
+      "The 8 bytes Table.add stores for `value`: a little-endian two's-complement int64.");
+  m.def(
+      "counter_value", [](const py::bytes& value) { return shmht::decode_counter(std::string(value)); },
+      py::arg("value"),
+      "The int a counter value (8 bytes, as Table.add stores) holds; NotACounterError if it is not 8 bytes.");
+  m.def(
       "unlink",
       [](const std::string& name, bool force) { return shmht::Table::remove(name, {.force = force}); },
       py::arg("name"), py::kw_only(), py::arg("force") = false,

@@ -589,9 +589,8 @@ PyObject* table_get(PyObject* object, PyObject* const* args, Py_ssize_t nargs) {
   }
 }
 
-// pop(key[, default]): returns the value only if this call erased the key. The value is
-// read just before the erase; a write to the same key in between is not seen (the C++
-// API has no read-and-erase).
+// pop(key[, default]): the value this call erased, read and erased in one atomic step
+// (Table::take).
 PyObject* table_pop(PyObject* object, PyObject* const* args, Py_ssize_t nargs) {
   if (!_PyArg_CheckPositional("pop", nargs, 1, 2)) return nullptr;
   BytesArg k;
@@ -599,13 +598,80 @@ PyObject* table_pop(PyObject* object, PyObject* const* args, Py_ssize_t nargs) {
   shmht::Table* table = handle(as_table(object));
   if (table == nullptr) return nullptr;
   try {
-    bool found = false;
-    PyRef value(read_value(*table, k.view(), &found));
-    if (found && !value) return nullptr;
-    if (found && table->erase(k.view())) return value.release();
-    if (nargs > 1) return Py_NewRef(args[1]);
-    PyErr_SetObject(PyExc_KeyError, args[0]);
-    return nullptr;
+    if (const std::optional<std::string> value = table->take(k.view())) return bytes_from(*value);
+  } catch (const shmht::Error& e) {
+    return set_python_error(e);
+  }
+  if (nargs > 1) return Py_NewRef(args[1]);
+  PyErr_SetObject(PyExc_KeyError, args[0]);
+  return nullptr;
+}
+
+// A value argument that may be None (absent).
+bool parse_optional_value(PyObject* object, BytesArg* arg, std::optional<std::string_view>* out) {
+  if (object == Py_None) {
+    out->reset();
+    return true;
+  }
+  if (!arg->parse(object, "values")) return false;
+  *out = arg->view();
+  return true;
+}
+
+// compare_and_set(key, expected, desired) as Table::compare_and_set, None meaning absent.
+// Returns false with a Python error set.
+bool compare_and_set(PyObject* object, PyObject* const* args, Py_ssize_t nargs, const char* name, bool* applied,
+                     std::optional<std::string>* seen) {
+  if (!_PyArg_CheckPositional(name, nargs, 3, 3)) return false;
+  BytesArg k, e, d;
+  std::optional<std::string_view> expected, desired;
+  if (!k.parse(args[0], "keys") || !parse_optional_value(args[1], &e, &expected) ||
+      !parse_optional_value(args[2], &d, &desired)) {
+    return false;
+  }
+  shmht::Table* table = handle(as_table(object));
+  if (table == nullptr) return false;
+  try {
+    *applied = table->compare_and_set(k.view(), expected, desired, seen);
+    return true;
+  } catch (const shmht::Error& error) {
+    set_python_error(error);
+    return false;
+  }
+}
+
+// compare_and_set(key, expected, desired) -> bool
+PyObject* table_compare_and_set(PyObject* object, PyObject* const* args, Py_ssize_t nargs) {
+  bool applied = false;
+  if (!compare_and_set(object, args, nargs, "compare_and_set", &applied, nullptr)) return nullptr;
+  return PyBool_FromLong(applied);
+}
+
+// _compare_and_set_seen(key, expected, desired) -> (applied, the value seen when not
+// applied, or None): what update_value and setdefault retry with, without another read.
+PyObject* table_compare_and_set_seen(PyObject* object, PyObject* const* args, Py_ssize_t nargs) {
+  bool applied = false;
+  std::optional<std::string> seen;
+  if (!compare_and_set(object, args, nargs, "_compare_and_set_seen", &applied, &seen)) return nullptr;
+  PyRef value(seen ? bytes_from(*seen) : Py_NewRef(Py_None));
+  if (!value) return nullptr;
+  return Py_BuildValue("(NO)", PyBool_FromLong(applied), value.get());
+}
+
+// add(key, delta=1) -> the counter's new value (Table::add).
+PyObject* table_add(PyObject* object, PyObject* const* args, Py_ssize_t nargs) {
+  if (!_PyArg_CheckPositional("add", nargs, 1, 2)) return nullptr;
+  BytesArg k;
+  if (!k.parse(args[0], "keys")) return nullptr;
+  long long delta = 1;
+  if (nargs > 1) {
+    delta = PyLong_AsLongLong(args[1]);  // OverflowError beyond int64, TypeError for a non-integer
+    if (delta == -1 && PyErr_Occurred()) return nullptr;
+  }
+  shmht::Table* table = handle(as_table(object));
+  if (table == nullptr) return nullptr;
+  try {
+    return PyLong_FromLongLong(table->add(k.view(), delta));
   } catch (const shmht::Error& e) {
     return set_python_error(e);
   }
@@ -819,8 +885,23 @@ PyMethodDef g_methods[] = {
      "get(key, default=None) -> the value as bytes, or default."},
     {"pop", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(table_pop)), METH_FASTCALL,
      "pop(key[, default]) -> the value this call erased; KeyError (or default) if absent.\n\n"
-     "The value is read just before the erase: a write to the same key by another process\n"
-     "between the two is not reflected in the returned value."},
+     "Atomic: the value is read and the key erased in one step (C++ Table::take), so a write\n"
+     "by another process is either returned here or survives the pop, never erased unseen."},
+    {"compare_and_set", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(table_compare_and_set)),
+     METH_FASTCALL,
+     "compare_and_set(key, expected, desired) -> True if it applied.\n\n"
+     "Atomic: if the key's value equals `expected`, make it `desired`; otherwise change nothing.\n"
+     "None means absent on either side: expected=None inserts only if the key is absent,\n"
+     "desired=None erases only if the value is `expected`."},
+    {"_compare_and_set_seen", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(table_compare_and_set_seen)),
+     METH_FASTCALL, "_compare_and_set_seen(key, expected, desired) -> (applied, value seen if not applied, or None)."},
+    {"add", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(table_add)), METH_FASTCALL,
+     "add(key, delta=1) -> the counter's new value (an int).\n\n"
+     "Atomic: adds `delta` to the 8-byte counter at `key` (an absent key counts as 0); of many\n"
+     "processes adding at once, every add counts exactly once. A counter is stored as 8 bytes,\n"
+     "a little-endian two's-complement int64 (shmht.encode_counter, shmht.counter_value).\n"
+     "NotACounterError (a ValueError) if the value has another length; CounterOverflowError\n"
+     "(an OverflowError) if the sum leaves the int64 range. Either way nothing changes."},
     {"insert", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(table_insert)), METH_FASTCALL,
      "insert(key, value) -> True if stored, False (changing nothing) if the key was present."},
     {"discard", table_discard, METH_O, "discard(key) -> True if the key was present (and is now erased)."},
