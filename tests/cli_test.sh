@@ -138,6 +138,20 @@ expect_status 0 "$shmht" dump --read-only "$name-ro"
 "$shmht" create "$name-rog" --capacity 100 --engine global >/dev/null
 expect_status 3 "$shmht" get --read-only "$name-rog" k
 grep -q "readers" /tmp/shmht-cli-out.$$ || fail "get --read-only on a global table did not say why: $(cat /tmp/shmht-cli-out.$$)"
+# Atomic read-modify-write: add, take, cas.
+"$shmht" create "$name-rmw" --capacity 100 >/dev/null
+[ "$("$shmht" add "$name-rmw" hits)" = 1 ] || fail "add on an absent key did not give 1"
+[ "$("$shmht" add "$name-rmw" hits 41)" = 42 ] || fail "add 41 did not give 42"
+[ "$("$shmht" add "$name-rmw" hits -- -2)" = 40 ] || fail "add -2 did not give 40"
+expect_status 0 "$shmht" cas "$name-rmw" job --absent --desired mine
+expect_status 1 "$shmht" cas "$name-rmw" job --absent --desired theirs
+grep -q "holds 'mine'" /tmp/shmht-cli-out.$$ || fail "a failed cas did not say what the key holds: $(cat /tmp/shmht-cli-out.$$)"
+expect_status 2 "$shmht" cas "$name-rmw" job --desired x
+[ "$("$shmht" take "$name-rmw" job)" = mine ] || fail "take did not print the erased value"
+expect_status 1 "$shmht" take "$name-rmw" job
+"$shmht" put "$name-rmw" text hello
+expect_status 3 "$shmht" add "$name-rmw" text
+grep -q not_a_counter /tmp/shmht-cli-out.$$ || fail "add on a non-counter did not say not_a_counter"
 rm -f /tmp/shmht-cli-out.$$
 
 if [ "$failures" -ne 0 ]; then echo "$failures failed"; exit 1; fi

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <charconv>
 #include <cstdint>
 #include <iostream>
 #include <iterator>
@@ -66,6 +67,9 @@ struct Arguments {
   bool read_only = false;  // --read-only
   bool repair = false;     // check --repair
   bool force = false;      // rm --force
+  std::string delta = "1";                        // add's DELTA
+  std::optional<std::string> expected, desired;   // cas --expected / --desired
+  bool absent = false, erase = false;             // cas --absent / --erase
 };
 
 // "global, striped, seqlock or lockfree"
@@ -304,6 +308,43 @@ int cmd_del(const Arguments& a) {
   return kExitMissing;
 }
 
+int cmd_add(const Arguments& a) {
+  std::int64_t delta = 0;
+  const char* end = a.delta.data() + a.delta.size();
+  const auto parsed = std::from_chars(a.delta.data(), end, delta);
+  if (a.delta.empty() || parsed.ec != std::errc() || parsed.ptr != end) {
+    std::cerr << "shmht: DELTA '" << a.delta << "' is not a signed 64-bit integer (a negative one goes after --)\n";
+    return kExitUsage;
+  }
+  Table table = open_table(a);
+  std::cout << table.add(a.key, delta) << "\n";
+  return kExitOk;
+}
+
+int cmd_take(const Arguments& a) {
+  Table table = open_table(a);
+  const std::optional<std::string> value = table.take(a.key);
+  if (!value) {
+    std::cerr << "shmht: key not found\n";
+    return kExitMissing;
+  }
+  std::cout << *value << "\n";
+  return kExitOk;
+}
+
+int cmd_cas(const Arguments& a) {
+  if (a.expected.has_value() == a.absent || a.desired.has_value() == a.erase) {
+    std::cerr << "shmht: cas needs one of --expected V / --absent and one of --desired V / --erase\n";
+    return kExitUsage;
+  }
+  Table table = open_table(a);
+  std::optional<std::string> current;
+  const auto view = [](const std::optional<std::string>& v) { return v ? std::optional<std::string_view>(*v) : std::nullopt; };
+  if (table.compare_and_set(a.key, view(a.expected), view(a.desired), &current)) return kExitOk;
+  std::cerr << "shmht: not applied: the key " << (current ? "holds '" + escape(*current) + "'" : std::string("is absent")) << "\n";
+  return kExitMissing;
+}
+
 // Bytes allocated but linked from no slot: a live writer's record on its way in (or out),
 // or one a killed writer left behind. Only with no other attachment is it surely a leak.
 std::string unlinked_bytes_cause(const shmht::CheckReport& r) {
@@ -389,6 +430,23 @@ std::vector<Subcommand> declare_commands(CLI::App& app, Arguments& a) {
   CLI::App& del = command("del", "erase KEY (exit 1 if absent)", cmd_del);
   key(del);
   add_engine_option(del, a, kOpenEngineHelp);
+
+  CLI::App& add = command("add", "add DELTA (default 1) to KEY's 8-byte counter atomically; print the new value", cmd_add);
+  key(add);
+  add.add_option("DELTA", a.delta, "a signed 64-bit integer (after -- if negative)");
+  add_engine_option(add, a, kOpenEngineHelp);
+
+  CLI::App& take = command("take", "erase KEY and print the value erased, in one atomic step (exit 1 if absent)", cmd_take);
+  key(take);
+  add_engine_option(take, a, kOpenEngineHelp);
+
+  CLI::App& cas = command("cas", "compare and set, atomically: exit 0 if applied, 1 (saying what it held) if not", cmd_cas);
+  key(cas);
+  cas.add_option("--expected", a.expected, "apply only if KEY holds this value");
+  cas.add_flag("--absent", a.absent, "apply only if KEY is absent");
+  cas.add_option("--desired", a.desired, "the value to store");
+  cas.add_flag("--erase", a.erase, "erase KEY instead of storing");
+  add_engine_option(cas, a, kOpenEngineHelp);
 
   CLI::App& load = command("load",
                            "read KEY<TAB>VALUE lines from stdin (\\t \\n \\r \\\\ escapes; a CR before each "
