@@ -9,8 +9,10 @@
 #include <cerrno>
 #include <cstring>
 #include <algorithm>
+#include <array>
 #include <mutex>
 
+#include "batch_prefetch.hpp"
 #include "engines/engine.hpp"
 #include "engines/recovery.hpp"
 #include "fault_injection.hpp"
@@ -394,6 +396,37 @@ std::optional<std::size_t> Table::get(std::string_view key, std::span<char> out)
 }
 
 bool Table::contains(std::string_view key) { return impl().engine().contains(impl_->key(key)); }
+
+namespace {
+
+// get_many and contains_many: batches of batch::kKeysPerBatch keys, each prefetched in
+// two passes and then looked up by the engine (batch_prefetch.hpp).
+std::vector<std::optional<std::string>> lookup_many(TableImpl& impl, std::span<const std::string_view> keys, bool want_values) {
+  std::vector<std::optional<std::string>> out(keys.size());
+  std::array<HashedKey, batch::kKeysPerBatch> hashed;
+  for (std::size_t first = 0; first < keys.size(); first += batch::kKeysPerBatch) {
+    const std::size_t n = std::min(batch::kKeysPerBatch, keys.size() - first);
+    for (std::size_t i = 0; i < n; ++i) hashed[i] = impl.key(keys[first + i]);
+    const std::span<const HashedKey> batch_keys(hashed.data(), n);
+    batch::prefetch_home_buckets(impl.context(), batch_keys);
+    batch::prefetch_matching_records(impl.context(), batch_keys);
+    impl.engine().lookup_batch(batch_keys, want_values, std::span(out).subspan(first, n));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::optional<std::string>> Table::get_many(std::span<const std::string_view> keys) {
+  return lookup_many(impl(), keys, true);
+}
+
+std::vector<bool> Table::contains_many(std::span<const std::string_view> keys) {
+  const std::vector<std::optional<std::string>> found = lookup_many(impl(), keys, false);
+  std::vector<bool> present(found.size());
+  for (std::size_t i = 0; i < found.size(); ++i) present[i] = found[i].has_value();
+  return present;
+}
 
 bool Table::insert(std::string_view key, std::string_view value) {
   const HashedKey k = impl().key(key);

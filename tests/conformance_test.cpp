@@ -299,6 +299,32 @@ TYPED_TEST_P(Conformance, TakeReturnsTheValueItErased) {
   this->expect_clean();
 }
 
+// get_many / contains_many answer exactly what get / contains do, across batch boundaries,
+// for present, absent, empty-valued and binary keys, and for no keys at all.
+TYPED_TEST_P(Conformance, BatchedLookupsMatchSingleOnes) {
+  Table t = this->make({.capacity = 1000});
+  std::vector<std::string> keys;
+  for (int i = 0; i < 300; ++i) keys.push_back("key-" + std::to_string(i));
+  keys.push_back(std::string("bin\0ary", 7));
+  for (std::size_t i = 0; i < keys.size(); i += 3) t.assign(keys[i], "value-" + std::to_string(i));
+  t.assign(keys[1], "");
+  std::vector<std::string_view> views(keys.begin(), keys.end());
+  const std::vector<std::optional<std::string>> values = t.get_many(views);
+  const std::vector<bool> present = t.contains_many(views);
+  ASSERT_EQ(values.size(), keys.size());
+  ASSERT_EQ(present.size(), keys.size());
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    EXPECT_EQ(values[i], t.get(keys[i])) << "key " << i;
+    EXPECT_EQ(present[i], t.contains(keys[i])) << "key " << i;
+  }
+  EXPECT_EQ(values[1], "") << "an empty value is present, not absent";
+  EXPECT_TRUE(t.get_many({}).empty());
+  EXPECT_TRUE(t.contains_many({}).empty());
+  const std::string too_long(2000, 'k');
+  const std::string_view with_oversize[] = {keys[0], too_long};
+  EXPECT_THROW(t.get_many(with_oversize), Error);
+}
+
 TYPED_TEST_P(Conformance, AddCountsInEightByteIntegers) {
   Table t = this->make({.capacity = 100});
   EXPECT_EQ(t.add("n", 5), 5) << "an absent counter counts from zero";
@@ -443,7 +469,7 @@ REGISTER_TYPED_TEST_SUITE_P(Conformance, EmptyTableHasNothing, ASmallTableTakesL
                             SeedSizedTableTakesAtMost64BytesPerItem, CompareAndSetAppliesOnlyWhenTheValueIsExpected,
                             CompareAndSetWithOversizeArgumentsChangesNothing,
                             CompareAndSetOnAFullTableReportsFullAndLeaksNothing, TakeReturnsTheValueItErased,
-                            AddCountsInEightByteIntegers);
+                            AddCountsInEightByteIntegers, BatchedLookupsMatchSingleOnes);
 
 // Every engine that is built. A new engine adds its tag here and passes this suite.
 using BuiltEngines = ::testing::Types<EngineTag<Engine::kGlobalLock>, EngineTag<Engine::kStripedRwLock>,

@@ -44,6 +44,7 @@ class TableContext {
         arena_(region_, entry_index) {}
 
   Region& region() noexcept { return region_; }
+  const Region& region() const noexcept { return region_; }
   const layout::SlotArray& slots() const noexcept { return slots_; }
   Arena& arena() noexcept { return arena_; }
   std::uint32_t entry_index() const noexcept { return entry_index_; }
@@ -118,6 +119,12 @@ class EngineBase {
   virtual std::optional<std::size_t> get(const HashedKey& key, std::span<char> out) = 0;
   virtual bool get(const HashedKey& key, std::string* out) = 0;
   virtual bool contains(const HashedKey& key) = 0;
+  // Looks up every key: out[i] is keys[i]'s value (an empty string for a present key when
+  // !want_values), or nullopt. Each answer is one single lookup's; the batch is not one
+  // atomic step. Table::get_many prefetches the keys' lines first (batch_prefetch.hpp);
+  // this default then looks them up one by one, and an engine whose readers lock
+  // overrides it to lock once per batch.
+  virtual void lookup_batch(std::span<const HashedKey> keys, bool want_values, std::span<std::optional<std::string>> out);
   // Insert if absent; false (and nothing changed) if present.
   virtual bool insert(const HashedKey& key, std::string_view value) = 0;
   // Insert or overwrite; true if the key was new.

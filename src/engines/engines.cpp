@@ -44,6 +44,21 @@ void require_engine_built(Engine engine) {
   if (!engine_is_built(engine)) throw_unavailable(engine);
 }
 
+void EngineBase::lookup_batch(std::span<const HashedKey> keys, bool want_values, std::span<std::optional<std::string>> out) {
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    if (!want_values) {
+      out[i] = contains(keys[i]) ? std::optional<std::string>(std::in_place) : std::nullopt;
+      continue;
+    }
+    std::string value;
+    if (get(keys[i], &value)) {
+      out[i] = std::move(value);
+    } else {
+      out[i].reset();
+    }
+  }
+}
+
 std::unique_ptr<EngineBase> make_engine(Engine engine, TableContext& context) {
   switch (engine) {
     case Engine::kGlobalLock: return make_global_lock_engine(context);

@@ -75,6 +75,21 @@ class GlobalLockProtocol {
     return locked_lookup(ctx_, key, out, out_string, robin_hood::NoTouch{});
   }
 
+  // One lock for a batch of lookups (Table::get_many bounds the batch's size).
+  void lookup_batch(std::span<const HashedKey> keys, bool want_values, std::span<std::optional<std::string>> out) {
+    Guard guard(*this);
+    detail::fault_point(testing::FaultPoint::kReadLocked);
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      std::string value;
+      const bool found = locked_lookup(ctx_, keys[i], {}, want_values ? &value : nullptr, robin_hood::NoTouch{}).has_value();
+      if (found) {
+        out[i] = std::move(value);
+      } else {
+        out[i].reset();
+      }
+    }
+  }
+
   void copy_home_range(std::uint64_t begin, std::uint64_t end, std::vector<KeyValue>* out) {
     Guard guard(*this);
     locked_copy_home_range(ctx_, begin, end, out, robin_hood::NoTouch{});

@@ -143,6 +143,18 @@ class ProtocolEngine final : public EngineBase {
     return with_recovery([&] { return protocol_.lookup(key, {}, nullptr).has_value(); });
   }
 
+  // A protocol whose readers lock (global) looks a whole batch up under one lock.
+  void lookup_batch(std::span<const HashedKey> keys, bool want_values, std::span<std::optional<std::string>> out) override {
+    if constexpr (requires { protocol_.lookup_batch(keys, want_values, out); }) {
+      with_recovery([&] {
+        protocol_.lookup_batch(keys, want_values, out);
+        return true;
+      });
+    } else {
+      EngineBase::lookup_batch(keys, want_values, out);
+    }
+  }
+
   bool insert(const HashedKey& key, std::string_view value) override {
     const NewRecord fresh = write_record(key, value);
     const bool inserted = with_recovery([&] {

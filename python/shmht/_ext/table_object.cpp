@@ -3,17 +3,19 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <new>
 #include <optional>
-#include <type_traits>
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -111,6 +113,7 @@ class BytesBatch {
   }
   std::size_t size() const noexcept { return views_.size(); }
   std::string_view operator[](std::size_t i) const noexcept { return views_[i]; }
+  std::span<const std::string_view> views() const noexcept { return views_; }
 
  private:
   std::vector<std::string_view> views_;
@@ -201,8 +204,11 @@ class SignalPoll {
  public:
   struct Interrupted {};
   explicit SignalPoll(PyThreadState** saved) noexcept : saved_(saved) {}
-  void operator()() {
-    if (++calls_ % kEvery != 0) [[likely]] return;
+  // `operations`: how many the batch did since the last call.
+  void operator()(std::uint64_t operations = 1) {
+    calls_ += operations;
+    if (calls_ < next_check_) [[likely]] return;
+    next_check_ = calls_ + kEvery;
     PyEval_RestoreThread(*saved_);
     const int raised = PyErr_CheckSignals();
     *saved_ = PyEval_SaveThread();
@@ -212,7 +218,7 @@ class SignalPoll {
  private:
   static constexpr std::uint64_t kEvery = 4096;  // ~1 ms of operations; the check costs ~1 us
   PyThreadState** saved_;
-  std::uint64_t calls_ = 0;
+  std::uint64_t calls_ = 0, next_check_ = kEvery;
 };
 
 // Runs a batch with the GIL released and the handle reserved (see table_object.hpp).
@@ -715,11 +721,17 @@ PyObject* table_get_many(PyObject* object, PyObject* const* args, Py_ssize_t nar
   for (Py_ssize_t i = 0; i < count; ++i) {
     if (!batch.add(PySequence_Fast_GET_ITEM(keys.get(), i), "keys")) return nullptr;
   }
-  std::vector<std::optional<std::string>> values(batch.size());
+  std::vector<std::optional<std::string>> values;
+  values.reserve(batch.size());
   if (!run_batch(as_table(object), [&](shmht::Table& table, SignalPoll& poll) {
-        for (std::size_t i = 0; i < batch.size(); ++i) {
-          poll();
-          values[i] = table.get(batch[i]);
+        // Table::get_many overlaps the keys' cache misses; chunks keep Ctrl-C prompt.
+        constexpr std::size_t kChunk = 1024;
+        const std::span<const std::string_view> keys = batch.views();
+        for (std::size_t first = 0; first < keys.size(); first += kChunk) {
+          const std::size_t n = std::min(kChunk, keys.size() - first);
+          std::vector<std::optional<std::string>> chunk = table.get_many(keys.subspan(first, n));
+          std::move(chunk.begin(), chunk.end(), std::back_inserter(values));
+          poll(n);
         }
       })) {
     return nullptr;
