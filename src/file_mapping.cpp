@@ -28,6 +28,8 @@ Registry& registry() {
   return *r;
 }
 
+constexpr std::uint64_t kHugePageBytes = std::uint64_t{2} << 20;
+
 [[noreturn]] void throw_mapping_error(const std::string& what, int err) {
   throw Error(err == ENOMEM ? ErrorCode::kTableFull : ErrorCode::kSystem, what + ": " + std::strerror(err));
 }
@@ -59,13 +61,22 @@ std::shared_ptr<FileMapping> FileMapping::of(int fd, const std::string& path, st
 FileMapping::FileMapping(int fd, std::string path, std::uint64_t reserve_bytes, unsigned long device,
                          unsigned long inode, bool writable)
     : fd_(fd), path_(std::move(path)), reserved_bytes_(reserve_bytes), device_(device), inode_(inode), writable_(writable) {
-  void* base = mmap(nullptr, reserve_bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  // Reserve one huge page more than needed and start at a huge-page boundary: a shmem
+  // huge page can only back a 2 MiB-aligned range of addresses whose file offsets are
+  // 2 MiB-aligned too, and file offset 0 is at base_.
+  const std::uint64_t padded = reserve_bytes + kHugePageBytes;
+  void* base = mmap(nullptr, padded, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (base == MAP_FAILED) {
     const int err = errno;
     ::close(fd_);
     throw_mapping_error("reserving " + std::to_string(reserve_bytes) + " bytes of address space for " + path_, err);
   }
-  base_ = static_cast<std::byte*>(base);
+  auto* raw = static_cast<std::byte*>(base);
+  base_ = raw + (kHugePageBytes - reinterpret_cast<std::uintptr_t>(raw) % kHugePageBytes) % kHugePageBytes;
+  // Give back the padding on either side.
+  if (base_ != raw) munmap(raw, static_cast<std::size_t>(base_ - raw));
+  const std::byte* end = raw + padded;
+  if (end != base_ + reserve_bytes) munmap(base_ + reserve_bytes, static_cast<std::size_t>(end - (base_ + reserve_bytes)));
 }
 
 FileMapping::~FileMapping() {
@@ -88,6 +99,11 @@ void FileMapping::map_up_to(std::uint64_t file_bytes) {
   void* at = mmap(base_ + mapped, file_bytes - mapped, writable_ ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED | MAP_FIXED, fd_,
                   static_cast<off_t>(mapped));
   if (at == MAP_FAILED) throw_mapping_error("mapping " + path_, errno);
+  // Ask for huge pages: the kernel uses them for a tmpfs file when shmem THP is set to
+  // "advise" (or "always"/"within_size"; see /sys/kernel/mm/transparent_hugepage/
+  // shmem_enabled), which saves a TLB miss on most lookups of a large table. Elsewhere the
+  // advice is ignored, or refused (EINVAL, on filesystems without THP): either is fine.
+  madvise(at, file_bytes - mapped, MADV_HUGEPAGE);
   mapped_bytes_.store(file_bytes, std::memory_order_release);
 }
 

@@ -120,7 +120,11 @@ BackingProbe probe_backing(BackingKind kind) {
       const auto shm_mount = find_mount("tmpfs", kTmpfsDirectory);
       const bool shm_mount_huge = shm_mount && (shm_mount->options.find("huge=always") != std::string::npos ||
                                                 shm_mount->options.find("huge=within_size") != std::string::npos);
-      if (shmem_thp == "force" || shm_mount_huge) {
+      // shmht advises MADV_HUGEPAGE on its mappings (file_mapping.cpp), which "advise",
+      // "always" and "within_size" honour as well as "force".
+      const bool shmem_thp_honoured = shmem_thp == "force" || shmem_thp == "advise" || shmem_thp == "always" ||
+                                      shmem_thp == "within_size";
+      if (shmem_thp_honoured || shm_mount_huge) {
         b.directory = kTmpfsDirectory;
         b.huge_pages = "thp-shmem";
         break;
