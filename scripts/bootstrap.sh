@@ -12,7 +12,7 @@ packages=(
   build-essential meson ninja-build pkg-config
   libgtest-dev libgmock-dev libbenchmark-dev
   libboost-dev libhwloc-dev hwloc liblmdb-dev
-  libcli11-dev nlohmann-json3-dev
+  libcli11-dev nlohmann-json3-dev libxxhash-dev
   python3-dev pybind11-dev python3-pybind11 python3-mesonpy
   python3-matplotlib python3-pytest
 )

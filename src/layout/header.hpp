@@ -31,7 +31,7 @@ inline constexpr char kMagic[8] = {'s', 'h', 'm', 'h', 't', '-', 'v', '1'};
 // 2: liveness by open-file-description locks (no pids, no admin mutex in the header),
 //    ProcessEntry.attached and .claiming_chunk, a ChunkHeader at the start of every chunk,
 //    shared free lists in the header.
-inline constexpr std::uint32_t kLayoutVersion = 3;
+inline constexpr std::uint32_t kLayoutVersion = 4;  // 4: XXH3 key hash (hash.hpp); 3: free counts per size class
 inline constexpr std::uint64_t kPageBytes = 4096;
 
 // Header.state values: create() writes kReady last, with release order.
