@@ -41,7 +41,41 @@ void cut_into_classes(std::uint64_t begin, std::uint64_t end, Piece&& piece) {
   }
 }
 
+// Records on the free list starting at `offset`, following links while they stay
+// inside the mapped arena, 16-aligned and fewer than the arena could hold.
+std::uint64_t count_free_list(Region& region, std::uint64_t offset, unsigned size_class) {
+  const std::uint64_t size = layout::class_bytes(size_class);
+  const std::uint64_t arena_begin = region.fixed().arena_offset;
+  const std::uint64_t max_records = (region.header().arena_end.load(std::memory_order_relaxed) - arena_begin) / size + 1;
+  std::uint64_t records = 0;
+  while (offset != 0 && records < max_records && offset % kRecordAlign == 0 && offset >= arena_begin &&
+         region.ensure_mapped(offset, size)) {
+    ++records;
+    offset = std::atomic_ref<std::uint64_t>(*link_word(region, offset)).load(std::memory_order_relaxed);
+  }
+  return records;
+}
+
 }  // namespace
+
+void recount_free_lists(Region& region, std::uint32_t entry_index) {
+  layout::ProcessEntry& entry = region.entry(entry_index);
+  std::uint64_t bytes = 0;
+  for (unsigned c = 0; c < layout::kSizeClassCount; ++c) {
+    const std::uint64_t records = count_free_list(region, entry.free_heads[c].load(std::memory_order_relaxed), c);
+    entry.free_counts[c].store(static_cast<std::uint32_t>(records), std::memory_order_relaxed);
+    bytes += records * layout::class_bytes(c);
+  }
+  entry.free_bytes.store(bytes, std::memory_order_relaxed);
+}
+
+void recount_shared_free_lists(Region& region) {
+  layout::Header& header = region.header();
+  for (unsigned c = 0; c < layout::kSizeClassCount; ++c) {
+    const std::uint64_t top = layout::shared_head_offset(header.shared_free_heads[c].load(std::memory_order_acquire));
+    header.shared_free_counts[c].store(count_free_list(region, top, c), std::memory_order_relaxed);
+  }
+}
 
 void Arena::corrupt(const std::string& why) const {
   throw Error(ErrorCode::kCorrupt, region_->path() + ": corrupt table: " + why + "; run `shmht check`");
@@ -58,6 +92,7 @@ std::uint64_t Arena::allocate(std::uint64_t record_bytes) {
     }
     const std::uint64_t next = std::atomic_ref<std::uint64_t>(*link_word(*region_, head)).load(std::memory_order_relaxed);
     entry_->free_heads[cls].store(next, std::memory_order_relaxed);
+    detail::fault_point(testing::FaultPoint::kFreeListChanged);
     add_relaxed<std::uint64_t>(entry_->free_bytes, -size);
     add_relaxed<std::uint32_t>(entry_->free_counts[cls], -1u);
     add_relaxed<std::int64_t>(entry_->live_bytes, static_cast<std::int64_t>(size));

@@ -57,6 +57,16 @@
 
 namespace shmht {
 
+// An attachment changes a free list and then its counters (free_bytes, free_counts) in
+// separate stores, and a shared stack and then its counter, so a process killed in
+// between leaves a counter off by one record. These reset the counters from the lists;
+// each needs the lists it walks to be still: recount_free_lists an entry nobody else
+// uses (the heir of a dead holder, or cold start), recount_shared_free_lists a table
+// with no other process attached (cold start). A list that leaves the arena is counted
+// up to that point; `check` reports it.
+void recount_free_lists(Region& region, std::uint32_t entry);
+void recount_shared_free_lists(Region& region);
+
 class Arena {
  public:
   Arena(Region& region, std::uint32_t entry_index) noexcept

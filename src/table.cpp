@@ -130,8 +130,10 @@ class TableImpl {
     impl->engine_ = make_engine(impl->engine_kind_, impl->context_);
     if (a.inherited_dead_entry) {
       // Take over whatever the entry's dead holder still holds before its owner id can
-      // come round again (engines/owner.hpp).
+      // come round again (engines/owner.hpp), and correct the counters of the free lists
+      // it may have died changing (the entry is ours alone now).
       impl->repaired_at_attach_ += impl->engine_->with_exclusive_access([] {});
+      recount_free_lists(impl->context_.region(), a.entry);
     }
     return impl;
   }

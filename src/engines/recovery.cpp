@@ -1,5 +1,8 @@
 #include "engines/recovery.hpp"
 
+#include <algorithm>
+
+#include "arena.hpp"
 #include "engines/engine.hpp"
 #include "robin_hood.hpp"
 
@@ -35,6 +38,10 @@ std::uint64_t cold_start(Region& region, std::uint32_t own_entry, std::uint32_t 
   }
   switch_engine_state(region, engine, stripes);  // zeroes the lock-free counters too: recount after
   recount(region, region.slots(), own_entry);
+  // A writer killed between a free list and its counter left the counter off by one.
+  const std::uint32_t used_entries = std::min(header.entry_high_water.load(std::memory_order_relaxed), region.fixed().max_processes);
+  for (std::uint32_t e = 0; e < used_entries; ++e) recount_free_lists(region, e);
+  recount_shared_free_lists(region);
   header.active_engine.store(engine, std::memory_order_release);
   // Everything the dead attachments held is recovered: they are now merely detached
   // (their allocator state stays for whoever takes their entries).
