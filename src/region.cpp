@@ -26,6 +26,7 @@ namespace shmht {
 namespace {
 
 using layout::Header;
+using layout::header_checksum;
 using layout::ImmutableHeader;
 using layout::kPageBytes;
 using layout::ProcessEntry;
@@ -54,15 +55,6 @@ std::uint64_t round_up(std::uint64_t value, std::uint64_t to) { return (value + 
 
 [[noreturn]] void corrupt(const std::string& path, const std::string& why) {
   throw Error(ErrorCode::kCorrupt, path + ": corrupt table: " + why);
-}
-
-std::uint64_t header_checksum(const ImmutableHeader& h) noexcept {
-  std::uint64_t hash = 0xcbf29ce484222325ull;
-  const auto* bytes = reinterpret_cast<const unsigned char*>(&h);
-  for (std::size_t i = 0; i < offsetof(ImmutableHeader, checksum); ++i) {
-    hash = (hash ^ bytes[i]) * 0x100000001b3ull;
-  }
-  return hash;
 }
 
 std::uint64_t now_unix_ns() {

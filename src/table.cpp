@@ -140,7 +140,7 @@ class TableImpl {
     std::int64_t live = 0;
     std::uint64_t free = 0;
     for (std::uint32_t i = 0; i < r.fixed().max_processes; ++i) {
-      live += r.entry(i).live_bytes.load(std::memory_order_relaxed);
+      live = layout::wrapping_add(live, r.entry(i).live_bytes.load(std::memory_order_relaxed));
       free += r.entry(i).free_bytes.load(std::memory_order_relaxed);
     }
     s.live_record_bytes = live < 0 ? 0 : static_cast<std::uint64_t>(live);

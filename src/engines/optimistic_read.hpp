@@ -117,7 +117,11 @@ bool try_copy_home_range(TableContext& ctx, Window& window, std::uint64_t begin,
         [&](std::uint64_t, std::uint64_t word) {
           layout::RecordHeader header{};
           const std::byte* record = ctx.checked_record(word, &header);
-          if (record == nullptr) throw Torn{};
+          if (record == nullptr) {
+            // As in try_lookup: torn, or really corrupt (retrying would never end).
+            if (window.still_valid()) throw_invalid_record(ctx, word);
+            throw Torn{};
+          }
           std::string key(header.key_bytes, '\0'), value(header.value_bytes, '\0');
           load_record_bytes(record, sizeof(layout::RecordHeader), key.data(), key.size());
           load_record_bytes(record, sizeof(layout::RecordHeader) + key.size(), value.data(), value.size());

@@ -13,7 +13,8 @@ void recount(Region& region, const layout::SlotArray& slots, std::uint32_t credi
   std::int64_t occupied = 0;
   for (std::uint64_t i = 0; i < slots.probe_limit(); ++i) occupied += slots.load(i) != layout::kEmptySlot;
   auto& counter = region.entry(credit_entry).item_delta;
-  counter.store(counter.load(std::memory_order_relaxed) + (occupied - counted_items(region)), std::memory_order_relaxed);
+  counter.store(layout::wrapping_add(counter.load(std::memory_order_relaxed), layout::wrapping_sub(occupied, counted_items(region))),
+                std::memory_order_relaxed);
 }
 
 }  // namespace
