@@ -468,10 +468,13 @@ Region::Attachment Region::attach(std::uint32_t engine, std::uint32_t stripes, C
   if (high_water.load(std::memory_order_relaxed) <= a.entry) high_water.store(a.entry + 1, std::memory_order_release);
 
   // Alone, and something to recover or switch: what any dead attachment held (locks,
-  // half-done shifts, counters) is recovered now, before anyone else can attach.
-  if (live.empty() && (any_dead || engine != active)) {
-    a.repaired_shifts = cold_start(*this, a.entry, engine, stripes);
-    a.inherited_dead_entry = false;  // nothing of the dead holder's is left to recover
+  // half-done shifts, counters) is recovered now, before anyone else can attach. Alone
+  // and nothing to recover: nobody can hold a lock, and cold_start makes sure none reads
+  // as held.
+  if (live.empty()) {
+    const bool recover = any_dead || engine != active;
+    a.repaired_shifts = cold_start(*this, a.entry, engine, stripes, recover);
+    if (recover) a.inherited_dead_entry = false;  // nothing of the dead holder's is left to recover
   }
   return a;
 }

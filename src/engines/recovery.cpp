@@ -25,7 +25,12 @@ std::uint64_t repair_and_recount(Region& region, const layout::SlotArray& slots,
   return repaired;
 }
 
-std::uint64_t cold_start(Region& region, std::uint32_t own_entry, std::uint32_t engine, std::uint32_t stripes) {
+std::uint64_t cold_start(Region& region, std::uint32_t own_entry, std::uint32_t engine, std::uint32_t stripes,
+                         bool recover) {
+  if (!recover) {
+    if (static_cast<Engine>(engine) == Engine::kGlobalLock) init_global_lock_state(region);
+    return 0;
+  }
   layout::Header& header = region.header();
   settle_engine_state(region, own_entry);
   const std::uint64_t repaired = robin_hood::repair_interrupted_shifts(region.slots());
