@@ -155,6 +155,13 @@ void operation_seeds(unsigned e) {
   arena.add(Op::kForEach).add(Op::kCheck);
   keep_program(name + "-arena-full", arena);
 
+  // 256 records of class 1024 and a retired chunk tail: past a chunk's worth when freed,
+  // so the free lists go to the shared ones; the other handle's attachment takes from them.
+  ProgramWriter churn(setup(e, 3, 3));
+  churn.add(Op::kChurn, {255, 200}).add(Op::kOtherHandle).add(Op::kChurn, {40, 200}).add(Op::kAssign, {1, 100});
+  churn.add(Op::kOtherHandle).add(Op::kGet, {1}).add(Op::kForEach).add(Op::kCheck);
+  keep_program(name + "-churn-two-handles", churn);
+
   const bool lockfree = shmht::kAllEngines[e] == Engine::kLockFreeRobinHood;
   const auto point = [&](FaultPoint lock, FaultPoint kcas) { return static_cast<std::uint8_t>(lockfree ? kcas : lock); };
   ProgramWriter crashes(setup(e, 1, 0));

@@ -47,7 +47,7 @@ struct Setup {
   static Setup decode(std::uint8_t b) {
     static constexpr std::uint64_t kCapacities[] = {1, 8, 60, 400};
     static constexpr std::uint64_t kChunks[] = {1, 2, 4, 64};
-    return {kAllEngines[b & 3], kCapacities[(b >> 2) & 3], kChunks[(b >> 4) & 3], (b & 0x40) ? 3u : 2u,
+    return {kAllEngines[b & 3], kCapacities[(b >> 2) & 3], kChunks[(b >> 4) & 3], (b & 0x40) ? 4u : 3u,
             (b & 0x80) ? 64u : 4u};
   }
 
@@ -132,7 +132,7 @@ ChildEnd run_child(const std::function<int()>& body) {
 class Session {
  public:
   explicit Session(const Setup& setup) : setup_(setup), file_("ops") {
-    table_.emplace(Table::create(file_.path(), setup.create_options()));
+    handles_[0].emplace(Table::create(file_.path(), setup.create_options()));
   }
 
   void run(ByteReader& in) {
@@ -168,6 +168,12 @@ class Session {
       case Op::kReopen: open(std::nullopt); break;
       case Op::kCheck: check(); break;
       case Op::kFill: fill(in.next() + 1u); break;
+      case Op::kChurn: {
+        const unsigned count = in.next() + 1u;
+        churn(count, in.next());
+        break;
+      }
+      case Op::kOtherHandle: current_ = 1 - current_; break;
       case Op::kCrash: {
         const auto action = static_cast<CrashAction>(in.next() % static_cast<std::uint8_t>(CrashAction::kCount));
         const std::string key = key_of(in.next());
@@ -181,7 +187,15 @@ class Session {
     }
   }
 
-  Table& table() { return *table_; }
+  // The current handle, opened (with the active engine) when first used.
+  Table& table() {
+    if (!handles_[current_]) handles_[current_].emplace(Table::open(file_.path()));
+    return *handles_[current_];
+  }
+  void close_handles(bool keep_current) {
+    handles_[1 - current_].reset();
+    if (!keep_current) handles_[current_].reset();
+  }
   Value modelled(const std::string& key) const {
     const auto it = model_.find(key);
     return it == model_.end() ? Value() : Value(it->second);
@@ -310,8 +324,8 @@ class Session {
 
   void open(std::optional<Engine> engine) {
     const Engine was = table().engine();
-    table_.reset();
-    table_.emplace(Table::open(file_.path(), {.engine = engine, .stripes = setup_.stripes}));
+    close_handles(false);
+    handles_[current_].emplace(Table::open(file_.path(), {.engine = engine, .stripes = setup_.stripes}));
     expect(table().engine() == engine.value_or(was), "reopened with engine " + std::string(engine_name(table().engine())));
   }
 
@@ -328,13 +342,27 @@ class Session {
     }
   }
 
+  // Many records allocated, then freed by this attachment: past a chunk's worth it hands
+  // its free lists over to the shared ones (arena.hpp).
+  void churn(unsigned count, std::uint8_t value_byte) {
+    std::vector<std::string> added;
+    for (unsigned i = 0; i < count; ++i) {
+      const std::string key = "churn-" + std::to_string(i);
+      const std::size_t before = model_.size();
+      write(Op::kAssign, key, value_of(value_byte, serial_));
+      if (model_.size() == before) break;  // refused: full, or an oversize value
+      added.push_back(key);
+    }
+    for (const std::string& key : added) erase(key);
+  }
+
   void crash(CrashAction action, const std::string& key, const std::string& value, testing::FaultPoint point,
              bool keep_handle) {
     ++crashes_;
     const Engine engine = table().engine();
     const Engine other = kAllEngines[(static_cast<std::size_t>(engine)) % std::size(kAllEngines)];  // the next one
     const std::string& path = file_.path();
-    if (!keep_handle) table_.reset();
+    close_handles(keep_handle);
     g_fatal_point = point;
     const ChildEnd end = run_child([&]() -> int {
       if (action == CrashAction::kOpenOtherEngine) {
@@ -357,7 +385,7 @@ class Session {
     });
     const std::string what = "crash child (action " + std::to_string(static_cast<int>(action)) + ", fault point " +
                              std::to_string(static_cast<int>(point)) + ", key " + key + ")";
-    if (!table_) table_.emplace(Table::open(path));  // adopts whatever engine the child left active
+    // table() reopens a closed handle with whatever engine the child left active.
     const bool writes = action == CrashAction::kInsert || action == CrashAction::kAssign || action == CrashAction::kErase;
     const Op op = action == CrashAction::kInsert ? Op::kInsert : action == CrashAction::kAssign ? Op::kAssign : Op::kErase;
     if (!end.killed) {
@@ -392,7 +420,8 @@ class Session {
 
   Setup setup_;
   ScratchFile file_;
-  std::optional<Table> table_;
+  std::optional<Table> handles_[2];  // two attachments of this process; one is current
+  int current_ = 0;
   Model model_;
   std::uint64_t serial_ = 0;
   std::uint64_t fill_serial_ = 0;

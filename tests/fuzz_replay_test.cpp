@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,8 @@ struct Input {
   std::string target;  // table_file or operations
   std::string path;
 };
+
+void PrintTo(const Input& input, std::ostream* os) { *os << input.path; }
 
 std::string fuzz_dir() {
   const char* dir = std::getenv("SHMHT_FUZZ_DIR");  // set by tests/meson.build
