@@ -51,8 +51,13 @@ void keep_table(const std::string& name) {
 std::string key_of(int i) { return "key-" + std::to_string(i); }
 
 CreateOptions small(Engine engine) {
-  return {.capacity = 8, .max_key_bytes = 32, .max_value_bytes = 64, .max_bytes = 1 << 20, .max_processes = 2,
-          .engine = engine, .stripes = 4};
+  return {.capacity = 8,
+          .max_key_bytes = 32,
+          .max_value_bytes = 64,
+          .max_bytes = 1 << 20,
+          .max_processes = 2,
+          .engine = engine,
+          .stripes = 4};
 }
 
 void fill(Table& t, int from, int to) {
@@ -82,8 +87,12 @@ void die_in_child(Engine engine, FaultPoint point, const std::function<void(Tabl
 }
 
 // The lock engines' fault points and the lock-free engine's moments of a multi-word CAS.
-FaultPoint mid_shift(Engine e) { return e == Engine::kLockFreeRobinHood ? FaultPoint::kKcasMidInstall : FaultPoint::kMidShift; }
-FaultPoint before_unlock(Engine e) { return e == Engine::kLockFreeRobinHood ? FaultPoint::kKcasDecided : FaultPoint::kBeforeUnlock; }
+FaultPoint mid_shift(Engine e) {
+  return e == Engine::kLockFreeRobinHood ? FaultPoint::kKcasMidInstall : FaultPoint::kMidShift;
+}
+FaultPoint before_unlock(Engine e) {
+  return e == Engine::kLockFreeRobinHood ? FaultPoint::kKcasDecided : FaultPoint::kBeforeUnlock;
+}
 
 void table_seeds(Engine e) {
   const std::string name(shmht::engine_name(e));
@@ -113,8 +122,9 @@ void table_seeds(Engine e) {
 void shared_free_list_seed() {
   Table::remove(kScratch);
   {
-    Table t = Table::create(kScratch, {.capacity = 100, .max_key_bytes = 32, .max_value_bytes = 4000,
-                                       .max_bytes = 4 << 20, .max_processes = 2});
+    Table t = Table::create(
+        kScratch,
+        {.capacity = 100, .max_key_bytes = 32, .max_value_bytes = 4000, .max_bytes = 4 << 20, .max_processes = 2});
     const std::string big(3000, 'v');
     for (int i = 0; i < 90; ++i) t.assign(key_of(i), big);
     for (int i = 0; i < 90; ++i) t.erase(key_of(i));
@@ -124,7 +134,9 @@ void shared_free_list_seed() {
   Table::remove(kScratch);
 }
 
-void keep_program(const std::string& name, const ProgramWriter& p) { write_file(g_out + "/operations/" + name, p.bytes()); }
+void keep_program(const std::string& name, const ProgramWriter& p) {
+  write_file(g_out + "/operations/" + name, p.bytes());
+}
 
 std::uint8_t setup(unsigned engine_index, unsigned capacity_index, unsigned chunks_index) {
   return static_cast<std::uint8_t>(engine_index | (capacity_index << 2) | (chunks_index << 4));
@@ -134,7 +146,11 @@ void operation_seeds(unsigned e) {
   const std::string name(shmht::engine_name(shmht::kAllEngines[e]));
   ProgramWriter basic(setup(e, 1, 0));
   for (std::uint8_t k = 0; k < 12; ++k) basic.add(Op::kInsert, {k, static_cast<std::uint8_t>(k * 7)});
-  basic.add(Op::kInsert, {3, 1}).add(Op::kAssign, {3, 9}).add(Op::kAssign, {40, 2}).add(Op::kGet, {3}).add(Op::kGet, {99});
+  basic.add(Op::kInsert, {3, 1})
+      .add(Op::kAssign, {3, 9})
+      .add(Op::kAssign, {40, 2})
+      .add(Op::kGet, {3})
+      .add(Op::kGet, {99});
   basic.add(Op::kGetInto, {3, 4}).add(Op::kGetInto, {3, 200}).add(Op::kContains, {5}).add(Op::kErase, {5});
   basic.add(Op::kErase, {5}).add(Op::kInsert, {8, 1}).add(Op::kAssign, {1, 250}).add(Op::kSize);
   basic.add(Op::kForEach).add(Op::kCheck);
@@ -142,7 +158,8 @@ void operation_seeds(unsigned e) {
 
   ProgramWriter switching(setup(e, 0, 0));
   for (std::uint8_t k = 0; k < 20; ++k) switching.add(Op::kAssign, {k, 3});
-  for (std::uint8_t other = 0; other < 4; ++other) switching.add(Op::kSwitchEngine, {other}).add(Op::kErase, {static_cast<std::uint8_t>(other * 2)}).add(Op::kForEach);
+  for (std::uint8_t other = 0; other < 4; ++other)
+    switching.add(Op::kSwitchEngine, {other}).add(Op::kErase, {static_cast<std::uint8_t>(other * 2)}).add(Op::kForEach);
   switching.add(Op::kReopen).add(Op::kSize).add(Op::kCheck);
   keep_program(name + "-switch-engines", switching);
 
@@ -163,21 +180,27 @@ void operation_seeds(unsigned e) {
   keep_program(name + "-churn-two-handles", churn);
 
   const bool lockfree = shmht::kAllEngines[e] == Engine::kLockFreeRobinHood;
-  const auto point = [&](FaultPoint lock, FaultPoint kcas) { return static_cast<std::uint8_t>(lockfree ? kcas : lock); };
+  const auto point = [&](FaultPoint lock, FaultPoint kcas) {
+    return static_cast<std::uint8_t>(lockfree ? kcas : lock);
+  };
   ProgramWriter crashes(setup(e, 1, 0));
   for (std::uint8_t k = 0; k < 9; ++k) crashes.add(Op::kInsert, {k, 4});
-  crashes.add(Op::kCrash, {static_cast<std::uint8_t>(CrashAction::kInsert), 20, 3, point(FaultPoint::kMidShift, FaultPoint::kKcasMidInstall), 0});
+  crashes.add(Op::kCrash, {static_cast<std::uint8_t>(CrashAction::kInsert), 20, 3,
+                           point(FaultPoint::kMidShift, FaultPoint::kKcasMidInstall), 0});
   crashes.add(Op::kGet, {20}).add(Op::kInsert, {21, 5});
-  crashes.add(Op::kCrash, {static_cast<std::uint8_t>(CrashAction::kErase), 2, 0, point(FaultPoint::kBeforeUnlock, FaultPoint::kKcasDecided), 1});
+  crashes.add(Op::kCrash, {static_cast<std::uint8_t>(CrashAction::kErase), 2, 0,
+                           point(FaultPoint::kBeforeUnlock, FaultPoint::kKcasDecided), 1});
   crashes.add(Op::kForEach).add(Op::kCheck);
   keep_program(name + "-crashes", crashes);
 }
 
 void crash_action_seeds() {
-  const std::pair<CrashAction, FaultPoint> cases[] = {
-      {CrashAction::kAssign, FaultPoint::kAfterSlotWrite}, {CrashAction::kGet, FaultPoint::kReadLocked},
-      {CrashAction::kCheck, FaultPoint::kExclusiveHeld}, {CrashAction::kOpenOtherEngine, FaultPoint::kColdStartMidway},
-      {CrashAction::kInsert, FaultPoint::kAfterChunkClaim}, {CrashAction::kInsert, FaultPoint::kKcasPublished}};
+  const std::pair<CrashAction, FaultPoint> cases[] = {{CrashAction::kAssign, FaultPoint::kAfterSlotWrite},
+                                                      {CrashAction::kGet, FaultPoint::kReadLocked},
+                                                      {CrashAction::kCheck, FaultPoint::kExclusiveHeld},
+                                                      {CrashAction::kOpenOtherEngine, FaultPoint::kColdStartMidway},
+                                                      {CrashAction::kInsert, FaultPoint::kAfterChunkClaim},
+                                                      {CrashAction::kInsert, FaultPoint::kKcasPublished}};
   int n = 0;
   for (const auto& [action, point] : cases) {
     ProgramWriter p(setup(n % 4, 1, 0));
@@ -192,7 +215,8 @@ void crash_action_seeds() {
 
 int main(int argc, char** argv) {
   if (argc != 2) {
-    std::fprintf(stderr, "usage: %s CORPUS_DIR   (writes CORPUS_DIR/table_file/* and CORPUS_DIR/operations/*)\n", argv[0]);
+    std::fprintf(stderr, "usage: %s CORPUS_DIR   (writes CORPUS_DIR/table_file/* and CORPUS_DIR/operations/*)\n",
+                 argv[0]);
     return 2;
   }
   g_out = argv[1];

@@ -178,7 +178,8 @@ class Session {
         const auto action = static_cast<CrashAction>(in.next() % static_cast<std::uint8_t>(CrashAction::kCount));
         const std::string key = key_of(in.next());
         const std::string value = value_of(in.next(), serial_);
-        const auto point = static_cast<testing::FaultPoint>(in.next() % (static_cast<int>(testing::FaultPoint::kKcasMidCleanup) + 1));
+        const auto point =
+            static_cast<testing::FaultPoint>(in.next() % (static_cast<int>(testing::FaultPoint::kKcasMidCleanup) + 1));
         const bool keep_handle = (in.next() & 1) != 0;
         if (crashes_ < kMaxCrashes) crash(action, key, value, point, keep_handle);
         break;
@@ -233,14 +234,17 @@ class Session {
       expect(value && (code == ErrorCode::kTableFull || code == ErrorCode::kNoSpace), context);
     }
     const Value now = table().get(key);
-    expect(now == modelled(key), context + " but changed the key to " + describe(now) + " from " + describe(modelled(key)));
+    expect(now == modelled(key),
+           context + " but changed the key to " + describe(now) + " from " + describe(modelled(key)));
   }
 
   // An acknowledged insert, assign or erase that returned `result`.
   void acknowledge(Op op, const std::string& key, const std::string& value, bool result, const std::string& what) {
     const Value before = modelled(key);
-    expect(key_fits(key) && (op == Op::kErase || value.size() <= kMaxValueBytes), what + " accepted an oversize argument");
-    expect(result == result_of(op, before), what + " returned " + (result ? "true" : "false") + " with the key " + describe(before));
+    expect(key_fits(key) && (op == Op::kErase || value.size() <= kMaxValueBytes),
+           what + " accepted an oversize argument");
+    expect(result == result_of(op, before),
+           what + " returned " + (result ? "true" : "false") + " with the key " + describe(before));
     set_model(key, after(op, before, value));
   }
 
@@ -277,7 +281,8 @@ class Session {
       const std::optional<std::size_t> n = table().get(key, std::span<char>(buffer.data(), buffer.size()));
       const Value want = modelled(key);
       expect(n.has_value() == want.has_value() && (!n || *n == want->size()),
-             "get(" + key + ", " + std::to_string(room) + " bytes) = " + (n ? std::to_string(*n) : "absent") + ", model " + describe(want));
+             "get(" + key + ", " + std::to_string(room) + " bytes) = " + (n ? std::to_string(*n) : "absent") +
+                 ", model " + describe(want));
       if (n && *n <= room) expect(buffer.compare(0, *n, *want) == 0, "get(" + key + ", span) copied other bytes");
     } catch (const Error& e) {
       judge_refusal(e.code(), "get(" + key + ", span)", key, std::nullopt);
@@ -286,16 +291,19 @@ class Session {
 
   void contains(const std::string& key) {
     try {
-      expect(table().contains(key) == modelled(key).has_value(), "contains(" + key + ") disagrees with " + describe(modelled(key)));
+      expect(table().contains(key) == modelled(key).has_value(),
+             "contains(" + key + ") disagrees with " + describe(modelled(key)));
     } catch (const Error& e) {
       judge_refusal(e.code(), "contains(" + key + ")", key, std::nullopt);
     }
   }
 
   void size() {
-    expect(table().size() == model_.size(), "size() " + std::to_string(table().size()) + ", model " + std::to_string(model_.size()));
+    expect(table().size() == model_.size(),
+           "size() " + std::to_string(table().size()) + ", model " + std::to_string(model_.size()));
     const Stats s = table().stats();
-    expect(s.items == model_.size(), "stats().items " + std::to_string(s.items) + ", model " + std::to_string(model_.size()));
+    expect(s.items == model_.size(),
+           "stats().items " + std::to_string(s.items) + ", model " + std::to_string(model_.size()));
   }
 
   void for_each() {
@@ -303,8 +311,12 @@ class Session {
     table().for_each([&](std::string_view k, std::string_view v) {
       expect(seen.emplace(k, v).second, "for_each saw " + std::string(k) + " twice");
     });
-    for (const auto& [k, v] : model_) expect(seen.count(k) != 0 && seen[k] == v, "for_each: " + k + " = " + describe(seen.count(k) ? Value(seen[k]) : Value()) + ", model " + describe(v));
-    expect(seen.size() == model_.size(), "for_each saw " + std::to_string(seen.size()) + " keys, model " + std::to_string(model_.size()));
+    for (const auto& [k, v] : model_) {
+      expect(seen.count(k) != 0 && seen[k] == v,
+             "for_each: " + k + " = " + describe(seen.count(k) ? Value(seen[k]) : Value()) + ", model " + describe(v));
+    }
+    expect(seen.size() == model_.size(),
+           "for_each saw " + std::to_string(seen.size()) + " keys, model " + std::to_string(model_.size()));
   }
 
   // check_table must be clean; `items_known` false while a killed child's key is undecided.
@@ -318,7 +330,8 @@ class Session {
     }
     // Records are leaked only by a process killed between allocating and linking them
     // (or unlinking and freeing).
-    expect(r.unaccounted_bytes == 0 || killed_, "check: " + std::to_string(r.unaccounted_bytes) + " bytes unaccounted without a crash");
+    expect(r.unaccounted_bytes == 0 || killed_,
+           "check: " + std::to_string(r.unaccounted_bytes) + " bytes unaccounted without a crash");
     return r;
   }
 
@@ -326,7 +339,8 @@ class Session {
     const Engine was = table().engine();
     close_handles(false);
     handles_[current_].emplace(Table::open(file_.path(), {.engine = engine, .stripes = setup_.stripes}));
-    expect(table().engine() == engine.value_or(was), "reopened with engine " + std::string(engine_name(table().engine())));
+    expect(table().engine() == engine.value_or(was),
+           "reopened with engine " + std::string(engine_name(table().engine())));
   }
 
   void fill(unsigned count) {
@@ -360,61 +374,85 @@ class Session {
              bool keep_handle) {
     ++crashes_;
     const Engine engine = table().engine();
-    const Engine other = kAllEngines[(static_cast<std::size_t>(engine)) % std::size(kAllEngines)];  // the next one
-    const std::string& path = file_.path();
     close_handles(keep_handle);
     g_fatal_point = point;
-    const ChildEnd end = run_child([&]() -> int {
-      if (action == CrashAction::kOpenOtherEngine) {
-        testing::set_fault_hook(die_at_fatal_point);  // cold start happens inside open
-        Table::open(path, {.engine = other, .stripes = setup_.stripes});
-        return kChildDone;
-      }
-      if (action == CrashAction::kCheck) {
-        testing::set_fault_hook(die_at_fatal_point);
-        return check_table(path).clean ? kChildDone : kChildCheckFailed;
-      }
-      Table t = Table::open(path, {.engine = engine});
-      testing::set_fault_hook(die_at_fatal_point);
-      switch (action) {
-        case CrashAction::kInsert: return t.insert(key, value) ? kChildTrue : kChildFalse;
-        case CrashAction::kAssign: return t.assign(key, value) ? kChildTrue : kChildFalse;
-        case CrashAction::kErase: return t.erase(key) ? kChildTrue : kChildFalse;
-        default: (void)t.get(key); return kChildDone;
-      }
-    });
+    const ChildEnd end = run_child([&] { return crash_child(action, key, value, engine); });
+    // From here table() reopens a closed handle with whatever engine the child left active.
     const std::string what = "crash child (action " + std::to_string(static_cast<int>(action)) + ", fault point " +
                              std::to_string(static_cast<int>(point)) + ", key " + key + ")";
-    // table() reopens a closed handle with whatever engine the child left active.
-    const bool writes = action == CrashAction::kInsert || action == CrashAction::kAssign || action == CrashAction::kErase;
-    const Op op = action == CrashAction::kInsert ? Op::kInsert : action == CrashAction::kAssign ? Op::kAssign : Op::kErase;
-    if (!end.killed) {
-      if (end.status == kChildTrue || end.status == kChildFalse) {
-        expect(writes, what + " exited " + std::to_string(end.status));
-        acknowledge(op, key, value, end.status == kChildTrue, what);
-      } else if (end.status >= kChildErrorBase && end.status <= kChildErrorBase + static_cast<int>(ErrorCode::kSystem)) {
-        const auto code = static_cast<ErrorCode>(end.status - kChildErrorBase);
-        if (action == CrashAction::kOpenOtherEngine && keep_handle) {
-          expect(code == ErrorCode::kEngineMismatch, what + ": open with another engine while we are attached: " + std::string(error_code_name(code)));
-        } else {
-          judge_refusal(code, what, key, writes && op != Op::kErase ? Value(value) : Value());
-        }
-      } else {
-        expect(end.status == kChildDone && !writes, what + " exited " + std::to_string(end.status));
-      }
-      return;
+    if (end.killed) {
+      settle_killed(write_op(action), key, value, what);
+    } else {
+      judge_child(action, key, value, keep_handle, end.status, what);
     }
+  }
+
+  static std::optional<Op> write_op(CrashAction action) {
+    switch (action) {
+      case CrashAction::kInsert: return Op::kInsert;
+      case CrashAction::kAssign: return Op::kAssign;
+      case CrashAction::kErase: return Op::kErase;
+      default: return std::nullopt;
+    }
+  }
+
+  // In the child: opens the table, arms the fault hook, runs `action`; the exit status says how it ended.
+  int crash_child(CrashAction action, const std::string& key, const std::string& value, Engine engine) {
+    const std::string& path = file_.path();
+    if (action == CrashAction::kOpenOtherEngine) {
+      testing::set_fault_hook(die_at_fatal_point);  // cold start happens inside open
+      const Engine other = kAllEngines[static_cast<std::size_t>(engine) % std::size(kAllEngines)];  // the next one
+      Table::open(path, {.engine = other, .stripes = setup_.stripes});
+      return kChildDone;
+    }
+    if (action == CrashAction::kCheck) {
+      testing::set_fault_hook(die_at_fatal_point);
+      return check_table(path).clean ? kChildDone : kChildCheckFailed;
+    }
+    Table t = Table::open(path, {.engine = engine});
+    testing::set_fault_hook(die_at_fatal_point);
+    switch (action) {
+      case CrashAction::kInsert: return t.insert(key, value) ? kChildTrue : kChildFalse;
+      case CrashAction::kAssign: return t.assign(key, value) ? kChildTrue : kChildFalse;
+      case CrashAction::kErase: return t.erase(key) ? kChildTrue : kChildFalse;
+      default: (void)t.get(key); return kChildDone;
+    }
+  }
+
+  // A child that was not killed: its operation was acknowledged (or refused).
+  void judge_child(CrashAction action, const std::string& key, const std::string& value, bool keep_handle, int status,
+                   const std::string& what) {
+    const std::optional<Op> op = write_op(action);
+    if (status == kChildTrue || status == kChildFalse) {
+      expect(op.has_value(), what + " exited " + std::to_string(status));
+      acknowledge(*op, key, value, status == kChildTrue, what);
+    } else if (status >= kChildErrorBase && status <= kChildErrorBase + static_cast<int>(ErrorCode::kSystem)) {
+      const auto code = static_cast<ErrorCode>(status - kChildErrorBase);
+      if (action == CrashAction::kOpenOtherEngine && keep_handle) {
+        expect(code == ErrorCode::kEngineMismatch,
+               what + ": another engine while we are attached: " + std::string(error_code_name(code)));
+      } else {
+        judge_refusal(code, what, key, op && *op != Op::kErase ? Value(value) : Value());
+      }
+    } else {
+      expect(status == kChildDone && !op, what + " exited " + std::to_string(status));
+    }
+  }
+
+  // A killed child's operation was never acknowledged. Settle the table first (check
+  // takes every lock, so it repairs what the child left, and finishes a lock-free
+  // operation it published), then the key tells which outcome happened; from here on
+  // everything must match exactly.
+  void settle_killed(const std::optional<Op>& op, const std::string& key, const std::string& value,
+                     const std::string& what) {
     killed_ = true;
-    // Not acknowledged: settle the table first (check takes every lock, so it repairs
-    // what the child left, and finishes a lock-free operation it published), then the
-    // key decides which outcome happened; from here on everything must match exactly.
     const Value before = modelled(key);
-    check(/*items_known=*/!writes);
-    if (!writes || !key_fits(key)) return;
+    check(/*items_known=*/!op);
+    if (!op || !key_fits(key)) return;
     const Value now = table().get(key);
-    const Value done = after(op, before, value);
-    expect(now == before || now == done,
-           what + " was killed: the key is " + describe(now) + ", neither " + describe(before) + " nor " + describe(done));
+    const Value done = after(*op, before, value);
+    expect(now == before || now == done, what + " was killed: the key is " + describe(now) + ", neither " +
+                                             describe(before) + " nor " + describe(done));
     set_model(key, now);
   }
 

@@ -48,7 +48,7 @@
 namespace shmht::fuzz {
 
 enum class Op : std::uint8_t {
-  kInsert, kAssign, kErase, kGet, kGetInto, kContains, kSize, kForEach,
+  kInsert, kAssign, kErase, kGet, kGetInto, kContains, kSize, kForEach,  // one key, or the whole table
   kSwitchEngine, kReopen, kCheck, kFill, kCrash, kChurn, kOtherHandle,
   kCount
 };

@@ -24,8 +24,11 @@ for target in table_file operations; do
   mkdir -p "$work/$target/corpus" "$work/$target/findings"
   cp fuzz/corpus/$target/* "$work/$target/corpus/"
   echo "fuzz: $target for $seconds s" >&2
-  # New inputs go to the first folder (the copy); the regressions are read as seeds too.
-  if "$build/fuzz/${target}_fuzzer" "$work/$target/corpus" "fuzz/regressions/$target" \
+  # New inputs go to the first folder (the copy); the regressions are read as seeds too
+  # (git keeps no empty folder: a target may have none yet).
+  seeds=("$work/$target/corpus")
+  if [ -d "fuzz/regressions/$target" ]; then seeds+=("fuzz/regressions/$target"); fi
+  if "$build/fuzz/${target}_fuzzer" "${seeds[@]}" \
       -max_total_time="$seconds" -max_len="$max_len" -timeout="$timeout" -rss_limit_mb=2048 \
       -artifact_prefix="$work/$target/findings/" -print_final_stats=1 >"$work/$target/log" 2>&1; then
     grep -E '^(#[0-9]+ +DONE|stat::(number_of_executed_units|average_exec_per_sec|new_units_added))' "$work/$target/log" >&2 || true

@@ -37,7 +37,8 @@ std::vector<Window> windows_of(const std::uint8_t* data, std::size_t size) {
   std::vector<Window> windows;
   auto add = [&](std::uint64_t begin, std::uint64_t bytes) {
     if (begin >= size || bytes == 0) return;
-    windows.push_back({static_cast<std::size_t>(begin), static_cast<std::size_t>(std::min<std::uint64_t>(size, begin + std::min<std::uint64_t>(bytes, size)))});
+    windows.push_back({static_cast<std::size_t>(begin), static_cast<std::size_t>(std::min<std::uint64_t>(
+                                                            size, begin + std::min<std::uint64_t>(bytes, size)))});
   };
   add(0, sizeof(layout::Header));
   if (size < sizeof(ImmutableHeader)) return windows;
