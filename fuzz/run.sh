@@ -31,7 +31,7 @@ for target in table_file operations; do
   if "$build/fuzz/${target}_fuzzer" "${seeds[@]}" \
       -max_total_time="$seconds" -max_len="$max_len" -timeout="$timeout" -rss_limit_mb=2048 \
       -artifact_prefix="$work/$target/findings/" -print_final_stats=1 >"$work/$target/log" 2>&1; then
-    grep -E '^(#[0-9]+ +DONE|stat::(number_of_executed_units|average_exec_per_sec|new_units_added))' "$work/$target/log" >&2 || true
+    grep -E '^(#[0-9]+[[:space:]]+DONE|stat::(number_of_executed_units|average_exec_per_sec|new_units_added))' "$work/$target/log" >&2 || true
   else
     status=1
     tail -n 80 "$work/$target/log" >&2
