@@ -19,12 +19,14 @@
 namespace shmht::fuzz {
 
 // An absolute path under /dev/shm unique to this process and object; the file is removed
-// when the object dies (and before first use, in case a killed run of this pid left it).
+// when the object dies. A fuzzer that stops at a finding exits without removing it: the
+// name is that of a test table (shmht-test-<pid>-...), which the test suite removes once
+// its pid is gone (tests/test_support.hpp).
 class ScratchFile {
  public:
   explicit ScratchFile(const std::string& tag) {
     static std::atomic<unsigned> counter{0};
-    path_ = "/dev/shm/shmht-fuzz-" + std::to_string(getpid()) + "-" + tag + "-" + std::to_string(counter++);
+    path_ = "/dev/shm/shmht-test-" + std::to_string(getpid()) + "-fuzz-" + tag + "-" + std::to_string(counter++);
     ::unlink(path_.c_str());
   }
   ~ScratchFile() { ::unlink(path_.c_str()); }
