@@ -4,7 +4,8 @@
 #
 #   scripts/bootstrap.sh [BUILD_DIR]     (default: build)
 #
-# Environment: SHMHT_BUILDTYPE (default: release), SHMHT_MESON_ARGS (extra meson args).
+# Environment: SHMHT_BUILDTYPE (default: release), SHMHT_MESON_ARGS (extra meson args);
+# CC and CXX pick the compilers when BUILD_DIR is configured (CC=clang CXX=clang++ for fuzzing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,9 @@ packages=(
   libcli11-dev nlohmann-json3-dev libxxhash-dev
   python3-dev pybind11-dev python3-pybind11 python3-mesonpy
   python3-matplotlib python3-pytest
+  # The fuzz build (fuzz/README.md): clang, and the sanitizer and libFuzzer runtimes,
+  # which clang only recommends (and recommends are not installed here).
+  clang libclang-rt-14-dev libfuzzer-14-dev
 )
 
 missing=()

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, builds, runs `meson test` on the
 # release build, then builds again with AddressSanitizer + UndefinedBehaviorSanitizer
-# and runs the suite there too, and finally runs the threaded engine tests under
-# ThreadSanitizer. Usage: scripts/test.sh
+# and runs the suite there too, runs the threaded engine tests under ThreadSanitizer,
+# and finally fuzzes each libFuzzer target for a minute (fuzz/README.md).
+# Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,3 +27,9 @@ SHMHT_BUILDTYPE=debugoptimized SHMHT_MESON_ARGS="-Db_sanitize=thread -Db_lundef=
   scripts/bootstrap.sh build-tsan
 ninja -C build-tsan tests/threads_test >&2
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" meson test -C build-tsan --no-rebuild --print-errorlogs threads
+
+echo "== fuzz build (clang, libFuzzer, ASan + UBSan): replay the committed inputs, then fuzz" >&2
+CC=clang CXX=clang++ SHMHT_BUILDTYPE=debugoptimized SHMHT_MESON_ARGS="-Dfuzz=true" scripts/bootstrap.sh build-fuzz
+ninja -C build-fuzz >&2
+meson test -C build-fuzz --print-errorlogs --num-processes 2
+fuzz/run.sh build-fuzz 60

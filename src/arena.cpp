@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <string>
+#include <type_traits>
 
 #include "fault_injection.hpp"
 #include "record_io.hpp"
@@ -14,10 +15,13 @@ using layout::ChunkHeader;
 
 std::uint64_t* link_word(Region& region, std::uint64_t offset) { return region.at<std::uint64_t>(offset); }
 
-// Owner-only read-modify-write of an entry counter: no other process writes it.
+// Owner-only read-modify-write of an entry counter: no other process writes it. Wraps
+// rather than overflows, whatever a damaged file left there (layout::wrapping_add).
 template <class T>
 void add_relaxed(std::atomic<T>& counter, T delta) noexcept {
-  counter.store(counter.load(std::memory_order_relaxed) + delta, std::memory_order_relaxed);
+  using Unsigned = std::make_unsigned_t<T>;
+  counter.store(static_cast<T>(static_cast<Unsigned>(counter.load(std::memory_order_relaxed)) + static_cast<Unsigned>(delta)),
+                std::memory_order_relaxed);
 }
 
 // The largest size class whose records fit in `bytes` (a multiple of 16, at least 16).

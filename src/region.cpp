@@ -26,6 +26,7 @@ namespace shmht {
 namespace {
 
 using layout::Header;
+using layout::header_checksum;
 using layout::ImmutableHeader;
 using layout::kPageBytes;
 using layout::ProcessEntry;
@@ -78,15 +79,6 @@ bool directory_exists(const std::string& directory) {
 
 [[noreturn]] void corrupt(const std::string& path, const std::string& why) {
   throw Error(ErrorCode::kCorrupt, path + ": corrupt table: " + why);
-}
-
-std::uint64_t header_checksum(const ImmutableHeader& h) noexcept {
-  std::uint64_t hash = 0xcbf29ce484222325ull;
-  const auto* bytes = reinterpret_cast<const unsigned char*>(&h);
-  for (std::size_t i = 0; i < offsetof(ImmutableHeader, checksum); ++i) {
-    hash = (hash ^ bytes[i]) * 0x100000001b3ull;
-  }
-  return hash;
 }
 
 std::uint64_t now_unix_ns() {
@@ -509,10 +501,13 @@ Region::Attachment Region::attach(std::uint32_t engine, std::uint32_t stripes, C
   if (high_water.load(std::memory_order_relaxed) <= a.entry) high_water.store(a.entry + 1, std::memory_order_release);
 
   // Alone, and something to recover or switch: what any dead attachment held (locks,
-  // half-done shifts, counters) is recovered now, before anyone else can attach.
-  if (live.empty() && (any_dead || engine != active)) {
-    a.repaired_shifts = cold_start(*this, a.entry, engine, stripes);
-    a.inherited_dead_entry = false;  // nothing of the dead holder's is left to recover
+  // half-done shifts, counters) is recovered now, before anyone else can attach. Alone
+  // and nothing to recover: nobody can hold a lock, and cold_start makes sure none reads
+  // as held.
+  if (live.empty()) {
+    const bool recover = any_dead || engine != active;
+    a.repaired_shifts = cold_start(*this, a.entry, engine, stripes, recover);
+    if (recover) a.inherited_dead_entry = false;  // nothing of the dead holder's is left to recover
   }
   return a;
 }

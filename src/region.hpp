@@ -47,8 +47,10 @@ struct RegionLayout {
 // Prepares the engine area and control words for an engine (engines/engine.hpp).
 using EngineStateInit = void (*)(class Region&, std::uint32_t engine, std::uint32_t stripes);
 // Cold-start recovery (engines/recovery.hpp): run by an attacher that finds no other live
-// attachment but a reason to recover or switch. Returns the interrupted shifts repaired.
-using ColdStart = std::uint64_t (*)(class Region&, std::uint32_t own_entry, std::uint32_t engine, std::uint32_t stripes);
+// attachment. `recover`: a reason to recover or switch (otherwise it only resets lock
+// state that nobody can hold then). Returns the interrupted shifts repaired.
+using ColdStart = std::uint64_t (*)(class Region&, std::uint32_t own_entry, std::uint32_t engine, std::uint32_t stripes,
+                                    bool recover);
 
 // Pass as the engine to attach() to adopt the table's active engine.
 inline constexpr std::uint32_t kAdoptActiveEngine = 0;
@@ -123,7 +125,7 @@ class Region {
   };
   // Takes an entry (one never used or cleanly detached first, else a dead one) and locks
   // it. `engine` must agree with the live attachments' (kAdoptActiveEngine: use theirs).
-  // With no other live attachment, runs `cold_start` first if any attachment died
+  // With no other live attachment, runs `cold_start`, recovering if any attachment died
   // (an interrupted cold start included) or the engine changes.
   Attachment attach(std::uint32_t engine, std::uint32_t stripes, ColdStart cold_start);
   void detach(std::uint32_t index) noexcept;

@@ -216,7 +216,9 @@ class TableImpl {
     s.resident_bytes = r.allocated_bytes();
     s.arena_bytes = r.header().arena_end.load(std::memory_order_relaxed) - r.fixed().arena_offset;
     std::int64_t live = 0;
-    for (std::uint32_t i = 0; i < r.fixed().max_processes; ++i) live += r.entry(i).live_bytes.load(std::memory_order_relaxed);
+    for (std::uint32_t i = 0; i < r.fixed().max_processes; ++i) {
+      live = layout::wrapping_add(live, r.entry(i).live_bytes.load(std::memory_order_relaxed));
+    }
     s.live_record_bytes = live < 0 ? 0 : static_cast<std::uint64_t>(live);
     s.free_by_class = free_by_class(r);
     s.free_record_bytes = 0;

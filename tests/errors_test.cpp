@@ -8,10 +8,12 @@
 #include <cstddef>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <string>
 
 #include <gtest/gtest.h>
 
+#include "layout/engine_area.hpp"
 #include "layout/header.hpp"
 #include "layout/slot.hpp"
 #include "shmht/check.hpp"
@@ -353,6 +355,125 @@ TEST_F(Errors, StaleLockFreeReferenceIsCorrupt) {
   EXPECT_FALSE(report.clean);
   ASSERT_FALSE(report.problems.empty());
   EXPECT_NE(report.problems.front().find("lock-free operation"), std::string::npos) << report.problems.front();
+}
+
+// --- Found by fuzzing (fuzz/README.md); the fuzzer's own inputs are under
+// fuzz/regressions/table_file/ and replayed by fuzz_replay_test. ---
+
+// Writes `value` at byte `offset` of the named table's file.
+template <class T>
+void poke(const std::string& name, std::uint64_t offset, T value) {
+  const int fd = ::open(path_of(name).c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pwrite(fd, &value, sizeof value, static_cast<off_t>(offset)), static_cast<ssize_t>(sizeof value));
+  ::close(fd);
+}
+
+ImmutableHeader header_of(const std::string& name) {
+  ImmutableHeader h{};
+  const int fd = ::open(path_of(name).c_str(), O_RDONLY);
+  EXPECT_EQ(pread(fd, &h, sizeof h, 0), static_cast<ssize_t>(sizeof h));
+  ::close(fd);
+  return h;
+}
+
+class ErrorsPerEngine : public Errors, public ::testing::WithParamInterface<Engine> {};
+
+// A record whose lengths exceed the table's limits is kCorrupt for every way of reading
+// it. The lock-free engine's for_each used to take it for a read torn by a writer and
+// retry forever (fuzz/regressions/table_file/lockfree-for-each-invalid-record-hang).
+TEST_P(ErrorsPerEngine, InvalidRecordIsCorruptForEveryReader) {
+  {
+    Table t = Table::create(name_, {.capacity = 100, .max_key_bytes = 16, .max_value_bytes = 16, .engine = GetParam()});
+    t.assign("k", "v");
+  }
+  const layout::RecordHeader huge{1, 1u << 30};
+  poke(name_, header_of(name_).arena_offset + sizeof(layout::ChunkHeader), huge);  // the first record
+  Children children;
+  children.spawn([&] {
+    Table t = Table::open(name_);
+    int refused = 0;
+    auto corrupt = [&](auto&& fn) {
+      try {
+        fn();
+      } catch (const Error& e) {
+        refused += e.code() == ErrorCode::kCorrupt;
+      }
+    };
+    corrupt([&] { t.get("k"); });
+    corrupt([&] { t.contains("k"); });
+    corrupt([&] { t.for_each([](std::string_view, std::string_view) {}); });
+    return refused == 3 ? 0 : 1;
+  });
+  children.expect_all_succeed(std::chrono::seconds(20));
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, ErrorsPerEngine, ::testing::ValuesIn(built_engines()), engine_param_name);
+
+// Counters read from the file are summed and updated with wrapping arithmetic: extreme
+// values are a corruption for check to report, not signed overflow (undefined behaviour,
+// which the UBSan suite turns into an abort) in stats(), size() or a write
+// (fuzz/regressions/table_file/stats-live-bytes-overflow).
+TEST_F(Errors, ExtremeCountersWrapInsteadOfOverflowing) {
+  {
+    Table a = Table::create(name_, {.capacity = 100, .max_processes = 2});
+    Table b = Table::open(name_);  // two entries below the high-water mark
+    a.assign("k", "v");
+  }
+  const ImmutableHeader h = header_of(name_);
+  for (std::uint64_t e = 0; e < 2; ++e) {
+    const std::uint64_t entry = h.process_table_offset + e * sizeof(layout::ProcessEntry);
+    poke(name_, entry + offsetof(layout::ProcessEntry, item_delta), std::numeric_limits<std::int64_t>::max());
+    poke(name_, entry + offsetof(layout::ProcessEntry, live_bytes), std::numeric_limits<std::int64_t>::max());
+  }
+  Table t = Table::open(name_);
+  EXPECT_NO_THROW(t.stats());
+  EXPECT_NO_THROW(t.size());
+  EXPECT_TRUE(t.assign("other", "v"));  // +1 on an item counter at INT64_MAX, + record bytes on live_bytes
+  EXPECT_EQ(t.get("k"), "v");
+  const CheckReport report = check_table(name_);
+  EXPECT_FALSE(report.clean);
+  ASSERT_FALSE(report.problems.empty());
+  EXPECT_NE(report.problems.front().find("item counters sum to"), std::string::npos) << report.problems.front();
+}
+
+// A lock-free reference in an item counter that names a descriptor never published
+// (sequence 0 of a fresh entry) is kCorrupt; size() used to help it forever
+// (fuzz/regressions/table_file/lockfree-counter-reference-hang).
+TEST_F(Errors, LockFreeReferenceToAnUnpublishedOperationIsCorrupt) {
+  Table::create(name_, {.capacity = 100, .max_processes = 2, .engine = Engine::kLockFreeRobinHood}).close();
+  const ImmutableHeader h = header_of(name_);
+  // Reference words (engines/lockfree/kcas.hpp): dist bits all ones; value = seq << 13 | entry.
+  const std::uint64_t to_entry_0_seq_0 = std::uint64_t{layout::kDescriptorDist} << layout::kOffsetBits;
+  poke(name_, h.engine_area_offset + layout::descriptors_offset(h.max_processes) + offsetof(layout::KcasDescriptor, items_added),
+       to_entry_0_seq_0);
+  Children children;
+  children.spawn([&] {
+    Table t = Table::open(name_);
+    try {
+      t.size();
+    } catch (const Error& e) {
+      return e.code() == ErrorCode::kCorrupt && std::string(e.what()).find("lock-free operation") != std::string::npos ? 0 : 1;
+    }
+    return 2;
+  });
+  children.expect_all_succeed(std::chrono::seconds(20));
+}
+
+// The global engine's mutex in a file nobody is attached to cannot be held, whatever its
+// bytes say: the first attacher initialises it afresh. A lock word naming some thread
+// used to make every operation wait forever
+// (fuzz/regressions/table_file/global-mutex-held-by-nobody-hang).
+TEST_F(Errors, GlobalMutexClaimedWhileNobodyIsAttachedIsReset) {
+  Table::create(name_, {.capacity = 100, .engine = Engine::kGlobalLock}).assign("k", "v");
+  const std::uint32_t some_thread = 12345;  // glibc: the mutex's first word is its owner's tid
+  poke(name_, header_of(name_).engine_area_offset, some_thread);
+  Children children;
+  children.spawn([&] {
+    Table t = Table::open(name_);
+    return t.get("k") == "v" && t.assign("k", "w") == false ? 0 : 1;
+  });
+  children.expect_all_succeed(std::chrono::seconds(20));
 }
 
 TEST_F(Errors, TooManyAttachments) {

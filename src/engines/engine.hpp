@@ -71,7 +71,7 @@ class TableContext {
   // Owner-only counter update (see layout::ProcessEntry).
   void add_items(std::int64_t delta) noexcept {
     auto& counter = own_entry().item_delta;
-    counter.store(counter.load(std::memory_order_relaxed) + delta, std::memory_order_relaxed);
+    counter.store(layout::wrapping_add(counter.load(std::memory_order_relaxed), delta), std::memory_order_relaxed);
   }
 
  private:

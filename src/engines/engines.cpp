@@ -91,11 +91,11 @@ std::int64_t counted_items(const Region& region, const CounterReader& read) {
   const std::uint32_t entries = std::min(region.header().entry_high_water.load(std::memory_order_acquire),
                                          region.fixed().max_processes);
   for (std::uint32_t e = 0; e < entries; ++e) {
-    counted += region.entry(e).item_delta.load(std::memory_order_relaxed);
+    counted = layout::wrapping_add(counted, region.entry(e).item_delta.load(std::memory_order_relaxed));
     // The lock-free counters count modulo 2^40: their difference, as a signed 40-bit value.
     const std::uint64_t difference =
         (read(descriptors[e].items_added) - read(descriptors[e].items_removed)) & lockfree::kValueMask;
-    counted += static_cast<std::int64_t>(difference << 24) >> 24;
+    counted = layout::wrapping_add(counted, static_cast<std::int64_t>(difference << 24) >> 24);
   }
   return counted;
 }

@@ -16,7 +16,8 @@ void recount(Region& region, const layout::SlotArray& slots, std::uint32_t credi
   std::int64_t occupied = 0;
   for (std::uint64_t i = 0; i < slots.probe_limit(); ++i) occupied += slots.load(i) != layout::kEmptySlot;
   auto& counter = region.entry(credit_entry).item_delta;
-  counter.store(counter.load(std::memory_order_relaxed) + (occupied - counted_items(region)), std::memory_order_relaxed);
+  counter.store(layout::wrapping_add(counter.load(std::memory_order_relaxed), layout::wrapping_sub(occupied, counted_items(region))),
+                std::memory_order_relaxed);
 }
 
 }  // namespace
@@ -27,7 +28,12 @@ std::uint64_t repair_and_recount(Region& region, const layout::SlotArray& slots,
   return repaired;
 }
 
-std::uint64_t cold_start(Region& region, std::uint32_t own_entry, std::uint32_t engine, std::uint32_t stripes) {
+std::uint64_t cold_start(Region& region, std::uint32_t own_entry, std::uint32_t engine, std::uint32_t stripes,
+                         bool recover) {
+  if (!recover) {
+    if (static_cast<Engine>(engine) == Engine::kGlobalLock) init_global_lock_state(region);
+    return 0;
+  }
   layout::Header& header = region.header();
   settle_engine_state(region, own_entry);
   const std::uint64_t repaired = robin_hood::repair_interrupted_shifts(region.slots());

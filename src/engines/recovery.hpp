@@ -45,7 +45,13 @@ namespace shmht::recovery {
 std::uint64_t repair_and_recount(Region& region, const layout::SlotArray& slots, std::uint32_t credit_entry);
 
 // The cold path above (a Region::attach ColdStart). The caller holds the admin lock and
-// is the only live attachment.
-std::uint64_t cold_start(Region& region, std::uint32_t own_entry, std::uint32_t engine, std::uint32_t stripes);
+// is the only live attachment. Without `recover` (nobody died attached, the engine stays)
+// no lock can be held, and the lock words that name a holder are judged by their waiters
+// (owner.hpp); but the global engine's pthread mutex names a thread id no waiter can
+// judge, so a foreign or corrupt file could leave it claiming a holder (every lock()
+// would wait forever) or being another kind of mutex: it is initialised afresh
+// (fuzz/regressions/table_file/global-mutex-held-by-nobody-hang).
+std::uint64_t cold_start(Region& region, std::uint32_t own_entry, std::uint32_t engine, std::uint32_t stripes,
+                         bool recover);
 
 }  // namespace shmht::recovery

@@ -64,6 +64,15 @@ static_assert(sizeof(ImmutableHeader) == 128, "immutable header: 16 words, fixed
 static_assert(offsetof(ImmutableHeader, layout_version) == 8, "version right after magic");
 static_assert(offsetof(ImmutableHeader, checksum) == 120, "checksum is the last word");
 
+// ImmutableHeader::checksum: FNV-1a-64 of the bytes before it. Written by create(),
+// verified by open() (and recomputed by tools that edit a header on purpose: the fuzzer).
+inline std::uint64_t header_checksum(const ImmutableHeader& h) noexcept {
+  std::uint64_t hash = 0xcbf29ce484222325ull;
+  const auto* bytes = reinterpret_cast<const unsigned char*>(&h);
+  for (std::size_t i = 0; i < offsetof(ImmutableHeader, checksum); ++i) hash = (hash ^ bytes[i]) * 0x100000001b3ull;
+  return hash;
+}
+
 struct Header {
   ImmutableHeader fixed;
 
@@ -154,6 +163,17 @@ static_assert(sizeof(ProcessEntry) % 64 == 0, "entries never share a cache line"
 static_assert(offsetof(ProcessEntry, attached) == 8 && offsetof(ProcessEntry, claiming_chunk) == 56,
               "field order is part of the layout version");
 static_assert(std::atomic<std::int64_t>::is_always_lock_free);
+
+// The signed counters above (item_delta, live_bytes) are read from a file that a broken or
+// hostile peer may have written: every sum or update of them wraps (two's complement), as
+// the unsigned ones do, instead of overflowing (undefined behaviour).
+constexpr std::int64_t wrapping_add(std::int64_t a, std::int64_t b) noexcept {
+  return static_cast<std::int64_t>(static_cast<std::uint64_t>(a) + static_cast<std::uint64_t>(b));
+}
+constexpr std::int64_t wrapping_sub(std::int64_t a, std::int64_t b) noexcept {
+  return static_cast<std::int64_t>(static_cast<std::uint64_t>(a) - static_cast<std::uint64_t>(b));
+}
+static_assert(wrapping_add(INT64_MAX, 1) == INT64_MIN && wrapping_sub(0, INT64_MIN) == INT64_MIN);
 
 // Advisory OFD lock bytes of the table file (liveness.hpp). They name locks, not data:
 // fcntl byte-range locks never block reads, writes or mappings of those bytes.

@@ -211,13 +211,15 @@ void Kcas::resolve(std::uint64_t offset, std::uint64_t value) {
   } else {
     help(r);
   }
-  // Helping finishes an operation before its descriptor can be reused, so once it moved
-  // on the reference must be gone from the word.
-  const layout::KcasDescriptor& d = descriptor(r.entry);
-  const bool over = r.rdcss ? d.rdcss_state.load(std::memory_order_acquire) != state_of(r.seq, kUndecided)
-                            : seq_of(d.kcas_state.load(std::memory_order_acquire)) != r.seq;
-  if (over && word(offset).load(std::memory_order_acquire) == value) {
-    corrupt(region_, "the word at offset " + std::to_string(offset) + " refers to a lock-free operation that is over");
+  // Once helped, the reference is gone from the word for good: a KCAS reference is
+  // installed at most once per word, before the decision, and phase 2 (which help() has
+  // just run) removes it from every word the operation names; an RDCSS reference is
+  // swapped out by complete_rdcss() or by its owner before its state moves. One still in
+  // place names an operation that is over, unpublished, or not about this word: helping
+  // again would never end.
+  if (word(offset).load(std::memory_order_acquire) == value) {
+    corrupt(region_, "the word at offset " + std::to_string(offset) +
+                         " refers to a lock-free operation that is over or does not name it");
   }
 }
 

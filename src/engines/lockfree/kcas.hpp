@@ -137,8 +137,8 @@ class Kcas {
   // swaps late would otherwise leave a reference after its descriptor was reused.
   void finalize(std::uint64_t offset, std::uint64_t ref, std::uint64_t final_value);
   // Finishes the operation `value` (a reference found in the word at `offset`) names.
-  // A reference whose descriptor has moved on cannot still be in place: if it is, the
-  // file is corrupt (throws), never an endless retry.
+  // A reference still in place after that (its descriptor moved on, was never published,
+  // or does not name this word) means a corrupt file: throws, never an endless retry.
   void resolve(std::uint64_t offset, std::uint64_t value);
   // Copies a descriptor's words while its sequence is `seq`; false if it moved on.
   bool copy_words(const layout::KcasDescriptor& d, std::uint64_t seq, std::vector<WordChange>* out) const;
