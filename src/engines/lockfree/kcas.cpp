@@ -13,6 +13,7 @@ void KcasFaults::published() noexcept { detail::fault_point(testing::FaultPoint:
 void KcasFaults::mid_install() noexcept { detail::fault_point(testing::FaultPoint::kKcasMidInstall); }
 void KcasFaults::decided() noexcept { detail::fault_point(testing::FaultPoint::kKcasDecided); }
 void KcasFaults::mid_cleanup() noexcept { detail::fault_point(testing::FaultPoint::kKcasMidCleanup); }
+void KcasFaults::mid_rdcss() noexcept { detail::fault_point(testing::FaultPoint::kKcasMidRdcss); }
 
 namespace {
 
@@ -171,6 +172,7 @@ std::uint64_t Kcas::install(Ref kcas, std::uint64_t offset, std::uint64_t expect
   for (;;) {
     std::uint64_t found = expected;
     if (target.compare_exchange_strong(found, rdcss_ref, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      KcasFaults::mid_rdcss();
       complete_rdcss(rdcss);
       mine.rdcss_state.store(state_of(seq, kSucceeded), std::memory_order_release);
       return expected;

@@ -89,12 +89,13 @@ struct WordChange {
   std::uint64_t expected, desired;
 };
 
-// Where a fault point fires inside run() (the owner only, not helpers).
+// Where a fault point fires inside run() (the owner only, not helpers; mid_rdcss: anyone's install).
 struct KcasFaults {
   static void published() noexcept;     // descriptor undecided, nothing installed
   static void mid_install() noexcept;   // the first word holds the reference
   static void decided() noexcept;       // status decided, references still in place
   static void mid_cleanup() noexcept;   // the first word has its final value
+  static void mid_rdcss() noexcept;     // an install (owner's or helper's) is in a word, not completed
 };
 
 class Kcas {
