@@ -159,7 +159,13 @@ void Kcas::finalize(std::uint64_t offset, std::uint64_t ref, std::uint64_t final
 
 std::uint64_t Kcas::install(Ref kcas, std::uint64_t offset, std::uint64_t expected) {
   layout::KcasDescriptor& mine = descriptor(own_);
-  const std::uint64_t seq = seq_of(mine.rdcss_state.load(std::memory_order_relaxed)) + 1;
+  const std::uint64_t previous = mine.rdcss_state.load(std::memory_order_relaxed);
+  // Still undecided: this entry's previous holder died with that install in a word (our
+  // own installs complete before they return). Complete it before the descriptor moves on,
+  // or the word keeps a reference nobody can complete. An heir installs as soon as it
+  // helps anyone, which attaching does (help_all) before it reaches its own entry.
+  if (status_of(previous) == kUndecided) [[unlikely]] complete_rdcss({own_, true, seq_of(previous)});
+  const std::uint64_t seq = seq_of(previous) + 1;
   mine.rdcss_state.store(state_of(seq, kPreparing), std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_release);
   mine.rdcss_word.store(offset, std::memory_order_relaxed);

@@ -40,8 +40,12 @@
 //
 // A PROCESS THAT DIES OR STOPS
 //   Its references are finished by whoever meets them, as part of their own operation.
-//   Before the heir of a dead entry reuses its descriptors it finishes what they describe
-//   (finish_entry), and help_all() does that for every entry (cold start, check).
+//   Before the heir of a dead entry reuses its descriptors it finishes what they describe:
+//   the RDCSS descriptor at its first install (install() completes an undecided one first;
+//   the heir installs as soon as it helps another entry's operation, which help_all may do
+//   before it reaches the heir's own entry), the KCAS descriptor before its first run()
+//   (attaching to a dead entry runs help_all(), which runs finish_entry for every entry;
+//   cold start and check do too).
 #pragma once
 
 #include <atomic>
