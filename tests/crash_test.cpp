@@ -154,5 +154,59 @@ TEST_P(ReaderCrash, WritersProceedAfterAReaderDiesHoldingItsLock) {
 INSTANTIATE_TEST_SUITE_P(Engines, ReaderCrash, ::testing::Values(Engine::kGlobalLock, Engine::kStripedRwLock),
                          engine_param_name);
 
+// Lock-free: a process killed with one of its installs (RDCSS) in a word, before it
+// completed it, and an heir that installs before it finished what the entry left. The heir
+// installs through the entry's RDCSS descriptor as soon as it helps another process's
+// operation, which attaching does (help_all finishes entry 0's operation before entry 1's):
+// if that reuse came before the dead holder's install was completed, the word would keep
+// a reference to a descriptor that moved on, and everyone meeting it would report a corrupt
+// table (the soak's "refers to a lock-free operation that is over"). Two entries: a stopped
+// process holds entry 0 with its operation published, so the heir takes the victim's entry 1.
+TEST(LockFreeHeir, CompletesTheDeadHoldersInstallBeforeReusingItsDescriptor) {
+  ScopedName name;
+  constexpr std::uint64_t kCommitted = 300;
+  {
+    Table t = Table::create(name, {.capacity = 1000, .max_processes = 2, .engine = Engine::kLockFreeRobinHood});
+    for (std::uint64_t i = 0; i < kCommitted; ++i) t.insert(key_of(i), "committed");
+  }
+  Children stopped;
+  const pid_t staller = stopped.spawn([&] {
+    Table t = Table::open(name);  // entry 0
+    stop_once_at(FaultPoint::kKcasPublished);
+    t.insert("staller", "s");
+    return stop_pending() ? 3 : 0;
+  });
+  ASSERT_TRUE(wait_until_stopped(staller, std::chrono::seconds(20))) << "the staller never stopped with its insert published";
+  Children victims;
+  victims.spawn([&] {
+    Table t = Table::open(name);  // entry 1
+    die_at(FaultPoint::kKcasMidRdcss);
+    t.insert("victim", "v");  // its first install (its item counter) kills it
+    return 3;
+  });
+  const auto died = victims.wait_all(std::chrono::seconds(30));
+  ASSERT_EQ(died.size(), 1u);
+  ASSERT_FALSE(died[0].exited) << "the victim finished without reaching its install (exit " << died[0].code_or_signal << ")";
+  ASSERT_EQ(died[0].code_or_signal, SIGKILL);
+
+  {
+    std::optional<Table> heir;
+    ASSERT_NO_THROW(heir.emplace(Table::open(name))) << "attaching to the dead victim's entry";
+    for (std::uint64_t i = 0; i < kCommitted; ++i) ASSERT_EQ(heir->get(key_of(i)), "committed") << "key " << i;
+    EXPECT_EQ(heir->get("staller"), "s") << "attaching finishes the stopped process's published insert";
+    EXPECT_NO_THROW(heir->get("victim"));  // either state: it never returned
+    EXPECT_TRUE(heir->insert("after", "ok"));
+    EXPECT_TRUE(heir->erase("after"));
+  }
+  kill(staller, SIGCONT);
+  const auto resumed = stopped.wait_all(std::chrono::seconds(30));
+  ASSERT_EQ(resumed.size(), 1u);
+  EXPECT_TRUE(resumed[0].exited && resumed[0].code_or_signal == 0)
+      << "the resumed staller " << (resumed[0].exited ? "exited with " : "was killed by ") << resumed[0].code_or_signal;
+  const CheckReport report = check_table(name);
+  EXPECT_TRUE(report.clean) << (report.problems.empty() ? "" : report.problems.front());
+  EXPECT_EQ(report.items, kCommitted + 1 + (Table::open(name).contains("victim") ? 1 : 0));
+}
+
 }  // namespace
 }  // namespace shmht::test

@@ -47,24 +47,6 @@ std::string case_name(const ::testing::TestParamInfo<StallCase>& info) {
          points[static_cast<int>(info.param.point)];
 }
 
-FaultPoint g_stop_at;
-std::atomic<bool> g_armed{false};
-void stop_once_at(FaultPoint point) {
-  if (point == g_stop_at && g_armed.exchange(false)) raise(SIGSTOP);
-}
-
-// Waits (bounded) until `pid` has stopped itself; false if it exited or the time ran out.
-bool wait_until_stopped(pid_t pid, std::chrono::seconds limit) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    int status = 0;
-    const pid_t got = waitpid(pid, &status, WUNTRACED | WNOHANG);
-    if (got == pid) return WIFSTOPPED(status);
-    std::this_thread::sleep_for(2ms);
-  }
-  return false;
-}
-
 class Stall : public ::testing::TestWithParam<StallCase> {};
 
 TEST_P(Stall, OthersFinishWhileAWriterIsStopped) {
@@ -79,10 +61,8 @@ TEST_P(Stall, OthersFinishWhileAWriterIsStopped) {
   Children staller;
   const pid_t stalled = staller.spawn([&] {
     Table t = Table::open(name);
-    g_stop_at = stage_in(c.engine, c.point);
-    g_armed = true;
-    testing::set_fault_hook(&stop_once_at);
-    for (std::uint64_t i = 0; i < kCommitted && g_armed; ++i) {
+    stop_once_at(stage_in(c.engine, c.point));
+    for (std::uint64_t i = 0; i < kCommitted && stop_pending(); ++i) {
       staller_at[0] = i;
       switch (c.op) {
         case Op::kInsert: t.insert("staller-" + std::to_string(i), "s"); break;
@@ -90,7 +70,7 @@ TEST_P(Stall, OthersFinishWhileAWriterIsStopped) {
         case Op::kAssign: t.assign(key_of(i), "staller"); break;
       }
     }
-    return g_armed ? 3 : 0;  // 3: the stage never came
+    return stop_pending() ? 3 : 0;  // 3: the stage never came
   });
   ASSERT_TRUE(wait_until_stopped(stalled, 20s)) << "the staller never stopped at its stage";
 

@@ -186,6 +186,32 @@ inline void die_at(testing::FaultPoint point) {
   });
 }
 
+// Stall tests: stop_once_at(point) makes this process SIGSTOP itself the first time an
+// engine reaches `point` (install it in a forked child only); stop_pending() stays true
+// until it has. The parent waits for the stop with wait_until_stopped, then SIGCONTs.
+inline testing::FaultPoint g_stop_at;
+inline std::atomic<bool> g_stop_armed{false};
+inline void stop_once_at(testing::FaultPoint point) {
+  g_stop_at = point;
+  g_stop_armed = true;
+  testing::set_fault_hook([](testing::FaultPoint reached) {
+    if (reached == g_stop_at && g_stop_armed.exchange(false)) raise(SIGSTOP);
+  });
+}
+inline bool stop_pending() { return g_stop_armed; }
+
+// Waits (bounded) until `pid` has stopped itself; false if it exited or the time ran out.
+inline bool wait_until_stopped(pid_t pid, std::chrono::seconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    const pid_t got = waitpid(pid, &status, WUNTRACED | WNOHANG);
+    if (got == pid) return WIFSTOPPED(status);
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return false;
+}
+
 // The lock engines' fault points name moments of a write done under a lock; the
 // lock-free engine has no lock, but the same moments of its multi-word CAS. The point of
 // `engine` that plays the part of `lock_point` (itself, for the lock engines).

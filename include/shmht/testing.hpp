@@ -20,6 +20,7 @@ enum class FaultPoint {
   kKcasMidInstall,    // lockfree: its first word holds the descriptor reference
   kKcasDecided,       // lockfree: succeeded or failed is decided, references still in place
   kKcasMidCleanup,    // lockfree: its first word has its final value, the others not yet
+  kKcasMidRdcss,      // lockfree: an install (owner's or helper's) is in a word, not yet completed
   kFreeListChanged,   // an attachment's free list changed, its counters not yet
 };
 

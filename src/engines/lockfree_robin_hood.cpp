@@ -400,10 +400,13 @@ class LockFreeEngine final : public EngineBase {
   }
 
   // +1 on one of this attachment's item counters (only its owner starts such a change).
+  // Read through the KCAS all the same: a helper that copied one of our finished
+  // operations may still install into the counter, briefly, and that reference must not be
+  // taken for the counter's value (the KCAS would then expect it, and could succeed).
   WordChange count(std::atomic<std::uint64_t> layout::KcasDescriptor::*counter) {
-    std::atomic<std::uint64_t>& word = kcas_.descriptor(ctx_.entry_index()).*counter;
-    const std::uint64_t value = word.load(std::memory_order_acquire);
-    return {ctx_.region().offset_of(&word), value, (value + 1) & lockfree::kValueMask};
+    const std::uint64_t offset = ctx_.region().offset_of(&(kcas_.descriptor(ctx_.entry_index()).*counter));
+    const std::uint64_t value = kcas_.read(offset);
+    return {offset, value, (value + 1) & lockfree::kValueMask};
   }
 
   // The one buffer writes build their changes in (no allocation per operation).

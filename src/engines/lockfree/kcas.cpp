@@ -13,6 +13,7 @@ void KcasFaults::published() noexcept { detail::fault_point(testing::FaultPoint:
 void KcasFaults::mid_install() noexcept { detail::fault_point(testing::FaultPoint::kKcasMidInstall); }
 void KcasFaults::decided() noexcept { detail::fault_point(testing::FaultPoint::kKcasDecided); }
 void KcasFaults::mid_cleanup() noexcept { detail::fault_point(testing::FaultPoint::kKcasMidCleanup); }
+void KcasFaults::mid_rdcss() noexcept { detail::fault_point(testing::FaultPoint::kKcasMidRdcss); }
 
 namespace {
 
@@ -158,7 +159,13 @@ void Kcas::finalize(std::uint64_t offset, std::uint64_t ref, std::uint64_t final
 
 std::uint64_t Kcas::install(Ref kcas, std::uint64_t offset, std::uint64_t expected) {
   layout::KcasDescriptor& mine = descriptor(own_);
-  const std::uint64_t seq = seq_of(mine.rdcss_state.load(std::memory_order_relaxed)) + 1;
+  const std::uint64_t previous = mine.rdcss_state.load(std::memory_order_relaxed);
+  // Still undecided: this entry's previous holder died with that install in a word (our
+  // own installs complete before they return). Complete it before the descriptor moves on,
+  // or the word keeps a reference nobody can complete. An heir installs as soon as it
+  // helps anyone, which attaching does (help_all) before it reaches its own entry.
+  if (status_of(previous) == kUndecided) [[unlikely]] complete_rdcss({own_, true, seq_of(previous)});
+  const std::uint64_t seq = seq_of(previous) + 1;
   mine.rdcss_state.store(state_of(seq, kPreparing), std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_release);
   mine.rdcss_word.store(offset, std::memory_order_relaxed);
@@ -171,6 +178,7 @@ std::uint64_t Kcas::install(Ref kcas, std::uint64_t offset, std::uint64_t expect
   for (;;) {
     std::uint64_t found = expected;
     if (target.compare_exchange_strong(found, rdcss_ref, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      KcasFaults::mid_rdcss();
       complete_rdcss(rdcss);
       mine.rdcss_state.store(state_of(seq, kSucceeded), std::memory_order_release);
       return expected;

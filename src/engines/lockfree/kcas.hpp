@@ -40,8 +40,12 @@
 //
 // A PROCESS THAT DIES OR STOPS
 //   Its references are finished by whoever meets them, as part of their own operation.
-//   Before the heir of a dead entry reuses its descriptors it finishes what they describe
-//   (finish_entry), and help_all() does that for every entry (cold start, check).
+//   Before the heir of a dead entry reuses its descriptors it finishes what they describe:
+//   the RDCSS descriptor at its first install (install() completes an undecided one first;
+//   the heir installs as soon as it helps another entry's operation, which help_all may do
+//   before it reaches the heir's own entry), the KCAS descriptor before its first run()
+//   (attaching to a dead entry runs help_all(), which runs finish_entry for every entry;
+//   cold start and check do too).
 #pragma once
 
 #include <atomic>
@@ -89,12 +93,13 @@ struct WordChange {
   std::uint64_t expected, desired;
 };
 
-// Where a fault point fires inside run() (the owner only, not helpers).
+// Where a fault point fires inside run() (the owner only, not helpers; mid_rdcss: anyone's install).
 struct KcasFaults {
   static void published() noexcept;     // descriptor undecided, nothing installed
   static void mid_install() noexcept;   // the first word holds the reference
   static void decided() noexcept;       // status decided, references still in place
   static void mid_cleanup() noexcept;   // the first word has its final value
+  static void mid_rdcss() noexcept;     // an install (owner's or helper's) is in a word, not completed
 };
 
 class Kcas {
