@@ -403,20 +403,50 @@ bool Table::contains(std::string_view key) { return impl().engine().contains(imp
 
 namespace {
 
-// get_many and contains_many: batches of batch::kKeysPerBatch keys, each prefetched in
-// two passes and then looked up by the engine (batch_prefetch.hpp).
-std::vector<std::optional<std::string>> lookup_many(TableImpl& impl, std::span<const std::string_view> keys, bool want_values) {
-  std::vector<std::optional<std::string>> out(keys.size());
-  std::array<HashedKey, batch::kKeysPerBatch> hashed;
-  for (std::size_t first = 0; first < keys.size(); first += batch::kKeysPerBatch) {
-    const std::size_t n = std::min(batch::kKeysPerBatch, keys.size() - first);
-    for (std::size_t i = 0; i < n; ++i) hashed[i] = impl.key(keys[first + i]);
-    const std::span<const HashedKey> batch_keys(hashed.data(), n);
-    batch::prefetch_home_buckets(impl.context(), batch_keys);
-    batch::prefetch_matching_records(impl.context(), batch_keys);
-    impl.engine().lookup_batch(batch_keys, want_values, std::span(out).subspan(first, n));
+// get_many and contains_many: batches of batch::kKeysPerBatch keys, software-pipelined
+// (batch_prefetch.hpp): while batch k's records are prefetched and its keys looked up,
+// batch k + 1 is already hashed and its buckets requested, so the misses of two batches
+// are in flight together. The keys' own bytes are prefetched before they are hashed.
+class LookupPipeline {
+ public:
+  LookupPipeline(TableImpl& impl, std::span<const std::string_view> keys) : impl_(impl), keys_(keys) {}
+
+  std::vector<std::optional<std::string>> run(bool want_values) {
+    std::vector<std::optional<std::string>> out(keys_.size());
+    std::size_t current = 0;  // which of the two stages holds batch k
+    start(0, stage_[current]);
+    for (std::size_t first = 0; first < keys_.size(); first += batch::kKeysPerBatch) {
+      Stage& now = stage_[current];
+      Stage& next = stage_[1 - current];
+      start(first + batch::kKeysPerBatch, next);  // batch k + 1: hash, request its buckets
+      batch::prefetch_matching_records(impl_.context(), now.keys());
+      impl_.engine().lookup_batch(now.keys(), want_values, std::span(out).subspan(first, now.count));
+      current = 1 - current;
+    }
+    return out;
   }
-  return out;
+
+ private:
+  struct Stage {
+    std::array<HashedKey, batch::kKeysPerBatch> hashed;
+    std::size_t count = 0;
+    std::span<const HashedKey> keys() const { return {hashed.data(), count}; }
+  };
+
+  void start(std::size_t first, Stage& stage) {
+    stage.count = first < keys_.size() ? std::min(batch::kKeysPerBatch, keys_.size() - first) : 0;
+    for (std::size_t i = 0; i < stage.count; ++i) __builtin_prefetch(keys_[first + i].data(), 0, 3);
+    for (std::size_t i = 0; i < stage.count; ++i) stage.hashed[i] = impl_.key(keys_[first + i]);
+    batch::prefetch_home_buckets(impl_.context(), stage.keys());
+  }
+
+  TableImpl& impl_;
+  std::span<const std::string_view> keys_;
+  std::array<Stage, 2> stage_;
+};
+
+std::vector<std::optional<std::string>> lookup_many(TableImpl& impl, std::span<const std::string_view> keys, bool want_values) {
+  return LookupPipeline(impl, keys).run(want_values);
 }
 
 }  // namespace
