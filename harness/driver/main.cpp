@@ -151,7 +151,9 @@ CLI::Option* declare_options(CLI::App& app, DriverOptions& o) {
                     "how workers are pinned to CPUs (default compact)");
   add_choice_option(app, "--memory", o.memory, parse_memory_policy, {"first-touch", "local", "interleave"},
                     "NUMA memory policy (default first-touch)");
-  cli::add_number_option(app, "--batch", o.batch, "operations per batch (at least 1)");
+  cli::add_number_option(app, "--batch", o.batch,
+                         "operations per batch: lmdb-batched's writes per transaction, redis-pipelined's commands "
+                         "per round trip (at least 1)");
   cli::add_number_option(app, "--timeout", o.timeout_s, "seconds before workers are killed (0: 3 x duration + 60, or 300)");
   app.add_option("--name-prefix", o.name_prefix, "prefix of every file and segment the run makes")
       ->capture_default_str();

@@ -87,7 +87,7 @@ void note_error(WorkerReport& report, const std::string& what) {
 }
 
 // Counts one operation; `returned` is what the store's call returned (assign: "was new").
-void count(WorkerReport& report, OpType op, bool returned) {
+void record_op(WorkerReport& report, OpType op, bool returned) {
   // OpMix never returns more than kOpTypes - 1; the min only tells GCC's -Warray-bounds.
   const std::size_t slot = std::min(static_cast<std::size_t>(op), kOpTypes - 1);
   ++report.ops[slot];
@@ -131,7 +131,7 @@ void run_one_by_one(const WorkerContext& c, StoreSession& session, const PhaseEn
       note_error(report, e.what());
     }
     if (timed) sampler.add(monotonic_ns() - t0);
-    count(report, op, returned);
+    record_op(report, op, returned);
   }
 }
 
@@ -162,7 +162,7 @@ void run_pipelined(const WorkerContext& c, StoreSession& session, const PhaseEnd
     if (timed) sampler.add(monotonic_ns() - t0);
     for (std::size_t i = 0; i < attempted; ++i) {
       if (!results[i].error.empty()) note_error(report, results[i].error);
-      count(report, ops[i], results[i].value);
+      record_op(report, ops[i], results[i].value);
     }
     n += attempted;
   }
