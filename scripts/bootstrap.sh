@@ -13,11 +13,11 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libboost-dev libhwloc-dev hwloc liblmdb-dev
   libcli11-dev nlohmann-json3-dev
+  python3-dev pybind11-dev python3-pybind11 python3-mesonpy
+  python3-matplotlib python3-pytest
   # The harness's Redis peer. Installing redis-server may start Debian's system service;
   # the harness never uses it: each run starts a private server on a unix socket.
   libhiredis-dev redis-server
-  python3-dev pybind11-dev python3-pybind11 python3-mesonpy
-  python3-matplotlib python3-pytest
 )
 
 missing=()
