@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 ENGINES = ("global", "striped", "seqlock", "lockfree")  # shmht::kAllEngines, in order
-PEERS = ("lmdb", "lmdb-batched", "boost-interprocess", "std-unordered-map")
+PEERS = ("lmdb", "lmdb-batched", "boost-interprocess", "std-unordered-map", "redis", "redis-pipelined")
 # The seed-emulation stores (store_seed_emulation.cpp: pyshmht as it was, never an
 # engine) and python-dict (harness/seed_python.py, run by run.py instead of the driver).
 SEED_BASELINES = ("seed-emulation", "seed-emulation-populate", "seed-emulation-right-sized")
@@ -177,6 +177,8 @@ def default_stores() -> dict[str, StoreInfo]:
     stores["lmdb"] = StoreInfo("lmdb", "peer", False, ("tmpfs", "disk"))
     stores["lmdb-batched"] = StoreInfo("lmdb-batched", "peer", False, ("tmpfs", "disk"))
     stores["boost-interprocess"] = StoreInfo("boost-interprocess", "peer", False, ("tmpfs",))
+    # A private redis-server; tmpfs holds only its socket's directory.
+    stores.update({n: StoreInfo(n, "peer", False, ("tmpfs",)) for n in ("redis", "redis-pipelined")})
     stores.update({n: StoreInfo(n, "baseline", False, ("disk", "tmpfs", "hugepages")) for n in SEED_BASELINES})
     stores.update(python_stores())
     return stores

@@ -12,6 +12,7 @@ For each workload in the results:
     latency-<workload>       p50, p99 and p99.9 latency of sampled operations
 and once:
     bytes-per-item           the table file's resident bytes per item, per store and backing
+                             (Redis: the server's resident set and live heap bytes)
 
 PNG and SVG; every figure names the machine and the date of the runs. Reads the schema
 "shmht-harness-run/1" lines that harness/run.py writes; skips lines whose status is not "ok".
@@ -64,8 +65,11 @@ def usable(line: dict) -> bool:
     return line.get("status") == "ok" and "cell" in line
 
 
-def series_label(cell: dict, vary_backing: bool, vary_placement: bool) -> str:
+def series_label(cell: dict, config: dict, vary_backing: bool, vary_placement: bool) -> str:
     label = cell["store"]
+    depth = config.get("pipeline_depth", 1)
+    if depth > 1:  # redis-pipelined: say how many operations share a round trip
+        label += f", {depth} ops per round trip"
     if vary_backing and cell["backing"] not in ("tmpfs", "none"):
         label += f" ({cell['backing']})"
     if vary_placement:
@@ -86,10 +90,12 @@ def group_series(lines: list[dict], workload: str) -> dict[str, dict]:
     for runs in by_cell.values():
         quiet = [r for r in runs if not r["noise"]["loaded"]]
         cell = runs[0]["cell"]
-        label = series_label(cell, True, vary_placement)
-        entry = series.setdefault(label, {"family": cell["family"], "by_procs": {}})
+        config = runs[0].get("config", {})
+        label = series_label(cell, config, True, vary_placement)
+        variant = label != series_label(cell, config, False, False)  # another backing or placement
+        entry = series.setdefault(label, {"family": cell["family"], "by_procs": {}, "variant": variant})
         entry["by_procs"][cell["processes"]] = quiet or runs
-    return {k: v for k, v in series.items() if len(v["by_procs"]) > 1 or k.split(" ")[0] == k}
+    return {k: v for k, v in series.items() if len(v["by_procs"]) > 1 or not v["variant"]}
 
 
 def stat(runs: list[dict], pick) -> tuple[float, float, float]:
@@ -214,7 +220,9 @@ def plot_bytes_per_item(lines: list[dict], out: Path, written: list[Path]) -> No
     per_label: dict[str, list[dict]] = defaultdict(list)
     for line in lines:
         if usable(line) and line.get("footprint", {}).get("resident_bytes_per_item"):
-            per_label[f"{line['cell']['store']}\n{line['cell']['backing']}"].append(line)
+            # A store with a server (Redis) keeps its data in that process's heap.
+            where = "server heap" if line.get("server") else line["cell"]["backing"]
+            per_label[f"{line['cell']['store']}\n{where}"].append(line)
     if not per_label:
         return
     labels = sorted(per_label)
@@ -224,7 +232,8 @@ def plot_bytes_per_item(lines: list[dict], out: Path, written: list[Path]) -> No
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(labels) + 2), 5))
     x = range(len(labels))
     ax.bar([i - 0.2 for i in x], resident, width=0.4, label="resident (allocated blocks)")
-    ax.bar([i + 0.2 for i in x], apparent, width=0.4, label="apparent (file size)", alpha=0.6)
+    ax.bar([i + 0.2 for i in x], apparent, width=0.4, label="apparent (file size; a server: its live heap bytes)",
+           alpha=0.6)
     ax.set_xticks(list(x))
     ax.set_xticklabels(labels, fontsize=8)
     ax.set_yscale("log")

@@ -19,6 +19,9 @@ packages=(
   # The fuzz build (fuzz/README.md): clang, and the sanitizer and libFuzzer runtimes,
   # which clang only recommends (and recommends are not installed here).
   clang libclang-rt-14-dev libfuzzer-14-dev
+  # The harness's Redis peer. Installing redis-server may start Debian's system service;
+  # the harness never uses it: each run starts a private server on a unix socket.
+  libhiredis-dev redis-server
 )
 
 missing=()

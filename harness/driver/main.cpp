@@ -151,7 +151,9 @@ CLI::Option* declare_options(CLI::App& app, DriverOptions& o) {
                     "how workers are pinned to CPUs (default compact)");
   add_choice_option(app, "--memory", o.memory, parse_memory_policy, {"first-touch", "local", "interleave"},
                     "NUMA memory policy (default first-touch)");
-  cli::add_number_option(app, "--batch", o.batch, "operations per batch (at least 1)");
+  cli::add_number_option(app, "--batch", o.batch,
+                         "operations per batch: lmdb-batched's writes per transaction, redis-pipelined's commands "
+                         "per round trip (at least 1)");
   cli::add_number_option(app, "--timeout", o.timeout_s, "seconds before workers are killed (0: 3 x duration + 60, or 300)");
   app.add_option("--name-prefix", o.name_prefix, "prefix of every file and segment the run makes")
       ->capture_default_str();
@@ -229,8 +231,24 @@ struct RunOutcome {
   std::vector<bool> killed;
   ControlBlock* control = nullptr;
   Footprint footprint;
+  std::optional<ServerUsage> server;  // over the timed phase, for stores served by a process
   double create_s = 0, prefill_s = 0, wall_s = 0;
 };
+
+// Operations per round trip in the timed phase.
+std::uint32_t pipeline_depth(const DriverOptions& o, const StoreKind* kind) {
+  return kind && kind->pipelined ? o.batch : 1;
+}
+
+// The server's CPU time between two readings (the start and the end of the timed phase).
+std::optional<ServerUsage> timed_phase_usage(const std::optional<ServerUsage>& before,
+                                             const std::optional<ServerUsage>& after) {
+  if (!before || !after) return std::nullopt;
+  ServerUsage used = *after;
+  used.user_s -= before->user_s;
+  used.sys_s -= before->sys_s;
+  return used;
+}
 
 class Topology {
  public:
@@ -360,7 +378,7 @@ void run(const DriverOptions& o, const StoreKind& kind, hwloc_topology_t topolog
   const std::uint64_t prefill_start = monotonic_ns();
   if (!kind.process_private) {
     std::unique_ptr<StoreSession> session = store->attach();
-    prefill(*session, o.workload);
+    prefill(*session, o.workload, o.batch);
   }
   r.prefill_s = seconds_since(prefill_start);
   store->before_fork();
@@ -386,6 +404,7 @@ void run(const DriverOptions& o, const StoreKind& kind, hwloc_topology_t topolog
     c.mix = &mix;
     c.store = store.get();
     c.prefill_here = kind.process_private;
+    c.pipeline_depth = pipeline_depth(o, &kind);
     c.topology = topology;
     c.placement = r.plan[i];
     c.memory_policy = o.memory;
@@ -408,8 +427,10 @@ void run(const DriverOptions& o, const StoreKind& kind, hwloc_topology_t topolog
     return r.control->ready.load(std::memory_order_acquire) == o.processes || any_worker_gone_before_ready(r);
   });
   if (stop.empty() && r.control->ready.load(std::memory_order_acquire) == o.processes) {
+    const std::optional<ServerUsage> server_before = store->server_usage();
     release_workers(*r.control);
     stop = wait_until(r, signals, deadline, 1'000'000'000, [&] { return reap_exited(r) == 0; });
+    r.server = timed_phase_usage(server_before, store->server_usage());
   } else if (stop.empty()) {
     stop = "a worker exited before the start";
   }
@@ -543,6 +564,7 @@ Json config_json(const DriverOptions& o, const StoreKind* kind) {
       {"placement", cpu_policy_name(o.placement)},
       {"memory_policy", memory_policy_name(o.memory)},
       {"batch", o.batch},
+      {"pipeline_depth", pipeline_depth(o, kind)},
       {"timeout_s", o.timeout_s},
       {"workload",
        {
@@ -594,6 +616,22 @@ Json seed_json(const DriverOptions& o, const RunOutcome& r) {
       {"keys_duplicated", count(first.seed_duplicated)},
       {"keys_unexpected", count(first.seed_unexpected)},
       {"values_wrong", count(first.seed_values_wrong)},
+  };
+}
+
+// A store's server process over the timed phase (Redis executes commands on one thread,
+// so this is where most of a Redis run's CPU goes); null for stores without one.
+Json server_json(const std::optional<ServerUsage>& server, std::uint64_t ops) {
+  if (!server) return nullptr;
+  const double cpu_s = server->user_s + server->sys_s;
+  return {
+      {"program", server->program},
+      {"version", server->version},
+      {"pid", server->pid},
+      {"user_s", server->user_s},
+      {"sys_s", server->sys_s},
+      {"cpu_s_per_mop", ops > 0 ? cpu_s / static_cast<double>(ops) * 1e6 : 0.0},
+      {"clock_tick_s", 1.0 / static_cast<double>(sysconf(_SC_CLK_TCK))},
   };
 }
 
@@ -704,6 +742,7 @@ void write_result(const DriverOptions& o, const StoreKind* kind, const RunOutcom
       {"resident_bytes_per_item", per_item},
   };
   result["memory"] = {{"peak_rss_kb_max", rss_max}, {"peak_rss_kb_sum", rss_sum}};
+  result["server"] = server_json(r.server, all.total_ops());
   result["seed"] = o.workload.scenario == Scenario::kSeed ? seed_json(o, r) : Json(nullptr);
   result["timing"] = {
       {"create_s", r.create_s},

@@ -9,8 +9,13 @@
 //            fork N workers ------------------------------------------------.
 //   worker:                                         store.attach() -> session (after fork)
 //                                                   get/insert/assign/erase..., flush()
+//                                                   (or enqueue... collect: pipelined)
 //            wait for the workers <---------------------------------------'
 //            store.footprint(); store.destroy()     destroy() also runs on every failure
+//
+// A store whose data lives in a server process (Redis) starts that server in create()
+// and stops it in destroy(); server_usage() reports its CPU time, which the workers'
+// own figures do not include.
 //
 // Adding a store is one file: implement Store and StoreSession and register a StoreKind
 // from a static object in that file (see store_private_map.cpp, the smallest), then list
@@ -29,6 +34,7 @@
 #include <vector>
 
 #include "backing.hpp"
+#include "workload.hpp"
 
 namespace shmht::harness {
 
@@ -48,6 +54,13 @@ struct Footprint {
   std::optional<std::uint64_t> apparent_bytes, resident_bytes, items;
 };
 
+// The result of one pipelined operation: what the one-at-a-time call would have returned,
+// or why the operation failed (an error reply; the other operations still count).
+struct OpResult {
+  bool value = false;
+  std::string error;
+};
+
 // One process's handle on the store. Never shared between processes.
 class StoreSession {
  public:
@@ -62,6 +75,19 @@ class StoreSession {
   virtual bool erase(std::string_view key) = 0;
   // Makes buffered writes visible (batched stores); the default has nothing to do.
   virtual void flush() {}
+  // Pipelining, for stores whose operations are requests to a server: enqueue() sends
+  // nothing yet (or nothing that needs an answer); collect() sends what is queued and
+  // fills one result per queued operation, in order. A session that cannot pipeline keeps
+  // these defaults. Throws only when the session itself fails (a lost connection).
+  virtual bool can_pipeline() const { return false; }
+  virtual void enqueue(OpType op, std::string_view key, std::string_view value) {
+    (void)op, (void)key, (void)value;
+    throw std::logic_error("this store cannot pipeline");
+  }
+  virtual void collect(std::span<OpResult> results) {
+    (void)results;
+    throw std::logic_error("this store cannot pipeline");
+  }
   // Lock-free coordination costs of this session so far: failed multi-word CASes and
   // operations of others it finished (shmht's lockfree engine; zeros elsewhere).
   virtual std::pair<std::uint64_t, std::uint64_t> coordination() { return {0, 0}; }
@@ -73,6 +99,14 @@ class StoreSession {
   }
 };
 
+// A server process that a store runs for its workers to talk to (redis-server), and its
+// CPU time so far.
+struct ServerUsage {
+  std::string program, version;
+  int pid = 0;
+  double user_s = 0, sys_s = 0;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -81,6 +115,10 @@ class Store {
   // Called in the parent just before fork: release anything a child must not inherit in use.
   virtual void before_fork() {}
   virtual Footprint footprint() = 0;
+  // Stores served by a process of their own: its CPU time so far, read by the driver just
+  // before and after the timed phase; nullopt if it cannot be read. Must not throw.
+  // Others keep the default.
+  virtual std::optional<ServerUsage> server_usage() { return std::nullopt; }
   // Removes files and segments. Idempotent; must not throw (it runs on failure paths).
   virtual void destroy() noexcept = 0;
 };
@@ -96,6 +134,9 @@ struct StoreKind {
   // True: the data lives in the worker's own heap, so the one worker prefills it itself
   // and there can be only one process.
   bool process_private = false;
+  // True: in the timed phase each worker sends --batch operations per round trip
+  // (StoreSession::enqueue/collect) instead of one at a time.
+  bool pipelined = false;
   // nullopt when this build can run it; otherwise why not ("engine 'seqlock' is not built").
   std::function<std::optional<std::string>()> unavailable_reason;
   std::function<std::unique_ptr<Store>(const StoreParams&)> create;

@@ -9,7 +9,9 @@
 #include <algorithm>
 #include <cstring>
 #include <exception>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "seed_scenario.hpp"
 
@@ -60,47 +62,129 @@ void bind(const WorkerContext& c, WorkerReport& report) {
   copy_text(report.memory_binding_error, memory.error);
 }
 
-void run_timed_phase(const WorkerContext& c, StoreSession& session, WorkerReport& report) {
-  const WorkloadSpec& spec = *c.spec;
-  Random random(spec.seed, c.index + 1);
-  std::string key(spec.key_bytes, 'k');
-  const std::string value(spec.value_bytes, 'v');
-  std::string value_out(spec.value_bytes, '\0');
-  LatencySampler sampler(report);
-  const std::uint64_t end_ns =
-      c.ops == 0 ? c.control->go_ns + static_cast<std::uint64_t>(spec.duration_s * 1e9) : UINT64_MAX;
+// The worker's sequence of operations: which operation, on which key. Seeded per worker,
+// so a cell replays the same sequence whether or not it is pipelined.
+class OpStream {
+ public:
+  explicit OpStream(const WorkerContext& c)
+      : random_(c.spec->seed, c.index + 1), keys_(*c.keys), mix_(*c.mix), key_(c.spec->key_bytes, 'k') {}
+  OpType next() {
+    const OpType op = mix_.next(random_);
+    format_key(keys_.next(random_), key_);
+    return op;
+  }
+  std::string_view key() const { return key_; }
 
+ private:
+  Random random_;
+  const KeyChooser& keys_;
+  const OpMix& mix_;
+  std::string key_;
+};
+
+void note_error(WorkerReport& report, const std::string& what) {
+  if (report.errors++ == 0) copy_text(report.error, what);
+}
+
+// Counts one operation; `returned` is what the store's call returned (assign: "was new").
+void record_op(WorkerReport& report, OpType op, bool returned) {
+  // OpMix never returns more than kOpTypes - 1; the min only tells GCC's -Warray-bounds.
+  const std::size_t slot = std::min(static_cast<std::size_t>(op), kOpTypes - 1);
+  ++report.ops[slot];
+  const bool hit = op == OpType::kAssign ? !returned : returned;
+  if (!hit) ++report.misses[slot];
+}
+
+bool call(StoreSession& session, OpType op, std::string_view key, std::string_view value, std::span<char> value_out) {
+  switch (op) {
+    case OpType::kGet: return session.get(key, value_out);
+    case OpType::kInsert: return session.insert(key, value);
+    case OpType::kAssign: return session.assign(key, value);
+    case OpType::kErase: return session.erase(key);
+  }
+  return false;
+}
+
+// When the timed phase ends: after the worker's share of ops, or at the deadline.
+struct PhaseEnd {
+  std::uint64_t ops;     // 0 in duration mode
+  std::uint64_t end_ns;  // duration mode
+  bool reached(std::uint64_t done) const { return ops != 0 ? done >= ops : monotonic_ns() >= end_ns; }
+  std::uint64_t left(std::uint64_t done) const { return ops != 0 ? ops - done : UINT64_MAX; }
+};
+
+// One operation at a time; each sampled latency is one operation.
+void run_one_by_one(const WorkerContext& c, StoreSession& session, const PhaseEnd& end, WorkerReport& report) {
+  OpStream stream(c);
+  const std::string value(c.spec->value_bytes, 'v');
+  std::string value_out(c.spec->value_bytes, '\0');
+  LatencySampler sampler(report);
+  for (std::uint64_t n = 0;; ++n) {
+    if ((end.ops != 0 || n % kClockCheckInterval == 0) && end.reached(n)) break;
+    const OpType op = stream.next();
+    const bool timed = sampler.should_sample(n);
+    const std::uint64_t t0 = timed ? monotonic_ns() : 0;
+    bool returned = op != OpType::kAssign;  // an operation that throws counts as a hit
+    try {
+      returned = call(session, op, stream.key(), value, value_out);
+    } catch (const std::exception& e) {
+      note_error(report, e.what());
+    }
+    if (timed) sampler.add(monotonic_ns() - t0);
+    record_op(report, op, returned);
+  }
+}
+
+// `depth` operations per round trip (StoreKind::pipelined); each sampled latency is one
+// batch's round trip, which is also how long each of its operations waited for its reply.
+void run_pipelined(const WorkerContext& c, StoreSession& session, const PhaseEnd& end, WorkerReport& report) {
+  OpStream stream(c);
+  const std::string value(c.spec->value_bytes, 'v');
+  std::vector<OpType> ops(c.pipeline_depth);
+  std::vector<OpResult> results(c.pipeline_depth);
+  LatencySampler sampler(report);
+  std::uint64_t n = 0;
+  for (std::uint64_t batch = 0; !end.reached(n); ++batch) {
+    const std::size_t size = static_cast<std::size_t>(std::min<std::uint64_t>(c.pipeline_depth, end.left(n)));
+    const bool timed = sampler.should_sample(batch);
+    const std::uint64_t t0 = timed ? monotonic_ns() : 0;
+    std::size_t attempted = 0;
+    try {
+      while (attempted < size) {
+        ops[attempted] = stream.next();
+        session.enqueue(ops[attempted++], stream.key(), value);
+      }
+      session.collect(std::span(results).first(size));
+    } catch (const std::exception& e) {
+      // The session failed (a lost connection): every operation sent in this batch failed.
+      for (std::size_t i = 0; i < attempted; ++i) results[i] = {.value = ops[i] != OpType::kAssign, .error = e.what()};
+    }
+    if (timed) sampler.add(monotonic_ns() - t0);
+    for (std::size_t i = 0; i < attempted; ++i) {
+      if (!results[i].error.empty()) note_error(report, results[i].error);
+      record_op(report, ops[i], results[i].value);
+    }
+    n += attempted;
+  }
+}
+
+void run_timed_phase(const WorkerContext& c, StoreSession& session, WorkerReport& report) {
+  const PhaseEnd end{.ops = c.ops,
+                     .end_ns = c.ops == 0 ? c.control->go_ns + static_cast<std::uint64_t>(c.spec->duration_s * 1e9)
+                                          : UINT64_MAX};
   rusage before{}, after{};
   const auto coordination_before = session.coordination();
   getrusage(RUSAGE_SELF, &before);
   report.start_ns = monotonic_ns();
-  for (std::uint64_t n = 0;; ++n) {
-    if (c.ops != 0 ? n >= c.ops : (n % kClockCheckInterval == 0 && monotonic_ns() >= end_ns)) break;
-    const OpType op = c.mix->next(random);
-    format_key(c.keys->next(random), key);
-    const bool timed = sampler.should_sample(n);
-    const std::uint64_t t0 = timed ? monotonic_ns() : 0;
-    bool hit = true;
-    try {
-      switch (op) {
-        case OpType::kGet: hit = session.get(key, value_out); break;
-        case OpType::kInsert: hit = session.insert(key, value); break;
-        case OpType::kAssign: hit = !session.assign(key, value); break;
-        case OpType::kErase: hit = session.erase(key); break;
-      }
-    } catch (const std::exception& e) {
-      if (report.errors++ == 0) copy_text(report.error, e.what());
-    }
-    if (timed) sampler.add(monotonic_ns() - t0);
-    // OpMix never returns more than kOpTypes - 1; the min only tells GCC's -Warray-bounds.
-    const std::size_t slot = std::min(static_cast<std::size_t>(op), kOpTypes - 1);
-    ++report.ops[slot];
-    if (!hit) ++report.misses[slot];
+  if (c.pipeline_depth > 1) {
+    run_pipelined(c, session, end, report);
+  } else {
+    run_one_by_one(c, session, end, report);
   }
   try {
     session.flush();
   } catch (const std::exception& e) {
-    if (report.errors++ == 0) copy_text(report.error, e.what());
+    note_error(report, e.what());
   }
   report.end_ns = monotonic_ns();
   getrusage(RUSAGE_SELF, &after);
@@ -117,13 +201,28 @@ void run_timed_phase(const WorkerContext& c, StoreSession& session, WorkerReport
 
 }  // namespace
 
-void prefill(StoreSession& session, const WorkloadSpec& spec) {
+void prefill(StoreSession& session, const WorkloadSpec& spec, std::uint32_t pipeline_depth) {
   const auto count = static_cast<std::uint64_t>(spec.prefill * static_cast<double>(spec.keys));
   std::string key(spec.key_bytes, 'k');
   const std::string value(spec.value_bytes, 'v');
-  for (std::uint64_t i = 0; i < count; ++i) {
-    format_key(i, key);
-    session.assign(key, value);
+  if (pipeline_depth > 1 && session.can_pipeline()) {
+    std::vector<OpResult> results(pipeline_depth);
+    for (std::uint64_t i = 0; i < count;) {
+      const std::size_t size = static_cast<std::size_t>(std::min<std::uint64_t>(pipeline_depth, count - i));
+      for (std::size_t j = 0; j < size; ++j, ++i) {
+        format_key(i, key);
+        session.enqueue(OpType::kAssign, key, value);
+      }
+      session.collect(std::span(results).first(size));
+      for (std::size_t j = 0; j < size; ++j) {
+        if (!results[j].error.empty()) throw std::runtime_error("prefill: " + results[j].error);
+      }
+    }
+  } else {
+    for (std::uint64_t i = 0; i < count; ++i) {
+      format_key(i, key);
+      session.assign(key, value);
+    }
   }
   session.flush();
 }
@@ -142,7 +241,7 @@ void run_worker(const WorkerContext& c) {
     const std::uint64_t attach_start = monotonic_ns();
     std::unique_ptr<StoreSession> session = c.store->attach();
     report.attach_ns = monotonic_ns() - attach_start;
-    if (c.prefill_here) prefill(*session, *c.spec);
+    if (c.prefill_here) prefill(*session, *c.spec, c.pipeline_depth);
     report.state.store(WorkerState::kReady, std::memory_order_release);
     c.control->ready.fetch_add(1, std::memory_order_acq_rel);
     wait_for_go(*c.control);

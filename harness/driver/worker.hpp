@@ -23,6 +23,9 @@ struct WorkerContext {
   const OpMix* mix = nullptr;
   Store* store = nullptr;
   bool prefill_here = false;  // process-private stores: the worker loads its own data
+  // Operations per round trip in the timed phase: --batch for a pipelined store
+  // (StoreKind::pipelined), 1 otherwise.
+  std::uint32_t pipeline_depth = 1;
   hwloc_topology_t topology = nullptr;
   WorkerPlacement placement;
   MemoryPolicy memory_policy = MemoryPolicy::kFirstTouch;
@@ -35,7 +38,9 @@ struct WorkerContext {
 [[noreturn]] void run_worker(const WorkerContext& context);
 
 // Inserts the first spec.prefill * spec.keys keys (used by the parent, or by the worker
-// of a process-private store).
-void prefill(StoreSession& session, const WorkloadSpec& spec);
+// of a process-private store), pipeline_depth per round trip where the session can
+// pipeline (Redis: the prefill is not timed, and one round trip per key would make it
+// the slowest part of a cell).
+void prefill(StoreSession& session, const WorkloadSpec& spec, std::uint32_t pipeline_depth);
 
 }  // namespace shmht::harness

@@ -55,3 +55,40 @@ def left_behind():
             if pid == os.getpid() or not _owner_alive(pid):
                 found.add(str(path))
     return found
+
+
+def _is_zombie(pid):
+    """True for an exited process not yet reaped (it runs nothing and holds nothing)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True  # gone
+
+
+def redis_servers(marker="shmht-bench-"):
+    """{pid: command line} of live redis-server processes whose command line contains `marker`.
+
+    The harness's servers name their socket, and so their directory, after the run's
+    --name-prefix (redis-server shows "unixsocket:<path>" as its process title)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "redis-server" in command and marker in command and not _is_zombie(int(entry.name)):
+            found[int(entry.name)] = command.strip()
+    return found
+
+
+def redis_servers_left_behind():
+    """Live harness redis-servers whose owner is gone (or is us): a leak, as in left_behind."""
+    leaked = {}
+    for pid, command in redis_servers().items():
+        match = re.search(r"shmht-bench-(?:test-)?(\d+)-", command)
+        if match and (int(match.group(1)) == os.getpid() or not _owner_alive(int(match.group(1)))):
+            leaked[pid] = command
+    return leaked

@@ -32,7 +32,7 @@ ops = 10000
 
 RUN_KEYS = {"schema", "status", "error", "date", "config", "machine", "topology", "backing", "placement",
             "workers", "aggregate", "footprint", "timing", "sweep", "cell", "repetition", "attempt", "noise",
-            "driver_command", "driver_exit"}
+            "driver_command", "driver_exit", "server"}
 AGGREGATE_KEYS = {"ops", "ops_by_type", "misses_by_type", "errors", "elapsed_s", "throughput_ops_s",
                   "latency_ns", "cpu", "faults", "context_switches"}
 

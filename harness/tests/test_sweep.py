@@ -89,7 +89,7 @@ def test_the_shipped_sweeps_parse():
 
 @pytest.mark.parametrize("text, field, words", [
     ('engines = ["global", "turbo"]\n', "engines", "unknown engine 'turbo'"),
-    ('peers = ["redis"]\n', "peers", "unknown peer 'redis'"),
+    ('peers = ["memcached"]\n', "peers", "unknown peer 'memcached'"),
     ('engines = ["lmdb"]\n', "engines", "unknown engine 'lmdb'"),
     ('engines = ["global"]\nprocesses = [1, -2]\n', "processes", "-2 is negative"),
     ('engines = ["global"]\nprocesses = [0]\n', "processes", "at least 1"),
@@ -127,3 +127,25 @@ def test_bad_workloads_name_the_field(tmp_path, workload, field, words):
 def test_not_toml_is_a_clear_error(tmp_path):
     with pytest.raises(sweeps.SweepError, match="not valid TOML"):
         sweeps.load_sweep(write(tmp_path, "engines = [global"))
+
+
+def test_redis_peers_are_known_and_live_on_tmpfs_only(tmp_path):
+    """Redis keeps its data in the server's heap; tmpfs holds only its socket, so other
+    backings do not apply."""
+    path = write(tmp_path, """
+peers = ["redis", "redis-pipelined"]
+processes = [1, 2]
+backings = ["tmpfs", "disk"]
+""" + WORKLOAD)
+    s = sweeps.load_sweep(path)
+    assert {(c.store, c.family, c.backing, c.processes) for c in s.cells} == {
+        (store, "peer", "tmpfs", n) for store in ("redis", "redis-pipelined") for n in (1, 2)}
+    assert {c.backing for c, _ in s.not_applicable} == {"disk"}
+
+
+def test_the_quick_and_compare_sweeps_run_both_redis_peers_at_every_process_count():
+    for name in ("quick", "compare"):
+        s = sweeps.load_sweep(HARNESS.parent / "experiments" / f"{name}.toml")
+        engine_procs = {c.processes for c in s.cells if c.store == "global" and c.backing == "tmpfs"}
+        for store in ("redis", "redis-pipelined"):
+            assert {c.processes for c in s.cells if c.store == store} == engine_procs, (name, store)
