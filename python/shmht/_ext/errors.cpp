@@ -4,6 +4,7 @@
 #include <array>
 #include <cstddef>
 #include <string>
+#include <string_view>
 
 namespace shmht::python {
 namespace {
@@ -101,9 +102,14 @@ int errno_for(ErrorCode code) {
 std::nullptr_t set_python_error(const shmht::Error& error) {
   PyObject* cls = class_for(error.code());
   const int os_errno = errno_for(error.code());
+  // A message may quote a path that is not UTF-8 (names are bytes): keep such bytes
+  // readable as \xNN instead of failing to make the exception.
+  const std::string_view what = error.what();
+  PyObject* message = PyUnicode_DecodeUTF8(what.data(), static_cast<Py_ssize_t>(what.size()), "backslashreplace");
+  if (message == nullptr) return nullptr;
   // OSError(errno, strerror) sets e.errno; with one argument it stays None.
-  PyObject* exc = os_errno != 0 ? PyObject_CallFunction(cls, "is", os_errno, error.what())
-                                : PyObject_CallFunction(cls, "s", error.what());
+  PyObject* exc = os_errno != 0 ? PyObject_CallFunction(cls, "iN", os_errno, message)
+                                : PyObject_CallFunction(cls, "N", message);
   if (exc == nullptr) return nullptr;  // the constructor's own error is set
   const std::string_view code = error_code_name(error.code());
   PyObject* code_str = PyUnicode_FromStringAndSize(code.data(), static_cast<Py_ssize_t>(code.size()));
