@@ -15,6 +15,7 @@ class Cacher:
     Behaves like a dict of objects, except: no iteration (use foreach or to_dict), keys
     are bytes or str, and changes reach the shared table only at write_back() (called by
     foreach, to_dict and close) - except `del`, which erases from the table at once.
+    After close(), any use but close() raises ValueError.
     """
 
     def __init__(self, name, capacity=0, force_init=False, serializer=marshal):
