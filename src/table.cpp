@@ -445,8 +445,7 @@ bool Table::compare_and_set(std::string_view key, std::optional<std::string_view
     // No stored value can equal it: the comparison fails at the moment of this read.
     if (current == nullptr) return false;
     std::string value;
-    if (impl.engine().get(*k, &value)) *current = std::move(value);
-    else current->reset();
+    *current = impl.engine().get(*k, &value) ? std::optional<std::string>(std::move(value)) : std::nullopt;
     return false;
   }
   return impl.engine().compare_and_set(*k, expected, desired, current);
