@@ -19,7 +19,7 @@ import os
 from collections.abc import ItemsView, KeysView, Mapping, MutableMapping, ValuesView
 
 from . import _shmht
-from ._shmht import (  # noqa: F401  (__version__ is public too)
+from ._shmht import (
     CorruptTableError,
     CounterOverflowError,
     EngineMismatchError,
@@ -95,6 +95,7 @@ def unlink(name, *, force=False):
     While live processes are attached it raises TableInUseError naming their pids, unless
     force=True; then they keep using the removed file and new openers get a new table."""
     return _shmht.unlink(_path_bytes(name), force=bool(force))
+
 
 def default_engine():
     """The engine a new table gets when none is named: the library's one default
