@@ -35,7 +35,6 @@ static_assert(layout::kTailSlots == kOverflowSlots, "the overflow slot count use
 
 constexpr double kMaxLoadFactor = 0.85;
 constexpr std::uint32_t kMinChunkBytes = 256 * 1024;
-constexpr std::uint32_t kMaxProcesses = 4096;
 
 std::uint64_t round_up(std::uint64_t value, std::uint64_t to) { return (value + to - 1) / to * to; }
 
@@ -124,20 +123,51 @@ void reserve_space(int fd, const std::string& path, std::uint64_t offset, std::u
                   "or create the table at an absolute path on another filesystem. Nothing was changed");
 }
 
+static_assert(kMaxKeyAndValueBytes == layout::kMaxRecordBytes - sizeof(layout::RecordHeader),
+              "the public record limit is the largest size class less the record header");
+static_assert(kStripesRange.max == layout::kMaxStripes, "one reader-flag byte per stripe (layout/engine_area.hpp)");
+
+// Every field of `o` in its range (options.hpp), named in the error otherwise; nothing is
+// created before this passes.
 void validate_options(const CreateOptions& o) {
-  auto bad = [](const std::string& m) { throw Error(ErrorCode::kInvalidArgument, m); };
-  if (o.capacity == 0) bad("capacity must be at least 1");
-  if (o.capacity > (std::uint64_t{1} << 36)) bad("capacity " + std::to_string(o.capacity) + " exceeds the limit of 2^36 items");
-  if (o.max_key_bytes == 0) bad("max_key_bytes must be at least 1");
-  if (o.max_processes == 0 || o.max_processes > kMaxProcesses)
-    bad("max_processes must be between 1 and " + std::to_string(kMaxProcesses));
-  const std::uint64_t record = sizeof(layout::RecordHeader) + std::uint64_t{o.max_key_bytes} + o.max_value_bytes;
-  if (record > layout::kMaxRecordBytes)
-    bad("max_key_bytes + max_value_bytes is " + std::to_string(record - 8) + "; the limit is " +
-        std::to_string(layout::kMaxRecordBytes - 8));
+  auto check = [](const OptionRange& range, std::uint64_t value) {
+    if (!range.contains(value)) {
+      throw Error(ErrorCode::kInvalidArgument, out_of_range_message(range, option_value_text(range, value)));
+    }
+  };
+  check(kCapacityRange, o.capacity);
+  check(kMaxKeyBytesRange, o.max_key_bytes);
+  check(kMaxValueBytesRange, o.max_value_bytes);
+  check(kMaxBytesRange, o.max_bytes);
+  check(kMaxProcessesRange, o.max_processes);
+  check(kModeRange, o.mode);
+  check(kStripesRange, o.stripes);
+  const std::uint64_t key_and_value = std::uint64_t{o.max_key_bytes} + o.max_value_bytes;
+  if (key_and_value > kMaxKeyAndValueBytes) {
+    throw Error(ErrorCode::kInvalidArgument, "max_key_bytes + max_value_bytes is " + std::to_string(key_and_value) +
+                                                 "; the limit is " + std::to_string(kMaxKeyAndValueBytes));
+  }
+  const RegionLayout l = RegionLayout::compute(o.capacity, o.max_processes, o.max_key_bytes, o.max_value_bytes);
+  if (o.max_bytes < l.arena_offset + l.chunk_bytes) {
+    throw Error(ErrorCode::kInvalidArgument, "max_bytes " + std::to_string(o.max_bytes) +
+                                                 " is too small: this capacity and max_processes need at least " +
+                                                 std::to_string(l.arena_offset + l.chunk_bytes));
+  }
 }
 
 }  // namespace
+
+std::string option_value_text(const OptionRange& range, std::uint64_t value) {
+  char text[32];
+  // Octal with a leading 0 as C and chmod write it; zero is "0" either way.
+  std::snprintf(text, sizeof text, range.base == 8 && value != 0 ? "0%llo" : "%llu", static_cast<unsigned long long>(value));
+  return text;
+}
+
+std::string out_of_range_message(const OptionRange& range, std::string_view value) {
+  return std::string(range.field) + " must be between " + option_value_text(range, range.min) + " and " +
+         option_value_text(range, range.max) + "; got " + std::string(value);
+}
 
 std::string resolve_table_path(const std::string& name) {
   if (name.empty()) throw Error(ErrorCode::kInvalidArgument, "table name is empty");
@@ -197,18 +227,14 @@ Region Region::create(const std::string& path, const CreateOptions& options, Eng
   static std::atomic<std::uint32_t> staging_counter{0};
   const std::string staging = path.substr(0, path.rfind('/') + 1) + ".shmht-creating-" + std::to_string(getpid()) +
                               "-" + std::to_string(staging_counter.fetch_add(1, std::memory_order_relaxed));
+  // open(2) applies the umask to options.mode, as for any file this process creates
+  // (CreateOptions::mode); link() keeps the staging file's mode.
   const int fd = ::open(staging.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, options.mode);
   if (fd < 0) {
     if (errno == ENOENT) throw_not_found("creating " + path, path);
     throw_errno("creating " + path, errno);
   }
   try {
-    // fchmod: the requested mode must not be narrowed by the umask of whoever creates.
-    if (fchmod(fd, options.mode) != 0) {
-      const int err = errno;
-      ::close(fd);
-      throw_errno("chmod " + path, err);
-    }
     region.initialize(fd, options, init_engine);
     if (::link(staging.c_str(), path.c_str()) != 0) throw_errno("creating " + path, errno);
   } catch (...) {
@@ -236,14 +262,9 @@ Region Region::create_anonymous(const CreateOptions& options, EngineStateInit in
 void Region::initialize(int fd, const CreateOptions& options, EngineStateInit init_engine) {
   const RegionLayout l = RegionLayout::compute(options.capacity, options.max_processes,
                                                options.max_key_bytes, options.max_value_bytes);
-  if (options.max_bytes < l.arena_offset + l.chunk_bytes || ftruncate(fd, static_cast<off_t>(l.arena_offset)) != 0) {
+  if (ftruncate(fd, static_cast<off_t>(l.arena_offset)) != 0) {  // validate_options checked max_bytes
     const int err = errno;
     ::close(fd);
-    if (options.max_bytes < l.arena_offset + l.chunk_bytes) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  "max_bytes " + std::to_string(options.max_bytes) + " is too small: this capacity needs at least " +
-                      std::to_string(l.arena_offset + l.chunk_bytes));
-    }
     throw_errno("sizing " + path_, err);
   }
   // Reserve every page of the fixed part that gets touched (the header, the process
@@ -329,11 +350,11 @@ Region Region::open(const std::string& path, bool read_only) {
   auto field = [&](bool ok, const std::string& name) {
     if (!ok) corrupt(path, "header field " + name + " is out of range");
   };
-  field(f.capacity >= 1 && f.capacity <= (std::uint64_t{1} << 36), "capacity");
+  field(kCapacityRange.contains(f.capacity), "capacity");
   field(f.max_key_bytes >= 1, "max_key_bytes");
   field(sizeof(layout::RecordHeader) + std::uint64_t{f.max_key_bytes} + f.max_value_bytes <= layout::kMaxRecordBytes,
         "max_key_bytes + max_value_bytes");
-  field(f.max_processes >= 1 && f.max_processes <= kMaxProcesses, "max_processes");
+  field(kMaxProcessesRange.contains(f.max_processes), "max_processes");
   const RegionLayout l = RegionLayout::compute(f.capacity, f.max_processes, f.max_key_bytes, f.max_value_bytes);
   field(f.home_slots == l.home_slots, "home_slots");
   field(f.bucket_count == l.bucket_count, "bucket_count");
@@ -343,7 +364,7 @@ Region Region::open(const std::string& path, bool read_only) {
   field(f.engine_area_bytes == l.engine_area_bytes, "engine_area_bytes");
   field(f.slot_array_offset == l.slot_array_offset, "slot_array_offset");
   field(f.arena_offset == l.arena_offset, "arena_offset");
-  field(f.max_bytes % kPageBytes == 0 && f.max_bytes >= l.arena_offset + l.chunk_bytes && f.max_bytes <= (std::uint64_t{1} << 46),
+  field(f.max_bytes % kPageBytes == 0 && f.max_bytes >= l.arena_offset + l.chunk_bytes && f.max_bytes <= kMaxBytesRange.max,
         "max_bytes");
   if (size < f.arena_offset) {
     corrupt(path, "file is " + std::to_string(size) + " bytes but its slot array ends at " +
@@ -377,8 +398,10 @@ Region Region::open(const std::string& path, bool read_only) {
 void Region::grow_file_to(std::uint64_t end) {
   end = round_up(end, kPageBytes);
   if (end > fixed().max_bytes) {
-    throw Error(ErrorCode::kTableFull, path_ + ": table full: the arena needs " + std::to_string(end) +
-                                           " bytes but the table was created with max_bytes " + std::to_string(fixed().max_bytes));
+    throw Error(ErrorCode::kTableFull, path_ + ": table full: the file would grow to " + std::to_string(end) +
+                                           " bytes but the table was created with max_bytes " + std::to_string(fixed().max_bytes) +
+                                           "; erase items, or create the table with a larger max_bytes (Python max_bytes=, "
+                                           "shmht create --max-bytes; at most " + std::to_string(kMaxBytesRange.max) + ")");
   }
   if (!attachment_fd_) throw Error(ErrorCode::kInvalidArgument, path_ + ": growing a table needs an attached handle");
   std::uint64_t current = 0;
@@ -481,8 +504,12 @@ Region::Attachment Region::attach(std::uint32_t engine, std::uint32_t stripes, C
     }
   }
   if (a.entry == fixed().max_processes) {
-    throw Error(ErrorCode::kTooManyProcesses, path_ + ": all " + std::to_string(fixed().max_processes) +
-                                                  " attachment entries are held by live handles");
+    throw Error(ErrorCode::kTooManyProcesses,
+                path_ + ": all " + std::to_string(fixed().max_processes) +
+                    " attachment entries are held by live handles (each open handle holds one; this table was created "
+                    "with max_processes " + std::to_string(fixed().max_processes) +
+                    "); close some handles, or create the table with a larger max_processes (Python max_processes=, "
+                    "shmht create --max-processes; at most " + std::to_string(kMaxProcessesRange.max) + ")");
   }
   try {
     reserve(fixed().engine_area_offset + layout::descriptors_offset(fixed().max_processes) +

@@ -171,17 +171,25 @@ class TableImpl {
     return fork_generation_ != g_fork_generation.load(std::memory_order_relaxed);
   }
 
+  // A key to store under: throws kKeyTooLarge past the table's max_key_bytes.
   HashedKey key(std::string_view bytes) const {
-    check_usable();
-    if (bytes.size() > context_.fixed().max_key_bytes) {
-      throw Error(ErrorCode::kKeyTooLarge, "key is " + std::to_string(bytes.size()) + " bytes; this table's maximum is " +
-                                               std::to_string(context_.fixed().max_key_bytes));
-    }
-    return {bytes, hash_key(bytes, context_.fixed().hash_seed)};
+    if (std::optional<HashedKey> k = lookup_key(bytes)) return *k;
+    throw Error(ErrorCode::kKeyTooLarge, "key is " + std::to_string(bytes.size()) + " bytes; this table's maximum is " +
+                                             std::to_string(context_.fixed().max_key_bytes));
   }
 
+  // A key to look up or remove: nullopt past the table's max_key_bytes. Such a key cannot
+  // be in the table, so lookups and removals report it absent without asking the engine.
+  std::optional<HashedKey> lookup_key(std::string_view bytes) const {
+    check_usable();
+    if (bytes.size() > context_.fixed().max_key_bytes) return std::nullopt;
+    return HashedKey{bytes, hash_key(bytes, context_.fixed().hash_seed)};
+  }
+
+  bool value_fits(std::string_view value) const noexcept { return value.size() <= context_.fixed().max_value_bytes; }
+
   void check_value(std::string_view value) const {
-    if (value.size() > context_.fixed().max_value_bytes) {
+    if (!value_fits(value)) {
       throw Error(ErrorCode::kValueTooLarge, "value is " + std::to_string(value.size()) +
                                                  " bytes; this table's maximum is " +
                                                  std::to_string(context_.fixed().max_value_bytes));
@@ -212,6 +220,8 @@ class TableImpl {
     s.load_factor = static_cast<double>(s.items) / static_cast<double>(s.slots);
     s.max_key_bytes = r.fixed().max_key_bytes;
     s.max_value_bytes = r.fixed().max_value_bytes;
+    s.max_bytes = r.fixed().max_bytes;
+    s.max_processes = r.fixed().max_processes;
     s.apparent_bytes = r.apparent_bytes();
     s.resident_bytes = r.allocated_bytes();
     s.arena_bytes = r.header().arena_end.load(std::memory_order_relaxed) - r.fixed().arena_offset;
@@ -297,7 +307,7 @@ Table Table::open_or_create(const std::string& name, const CreateOptions& create
 }
 
 Engine Table::active_engine(const std::string& name) {
-  const Region region = Region::open(resolve_table_path(name));
+  const Region region = Region::open(resolve_table_path(name), /*read_only=*/true);  // reads the header only
   return static_cast<Engine>(region.header().active_engine.load(std::memory_order_acquire));
 }
 
@@ -389,17 +399,22 @@ bool Table::unlink() {
 }
 
 std::optional<std::string> Table::get(std::string_view key) {
-  const HashedKey k = impl().key(key);
+  const std::optional<HashedKey> k = impl().lookup_key(key);
   std::string value;
-  if (!impl_->engine().get(k, &value)) return std::nullopt;
+  if (!k || !impl_->engine().get(*k, &value)) return std::nullopt;
   return value;
 }
 
 std::optional<std::size_t> Table::get(std::string_view key, std::span<char> out) {
-  return impl().engine().get(impl_->key(key), out);
+  const std::optional<HashedKey> k = impl().lookup_key(key);
+  if (!k) return std::nullopt;
+  return impl_->engine().get(*k, out);
 }
 
-bool Table::contains(std::string_view key) { return impl().engine().contains(impl_->key(key)); }
+bool Table::contains(std::string_view key) {
+  const std::optional<HashedKey> k = impl().lookup_key(key);
+  return k && impl_->engine().contains(*k);
+}
 
 namespace {
 
@@ -474,20 +489,39 @@ bool Table::assign(std::string_view key, std::string_view value) {
   return impl_->engine().assign(k, value);
 }
 
-bool Table::erase(std::string_view key) { return impl().engine().erase(impl_->key(key)); }
+bool Table::erase(std::string_view key) {
+  const std::optional<HashedKey> k = impl().lookup_key(key);
+  return k && impl_->engine().erase(*k);
+}
 
 bool Table::compare_and_set(std::string_view key, std::optional<std::string_view> expected,
                             std::optional<std::string_view> desired, std::optional<std::string>* current) {
-  const HashedKey k = impl().key(key);
-  if (expected) impl_->check_value(*expected);
-  if (desired) impl_->check_value(*desired);
-  return impl_->engine().compare_and_set(k, expected, desired, current);
+  TableImpl& impl = this->impl();
+  if (desired) impl.check_value(*desired);  // as insert and assign check what they would store
+  const std::optional<HashedKey> k = impl.lookup_key(key);
+  if (!k) {
+    // The key cannot be in the table: it is absent. Only "insert if absent" would store.
+    if (expected) {
+      if (current != nullptr) current->reset();
+      return false;
+    }
+    if (desired) impl.key(key);  // throws kKeyTooLarge
+    return true;
+  }
+  if (expected && !impl.value_fits(*expected)) {
+    // No stored value can equal it: the comparison fails at the moment of this read.
+    if (current == nullptr) return false;
+    std::string value;
+    *current = impl.engine().get(*k, &value) ? std::optional<std::string>(std::move(value)) : std::nullopt;
+    return false;
+  }
+  return impl.engine().compare_and_set(*k, expected, desired, current);
 }
 
 std::optional<std::string> Table::take(std::string_view key) {
-  const HashedKey k = impl().key(key);
+  const std::optional<HashedKey> k = impl().lookup_key(key);
   std::string old;
-  if (!impl_->engine().take(k, &old)) return std::nullopt;
+  if (!k || !impl_->engine().take(*k, &old)) return std::nullopt;
   return old;
 }
 

@@ -152,6 +152,22 @@ expect_status 1 "$shmht" take "$name-rmw" job
 "$shmht" put "$name-rmw" text hello
 expect_status 3 "$shmht" add "$name-rmw" text
 grep -q not_a_counter /tmp/shmht-cli-out.$$ || fail "add on a non-counter did not say not_a_counter"
+# Creation options: a number outside its field's range is a usage error naming the range,
+# never wrapped to fit (2^32 + 5 used to become 5); the limits stat reports are the ones given.
+expect_status 2 "$shmht" create "$name-range" --max-key-bytes 4294967301
+grep -q "max_key_bytes must be between 1 and 67108856; got 4294967301" /tmp/shmht-cli-out.$$ ||
+  fail "an oversize --max-key-bytes was not refused with its range: $(cat /tmp/shmht-cli-out.$$)"
+expect_status 2 "$shmht" create "$name-range" --max-value-bytes 1099511627776
+expect_status 2 "$shmht" create "$name-range" --mode 7777
+grep -q "mode must be between 0 and 0777" /tmp/shmht-cli-out.$$ || fail "--mode 7777 was not refused: $(cat /tmp/shmht-cli-out.$$)"
+expect_status 2 "$shmht" create "$name-range" --max-processes 0
+[ ! -e "/dev/shm/$name-range" ] || fail "a refused create left a file"
+(umask 022 && "$shmht" create "$name-range" --capacity 100 --max-processes 300 --max-bytes 100000000 --mode 666 >/dev/null) ||
+  fail "create with --max-processes failed"
+[ "$(stat -c %a "/dev/shm/$name-range")" = 644 ] || fail "--mode 666 under umask 022 gave $(stat -c %a "/dev/shm/$name-range")"
+"$shmht" stat "$name-range" --json | /usr/bin/python3 -c \
+  'import json,sys; d=json.load(sys.stdin); assert (d["max_processes"], d["max_bytes"]) == (300, 100003840), d' ||
+  fail "stat --json does not report the max_processes and max_bytes given"
 rm -f /tmp/shmht-cli-out.$$
 
 if [ "$failures" -ne 0 ]; then echo "$failures failed"; exit 1; fi

@@ -95,6 +95,35 @@ TEST_F(Errors, BadNamesAndOptionsAreInvalidArguments) {
   EXPECT_FALSE(std::ifstream(path_of(name_)).good()) << "a failed create leaves no file";
 }
 
+// Every number of CreateOptions is checked against its range, and the error names the
+// field and the range; nothing is created.
+TEST_F(Errors, EveryCreateOptionOutOfRangeIsNamedWithItsRange) {
+  struct Case {
+    CreateOptions options;
+    std::string message;
+  };
+  const Case cases[] = {
+      {{.capacity = 0}, "capacity must be between 1 and 68719476736; got 0"},
+      {{.capacity = (std::uint64_t{1} << 36) + 1}, "capacity must be between 1 and 68719476736; got 68719476737"},
+      {{.max_key_bytes = 0}, "max_key_bytes must be between 1 and 67108856; got 0"},
+      {{.max_key_bytes = 4'000'000'000u}, "max_key_bytes must be between 1 and 67108856; got 4000000000"},
+      {{.max_value_bytes = 4'000'000'000u}, "max_value_bytes must be between 0 and 67108855; got 4000000000"},
+      {{.max_key_bytes = 60 << 20, .max_value_bytes = 10 << 20}, "max_key_bytes + max_value_bytes is 73400320; the limit is 67108856"},
+      {{.max_bytes = std::uint64_t{1} << 47}, "max_bytes must be between 1 and 70368744177664; got 140737488355328"},
+      {{.max_processes = 0}, "max_processes must be between 1 and 4096; got 0"},
+      {{.max_processes = 5000}, "max_processes must be between 1 and 4096; got 5000"},
+      {{.mode = 07777}, "mode must be between 0 and 0777; got 07777"},
+      {{.mode = 04600}, "mode must be between 0 and 0777; got 04600"},
+      {{.stripes = 0}, "stripes must be between 1 and 64; got 0"},
+  };
+  for (const Case& c : cases) {
+    CreateOptions options = c.options;
+    if (options.capacity == CreateOptions{}.capacity) options.capacity = 100;  // keep the table small
+    expect_error(ErrorCode::kInvalidArgument, c.message, [&] { Table::create(name_, options); });
+    EXPECT_FALSE(std::ifstream(path_of(name_)).good()) << c.message << ": a failed create leaves no file";
+  }
+}
+
 TEST_F(Errors, ForeignFileIsCorruptBadMagic) {
   std::ofstream(path_of(name_)) << std::string(8192, 'x');
   expect_error(ErrorCode::kCorrupt, "bad magic", [&] { Table::open(name_); });
@@ -293,7 +322,10 @@ TEST_F(Errors, ArenaLimitIsTableFull) {
       t.assign(key_of(stored), big);
     } catch (const Error& e) {
       EXPECT_EQ(e.code(), ErrorCode::kTableFull) << e.what();
-      EXPECT_NE(std::string(e.what()).find("max_bytes"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("created with max_bytes 8388608; erase items, or create the table with a "
+                                           "larger max_bytes (Python max_bytes=, shmht create --max-bytes"),
+                std::string::npos)
+          << e.what();
       full = true;
     }
   }
@@ -480,6 +512,9 @@ TEST_F(Errors, TooManyAttachments) {
   Table a = Table::create(name_, {.capacity = 100, .max_processes = 2});
   Table b = Table::open(name_);
   expect_error(ErrorCode::kTooManyProcesses, "all 2 attachment entries", [&] { Table::open(name_); });
+  expect_error(ErrorCode::kTooManyProcesses, "created with max_processes 2); close some handles, or create the table with a "
+               "larger max_processes (Python max_processes=, shmht create --max-processes; at most 4096)",
+               [&] { Table::open(name_); });
   b.close();
   EXPECT_NO_THROW(Table::open(name_)) << "a closed handle frees its entry";
 }
@@ -523,7 +558,20 @@ TEST_F(Errors, CreateModeIsApplied) {
   Table t = Table::create(name_, {.capacity = 100, .mode = 0640});
   struct stat st{};
   ASSERT_EQ(stat(path_of(name_).c_str(), &st), 0);
-  EXPECT_EQ(st.st_mode & 0777, 0640u);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+}
+
+// As open(2) does: the file gets mode & ~umask.
+TEST_F(Errors, CreateModeIsNarrowedByTheUmask) {
+  const mode_t previous = umask(027);
+  struct RestoreUmask {
+    mode_t previous;
+    ~RestoreUmask() { umask(previous); }
+  } restore{previous};
+  Table t = Table::create(name_, {.capacity = 100, .mode = 0666});
+  struct stat st{};
+  ASSERT_EQ(stat(path_of(name_).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
 }
 
 }  // namespace

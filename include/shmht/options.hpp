@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string>
+#include <string_view>
 
 #include "shmht/engine.hpp"
 
@@ -16,25 +18,66 @@ namespace shmht {
 // load factor (items / home slots, Stats::load_factor) can pass 1.
 inline constexpr std::uint64_t kOverflowSlots = 255;
 
+// The allowed range of each number in CreateOptions. Table::create checks every field
+// before it creates anything and throws kInvalidArgument naming the field and its range
+// ("max_key_bytes must be between 1 and 67108856; got 0"); the Python binding and the CLI
+// check the same ranges before they narrow a number to the field's type, so a value never
+// wraps around on its way in.
+struct OptionRange {
+  std::string_view field;  // the CreateOptions member, as the Python keyword names it too
+  std::uint64_t min, max;
+  int base = 10;           // how numbers of this field are written in messages (mode: 8)
+  bool contains(std::uint64_t value) const noexcept { return value >= min && value <= max; }
+};
+// `value` written as messages about `range` write numbers (mode in octal: "0640").
+std::string option_value_text(const OptionRange& range, std::uint64_t value);
+// What a value outside `range` is told: "<field> must be between <min> and <max>; got
+// <value>", `value` as the caller wrote it (it may not even fit a uint64: "-1", "2**70").
+std::string out_of_range_message(const OptionRange& range, std::string_view value);
+
+// A record holds a key and its value (plus an 8-byte header) in at most 64 MiB.
+inline constexpr std::uint64_t kMaxKeyAndValueBytes = (std::uint64_t{64} << 20) - 8;
+inline constexpr OptionRange kCapacityRange{"capacity", 1, std::uint64_t{1} << 36};
+inline constexpr OptionRange kMaxKeyBytesRange{"max_key_bytes", 1, kMaxKeyAndValueBytes};
+inline constexpr OptionRange kMaxValueBytesRange{"max_value_bytes", 0, kMaxKeyAndValueBytes - 1};
+// The least max_bytes also depends on the other fields (the fixed part plus one chunk):
+// create says how much this capacity needs when it is less.
+inline constexpr OptionRange kMaxBytesRange{"max_bytes", 1, std::uint64_t{1} << 46};
+inline constexpr OptionRange kMaxProcessesRange{"max_processes", 1, 4096};
+inline constexpr OptionRange kModeRange{"mode", 0, 0777, 8};
+inline constexpr OptionRange kStripesRange{"stripes", 1, 64};
+
 // Fixed when the table is created; recorded in the header.
 struct CreateOptions {
-  // Items the table must hold. The slot array is sized so that `capacity` items fit at a
-  // load factor of at most 0.85; it never resizes. More items may fit: an insert fails
-  // with kTableFull only when no free slot lies within the probe-distance limit (254) of
-  // the key's home, or when the arena would pass max_bytes.
+  // Items the table must hold (kCapacityRange). The slot array is sized so that
+  // `capacity` items fit at a load factor of at most 0.85; it never resizes. More items
+  // may fit: an insert fails with kTableFull only when no free slot lies within the
+  // probe-distance limit (254) of the key's home, or when the arena would pass max_bytes.
   std::uint64_t capacity = 1u << 20;
+  // Longest key and value (kMaxKeyBytesRange, kMaxValueBytesRange; together at most
+  // kMaxKeyAndValueBytes).
   std::uint32_t max_key_bytes = 1024;
   std::uint32_t max_value_bytes = 64 * 1024;
-  // Upper bound of the file (header + slots + arena). The file itself grows on demand;
-  // this only bounds it and the virtual address range each process reserves.
+  // Upper bound of the file (header + slots + arena), rounded up to a 4096-byte page
+  // (kMaxBytesRange). The file itself grows on demand; this only bounds it and the
+  // virtual address range each process reserves. Past it, writes throw kTableFull.
   std::uint64_t max_bytes = std::uint64_t{64} << 30;
-  // Attached-process table entries (each also carries that process's allocator state).
+  // Attachment entries (kMaxProcessesRange): every open read-write handle holds one, so
+  // this bounds the handles open at once, over all processes (a process with two handles
+  // holds two); one more open throws kTooManyProcesses. 128 covers a pool of one worker
+  // per core on machines up to about 120 cores plus its parent and tools; each entry
+  // costs about 2 KiB of the file, allocated at create, and 37 KiB more (lock-free
+  // descriptors) only once a handle has used it. A pool with more workers, or workers
+  // with a handle per thread, needs a larger value: it cannot change after create.
   std::uint32_t max_processes = 128;
-  // Permission bits of a file-backed table.
+  // Permission bits of a file-backed table (kModeRange: no setuid, setgid or sticky bit).
+  // As with open(2), the process's umask is applied: the file gets mode & ~umask (so
+  // 0666 under the usual umask 022 gives 0644). To share a table with other users'
+  // processes, set the umask or chmod the file after create.
   mode_t mode = 0600;
   // The engine the creating process attaches with.
   Engine engine = kDefaultEngine;
-  // Striped engine only: how many reader-writer locks cover the buckets (1..64).
+  // Striped engine only: how many reader-writer locks cover the buckets (kStripesRange).
   std::uint32_t stripes = 64;
 };
 

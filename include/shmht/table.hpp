@@ -13,6 +13,13 @@
 // open the table again there (operations on an inherited handle throw kInvalidArgument).
 //
 // Errors are thrown as shmht::Error with an ErrorCode (shmht/error.hpp).
+//
+// Oversize arguments: a key longer than the table's max_key_bytes cannot be in the table,
+// so lookups and removals (get, contains, erase, take, and compare_and_set with an
+// expected value) report it absent; only an operation that would store it (insert,
+// assign, add, compare_and_set that inserts) throws kKeyTooLarge. A value to store longer
+// than max_value_bytes always throws kValueTooLarge (insert, assign, compare_and_set's
+// desired), whatever the table holds; an expected value that long matches nothing.
 #pragma once
 
 #include <sys/types.h>
@@ -49,6 +56,8 @@ struct Stats {
   double load_factor;            // items / slots
   std::uint32_t max_key_bytes;
   std::uint32_t max_value_bytes;
+  std::uint64_t max_bytes;       // the most the file may grow to (CreateOptions::max_bytes, page-rounded)
+  std::uint32_t max_processes;   // attachment entries (CreateOptions::max_processes)
   std::uint64_t apparent_bytes;  // file size (ls -l)
   std::uint64_t resident_bytes;  // bytes the filesystem has allocated (du), i.e. in RAM on tmpfs
   std::uint64_t arena_bytes;     // arena handed out in chunks
@@ -136,6 +145,9 @@ class Table {
   //   expected e,       desired v:  overwrite with v if the value is e;
   //   expected e,       desired nullopt: erase if the value is e;
   //   expected nullopt, desired nullopt: change nothing; true if the key is absent.
+  // Oversize arguments (see the top of this file): an oversize key is absent (false when
+  // `expected` is set; kKeyTooLarge only when the call would insert it); an oversize
+  // `desired` throws kValueTooLarge; an oversize `expected` equals no value (false).
   // When it returns false and `current` is given, *current receives the value that made
   // it fail (nullopt: the key was absent), read in the same atomic step, so a retry loop
   // needs no separate get (see add()). On a full table (kTableFull) nothing changes.

@@ -15,6 +15,7 @@ class Cacher:
     Behaves like a dict of objects, except: no iteration (use foreach or to_dict), keys
     are bytes or str, and changes reach the shared table only at write_back() (called by
     foreach, to_dict and close) - except `del`, which erases from the table at once.
+    After close(), any use but close() raises ValueError.
     """
 
     def __init__(self, name, capacity=0, force_init=False, serializer=marshal):
@@ -23,8 +24,14 @@ class Cacher:
         self.loads = serializer.loads
         self.dumps = serializer.dumps
 
+    def _cache(self):
+        """The local cache; ValueError once closed (not a confusing error about None)."""
+        if self.d is None:
+            raise ValueError("operation on a closed pyshmht Cacher")
+        return self.d
+
     def __getitem__(self, key):
-        d = self.d
+        d = self._cache()
         if key in d:
             return d[key]
         value = self.loads(self.ht[key])  # KeyError if absent
@@ -32,12 +39,12 @@ class Cacher:
         return value
 
     def __setitem__(self, key, value):
-        self.d[key] = value
+        self._cache()[key] = value
 
     def __delitem__(self, key):
         # Erase from both the cache and the table; KeyError only if neither had it
         # (pyshmht raised KeyError for a key that existed only in the table).
-        cached = self.d.pop(key, _MISSING) is not _MISSING
+        cached = self._cache().pop(key, _MISSING) is not _MISSING
         stored = self.ht.remove(key)
         if not cached and not stored:
             raise KeyError(key)
@@ -46,6 +53,11 @@ class Cacher:
         """True if the key is cached or in the table (a table hit is cached)."""
         return self.get(key, _MISSING) is not _MISSING
 
+    def __iter__(self):
+        # As HashTable: pyshmht's Cacher had no iteration ("no __iter__, please use
+        # foreach instead"); say so instead of failing on __getitem__(0).
+        raise TypeError("a pyshmht Cacher is not iterable (nor was pyshmht's): use foreach(callback) or to_dict()")
+
     def get(self, key, default=None):
         try:
             return self[key]
@@ -53,7 +65,7 @@ class Cacher:
             return default
 
     def update(self, dic):
-        self.d.update(dic)
+        self._cache().update(dic)
 
     def foreach(self, callback):
         self.write_back()
@@ -65,9 +77,12 @@ class Cacher:
 
     def write_back(self):
         """Store every cached item in the table (one batch call)."""
-        self.ht.update(self.d, serialize=True)
+        cache = self._cache()
+        self.ht.update(cache, serialize=True)
 
     def close(self):
+        """Write the cache back and detach; closing again does nothing. Any other use
+        afterwards raises ValueError."""
         if self.d:
             self.write_back()
         self.d = None

@@ -72,6 +72,12 @@ class HashTable:
     def __contains__(self, key):
         return key in shmht._compat._table(self.fd)
 
+    def __iter__(self):
+        # Without this, Python would iterate through __getitem__(0), (1), ... and fail on
+        # the int key: pyshmht had no iteration either, so say what to use instead.
+        raise TypeError("a pyshmht HashTable is not iterable (nor was pyshmht's): use foreach(callback) or to_dict(), "
+                        "or shmht.Table, which is")
+
     def to_dict(self, unserialize=False):
         result = {}
 

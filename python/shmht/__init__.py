@@ -15,6 +15,7 @@ The module also offers pyshmht's functions (`open`, `close`, `getval`, `setval`,
 `remove`, `foreach`, `error`); see python/COMPATIBILITY.md.
 """
 
+import os
 from collections.abc import ItemsView, KeysView, Mapping, MutableMapping, ValuesView
 
 from . import _shmht
@@ -37,17 +38,17 @@ from ._shmht import (
     TooManyProcessesError,
     ValueTooLargeError,
     VersionMismatchError,
-    active_engine,
+    __version__,
     built_engines,
     counter_value,
     encode_counter,
     engine_names,
-    unlink,
 )
 
 __all__ = [
-    "Table", "default_engine", "built_engines", "engine_names", "active_engine", "unlink",
-    "DEFAULT_CAPACITY", "DEFAULT_MAX_KEY_BYTES", "DEFAULT_MAX_VALUE_BYTES",
+    "__version__", "Table", "default_engine", "built_engines", "engine_names", "active_engine", "unlink",
+    "DEFAULT_CAPACITY", "DEFAULT_MAX_KEY_BYTES", "DEFAULT_MAX_VALUE_BYTES", "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_PROCESSES", "DEFAULT_MODE",
     "Error", "KeyTooLargeError", "ValueTooLargeError", "TableFullError", "CorruptTableError",
     "VersionMismatchError", "EngineMismatchError", "EngineUnavailableError",
     "PermissionDeniedError", "TableNotFoundError", "TableExistsError", "TableInUseError", "TooManyProcessesError",
@@ -64,6 +65,37 @@ DEFAULT_CAPACITY = 1 << 20
 #: Longest key and value a new table accepts when not given (the C++ defaults).
 DEFAULT_MAX_KEY_BYTES = 1024
 DEFAULT_MAX_VALUE_BYTES = 64 * 1024
+#: The most a new table's file may grow to when not given (64 GiB: address space each
+#: process reserves, not memory; the file grows with the data).
+DEFAULT_MAX_BYTES = 64 << 30
+#: Handles a new table lets be open at once, over all processes, when not given.
+DEFAULT_MAX_PROCESSES = 128
+#: Permission bits of a new table's file when not given (the umask applies, as for open()).
+DEFAULT_MODE = 0o600
+#: Page size max_bytes is rounded up to when the table is created (C++ CreateOptions).
+_PAGE_BYTES = 4096
+
+
+def _path_bytes(name):
+    """The table name or path `name` (str, bytes or os.PathLike) as the bytes the
+    operating system gets, as open() takes file names; TypeError for anything else."""
+    return os.fsencode(name)
+
+
+def active_engine(name):
+    """The engine the table `name` was last opened with (what its live users use).
+    `name` is a str, bytes or os.PathLike; TableNotFoundError if there is no table."""
+    return _shmht.active_engine(_path_bytes(name))
+
+
+def unlink(name, *, force=False):
+    """Delete the table file `name` (a str, bytes or os.PathLike); False if there was none.
+
+    Only a shmht table is removed (any other file raises InvalidArgumentError and stays).
+    While live processes are attached it raises TableInUseError naming their pids, unless
+    force=True; then they keep using the removed file and new openers get a new table."""
+    return _shmht.unlink(_path_bytes(name), force=bool(force))
+
 
 def default_engine():
     """The engine a new table gets when none is named: the library's one default
@@ -96,6 +128,26 @@ def _resolve_engine(name, engine):
         return default_engine()
 
 
+def _check_created_with(table, given):
+    """Raise InvalidArgumentError (closing `table`) if the table was created with other
+    values of the parameters in `given` ({name: value} of those passed explicitly): a
+    table's sizes are fixed at creation, and reopening it with others must not pass
+    silently (as pyshmht's open, which shmht.open follows, refuses another capacity)."""
+    recorded = table.stats()
+    for field, value in given.items():
+        expected = -(-value // _PAGE_BYTES) * _PAGE_BYTES if field == "max_bytes" else value
+        if recorded[field] != expected:
+            path = table.path
+            table.close()
+            error = InvalidArgumentError(
+                f"{path} exists with {field} {recorded[field]}, not {value} (a table's sizes are fixed when it is "
+                f"created): open it without {field}= to use it as it is, or remove it (shmht.unlink) and create it "
+                "again")
+            error.code = "invalid_argument"
+            error._mismatched_field = field  # for shmht.open's pyshmht-worded hint
+            raise error
+
+
 class _ValuesView(ValuesView):
     """Values from one walk of the table (the Mapping mixin would look up each key again
     and fail on keys erased meanwhile)."""
@@ -118,14 +170,15 @@ class _ItemsView(ItemsView):
 class Table(_shmht._TableBase, MutableMapping):
     """A dict of bytes to bytes in shared memory, shared by every process that opens it.
 
-    Table(name, *, capacity=None, engine=None, create=True, mode=0o600,
-          max_key_bytes=None, max_value_bytes=None)
+    Table(name, *, capacity=None, engine=None, create=True, read_only=False, mode=0o600,
+          max_key_bytes=None, max_value_bytes=None, max_bytes=None, max_processes=None)
 
     name
-        A bare name ("users" means /dev/shm/users) or an absolute path (a regular file).
+        A bare name ("users" means /dev/shm/users) or an absolute path (a regular file),
+        as a str, bytes or os.PathLike (pathlib.Path), as open() takes file names.
     capacity
         Items the table must hold, fixed at creation (it never resizes). None means
-        DEFAULT_CAPACITY (1,048,576). Ignored when the table already exists.
+        DEFAULT_CAPACITY (1,048,576) for a new table.
     engine
         The concurrency protocol: "global", "striped", "seqlock" or "lockfree" (see
         built_engines()). None means: the engine the table's current users have, or for
@@ -134,8 +187,34 @@ class Table(_shmht._TableBase, MutableMapping):
     create
         True: open the table, creating it if it does not exist. False: it must exist
         (TableNotFoundError otherwise).
-    mode, max_key_bytes, max_value_bytes
-        File permissions and size limits of a new table (defaults 0o600, 1024, 65536).
+    read_only
+        True: open an existing table (never create one) for reading only: the file is
+        opened O_RDONLY and mapped read-only, so a table the caller may only read (mode
+        0o644 of another user, a read-only filesystem) can be read. Writes raise
+        PermissionDeniedError. Only for tables used with the "seqlock" engine, whose
+        readers never write to shared memory (InvalidArgumentError says why otherwise).
+        A read-only handle does not attach: it is not among stats()["attached_pids"].
+    mode
+        Permission bits (0 to 0o777) of a new table's file; as with open(), the umask
+        applies (0o666 under the usual umask 0o022 gives 0o644).
+    max_key_bytes, max_value_bytes
+        Longest key and value of a new table (defaults 1024 and 65536).
+    max_bytes
+        The most the table's file may grow to (default 64 GiB, rounded up to 4096 bytes):
+        address space each process reserves, not memory. Past it, writes raise
+        TableFullError.
+    max_processes
+        Handles that may be open on the table at once, over all processes (default 128;
+        1 to 4096): each open read-write handle, in any process, holds one entry, and one
+        more raises TooManyProcessesError. Size it for your process pool: workers (times
+        the handles each opens) plus the parent and any tools. Each entry costs about
+        2 KiB of the file.
+
+    capacity, max_key_bytes, max_value_bytes, max_bytes and max_processes are fixed when
+    the table is created. Given explicitly for a table that exists, each must equal the
+    table's (InvalidArgumentError names the field, the table's value and the given one);
+    None accepts whatever the table has. A value outside its range raises
+    InvalidArgumentError naming the field and the range (never wrapped to fit).
 
     Keys and values are bytes. A str is accepted anywhere a key or value is expected and
     is encoded as UTF-8 (so "a" and b"a" are the same key); so is any object with the
@@ -152,27 +231,46 @@ class Table(_shmht._TableBase, MutableMapping):
     update, popitem and clear are several atomic steps, not one.
 
     Errors: KeyError for a missing key; KeyTooLargeError / ValueTooLargeError (both
-    ValueError) when a key or value exceeds the table's limit, with both sizes in the
-    message; TableFullError; CorruptTableError; EngineMismatchError; PermissionDeniedError
-    (a PermissionError); all derive from shmht.Error.
+    ValueError) when a key or value to store exceeds the table's limit, with both sizes
+    in the message (a lookup or removal of a key longer than the limit finds nothing, as
+    such a key cannot be in the table); TableFullError; CorruptTableError;
+    EngineMismatchError; PermissionDeniedError (a PermissionError); all derive from
+    shmht.Error.
 
     With multiprocessing, pass the Table itself: under fork the child re-attaches on first
-    use, under spawn it pickles as (path, engine) and re-attaches (never re-creates).
+    use, under spawn it pickles as (path, engine, read_only) and re-attaches (never
+    re-creates).
     """
 
     __slots__ = ()
 
-    def __init__(self, name, *, capacity=None, engine=None, create=True, mode=0o600,
-                 max_key_bytes=None, max_value_bytes=None):
+    def __init__(self, name, *, capacity=None, engine=None, create=True, read_only=False, mode=DEFAULT_MODE,
+                 max_key_bytes=None, max_value_bytes=None, max_bytes=None, max_processes=None):
+        """Open the table `name`, creating it unless it exists, create=False or
+        read_only=True (see help(shmht.Table) for every parameter)."""
+        path = _path_bytes(name)
+        read_only = bool(read_only)
+        if read_only:  # opens only: None adopts the table's engine
+            engine = None if engine is None else _checked_engine(engine)
+        else:
+            engine = _resolve_engine(path, engine)
+        given = {field: value for field, value in (("capacity", capacity), ("max_key_bytes", max_key_bytes),
+                                                   ("max_value_bytes", max_value_bytes), ("max_bytes", max_bytes),
+                                                   ("max_processes", max_processes)) if value is not None}
         self._attach(
-            str(name),
-            _resolve_engine(str(name), engine),
-            bool(create),
-            DEFAULT_CAPACITY if capacity is None else int(capacity),
-            int(mode),
-            DEFAULT_MAX_KEY_BYTES if max_key_bytes is None else int(max_key_bytes),
-            DEFAULT_MAX_VALUE_BYTES if max_value_bytes is None else int(max_value_bytes),
+            path,
+            engine,
+            bool(create) and not read_only,
+            read_only,
+            DEFAULT_CAPACITY if capacity is None else capacity,
+            DEFAULT_MAX_KEY_BYTES if max_key_bytes is None else max_key_bytes,
+            DEFAULT_MAX_VALUE_BYTES if max_value_bytes is None else max_value_bytes,
+            DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,
+            DEFAULT_MAX_PROCESSES if max_processes is None else max_processes,
+            mode,
         )
+        if given:
+            _check_created_with(self, given)
 
     # -- views -------------------------------------------------------------------------
 
@@ -281,10 +379,10 @@ class Table(_shmht._TableBase, MutableMapping):
         # spawn / pickling: re-attach by path in the other process, never re-create.
         if self.closed:
             raise ValueError("cannot pickle a closed shmht.Table")
-        return (_reattach, (self.path, self.engine))
+        return (_reattach, (self.path, self.engine, self.read_only))
 
     def __repr__(self):
-        state = "closed" if self.closed else f"engine={self.engine!r}"
+        state = "closed" if self.closed else f"engine={self.engine!r}" + (" read_only" if self.read_only else "")
         return f"<shmht.Table {self.path!r} {state}>"
 
 
@@ -295,9 +393,9 @@ def _as_bytes(value):
     return value.encode("utf-8") if isinstance(value, str) else memoryview(value).tobytes()
 
 
-def _reattach(path, engine):
+def _reattach(path, engine, read_only=False):
     """Unpickling: attach to the existing table `path` with `engine`."""
-    return Table(path, engine=engine, create=False)
+    return Table(path, engine=engine, create=False, read_only=read_only)
 
 
 from ._compat import close, error, foreach, getval, open, remove, setval  # noqa: E402  (needs Table)

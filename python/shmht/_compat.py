@@ -14,7 +14,7 @@ difference is listed in python/COMPATIBILITY.md.
 import itertools
 import threading
 
-from ._shmht import Error, TableNotFoundError, unlink
+from ._shmht import Error, InvalidArgumentError, TableNotFoundError
 
 #: pyshmht's exception. It is shmht.Error, so it also catches every shmht error class.
 error = Error
@@ -39,9 +39,8 @@ def open(name, capacity=0, force_init=0):  # noqa: A001  (pyshmht's name)
     capacity creates the table if needed and must equal an existing table's capacity.
     force_init true deletes any existing table of that name and creates a new, empty one
     with `capacity` (other processes still attached keep the old one)."""
-    from . import Table, _resolve_engine  # late: shmht/__init__ imports this module
+    from . import Table, _resolve_engine, unlink  # late: shmht/__init__ imports this module
 
-    name = str(name)
     capacity = int(capacity)
     if force_init:
         if capacity <= 0:
@@ -54,12 +53,16 @@ def open(name, capacity=0, force_init=0):  # noqa: A001  (pyshmht's name)
         except TableNotFoundError:
             raise error(f"{name}: no such table; please specify 'capacity' when you try to create a shmht") from None
     else:
-        table = Table(name, capacity=capacity)
-        existing = table.stats()["capacity"]
-        if existing != capacity:
-            table.close()
-            raise error(f"{name} exists with capacity {existing}, not {capacity}; "
-                        "pass force_init=1 to overwrite it or capacity=0 to attach")
+        try:
+            table = Table(name, capacity=capacity)
+        except InvalidArgumentError as e:
+            if getattr(e, "_mismatched_field", None) != "capacity":
+                raise
+            # pyshmht refused another capacity too, pointing at its own arguments.
+            hint = InvalidArgumentError(f"{e}; with shmht.open, pass force_init=1 to re-create it or capacity=0 "
+                                        "to attach to it")
+            hint.code = e.code
+            raise hint from None
     with _tables_lock:
         handle = next(_next_handle)
         _tables[handle] = table

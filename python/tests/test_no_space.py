@@ -4,15 +4,12 @@ how many lines it stored. Each case runs in `unshare --mount` with a private 16 
 (root only; skipped with the reason otherwise)."""
 
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import textwrap
 
 import pytest
 
-import shmht
+from private_tmpfs import run_in_private_tmpfs
 
 SCENARIO = textwrap.dedent("""
     import errno, sys
@@ -35,22 +32,6 @@ SCENARIO = textwrap.dedent("""
         t[b"again"] = value  # fits in the freed record
     print(stored)
 """)
-
-
-def run_in_private_tmpfs(script):
-    """Runs `script` (sh) with a private tmpfs mounted at $DIR; skips where that is not allowed."""
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        pytest.skip("needs root and unshare(1) to mount a private tmpfs")
-    directory = tempfile.mkdtemp(prefix="shmht-nospace-")
-    try:
-        wrapped = f'mount -t tmpfs -o size=16m tmpfs "$DIR" || exit 77\n{script}'
-        done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", wrapped],
-                              env={**os.environ, "DIR": directory}, capture_output=True, text=True, timeout=120)
-    finally:
-        os.rmdir(directory)
-    if done.returncode == 77:
-        pytest.skip(f"cannot mount a private tmpfs here: {done.stderr.strip()}")
-    return done
 
 
 def test_python_gets_no_space_error(engine):

@@ -1,7 +1,7 @@
 // shmht - command-line access to shared-memory hash tables.
 //
 //   shmht create NAME [--capacity N] [--max-key-bytes N] [--max-value-bytes N]
-//                     [--max-bytes N] [--mode OCTAL] [--engine E]
+//                     [--max-bytes N] [--max-processes N] [--mode OCTAL] [--engine E]
 //   shmht stat NAME [--json]          shmht check NAME
 //   shmht get NAME KEY                shmht put NAME KEY VALUE
 //   shmht del NAME KEY                shmht rm NAME
@@ -256,6 +256,8 @@ int cmd_stat(const Arguments& a) {
         {"load_factor", s.load_factor},
         {"max_key_bytes", s.max_key_bytes},
         {"max_value_bytes", s.max_value_bytes},
+        {"max_bytes", s.max_bytes},
+        {"max_processes", s.max_processes},
         {"apparent_bytes", s.apparent_bytes},
         {"resident_bytes", s.resident_bytes},
         {"bytes_per_item", per_item},
@@ -272,7 +274,8 @@ int cmd_stat(const Arguments& a) {
             << "engine          " << shmht::engine_name(s.engine) << "\n"
             << "items           " << s.items << " of capacity " << s.capacity << " (" << count_of(s.slots, "home slot")
             << ", " << load_factor_text(s) << ")\n"
-            << "limits          key " << s.max_key_bytes << " B, value " << s.max_value_bytes << " B\n"
+            << "limits          key " << s.max_key_bytes << " B, value " << s.max_value_bytes << " B, file "
+            << s.max_bytes << " B, " << count_of(s.max_processes, "handle") << " at once\n"
             << "file            " << s.apparent_bytes << " B apparent, " << s.resident_bytes << " B resident, "
             << per_item << " B/item\n"
             << "arena           " << s.arena_bytes << " B in chunks: " << s.live_record_bytes << " B live records, "
@@ -399,11 +402,17 @@ std::vector<Subcommand> declare_commands(CLI::App& app, Arguments& a) {
   auto key = [&](CLI::App& sub) { sub.add_option("KEY", a.key, "the key (after -- if it starts with '-')")->required(); };
 
   CLI::App& create = command("create", "create a table", cmd_create);
-  shmht::cli::add_number_option(create, "--capacity", a.create.capacity, "items the table must hold (it never resizes)");
-  shmht::cli::add_number_option(create, "--max-key-bytes", a.create.max_key_bytes, "longest key");
-  shmht::cli::add_number_option(create, "--max-value-bytes", a.create.max_value_bytes, "longest value");
-  shmht::cli::add_number_option(create, "--max-bytes", a.create.max_bytes, "largest the file may grow");
-  shmht::cli::add_number_option(create, "--mode", a.create.mode, "permission bits of a file-backed table", 8);
+  using shmht::cli::add_create_option;
+  add_create_option(create, "--capacity", a.create.capacity, "items the table must hold (it never resizes)",
+                    shmht::kCapacityRange);
+  add_create_option(create, "--max-key-bytes", a.create.max_key_bytes, "longest key", shmht::kMaxKeyBytesRange);
+  add_create_option(create, "--max-value-bytes", a.create.max_value_bytes, "longest value", shmht::kMaxValueBytesRange);
+  add_create_option(create, "--max-bytes", a.create.max_bytes, "largest the file may grow", shmht::kMaxBytesRange);
+  add_create_option(create, "--max-processes", a.create.max_processes,
+                    "read-write handles open at once, over all processes",
+                    shmht::kMaxProcessesRange);
+  add_create_option(create, "--mode", a.create.mode, "permission bits of a file-backed table, less the umask",
+                    shmht::kModeRange);
   add_engine_option(create, a,
                     "the engine (" + engine_choices() + "); default " +
                         std::string(shmht::engine_name(shmht::kDefaultEngine)));

@@ -4,7 +4,9 @@
 // 2^64 - 5, "010" is octal and "0x10" hex. These options take digits in one base only
 // (decimal unless told), no sign, nothing after the number and no overflow; a floating
 // option takes a finite non-negative number. A bad value fails the parse with a message
-// that names the flag and the text it got.
+// that names the flag and the text it got. A table-creation option also checks its
+// shmht::OptionRange (add_create_option), so a value never wraps around on its way to
+// CreateOptions and the message names the allowed range.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -15,7 +17,10 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <limits>
 #include <type_traits>
+
+#include "shmht/options.hpp"
 
 namespace shmht::cli {
 
@@ -60,6 +65,30 @@ CLI::Option* add_number_option(CLI::App& app, const std::string& flag, Number& t
           },
           description)
       ->type_name(base == 8 ? "OCTAL" : std::is_floating_point_v<Number> ? "X" : "N")
+      ->default_str(shown.str());
+}
+
+// Adds option `flag` for the CreateOptions member `target`, whose allowed values are
+// `range` (options.hpp): "--max-key-bytes 4294967301" fails the parse with "--max-key-bytes:
+// max_key_bytes must be between 1 and 67108856; got 4294967301" instead of wrapping to 5.
+template <class Number>
+CLI::Option* add_create_option(CLI::App& app, const std::string& flag, Number& target, const std::string& description,
+                               const OptionRange& range) {
+  static_assert(std::is_unsigned_v<Number>);
+  if (range.max > std::numeric_limits<Number>::max()) throw std::logic_error(flag + ": its range does not fit its type");
+  std::ostringstream shown;
+  if (range.base == 8) shown << std::oct << std::showbase;
+  shown << +target;
+  return app
+      .add_option_function<std::string>(
+          flag,
+          [&target, flag, range](const std::string& text) {
+            const std::optional<std::uint64_t> value = parse_number<std::uint64_t>(text, range.base);
+            if (!value || !range.contains(*value)) throw CLI::ValidationError(flag, out_of_range_message(range, text));
+            target = static_cast<Number>(*value);
+          },
+          description + " (" + option_value_text(range, range.min) + ".." + option_value_text(range, range.max) + ")")
+      ->type_name(range.base == 8 ? "OCTAL" : "N")
       ->default_str(shown.str());
 }
 

@@ -4,6 +4,7 @@
 #include <array>
 #include <cstddef>
 #include <string>
+#include <string_view>
 
 namespace shmht::python {
 namespace {
@@ -19,7 +20,8 @@ struct ErrorClassSpec {
 // PyExc_* are not constant expressions, hence pointers to them.
 const std::array<ErrorClassSpec, 17> kSpecs = {{
     {ErrorCode::kKeyTooLarge, "KeyTooLargeError", &PyExc_ValueError,
-     "A key is longer than the table's max_key_bytes (the message names both sizes)."},
+     "A key to store is longer than the table's max_key_bytes (the message names both sizes); lookups "
+     "and removals of such a key find it absent instead."},
     {ErrorCode::kValueTooLarge, "ValueTooLargeError", &PyExc_ValueError,
      "A value is longer than the table's max_value_bytes (the message names both sizes)."},
     {ErrorCode::kTableFull, "TableFullError", nullptr,
@@ -37,18 +39,20 @@ const std::array<ErrorClassSpec, 17> kSpecs = {{
     {ErrorCode::kEngineUnavailable, "EngineUnavailableError", nullptr,
      "The requested engine is not built in this version (see shmht.built_engines())."},
     {ErrorCode::kPermissionDenied, "PermissionDeniedError", &PyExc_PermissionError,
-     "The operating system refused access to the table file."},
+     "The operating system refused access to the table file, or a write went through a read-only handle."},
     {ErrorCode::kNotFound, "TableNotFoundError", &PyExc_FileNotFoundError,
      "No table of that name exists, or the directory of its path does not (the message says which)."},
     {ErrorCode::kAlreadyExists, "TableExistsError", &PyExc_FileExistsError,
      "A table of that name already exists."},
     {ErrorCode::kTooManyProcesses, "TooManyProcessesError", nullptr,
-     "Every attachment entry of the table is held by a live process."},
+     "Every attachment entry of the table is held by a live handle; the message names the table's "
+     "max_processes (create a table with more: Table(..., max_processes=N))."},
     {ErrorCode::kInUse, "TableInUseError", nullptr,
      "Removing a table that live processes are attached to (the message names their pids); "
      "pass force=True to remove it anyway."},
     {ErrorCode::kInvalidArgument, "InvalidArgumentError", &PyExc_ValueError,
-     "A bad option or argument (for example a name containing '/')."},
+     "A bad option or argument: a name containing '/', a size or mode outside its range (the message "
+     "names the field and the range), reopening a table with a size it was not created with."},
     {ErrorCode::kSystem, "SystemCallError", &PyExc_OSError,
      "An unexpected operating-system error; the message carries errno's text."},
     {ErrorCode::kNotACounter, "NotACounterError", &PyExc_ValueError,
@@ -101,9 +105,14 @@ int errno_for(ErrorCode code) {
 std::nullptr_t set_python_error(const shmht::Error& error) {
   PyObject* cls = class_for(error.code());
   const int os_errno = errno_for(error.code());
+  // A message may quote a path that is not UTF-8 (names are bytes): keep such bytes
+  // readable as \xNN instead of failing to make the exception.
+  const std::string_view what = error.what();
+  PyObject* message = PyUnicode_DecodeUTF8(what.data(), static_cast<Py_ssize_t>(what.size()), "backslashreplace");
+  if (message == nullptr) return nullptr;
   // OSError(errno, strerror) sets e.errno; with one argument it stays None.
-  PyObject* exc = os_errno != 0 ? PyObject_CallFunction(cls, "is", os_errno, error.what())
-                                : PyObject_CallFunction(cls, "s", error.what());
+  PyObject* exc = os_errno != 0 ? PyObject_CallFunction(cls, "iN", os_errno, message)
+                                : PyObject_CallFunction(cls, "N", message);
   if (exc == nullptr) return nullptr;  // the constructor's own error is set
   const std::string_view code = error_code_name(error.code());
   PyObject* code_str = PyUnicode_FromStringAndSize(code.data(), static_cast<Py_ssize_t>(code.size()));

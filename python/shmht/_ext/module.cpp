@@ -28,8 +28,17 @@ std::vector<std::string> engine_names(bool built_only) {
 
 }  // namespace
 
+#ifndef SHMHT_VERSION
+#error "meson passes SHMHT_VERSION (the project version)"
+#endif
+
 PYBIND11_MODULE(_shmht, m) {
   m.doc() = "C++ core of the shmht package; import shmht instead.";
+  m.attr("__version__") = SHMHT_VERSION;
+  // Each docstring below opens with a text signature ("name(args)\n--\n\n") for
+  // inspect.signature, in place of pybind11's typed one, which inspect cannot read.
+  py::options options;
+  options.disable_function_signatures();
   if (!shmht::python::add_error_classes(m.ptr())) throw py::error_already_set();
   if (!shmht::python::add_table_type(m.ptr())) throw py::error_already_set();
 
@@ -42,15 +51,17 @@ PYBIND11_MODULE(_shmht, m) {
   });
 
   m.def("engine_names", [] { return engine_names(false); },
-        "Every engine name, built or not: global, striped, seqlock, lockfree.");
+        "engine_names()\n--\n\nEvery engine name, built or not: global, striped, seqlock, lockfree.");
   m.def("built_engines", [] { return engine_names(true); },
-        "The engines this build implements, in the order of engine_names().");
+        "built_engines()\n--\n\nThe engines this build implements, in the order of engine_names().");
   m.def("default_engine_name", [] { return std::string(shmht::engine_name(shmht::kDefaultEngine)); },
+        "default_engine_name()\n--\n\n"
         "The engine a new table gets when none is named (shmht::kDefaultEngine, as in C++ and the CLI).");
   m.def("active_engine",
         [](const std::string& name) { return std::string(shmht::engine_name(shmht::Table::active_engine(name))); },
         py::arg("name"),
-        "The engine the table `name` was last opened with (what its live users use).");
+        "active_engine(name)\n--\n\n"
+        "The engine the table `name` (a str or bytes path) was last opened with (what its live users use).");
   m.def(
       "encode_counter",
       [](const py::int_& value) {
@@ -59,16 +70,18 @@ PYBIND11_MODULE(_shmht, m) {
         return py::bytes(shmht::encode_counter(v));
       },
       py::arg("value"),
-      "The 8 bytes Table.add stores for `value`: a little-endian two's-complement int64.");
+      "encode_counter(value)\n--\n\nThe 8 bytes Table.add stores for `value`: a little-endian two's-complement int64.");
   m.def(
       "counter_value", [](const py::bytes& value) { return shmht::decode_counter(std::string(value)); },
       py::arg("value"),
+      "counter_value(value)\n--\n\n"
       "The int a counter value (8 bytes, as Table.add stores) holds; NotACounterError if it is not 8 bytes.");
   m.def(
       "unlink",
       [](const std::string& name, bool force) { return shmht::Table::remove(name, {.force = force}); },
       py::arg("name"), py::kw_only(), py::arg("force") = false,
-      "Delete the table file `name`; returns False if it did not exist.\n\n"
+      "unlink(name, *, force=False)\n--\n\n"
+      "Delete the table file `name` (a str or bytes path); returns False if it did not exist.\n\n"
       "Only a shmht table is removed (any other file raises InvalidArgumentError and stays).\n"
       "While live processes are attached it raises TableInUseError naming their pids, unless\n"
       "force=True; then they keep using the removed file and new openers get a new table.");

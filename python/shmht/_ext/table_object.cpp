@@ -131,8 +131,9 @@ struct TableObject {
   PyObject_HEAD
   shmht::Table* table;      // nullptr before _attach, after close(), or after a failed re-open
   std::string* path;        // resolved path, to re-open after fork; nullptr before _attach
-  shmht::Engine engine;
+  shmht::Engine engine;     // the engine `table` uses (re-opened with it after fork)
   std::uint64_t generation; // fork generation `table` was opened under
+  bool read_only;           // opened with OpenOptions::read_only
   bool closed;              // close() was called
   bool busy;                // a batch call is using `table` with the GIL released
   std::mutex* batch_mutex;  // held by that batch call
@@ -155,7 +156,8 @@ bool reopen_after_fork(TableObject* self) {
   self->batch_mutex = new std::mutex;
   self->busy = false;
   try {
-    self->table = new shmht::Table(shmht::Table::open(*self->path, {.engine = self->engine}));
+    self->table = new shmht::Table(
+        shmht::Table::open(*self->path, {.engine = self->engine, .read_only = self->read_only}));
   } catch (const shmht::Error& e) {
     set_python_error(e);
     return false;
@@ -317,6 +319,7 @@ PyObject* table_new(PyTypeObject* type, PyObject*, PyObject*) {
   self->path = nullptr;
   self->engine = shmht::Engine::kGlobalLock;
   self->generation = fork_generation();
+  self->read_only = false;
   self->closed = false;
   self->busy = false;
   self->batch_mutex = new (std::nothrow) std::mutex;
@@ -335,33 +338,86 @@ void table_dealloc(PyObject* object) {
   Py_TYPE(object)->tp_free(object);
 }
 
-// _attach(path, engine, create, capacity, mode, max_key_bytes, max_value_bytes)
-// Policy (defaults, engine choice) lives in shmht/__init__.py; this only does it.
+// A creation option given as a Python int, checked against its range (shmht/options.hpp)
+// before it is narrowed to the C++ field: false with InvalidArgumentError naming the
+// field and its range (2**40 must not become 0, nor -1 become 4294967295), or TypeError.
+bool option_in_range(PyObject* value, const shmht::OptionRange& range, std::uint64_t* out) {
+  if (!PyLong_Check(value)) {
+    PyErr_Format(PyExc_TypeError, "%s must be an int, not %.200s", std::string(range.field).c_str(),
+                 Py_TYPE(value)->tp_name);
+    return false;
+  }
+  const unsigned long long number = PyLong_AsUnsignedLongLong(value);  // OverflowError if negative or > 2**64-1
+  const bool fits = !(number == static_cast<unsigned long long>(-1) && PyErr_Occurred());
+  PyErr_Clear();
+  if (fits && range.contains(number)) {
+    *out = number;
+    return true;
+  }
+  std::string written;
+  if (fits) {
+    written = shmht::option_value_text(range, number);
+  } else {
+    PyRef text(PyObject_Str(value));
+    const char* utf8 = text ? PyUnicode_AsUTF8(text.get()) : nullptr;
+    if (utf8 == nullptr) return false;
+    written = utf8;
+  }
+  set_python_error(shmht::Error(shmht::ErrorCode::kInvalidArgument, shmht::out_of_range_message(range, written)));
+  return false;
+}
+
+// The CreateOptions a new table gets, from _attach's arguments; false with a Python error.
+bool create_options_from(PyObject* const* numbers, shmht::CreateOptions* options) {
+  std::uint64_t capacity = 0, max_key_bytes = 0, max_value_bytes = 0, max_bytes = 0, max_processes = 0, mode = 0;
+  if (!option_in_range(numbers[0], shmht::kCapacityRange, &capacity) ||
+      !option_in_range(numbers[1], shmht::kMaxKeyBytesRange, &max_key_bytes) ||
+      !option_in_range(numbers[2], shmht::kMaxValueBytesRange, &max_value_bytes) ||
+      !option_in_range(numbers[3], shmht::kMaxBytesRange, &max_bytes) ||
+      !option_in_range(numbers[4], shmht::kMaxProcessesRange, &max_processes) ||
+      !option_in_range(numbers[5], shmht::kModeRange, &mode)) {
+    return false;
+  }
+  // Each value is inside its range, whose maximum fits the field's type.
+  options->capacity = capacity;
+  options->max_key_bytes = static_cast<std::uint32_t>(max_key_bytes);
+  options->max_value_bytes = static_cast<std::uint32_t>(max_value_bytes);
+  options->max_bytes = max_bytes;
+  options->max_processes = static_cast<std::uint32_t>(max_processes);
+  options->mode = static_cast<mode_t>(mode);
+  return true;
+}
+
+// _attach(path, engine, create, read_only, capacity, max_key_bytes, max_value_bytes,
+//         max_bytes, max_processes, mode)
+// path is bytes (os.fsencode of the name); engine a name or None (the table's active
+// engine; only for opening). Policy (defaults, engine choice, parameter checks) lives in
+// shmht/__init__.py; this only does it.
 PyObject* table_attach(PyObject* object, PyObject* args) {
   TableObject* self = as_table(object);
   const char* name = nullptr;
   const char* engine_name = nullptr;
-  int create = 0;
-  unsigned long long capacity = 0;
-  unsigned int mode = 0, max_key_bytes = 0, max_value_bytes = 0;
-  if (!PyArg_ParseTuple(args, "ssp|KIII:_attach", &name, &engine_name, &create, &capacity, &mode, &max_key_bytes,
-                        &max_value_bytes)) {
+  int create = 0, read_only = 0;
+  PyObject* numbers[6] = {};
+  if (!PyArg_ParseTuple(args, "yzppOOOOOO:_attach", &name, &engine_name, &create, &read_only, &numbers[0], &numbers[1],
+                        &numbers[2], &numbers[3], &numbers[4], &numbers[5])) {
     return nullptr;
   }
-  bool ok = false;
-  const shmht::Engine engine = engine_from_name(engine_name, &ok);
-  if (!ok) return nullptr;
-  if (self->busy) return PyErr_Format(PyExc_RuntimeError, "_attach while a batch call uses this table");
+  std::optional<shmht::Engine> engine;
+  if (engine_name != nullptr) {
+    bool ok = false;
+    engine = engine_from_name(engine_name, &ok);
+    if (!ok) return nullptr;
+  }
   shmht::CreateOptions options;
-  options.capacity = capacity;
-  options.mode = static_cast<mode_t>(mode);
-  options.max_key_bytes = max_key_bytes;
-  options.max_value_bytes = max_value_bytes;
-  options.engine = engine;
+  if (!create_options_from(numbers, &options)) return nullptr;
+  if (self->busy) return PyErr_Format(PyExc_RuntimeError, "_attach while a batch call uses this table");
+  if (create && (read_only || !engine)) return PyErr_Format(PyExc_ValueError, "_attach: creating needs an engine, read-write");
+  if (engine) options.engine = *engine;
   shmht::Table* table = nullptr;
   try {
     table = new shmht::Table(create ? shmht::Table::open_or_create(name, options)
-                                    : shmht::Table::open(name, {.engine = engine}));
+                                    : shmht::Table::open(name, {.engine = engine, .read_only = read_only != 0}));
     std::string* path = new std::string(table->path());
     delete self->table;
     delete self->path;
@@ -371,7 +427,8 @@ PyObject* table_attach(PyObject* object, PyObject* args) {
     delete table;
     return set_python_error(e);
   }
-  self->engine = engine;
+  self->engine = table->engine();
+  self->read_only = read_only != 0;
   self->generation = fork_generation();
   self->closed = false;
   Py_RETURN_NONE;
@@ -518,7 +575,7 @@ PyObject* snapshot_length_hint(PyObject* object, PyObject*) {
 }
 
 PyMethodDef g_snapshot_methods[] = {
-    {"__length_hint__", snapshot_length_hint, METH_NOARGS, "Entries not yet returned."},
+    {"__length_hint__", snapshot_length_hint, METH_NOARGS, "__length_hint__($self, /)\n--\n\nEntries not yet returned."},
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -834,7 +891,7 @@ PyObject* table_stats(PyObject* object, PyObject*) {
   }
   const std::string_view engine = shmht::engine_name(s.engine);
   PyRef dict(PyDict_New());
-  const bool ok = dict && put(dict.get(), "path", PyUnicode_FromStringAndSize(s.path.data(), static_cast<Py_ssize_t>(s.path.size()))) &&
+  const bool ok = dict && put(dict.get(), "path", PyUnicode_DecodeFSDefaultAndSize(s.path.data(), static_cast<Py_ssize_t>(s.path.size()))) &&
                   put(dict.get(), "engine", PyUnicode_FromStringAndSize(engine.data(), static_cast<Py_ssize_t>(engine.size()))) &&
                   put(dict.get(), "capacity", PyLong_FromUnsignedLongLong(s.capacity)) &&
                   put(dict.get(), "slots", PyLong_FromUnsignedLongLong(s.slots)) &&
@@ -842,6 +899,8 @@ PyObject* table_stats(PyObject* object, PyObject*) {
                   put(dict.get(), "load_factor", PyFloat_FromDouble(s.load_factor)) &&
                   put(dict.get(), "max_key_bytes", PyLong_FromUnsignedLong(s.max_key_bytes)) &&
                   put(dict.get(), "max_value_bytes", PyLong_FromUnsignedLong(s.max_value_bytes)) &&
+                  put(dict.get(), "max_bytes", PyLong_FromUnsignedLongLong(s.max_bytes)) &&
+                  put(dict.get(), "max_processes", PyLong_FromUnsignedLong(s.max_processes)) &&
                   put(dict.get(), "apparent_bytes", PyLong_FromUnsignedLongLong(s.apparent_bytes)) &&
                   put(dict.get(), "resident_bytes", PyLong_FromUnsignedLongLong(s.resident_bytes)) &&
                   put(dict.get(), "arena_bytes", PyLong_FromUnsignedLongLong(s.arena_bytes)) &&
@@ -858,7 +917,8 @@ PyObject* table_stats(PyObject* object, PyObject*) {
 PyObject* table_get_path(PyObject* object, void*) {
   const TableObject* self = as_table(object);
   if (self->path == nullptr) Py_RETURN_NONE;
-  return PyUnicode_FromStringAndSize(self->path->data(), static_cast<Py_ssize_t>(self->path->size()));
+  // As os.fsdecode: a name that is not UTF-8 round-trips through os.fsencode.
+  return PyUnicode_DecodeFSDefaultAndSize(self->path->data(), static_cast<Py_ssize_t>(self->path->size()));
 }
 
 PyObject* table_get_engine(PyObject* object, void*) {
@@ -866,6 +926,10 @@ PyObject* table_get_engine(PyObject* object, void*) {
   if (self->path == nullptr) Py_RETURN_NONE;
   const std::string_view name = shmht::engine_name(self->engine);
   return PyUnicode_FromStringAndSize(name.data(), static_cast<Py_ssize_t>(name.size()));
+}
+
+PyObject* table_get_read_only(PyObject* object, void*) {
+  return PyBool_FromLong(as_table(object)->read_only);
 }
 
 PyObject* table_get_closed(PyObject* object, void*) {
@@ -888,51 +952,83 @@ PyObject* table_unlink_if_same(PyObject* object, PyObject*) {
 // ---------------------------------------------------------------------------------------
 // The type
 
+// Each docstring opens with a text signature ("name($self, ...)\n--\n\n"), from which
+// inspect.signature and help() read the parameters of these C methods.
+template <auto Function>
+PyCFunction fastcall() {
+  return reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Function));
+}
+
 PyMethodDef g_methods[] = {
-    {"_unlink_if_same", table_unlink_if_same, METH_NOARGS, "_unlink_if_same() -> bool (see Table.unlink)"},
-    {"_attach", table_attach, METH_VARARGS, "_attach(path, engine, create, capacity, mode, max_key_bytes, max_value_bytes)"},
+    {"_unlink_if_same", table_unlink_if_same, METH_NOARGS,
+     "_unlink_if_same($self, /)\n--\n\nTrue if this handle's file was deleted (see Table.unlink)."},
+    {"_attach", table_attach, METH_VARARGS,
+     "_attach($self, path, engine, create, read_only, capacity, max_key_bytes, max_value_bytes, max_bytes,\n"
+     "        max_processes, mode, /)\n--\n\nOpen or create the table (shmht.Table.__init__ decides the arguments)."},
     {"close", table_close, METH_NOARGS,
+     "close($self, /)\n--\n\n"
      "Detach from the table (the file stays; see shmht.unlink). Further use raises ValueError."},
-    {"get", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(table_get)), METH_FASTCALL,
-     "get(key, default=None) -> the value as bytes, or default."},
-    {"pop", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(table_pop)), METH_FASTCALL,
-     "pop(key[, default]) -> the value this call erased; KeyError (or default) if absent.\n\n"
+    {"get", fastcall<table_get>(), METH_FASTCALL,
+     "get($self, key, default=None, /)\n--\n\nThe value of `key` as bytes, or `default` if it is absent."},
+    {"pop", fastcall<table_pop>(), METH_FASTCALL,
+     "pop($self, key, default=..., /)\n--\n\n"
+     "Erase `key` and return the value this call erased; if absent, return `default`\n"
+     "when given, else raise KeyError.\n\n"
      "Atomic: the value is read and the key erased in one step (C++ Table::take), so a write\n"
      "by another process is either returned here or survives the pop, never erased unseen."},
-    {"compare_and_set", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(table_compare_and_set)),
-     METH_FASTCALL,
-     "compare_and_set(key, expected, desired) -> True if it applied.\n\n"
+    {"compare_and_set", fastcall<table_compare_and_set>(), METH_FASTCALL,
+     "compare_and_set($self, key, expected, desired, /)\n--\n\n"
+     "Make the value of `key` `desired` only if it is `expected`; return True if it did.\n\n"
      "Atomic: if the key's value equals `expected`, make it `desired`; otherwise change nothing.\n"
      "None means absent on either side: expected=None inserts only if the key is absent,\n"
-     "desired=None erases only if the value is `expected`."},
-    {"_compare_and_set_seen", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(table_compare_and_set_seen)),
-     METH_FASTCALL, "_compare_and_set_seen(key, expected, desired) -> (applied, value seen if not applied, or None)."},
-    {"add", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(table_add)), METH_FASTCALL,
-     "add(key, delta=1) -> the counter's new value (an int).\n\n"
+     "desired=None erases only if the value is `expected`. A key longer than the table's\n"
+     "max_key_bytes is absent (KeyTooLargeError only if this call would insert it); a desired\n"
+     "value over max_value_bytes raises ValueTooLargeError; an expected one matches nothing."},
+    {"_compare_and_set_seen", fastcall<table_compare_and_set_seen>(), METH_FASTCALL,
+     "_compare_and_set_seen($self, key, expected, desired, /)\n--\n\n"
+     "(applied, the value seen if not applied, or None)."},
+    {"add", fastcall<table_add>(), METH_FASTCALL,
+     "add($self, key, delta=1, /)\n--\n\n"
+     "Add `delta` to the counter at `key` and return its new value (an int).\n\n"
      "Atomic: adds `delta` to the 8-byte counter at `key` (an absent key counts as 0); of many\n"
      "processes adding at once, every add counts exactly once. A counter is stored as 8 bytes,\n"
      "a little-endian two's-complement int64 (shmht.encode_counter, shmht.counter_value).\n"
      "NotACounterError (a ValueError) if the value has another length; CounterOverflowError\n"
      "(an OverflowError) if the sum leaves the int64 range. Either way nothing changes."},
-    {"insert", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(table_insert)), METH_FASTCALL,
-     "insert(key, value) -> True if stored, False (changing nothing) if the key was present."},
-    {"discard", table_discard, METH_O, "discard(key) -> True if the key was present (and is now erased)."},
-    {"get_many", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(table_get_many)), METH_FASTCALL,
-     "get_many(keys, default=None) -> list of values (default where absent).\n\n"
+    {"insert", fastcall<table_insert>(), METH_FASTCALL,
+     "insert($self, key, value, /)\n--\n\n"
+     "Store `value` only if `key` is absent (atomically): True if stored, False (changing\n"
+     "nothing) if the key was present."},
+    {"discard", table_discard, METH_O,
+     "discard($self, key, /)\n--\n\nErase `key` if present: True if it was (and is now erased), else False."},
+    {"get_many", fastcall<table_get_many>(), METH_FASTCALL,
+     "get_many($self, keys, default=None, /)\n--\n\n"
+     "A list of the values of `keys` (`default` where absent).\n\n"
      "Crosses into C++ once and releases the GIL while reading."},
-    {"_assign_many", table_assign_many, METH_O, "_assign_many(pairs) -> number of new keys (GIL released)."},
-    {"_erase_all", table_erase_all, METH_NOARGS, "_erase_all() -> number of keys erased (GIL released)."},
-    {"_keys", table_keys_iter, METH_NOARGS, "An iterator over the keys of one weakly consistent walk."},
-    {"_values", table_values_iter, METH_NOARGS, "An iterator over the values of one weakly consistent walk."},
-    {"_items", table_items_iter, METH_NOARGS, "An iterator over (key, value) pairs of one weakly consistent walk."},
-    {"_first_item", table_first_item, METH_NOARGS, "Some (key, value) pair, or None if empty."},
-    {"stats", table_stats, METH_NOARGS, "stats() -> dict: sizes, load factor, engine, attached pids."},
+    {"_assign_many", table_assign_many, METH_O,
+     "_assign_many($self, pairs, /)\n--\n\nStore (key, value) pairs; the number of new keys (GIL released)."},
+    {"_erase_all", table_erase_all, METH_NOARGS,
+     "_erase_all($self, /)\n--\n\nErase every key; the number erased (GIL released)."},
+    {"_keys", table_keys_iter, METH_NOARGS, "_keys($self, /)\n--\n\nAn iterator over the keys of one weakly consistent walk."},
+    {"_values", table_values_iter, METH_NOARGS,
+     "_values($self, /)\n--\n\nAn iterator over the values of one weakly consistent walk."},
+    {"_items", table_items_iter, METH_NOARGS,
+     "_items($self, /)\n--\n\nAn iterator over (key, value) pairs of one weakly consistent walk."},
+    {"_first_item", table_first_item, METH_NOARGS, "_first_item($self, /)\n--\n\nSome (key, value) pair, or None if empty."},
+    {"stats", table_stats, METH_NOARGS,
+     "stats($self, /)\n--\n\n"
+     "A dict: path, engine, capacity, slots, items, load_factor, max_key_bytes,\n"
+     "max_value_bytes, max_bytes, max_processes, apparent_bytes, resident_bytes, arena_bytes,\n"
+     "live_record_bytes, free_record_bytes, free_by_class ({record bytes: free records}) and\n"
+     "attached_pids."},
     {nullptr, nullptr, 0, nullptr},
 };
 
 PyGetSetDef g_getset[] = {
     {"path", table_get_path, nullptr, "The table's file (a bare name resolves to /dev/shm/<name>).", nullptr},
     {"engine", table_get_engine, nullptr, "The engine this handle uses ('global', 'seqlock', ...).", nullptr},
+    {"read_only", table_get_read_only, nullptr, "True if opened with read_only=True (writes raise PermissionDeniedError).",
+     nullptr},
     {"closed", table_get_closed, nullptr, "True after close() (or before the table was attached).", nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
