@@ -186,6 +186,14 @@ class TableImpl {
     return HashedKey{bytes, hash_key(bytes, context_.fixed().hash_seed)};
   }
 
+  // A key of a batch lookup: hashed whatever its length. A key longer than the table's
+  // maximum matches no record (no stored key is that long), so it comes back absent like
+  // lookup_key's, without taking it out of the batch.
+  HashedKey batch_key(std::string_view bytes) const {
+    check_usable();
+    return {bytes, hash_key(bytes, context_.fixed().hash_seed)};
+  }
+
   bool value_fits(std::string_view value) const noexcept { return value.size() <= context_.fixed().max_value_bytes; }
 
   void check_value(std::string_view value) const {
@@ -451,7 +459,7 @@ class LookupPipeline {
   void start(std::size_t first, Stage& stage) {
     stage.count = first < keys_.size() ? std::min(batch::kKeysPerBatch, keys_.size() - first) : 0;
     for (std::size_t i = 0; i < stage.count; ++i) __builtin_prefetch(keys_[first + i].data(), 0, 3);
-    for (std::size_t i = 0; i < stage.count; ++i) stage.hashed[i] = impl_.key(keys_[first + i]);
+    for (std::size_t i = 0; i < stage.count; ++i) stage.hashed[i] = impl_.batch_key(keys_[first + i]);
     batch::prefetch_home_buckets(impl_.context(), stage.keys());
   }
 
