@@ -25,18 +25,6 @@ namespace {
 
 using layout::ImmutableHeader;
 
-// Expects `fn` to throw shmht::Error with `code` and a message containing `fragment`.
-template <class Fn>
-void expect_error(ErrorCode code, const std::string& fragment, Fn&& fn) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error; expected " << error_code_name(code);
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << "message: " << e.what();
-  }
-}
-
 std::string path_of(const std::string& name) { return "/dev/shm/" + name; }
 
 // Reads, edits and writes back the immutable header, optionally re-sealing its checksum

@@ -642,8 +642,8 @@ TEST_P(LinearizabilityOfBrokenVariant, NonAtomicWritesAreRejected) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Flaws, LinearizabilityOfBrokenVariant, ::testing::Values(Flaw::kAllWrites, Flaw::kTakeOnly),
-                         [](const ::testing::TestParamInfo<Flaw>& info) {
-                           return std::string(info.param == Flaw::kTakeOnly ? "TakeOnly" : "AllWrites");
+                         [](const ::testing::TestParamInfo<Flaw>& flaw) {
+                           return std::string(flaw.param == Flaw::kTakeOnly ? "TakeOnly" : "AllWrites");
                          });
 
 }  // namespace

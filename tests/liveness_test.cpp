@@ -184,7 +184,9 @@ TEST(ChunkClaim, ADeadClaimantsChunkGoesToTheHeirOfItsEntry) {
 std::optional<std::string> run_cli(const std::string& args) {
   const char* cli = std::getenv("SHMHT_CLI");
   if (cli == nullptr) return std::nullopt;
-  FILE* out = popen(("'" + std::string(cli) + "' " + args + " 2>&1").c_str(), "r");
+  std::string command = "'";
+  command.append(cli).append("' ").append(args).append(" 2>&1");
+  FILE* out = popen(command.c_str(), "r");
   if (out == nullptr) return std::nullopt;
   std::string text;
   char buffer[512];

@@ -26,7 +26,6 @@
 namespace shmht::test {
 namespace {
 
-constexpr int kUnsupported = 77;  // the child could not set up its tmpfs
 constexpr std::uint64_t kFillerBytes = 4 << 20;
 
 // Runs the scenario; returns a failure description, or "" on success.
@@ -80,33 +79,7 @@ std::string fill_until_no_space(const std::string& dir, Engine engine) {
 class NoSpace : public ::testing::TestWithParam<Engine> {};
 
 TEST_P(NoSpace, AFullFilesystemIsAnErrorNotASignal) {
-  char dir_template[] = "/tmp/shmht-nospace-XXXXXX";
-  ASSERT_NE(mkdtemp(dir_template), nullptr) << std::strerror(errno);
-  const std::string dir = dir_template;
-  struct RemoveDir {
-    std::string dir;
-    ~RemoveDir() { ::rmdir(dir.c_str()); }
-  } remove_dir{dir};
-  SharedArray<char> failure(512);
-  Children child;
-  child.spawn([&] {
-    if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
-        mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=16m") != 0) {
-      std::snprintf(&failure[0], 512, "%s", std::strerror(errno));
-      return kUnsupported;
-    }
-    const std::string problem = fill_until_no_space(dir, GetParam());
-    std::snprintf(&failure[0], 512, "%s", problem.c_str());
-    return problem.empty() ? 0 : 1;
-  });
-  const auto outcomes = child.wait_all(std::chrono::seconds(60));
-  ASSERT_EQ(outcomes.size(), 1u);
-  if (outcomes[0].exited && outcomes[0].code_or_signal == kUnsupported) {
-    GTEST_SKIP() << "cannot mount a private tmpfs here (needs root): " << &failure[0];
-  }
-  ASSERT_TRUE(outcomes[0].exited) << "the writer was killed by signal " << outcomes[0].code_or_signal
-                                  << (outcomes[0].code_or_signal == SIGBUS ? " (SIGBUS)" : "");
-  EXPECT_EQ(outcomes[0].code_or_signal, 0) << &failure[0];
+  in_private_tmpfs([&](const std::string& dir) { return fill_until_no_space(dir, GetParam()); });
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, NoSpace, ::testing::ValuesIn(built_engines()), engine_param_name);

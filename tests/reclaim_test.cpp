@@ -136,11 +136,12 @@ TEST(FreeListCounters, AreRecountedByTheHeirOfAWriterKilledBetweenListAndCounter
 TEST(FreeByClass, CountsTheRecordsFreedInEachClass) {
   ScopedName name;
   Table t = Table::create(name, {.capacity = 1000});
-  for (int i = 0; i < 10; ++i) t.insert("a" + std::to_string(i), std::string(40, 'x'));
-  for (int i = 0; i < 5; ++i) t.insert("b" + std::to_string(i), std::string(1000, 'x'));
+  const auto key = [](char prefix, int i) { return std::string(1, prefix).append(std::to_string(i)); };
+  for (int i = 0; i < 10; ++i) t.insert(key('a', i), std::string(40, 'x'));
+  for (int i = 0; i < 5; ++i) t.insert(key('b', i), std::string(1000, 'x'));
   EXPECT_TRUE(t.stats().free_by_class.empty());
-  for (int i = 0; i < 10; ++i) t.erase("a" + std::to_string(i));
-  for (int i = 0; i < 5; ++i) t.erase("b" + std::to_string(i));
+  for (int i = 0; i < 10; ++i) t.erase(key('a', i));
+  for (int i = 0; i < 5; ++i) t.erase(key('b', i));
   const Stats s = t.stats();
   ASSERT_EQ(s.free_by_class.size(), 2u);
   EXPECT_EQ(s.free_by_class[0].record_bytes, class_bytes_of(2, 40));

@@ -6,13 +6,16 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <stdexcept>
 #include <mutex>
@@ -241,6 +244,53 @@ inline std::vector<Engine> built_engines() {
 // gtest's name for a parameterised case: the engine's name.
 inline std::string engine_param_name(const ::testing::TestParamInfo<Engine>& info) {
   return std::string(engine_name(info.param));
+}
+
+// Expects `fn` to throw shmht::Error with `code` and a message containing `fragment`.
+template <class Fn>
+void expect_error(ErrorCode code, const std::string& fragment, Fn&& fn) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error; expected " << error_code_name(code);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << "message: " << e.what();
+  }
+}
+
+// Runs body(dir) in a forked child that unshares its mount namespace and mounts a private
+// 16 MiB tmpfs at a fresh directory `dir`, so the mount never reaches the host and goes
+// away with the child; body returns a string, empty for success, else what went wrong.
+// The test is skipped, saying why, where mounting is not allowed (not root).
+inline void in_private_tmpfs(const std::function<std::string(const std::string& dir)>& body) {
+  char dir_template[] = "/tmp/shmht-tmpfs-XXXXXX";
+  ASSERT_NE(mkdtemp(dir_template), nullptr) << std::strerror(errno);
+  const std::string dir = dir_template;
+  struct RemoveDir {
+    std::string dir;
+    ~RemoveDir() { ::rmdir(dir.c_str()); }
+  } remove_dir{dir};
+  constexpr int kUnsupported = 77;
+  SharedArray<char> failure(512);
+  Children child;
+  child.spawn([&] {
+    if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=16m") != 0) {
+      std::snprintf(&failure[0], 512, "%s", std::strerror(errno));
+      return kUnsupported;
+    }
+    const std::string problem = body(dir);
+    std::snprintf(&failure[0], 512, "%s", problem.c_str());
+    return problem.empty() ? 0 : 1;
+  });
+  const auto outcomes = child.wait_all(std::chrono::seconds(60));
+  ASSERT_EQ(outcomes.size(), 1u);
+  if (outcomes[0].exited && outcomes[0].code_or_signal == kUnsupported) {
+    GTEST_SKIP() << "cannot mount a private tmpfs here (needs root): " << &failure[0];
+  }
+  ASSERT_TRUE(outcomes[0].exited) << "the child was killed by signal " << outcomes[0].code_or_signal
+                                  << (outcomes[0].code_or_signal == SIGBUS ? " (SIGBUS)" : "");
+  EXPECT_EQ(outcomes[0].code_or_signal, 0) << &failure[0];
 }
 
 }  // namespace shmht::test
