@@ -280,8 +280,10 @@ CheckReport check_table(const std::string& name, const CheckOptions& options) {
     if (others.empty()) check(true);
   });
   if (!others.empty()) {
-    report.not_reclaimed_because = std::to_string(others.size()) + " other process" + (others.size() == 1 ? " is" : "es are") +
-                                   " attached (pid";
+    // Pids, each once: one process may hold several attachments (or be this one).
+    std::sort(others.begin(), others.end());
+    others.erase(std::unique(others.begin(), others.end()), others.end());
+    report.not_reclaimed_because = "other attachments are live (pid";
     for (std::size_t i = 0; i < others.size(); ++i) report.not_reclaimed_because += (i ? ", " : " ") + std::to_string(others[i]);
     report.not_reclaimed_because += "), whose records in flight look like leaked ones; run it again when they have detached";
     check(false);  // with the admin lock released: live writers may need it to grow the file
