@@ -5,9 +5,11 @@
 // address space, this makes threads that use separate handles touch the same virtual
 // addresses, so ThreadSanitizer sees their accesses to shared memory as accesses to the
 // same bytes (with one mapping per handle it would see two unrelated addresses).
+// Read-only handles (OpenOptions::read_only) share a second, PROT_READ mapping.
 //
-// The reservation is PROT_NONE; the file is mapped over its front, and map_up_to() maps
-// the part of the file that grew since, at the same base (addresses never move).
+// The reservation is PROT_NONE and starts on a 2 MiB boundary; the file is mapped over
+// its front (advised MADV_HUGEPAGE), and map_up_to() maps the part of the file that grew
+// since, at the same base (addresses never move).
 // map_up_to is thread-safe; mapped() may be read by any thread at any time.
 #pragma once
 
