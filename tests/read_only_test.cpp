@@ -57,6 +57,9 @@ TEST(ReadOnly, ReadsWorkWritesAreRefusedAndTheMappingIsReadOnly) {
   expect_error(ErrorCode::kPermissionDenied, "read-only", [&] { r.assign("k", "v"); });
   expect_error(ErrorCode::kPermissionDenied, "read-only", [&] { r.insert("k", "v"); });
   expect_error(ErrorCode::kPermissionDenied, "read-only", [&] { r.erase(key_of(1)); });
+  expect_error(ErrorCode::kPermissionDenied, "read-only", [&] { r.take(key_of(1)); });
+  expect_error(ErrorCode::kPermissionDenied, "read-only", [&] { r.compare_and_set(key_of(1), "v1", "w"); });
+  expect_error(ErrorCode::kPermissionDenied, "read-only", [&] { r.add("counter", 1); });
   EXPECT_EQ(r.size(), 100u);
 }
 

@@ -287,16 +287,19 @@ int cmd_stat(const Arguments& a) {
   return kExitOk;
 }
 
-int cmd_get(const Arguments& a) {
-  Table table = open_for_reading(a);
-  const auto value = table.get(a.key);
-  if (!value) {
-    std::cerr << "shmht: key not found\n";
-    return kExitMissing;
-  }
+int key_not_found() {
+  std::cerr << "shmht: key not found\n";
+  return kExitMissing;
+}
+
+// get and take: print the value, or say the key was not there.
+int print_value(const std::optional<std::string>& value) {
+  if (!value) return key_not_found();
   std::cout << *value << "\n";
   return kExitOk;
 }
+
+int cmd_get(const Arguments& a) { return print_value(open_for_reading(a).get(a.key)); }
 
 int cmd_put(const Arguments& a) {
   Table table = open_table(a);
@@ -306,9 +309,7 @@ int cmd_put(const Arguments& a) {
 
 int cmd_del(const Arguments& a) {
   Table table = open_table(a);
-  if (table.erase(a.key)) return kExitOk;
-  std::cerr << "shmht: key not found\n";
-  return kExitMissing;
+  return table.erase(a.key) ? kExitOk : key_not_found();
 }
 
 int cmd_add(const Arguments& a) {
@@ -324,16 +325,7 @@ int cmd_add(const Arguments& a) {
   return kExitOk;
 }
 
-int cmd_take(const Arguments& a) {
-  Table table = open_table(a);
-  const std::optional<std::string> value = table.take(a.key);
-  if (!value) {
-    std::cerr << "shmht: key not found\n";
-    return kExitMissing;
-  }
-  std::cout << *value << "\n";
-  return kExitOk;
-}
+int cmd_take(const Arguments& a) { return print_value(open_table(a).take(a.key)); }
 
 int cmd_cas(const Arguments& a) {
   if (a.expected.has_value() == a.absent || a.desired.has_value() == a.erase) {
@@ -399,7 +391,17 @@ std::vector<Subcommand> declare_commands(CLI::App& app, Arguments& a) {
     commands.push_back({sub, run});
     return *sub;
   };
-  auto key = [&](CLI::App& sub) { sub.add_option("KEY", a.key, "the key (after -- if it starts with '-')")->required(); };
+  // A command on an existing table, which takes --engine; `keyed`: and a KEY.
+  auto opening = [&](const char* name, const char* description, Command run) -> CLI::App& {
+    CLI::App& sub = command(name, description, run);
+    add_engine_option(sub, a, kOpenEngineHelp);
+    return sub;
+  };
+  auto keyed = [&](const char* name, const char* description, Command run) -> CLI::App& {
+    CLI::App& sub = opening(name, description, run);
+    sub.add_option("KEY", a.key, "the key (after -- if it starts with '-')")->required();
+    return sub;
+  };
 
   CLI::App& create = command("create", "create a table", cmd_create);
   using shmht::cli::add_create_option;
@@ -421,54 +423,38 @@ std::vector<Subcommand> declare_commands(CLI::App& app, Arguments& a) {
     sub.add_flag("--read-only", a.read_only,
                  "open the file read-only (seqlock tables); done anyway when it may not be written");
   };
-  CLI::App& stat = command("stat", "sizes, load, free records per size class and attached processes", cmd_stat);
+  CLI::App& stat = opening("stat", "sizes, load, free records per size class and attached processes", cmd_stat);
   stat.add_flag("--json", a.json, "one JSON object instead of text");
-  add_engine_option(stat, a, kOpenEngineHelp);
   read_only(stat);
 
-  CLI::App& get = command("get", "print the value of KEY (exit 1 if absent)", cmd_get);
-  key(get);
-  add_engine_option(get, a, kOpenEngineHelp);
+  CLI::App& get = keyed("get", "print the value of KEY (exit 1 if absent)", cmd_get);
   read_only(get);
 
-  CLI::App& put = command("put", "insert or overwrite KEY", cmd_put);
-  key(put);
+  CLI::App& put = keyed("put", "insert or overwrite KEY", cmd_put);
   put.add_option("VALUE", a.value, "the value (after -- if it starts with '-')")->required();
-  add_engine_option(put, a, kOpenEngineHelp);
 
-  CLI::App& del = command("del", "erase KEY (exit 1 if absent)", cmd_del);
-  key(del);
-  add_engine_option(del, a, kOpenEngineHelp);
+  keyed("del", "erase KEY (exit 1 if absent)", cmd_del);
 
-  CLI::App& add = command("add", "add DELTA (default 1) to KEY's 8-byte counter atomically; print the new value", cmd_add);
-  key(add);
+  CLI::App& add = keyed("add", "add DELTA (default 1) to KEY's 8-byte counter atomically; print the new value", cmd_add);
   add.add_option("DELTA", a.delta, "a signed 64-bit integer (after -- if negative)");
-  add_engine_option(add, a, kOpenEngineHelp);
 
-  CLI::App& take = command("take", "erase KEY and print the value erased, in one atomic step (exit 1 if absent)", cmd_take);
-  key(take);
-  add_engine_option(take, a, kOpenEngineHelp);
+  keyed("take", "erase KEY and print the value erased, in one atomic step (exit 1 if absent)", cmd_take);
 
-  CLI::App& cas = command("cas", "compare and set, atomically: exit 0 if applied, 1 (saying what it held) if not", cmd_cas);
-  key(cas);
+  CLI::App& cas = keyed("cas", "compare and set, atomically: exit 0 if applied, 1 (saying what it held) if not", cmd_cas);
   cas.add_option("--expected", a.expected, "apply only if KEY holds this value");
   cas.add_flag("--absent", a.absent, "apply only if KEY is absent");
   cas.add_option("--desired", a.desired, "the value to store");
   cas.add_flag("--erase", a.erase, "erase KEY instead of storing");
-  add_engine_option(cas, a, kOpenEngineHelp);
 
-  CLI::App& load = command("load",
-                           "read KEY<TAB>VALUE lines from stdin (\\t \\n \\r \\\\ escapes; a CR before each "
-                           "newline is dropped); stops at the first bad line, saying how many items it stored",
-                           cmd_load);
-  add_engine_option(load, a, kOpenEngineHelp);
+  opening("load",
+          "read KEY<TAB>VALUE lines from stdin (\\t \\n \\r \\\\ escapes; a CR before each "
+          "newline is dropped); stops at the first bad line, saying how many items it stored",
+          cmd_load);
 
-  CLI::App& dump = command("dump", "write KEY<TAB>VALUE lines to stdout, escaped as load reads them", cmd_dump);
-  add_engine_option(dump, a, kOpenEngineHelp);
+  CLI::App& dump = opening("dump", "write KEY<TAB>VALUE lines to stdout, escaped as load reads them", cmd_dump);
   read_only(dump);
 
-  CLI::App& check = command("check", "verify every invariant (exit 0 only if clean; needs write access)", cmd_check);
-  add_engine_option(check, a, kOpenEngineHelp);
+  CLI::App& check = opening("check", "verify every invariant (exit 0 only if clean; needs write access)", cmd_check);
   check.add_flag("--repair", a.repair,
                  "also put bytes leaked by crashed writers back on the free lists (only when no other process is "
                  "attached; new ones wait meanwhile)");

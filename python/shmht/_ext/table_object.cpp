@@ -218,7 +218,9 @@ class SignalPoll {
   }
 
  private:
-  static constexpr std::uint64_t kEvery = 4096;  // ~1 ms of operations; the check costs ~1 us
+  // Operations between checks: the GIL round trip is rare next to them, and Ctrl-C waits
+  // for at most this many (python/tests/test_interrupt.py bounds the wait).
+  static constexpr std::uint64_t kEvery = 4096;
   PyThreadState** saved_;
   std::uint64_t calls_ = 0, next_check_ = kEvery;
 };
@@ -783,10 +785,10 @@ PyObject* table_get_many(PyObject* object, PyObject* const* args, Py_ssize_t nar
   if (!run_batch(as_table(object), [&](shmht::Table& table, SignalPoll& poll) {
         // Table::get_many overlaps the keys' cache misses; chunks keep Ctrl-C prompt.
         constexpr std::size_t kChunk = 1024;
-        const std::span<const std::string_view> keys = batch.views();
-        for (std::size_t first = 0; first < keys.size(); first += kChunk) {
-          const std::size_t n = std::min(kChunk, keys.size() - first);
-          std::vector<std::optional<std::string>> chunk = table.get_many(keys.subspan(first, n));
+        const std::span<const std::string_view> views = batch.views();
+        for (std::size_t first = 0; first < views.size(); first += kChunk) {
+          const std::size_t n = std::min(kChunk, views.size() - first);
+          std::vector<std::optional<std::string>> chunk = table.get_many(views.subspan(first, n));
           std::move(chunk.begin(), chunk.end(), std::back_inserter(values));
           poll(n);
         }
