@@ -5,6 +5,8 @@
 // precomputed permutation: neither the hardware prefetcher nor the cache helps).
 //   get/E            Table::get(key) -> optional<string>, one key per call
 //   get_many/E/B     Table::get_many(B keys) -> vector<optional<string>>, per key
+//   get_into/E       Table::get(key, span) into a caller's buffer: no allocation
+//   get_many_into/E/256  Table::get_many(keys, found(i, value)): no allocation per key
 //   contains_many/E/256, contains/E   the same without copying values
 // Times are per key (items/s is keys/s).
 //
@@ -95,6 +97,20 @@ void BM_Get(benchmark::State& state, shmht::Engine engine) {
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
 }
 
+void BM_GetInto(benchmark::State& state, shmht::Engine engine) {
+  shmht::Table& t = table_for(engine);
+  const auto& order = workload().in_random_order;
+  std::size_t i = 0, hits = 0;
+  char buffer[kValueBytes];
+  for (auto _ : state) {
+    hits += t.get(order[i], std::span<char>(buffer, sizeof buffer)).has_value();
+    benchmark::DoNotOptimize(buffer);
+    if (++i == order.size()) i = 0;
+  }
+  if (hits != static_cast<std::size_t>(state.iterations())) state.SkipWithError("a present key was not found");
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+
 void BM_Contains(benchmark::State& state, shmht::Engine engine) {
   shmht::Table& t = table_for(engine);
   const auto& order = workload().in_random_order;
@@ -108,7 +124,8 @@ void BM_Contains(benchmark::State& state, shmht::Engine engine) {
 }
 
 // One iteration = one call of `batch` keys; items = keys.
-template <bool kValues>
+enum class Many { kStrings, kInto, kContains };
+template <Many kHow>
 void BM_Many(benchmark::State& state, shmht::Engine engine) {
   shmht::Table& t = table_for(engine);
   const auto& order = workload().in_random_order;
@@ -117,9 +134,14 @@ void BM_Many(benchmark::State& state, shmht::Engine engine) {
   for (auto _ : state) {
     if (first + batch > order.size()) first = 0;
     const std::span<const std::string_view> keys(order.data() + first, batch);
-    if constexpr (kValues) {
+    if constexpr (kHow == Many::kStrings) {
       const auto values = t.get_many(keys);
       for (const auto& v : values) hits += v.has_value();
+    } else if constexpr (kHow == Many::kInto) {
+      t.get_many(keys, [&](std::size_t, std::string_view value) {
+        benchmark::DoNotOptimize(value.data());
+        ++hits;
+      });
     } else {
       const auto present = t.contains_many(keys);
       hits += static_cast<std::size_t>(std::count(present.begin(), present.end(), true));
@@ -138,9 +160,11 @@ int main(int argc, char** argv) {
     if (!shmht::engine_is_built(engine)) continue;
     const std::string e(shmht::engine_name(engine));
     benchmark::RegisterBenchmark(("get/" + e).c_str(), BM_Get, engine)->Unit(benchmark::kNanosecond);
-    benchmark::RegisterBenchmark(("get_many/" + e).c_str(), BM_Many<true>, engine)->Arg(16)->Arg(256)->Unit(benchmark::kNanosecond);
+    benchmark::RegisterBenchmark(("get_many/" + e).c_str(), BM_Many<Many::kStrings>, engine)->Arg(16)->Arg(256)->Unit(benchmark::kNanosecond);
+    benchmark::RegisterBenchmark(("get_into/" + e).c_str(), BM_GetInto, engine)->Unit(benchmark::kNanosecond);
+    benchmark::RegisterBenchmark(("get_many_into/" + e).c_str(), BM_Many<Many::kInto>, engine)->Arg(256)->Unit(benchmark::kNanosecond);
     benchmark::RegisterBenchmark(("contains/" + e).c_str(), BM_Contains, engine)->Unit(benchmark::kNanosecond);
-    benchmark::RegisterBenchmark(("contains_many/" + e).c_str(), BM_Many<false>, engine)->Arg(256)->Unit(benchmark::kNanosecond);
+    benchmark::RegisterBenchmark(("contains_many/" + e).c_str(), BM_Many<Many::kContains>, engine)->Arg(256)->Unit(benchmark::kNanosecond);
   }
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();

@@ -27,20 +27,10 @@ namespace shmht::batch {
 // global engine, which locks once per batch, holds its lock briefly).
 inline constexpr std::size_t kKeysPerBatch = 16;
 
-// The 64-byte lines a record's first 64 bytes may span: a record is 16-aligned but may
-// cross a line (its header, key and the start of its value are what a lookup reads).
-inline void prefetch_record(const TableContext& ctx, std::uint64_t slot_word) {
-  const std::uint64_t offset = layout::Slot::offset_of(slot_word);
-  if (!ctx.region().contains(offset, 64)) return;
-  const std::byte* record = ctx.region().at(offset);
-  __builtin_prefetch(record, 0, 3);
-  __builtin_prefetch(record + 63, 0, 3);
-}
-
 inline void prefetch_home_buckets(const TableContext& ctx, std::span<const HashedKey> keys) {
   const layout::SlotArray& slots = ctx.slots();
   for (const HashedKey& key : keys) {
-    __builtin_prefetch(&slots.bucket(layout::SlotArray::bucket_of_slot(slots.home_of(key.hash))), 0, 3);
+    prefetch_for_read(&slots.home_bucket(key.hash));
   }
 }
 
@@ -54,7 +44,10 @@ inline void prefetch_matching_records(const TableContext& ctx, std::span<const H
     for (std::uint64_t s = home; s < bucket_end && s < slots.probe_limit(); ++s) {
       const std::uint64_t word = slots.load(s);
       if (word == layout::kEmptySlot) break;
-      if (layout::Slot::tag_of(word) == tag) prefetch_record(ctx, word);
+      if (layout::Slot::tag_of(word) == tag) {
+        ctx.prefetch_record(word, key.bytes.size());
+        break;  // a second slot with the key's 16-bit tag is rare: not worth a mispredicted branch per slot
+      }
     }
   }
 }

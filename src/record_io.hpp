@@ -14,6 +14,7 @@
 #pragma once
 
 #include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <algorithm>
@@ -36,6 +37,7 @@ inline void atomic_store_word(std::uint64_t* p, std::uint64_t w) noexcept {
   std::atomic_ref<std::uint64_t>(*p).store(w, std::memory_order_relaxed);
 }
 static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free, "record words are shared across processes");
+static_assert(std::endian::native == std::endian::little, "records are streamed into words low byte first");
 }  // namespace record_detail
 
 // Writes the whole record at `record` (8-aligned, owned by the caller) with atomic stores.
@@ -77,31 +79,56 @@ inline void store_record(std::byte* record, std::string_view key, std::string_vi
   if (pending_bytes != 0) atomic_store_word(words, pending);
 }
 
+// The low `n` bytes (n < 8) of a little-endian word, stored at `out` in memory order.
+inline void store_low_bytes(char* out, std::uint64_t w, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i, w >>= 8) out[i] = static_cast<char>(w & 0xFF);
+}
+
 // Copies `n` bytes starting `byte_offset` bytes into the record with atomic word loads.
+// Whole words go out as one 8-byte store each (no call to memcpy per word: this is the
+// optimistic read path); only a first unaligned word and a last partial one go bytewise.
 inline void load_record_bytes(const std::byte* record, std::size_t byte_offset, char* out, std::size_t n) noexcept {
+  if (n == 0) return;
   const auto* words = reinterpret_cast<const std::uint64_t*>(record) + byte_offset / 8;
-  unsigned skip = static_cast<unsigned>(byte_offset % 8);
-  while (n > 0) {
-    const std::uint64_t w = record_detail::atomic_load_word(words++);
-    char bytes[8];
-    std::memcpy(bytes, &w, 8);
+  if (const unsigned skip = static_cast<unsigned>(byte_offset % 8); skip != 0) {
     const std::size_t take = std::min<std::size_t>(8 - skip, n);
-    std::memcpy(out, bytes + skip, take);
+    store_low_bytes(out, record_detail::atomic_load_word(words++) >> (skip * 8), take);
     out += take;
     n -= take;
-    skip = 0;
   }
+  for (; n >= 8; n -= 8, out += 8) {
+    const std::uint64_t w = record_detail::atomic_load_word(words++);
+    std::memcpy(out, &w, 8);
+  }
+  if (n > 0) store_low_bytes(out, record_detail::atomic_load_word(words), n);
 }
 
 // Compares `expected` with the record's bytes at `byte_offset`, loading them atomically.
+// A key starts right after the 8-byte header, so its words are aligned: compared a word
+// at a time against the caller's bytes, the last word masked to the bytes that count.
 inline bool record_bytes_equal(const std::byte* record, std::size_t byte_offset, std::string_view expected) noexcept {
-  char chunk[64];
-  for (std::size_t done = 0; done < expected.size(); done += sizeof chunk) {
-    const std::size_t n = std::min(sizeof chunk, expected.size() - done);
-    load_record_bytes(record, byte_offset + done, chunk, n);
-    if (std::memcmp(chunk, expected.data() + done, n) != 0) return false;
+  if (byte_offset % 8 != 0) {
+    char chunk[64];
+    for (std::size_t done = 0; done < expected.size(); done += sizeof chunk) {
+      const std::size_t n = std::min(sizeof chunk, expected.size() - done);
+      load_record_bytes(record, byte_offset + done, chunk, n);
+      if (std::memcmp(chunk, expected.data() + done, n) != 0) return false;
+    }
+    return true;
   }
-  return true;
+  const auto* words = reinterpret_cast<const std::uint64_t*>(record) + byte_offset / 8;
+  const char* p = expected.data();
+  std::size_t n = expected.size();
+  for (; n >= 8; n -= 8, p += 8) {
+    std::uint64_t want;
+    std::memcpy(&want, p, 8);
+    if (record_detail::atomic_load_word(words++) != want) return false;
+  }
+  if (n == 0) return true;
+  std::uint64_t want = 0;
+  for (std::size_t i = n; i-- > 0;) want = (want << 8) | static_cast<unsigned char>(p[i]);
+  const std::uint64_t mask = (std::uint64_t{1} << (n * 8)) - 1;
+  return (record_detail::atomic_load_word(words) & mask) == want;
 }
 
 inline layout::RecordHeader load_record_header(const std::byte* record) noexcept {

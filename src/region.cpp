@@ -198,8 +198,7 @@ RegionLayout RegionLayout::compute(std::uint64_t capacity, std::uint32_t max_pro
   return l;
 }
 
-bool Region::ensure_mapped(std::uint64_t offset, std::uint64_t bytes) {
-  if (contains(offset, bytes)) return true;
+bool Region::map_grown_part(std::uint64_t offset, std::uint64_t bytes) {
   const std::uint64_t reserved = mapping_->reserved_bytes();
   if (offset < arena_offset_ || bytes > reserved || offset > reserved - bytes) return false;
   // The header's arena_end says how far chunks were handed out; the file is at least that long.

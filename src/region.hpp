@@ -85,7 +85,10 @@ class Region {
     return offset >= arena_offset_ && bytes <= mapped && offset <= mapped - bytes;
   }
   // Like contains(), but first maps any part of the file that grew since we last looked.
-  bool ensure_mapped(std::uint64_t offset, std::uint64_t bytes);
+  // Inline: every record a lookup reads passes through it, and is nearly always mapped.
+  bool ensure_mapped(std::uint64_t offset, std::uint64_t bytes) {
+    return contains(offset, bytes) || map_grown_part(offset, bytes);
+  }
   template <class T = std::byte>
   T* at(std::uint64_t offset) const noexcept {
     return reinterpret_cast<T*>(base_ + offset);
@@ -138,6 +141,9 @@ class Region {
   void with_admin_lock(const std::function<void(const std::vector<std::uint32_t>& live)>& fn);
 
  private:
+  // ensure_mapped's slow path: maps the file up to the published arena end if [offset,
+  // offset + bytes) lies inside it.
+  bool map_grown_part(std::uint64_t offset, std::uint64_t bytes);
   Region() = default;
   // Writes a new table's header into `fd` (which it takes over).
   void initialize(int fd, const CreateOptions& options, EngineStateInit init_engine);

@@ -427,61 +427,89 @@ bool Table::contains(std::string_view key) {
 namespace {
 
 // get_many and contains_many: batches of batch::kKeysPerBatch keys, software-pipelined
-// (batch_prefetch.hpp): while batch k's records are prefetched and its keys looked up,
-// batch k + 1 is already hashed and its buckets requested, so the misses of two batches
-// are in flight together. The keys' own bytes are prefetched before they are hashed.
+// (batch_prefetch.hpp). Each round does one step for each of four batches, each step a
+// batch ahead of the next, so that every line a step needs was requested one round (16
+// lookups' time) before:
+//   batch k + 3: its keys' bytes requested;
+//   batch k + 2: its keys hashed (their bytes have arrived), their home buckets requested;
+//   batch k + 1: its home buckets read, the records whose tags match requested;
+//   batch k:     looked up by the engine, whose lines are now in cache.
 class LookupPipeline {
  public:
   LookupPipeline(TableImpl& impl, std::span<const std::string_view> keys) : impl_(impl), keys_(keys) {}
 
-  std::vector<std::optional<std::string>> run(bool want_values) {
-    std::vector<std::optional<std::string>> out(keys_.size());
-    std::size_t current = 0;  // which of the two stages holds batch k
-    start(0, stage_[current]);
-    for (std::size_t first = 0; first < keys_.size(); first += batch::kKeysPerBatch) {
-      Stage& now = stage_[current];
-      Stage& next = stage_[1 - current];
-      start(first + batch::kKeysPerBatch, next);  // batch k + 1: hash, request its buckets
-      batch::prefetch_matching_records(impl_.context(), now.keys());
-      impl_.engine().lookup_batch(now.keys(), want_values, std::span(out).subspan(first, now.count));
-      current = 1 - current;
+  // Calls found(i, value) for each present key, in key order, after the engine has
+  // answered (and released whatever it locked for) that key's batch.
+  void run(bool want_values, const std::function<void(std::size_t, std::string_view)>& found) {
+    const auto batches = static_cast<std::ptrdiff_t>((keys_.size() + batch::kKeysPerBatch - 1) / batch::kKeysPerBatch);
+    auto exists = [&](std::ptrdiff_t k) { return k >= 0 && k < batches; };
+    for (std::ptrdiff_t k = -3; k < batches; ++k) {
+      if (exists(k + 3)) request_key_bytes(k + 3);
+      if (exists(k + 2)) hash_and_request_buckets(k + 2);
+      if (exists(k + 1)) batch::prefetch_matching_records(impl_.context(), hashed(k + 1).keys());
+      if (exists(k)) look_up(k, want_values, found);
     }
-    return out;
   }
 
  private:
-  struct Stage {
-    std::array<HashedKey, batch::kKeysPerBatch> hashed;
+  struct HashedBatch {
+    std::array<HashedKey, batch::kKeysPerBatch> keys_hashed;
     std::size_t count = 0;
-    std::span<const HashedKey> keys() const { return {hashed.data(), count}; }
+    std::span<const HashedKey> keys() const { return {keys_hashed.data(), count}; }
   };
 
-  void start(std::size_t first, Stage& stage) {
-    stage.count = first < keys_.size() ? std::min(batch::kKeysPerBatch, keys_.size() - first) : 0;
-    for (std::size_t i = 0; i < stage.count; ++i) __builtin_prefetch(keys_[first + i].data(), 0, 3);
-    for (std::size_t i = 0; i < stage.count; ++i) stage.hashed[i] = impl_.batch_key(keys_[first + i]);
-    batch::prefetch_home_buckets(impl_.context(), stage.keys());
+  // Batches k, k + 1 and k + 2 are hashed at once: three buffers, reused in turn.
+  HashedBatch& hashed(std::ptrdiff_t k) { return hashed_[static_cast<std::size_t>(k) % hashed_.size()]; }
+
+  std::span<const std::string_view> batch_keys(std::ptrdiff_t k) const {
+    const std::size_t first = static_cast<std::size_t>(k) * batch::kKeysPerBatch;
+    return keys_.subspan(first, std::min(batch::kKeysPerBatch, keys_.size() - first));
+  }
+
+  void request_key_bytes(std::ptrdiff_t k) const {
+    for (const std::string_view key : batch_keys(k)) prefetch_for_read(key.data());
+  }
+
+  void look_up(std::ptrdiff_t k, bool want_values, const std::function<void(std::size_t, std::string_view)>& found) {
+    const HashedBatch& batch = hashed(k);
+    answers_.reset(batch.count);
+    impl_.engine().lookup_batch(batch.keys(), want_values, answers_);
+    const std::size_t first = static_cast<std::size_t>(k) * batch::kKeysPerBatch;
+    for (std::size_t i = 0; i < batch.count; ++i) {
+      if (answers_.found(i)) found(first + i, answers_.value(i));
+    }
+  }
+
+  void hash_and_request_buckets(std::ptrdiff_t k) {
+    HashedBatch& batch = hashed(k);
+    const std::span<const std::string_view> keys = batch_keys(k);
+    batch.count = keys.size();
+    for (std::size_t i = 0; i < keys.size(); ++i) batch.keys_hashed[i] = impl_.batch_key(keys[i]);
+    batch::prefetch_home_buckets(impl_.context(), batch.keys());
   }
 
   TableImpl& impl_;
   std::span<const std::string_view> keys_;
-  std::array<Stage, 2> stage_;
+  std::array<HashedBatch, 3> hashed_;
+  BatchAnswers answers_;
 };
-
-std::vector<std::optional<std::string>> lookup_many(TableImpl& impl, std::span<const std::string_view> keys, bool want_values) {
-  return LookupPipeline(impl, keys).run(want_values);
-}
 
 }  // namespace
 
 std::vector<std::optional<std::string>> Table::get_many(std::span<const std::string_view> keys) {
-  return lookup_many(impl(), keys, true);
+  std::vector<std::optional<std::string>> values(keys.size());
+  LookupPipeline(impl(), keys).run(true, [&](std::size_t i, std::string_view value) { values[i].emplace(value); });
+  return values;
+}
+
+void Table::get_many(std::span<const std::string_view> keys,
+                     const std::function<void(std::size_t index, std::string_view value)>& found) {
+  LookupPipeline(impl(), keys).run(true, found);
 }
 
 std::vector<bool> Table::contains_many(std::span<const std::string_view> keys) {
-  const std::vector<std::optional<std::string>> found = lookup_many(impl(), keys, false);
-  std::vector<bool> present(found.size());
-  for (std::size_t i = 0; i < found.size(); ++i) present[i] = found[i].has_value();
+  std::vector<bool> present(keys.size());
+  LookupPipeline(impl(), keys).run(false, [&](std::size_t i, std::string_view) { present[i] = true; });
   return present;
 }
 

@@ -366,6 +366,27 @@ TYPED_TEST_P(Conformance, BatchedLookupsMatchSingleOnes) {
   EXPECT_EQ(t.contains_many(with_oversize), (std::vector<bool>{true, false}));
 }
 
+// get_many with a callback: one call per present key, in key order, with get()'s value;
+// none for an absent key; and no lock held during the call (the callback uses the table:
+// under the global engine a held lock would deadlock here, and the test time out).
+TYPED_TEST_P(Conformance, BatchedLookupCallbackSeesEachPresentKeyOnce) {
+  Table t = this->make({.capacity = 1000});
+  std::vector<std::string> keys;
+  for (int i = 0; i < 100; ++i) keys.push_back("key-" + std::to_string(i));
+  for (std::size_t i = 0; i < keys.size(); i += 2) t.assign(keys[i], std::string(i, 'v'));
+  const std::vector<std::string_view> views(keys.begin(), keys.end());
+  std::vector<std::size_t> called;
+  t.get_many(views, [&](std::size_t i, std::string_view value) {
+    called.push_back(i);
+    EXPECT_EQ(std::optional<std::string>(value), t.get(keys[i])) << "key " << i;
+    t.assign("written-from-the-callback", "x");
+  });
+  std::vector<std::size_t> expected;
+  for (std::size_t i = 0; i < keys.size(); i += 2) expected.push_back(i);
+  EXPECT_EQ(called, expected);
+  EXPECT_EQ(t.get("written-from-the-callback"), "x");
+}
+
 TYPED_TEST_P(Conformance, AddCountsInEightByteIntegers) {
   Table t = this->make({.capacity = 100});
   EXPECT_EQ(t.add("n", 5), 5) << "an absent counter counts from zero";
@@ -511,7 +532,7 @@ REGISTER_TYPED_TEST_SUITE_P(Conformance, EmptyTableHasNothing, ASmallTableTakesL
                             SeedSizedTableTakesAtMost64BytesPerItem, CompareAndSetAppliesOnlyWhenTheValueIsExpected,
                             CompareAndSetWithOversizeArgumentsChangesNothing,
                             CompareAndSetOnAFullTableReportsFullAndLeaksNothing, TakeReturnsTheValueItErased,
-                            AddCountsInEightByteIntegers, BatchedLookupsMatchSingleOnes);
+                            AddCountsInEightByteIntegers, BatchedLookupsMatchSingleOnes, BatchedLookupCallbackSeesEachPresentKeyOnce);
 
 // Every engine that is built. A new engine adds its tag here and passes this suite.
 using BuiltEngines = ::testing::Types<EngineTag<Engine::kGlobalLock>, EngineTag<Engine::kStripedRwLock>,

@@ -125,6 +125,11 @@ class Table {
   // get(). Each answer is what a get() during the call could have returned; the batch
   // as a whole is not one atomic step.
   std::vector<std::optional<std::string>> get_many(std::span<const std::string_view> keys);
+  // The same lookups without a std::string per value: found(i, value) is called for each
+  // present keys[i], in key order; `value` is valid only during the call. No lock is held
+  // while found runs (it may use this table). A key absent gets no call.
+  void get_many(std::span<const std::string_view> keys,
+                const std::function<void(std::size_t index, std::string_view value)>& found);
   // Like get_many, without the values: out[i] is true if keys[i] is present.
   std::vector<bool> contains_many(std::span<const std::string_view> keys);
   // Inserts if absent. Returns false, changing nothing, if the key is present.

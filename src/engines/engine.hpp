@@ -6,6 +6,7 @@
 // key and forwards to the engine chosen at open.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -20,6 +21,7 @@
 
 #include "arena.hpp"
 #include "layout/slot.hpp"
+#include "prefetch.hpp"
 #include "record_io.hpp"
 #include "region.hpp"
 #include "shmht/engine.hpp"
@@ -68,6 +70,31 @@ class TableContext {
     return record;
   }
 
+  // Requests the lines a lookup of a `key_bytes`-byte key reads first from the record a
+  // slot word names: its header, the key and the start of the value (up to
+  // kPrefetchValueBytes of it, no more than the table's max_value_bytes), before
+  // checked_record() waits for the first line. Reading the header, comparing the key and
+  // copying a short value then wait for one miss, not one per line; a longer value's
+  // later lines (and a long key's past kPrefetchMaxBytes) are left to the hardware's
+  // sequential prefetcher. Decides nothing: an offset outside the mapping is not prefetched.
+  static constexpr std::uint64_t kPrefetchValueBytes = 64, kPrefetchMaxBytes = 256;
+  void prefetch_record(std::uint64_t slot_word, std::size_t key_bytes) const noexcept {
+    const std::uint64_t offset = layout::Slot::offset_of(slot_word);
+    const std::uint64_t bytes = std::min(
+        record_bytes_for(key_bytes, std::min<std::uint64_t>(fixed().max_value_bytes, kPrefetchValueBytes)), kPrefetchMaxBytes);
+    if (!region_.contains(offset, bytes)) return;
+    const std::byte* record = region_.at(offset);
+    for (std::uint64_t at = 0; at < bytes; at += 64) prefetch_for_read(record + at);
+    prefetch_for_read(record + bytes - 1);  // a record is 8-aligned: it may end on one more line
+  }
+
+  // Requests a key's home bucket line for writing before a write writes its record
+  // (ProtocolEngine and the lock-free engine's write_record): the bucket's miss, which
+  // the write's first lock or CAS would otherwise wait for, overlaps the record's stores.
+  void prefetch_home_bucket_for_write(std::uint64_t hash) const noexcept {
+    prefetch_for_write(&slots_.home_bucket(hash));
+  }
+
   // Owner-only counter update (see layout::ProcessEntry).
   void add_items(std::int64_t delta) noexcept {
     auto& counter = own_entry().item_delta;
@@ -111,6 +138,40 @@ std::int64_t counted_items(const Region& region, const CounterReader& read = [](
   return w.load(std::memory_order_relaxed);
 });
 
+// The answers of one Engine::lookup_batch call, reused batch after batch: once its
+// buffers have grown, a batch lookup allocates nothing (a found value is appended to one
+// buffer rather than given a std::string of its own).
+class BatchAnswers {
+ public:
+  // Forgets the last batch's answers; every key of the next batch starts absent.
+  void reset(std::size_t keys) {
+    bytes_.clear();
+    begin_.assign(keys, kAbsent);
+    length_.assign(keys, 0);
+  }
+  // Where a lookup of key i copies its value (nullptr: a lookup without values), then
+  // record(i, found, ...) keeps it. The scratch string keeps its capacity across keys.
+  std::string* scratch_for(bool with_value) noexcept { return with_value ? &scratch_ : nullptr; }
+  void record(std::size_t i, bool found, bool with_value) {
+    if (!found) {
+      begin_[i] = kAbsent;
+      return;
+    }
+    const std::string_view value = with_value ? std::string_view(scratch_) : std::string_view();
+    begin_[i] = bytes_.size();
+    length_[i] = value.size();
+    bytes_.append(value);
+  }
+  bool found(std::size_t i) const noexcept { return begin_[i] != kAbsent; }
+  // Key i's value, if found (empty for a present key of a lookup without values).
+  std::string_view value(std::size_t i) const noexcept { return {bytes_.data() + begin_[i], length_[i]}; }
+
+ private:
+  static constexpr std::size_t kAbsent = ~std::size_t{0};
+  std::string bytes_, scratch_;
+  std::vector<std::size_t> begin_, length_;
+};
+
 class EngineBase {
  public:
   virtual ~EngineBase() = default;
@@ -119,12 +180,12 @@ class EngineBase {
   virtual std::optional<std::size_t> get(const HashedKey& key, std::span<char> out) = 0;
   virtual bool get(const HashedKey& key, std::string* out) = 0;
   virtual bool contains(const HashedKey& key) = 0;
-  // Looks up every key: out[i] is keys[i]'s value (an empty string for a present key when
-  // !want_values), or nullopt. Each answer is one single lookup's; the batch is not one
-  // atomic step. Table::get_many prefetches the keys' lines first (batch_prefetch.hpp);
-  // this default then looks them up one by one, and an engine whose readers lock
-  // overrides it to lock once per batch.
-  virtual void lookup_batch(std::span<const HashedKey> keys, bool want_values, std::span<std::optional<std::string>> out);
+  // Looks up every key into `out` (reset for keys.size() by the caller): key i's value
+  // (empty for a present key when !want_values), or absent. Each answer is one single
+  // lookup's; the batch is not one atomic step. Table::get_many prefetches the keys'
+  // lines first (batch_prefetch.hpp); this default then looks them up one by one, and an
+  // engine whose readers lock overrides it to lock once per batch.
+  virtual void lookup_batch(std::span<const HashedKey> keys, bool want_values, BatchAnswers& out);
   // Insert if absent; false (and nothing changed) if present.
   virtual bool insert(const HashedKey& key, std::string_view value) = 0;
   // Insert or overwrite; true if the key was new.

@@ -44,18 +44,9 @@ void require_engine_built(Engine engine) {
   if (!engine_is_built(engine)) throw_unavailable(engine);
 }
 
-void EngineBase::lookup_batch(std::span<const HashedKey> keys, bool want_values, std::span<std::optional<std::string>> out) {
+void EngineBase::lookup_batch(std::span<const HashedKey> keys, bool want_values, BatchAnswers& out) {
   for (std::size_t i = 0; i < keys.size(); ++i) {
-    if (!want_values) {
-      out[i] = contains(keys[i]) ? std::optional<std::string>(std::in_place) : std::nullopt;
-      continue;
-    }
-    std::string value;
-    if (get(keys[i], &value)) {
-      out[i] = std::move(value);
-    } else {
-      out[i].reset();
-    }
+    out.record(i, want_values ? get(keys[i], out.scratch_for(true)) : contains(keys[i]), want_values);
   }
 }
 

@@ -76,17 +76,12 @@ class GlobalLockProtocol {
   }
 
   // One lock for a batch of lookups (Table::get_many bounds the batch's size).
-  void lookup_batch(std::span<const HashedKey> keys, bool want_values, std::span<std::optional<std::string>> out) {
+  void lookup_batch(std::span<const HashedKey> keys, bool want_values, BatchAnswers& out) {
     Guard guard(*this);
     detail::fault_point(testing::FaultPoint::kReadLocked);
     for (std::size_t i = 0; i < keys.size(); ++i) {
-      std::string value;
-      const bool found = locked_lookup(ctx_, keys[i], {}, want_values ? &value : nullptr, robin_hood::NoTouch{}).has_value();
-      if (found) {
-        out[i] = std::move(value);
-      } else {
-        out[i].reset();
-      }
+      const bool found = locked_lookup(ctx_, keys[i], {}, out.scratch_for(want_values), robin_hood::NoTouch{}).has_value();
+      out.record(i, found, want_values);
     }
   }
 

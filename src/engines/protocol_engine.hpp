@@ -65,6 +65,7 @@ std::optional<std::size_t> locked_lookup(TableContext& ctx, const HashedKey& key
   const robin_hood::Probe probe = robin_hood::probe(
       slots, slots.home_of(key.hash), layout::SlotArray::tag_of_hash(key.hash),
       [&](std::uint64_t word) {
+        ctx.prefetch_record(word, key.bytes.size());
         record = record_or_throw(ctx, word, &header);
         return record_key(record, header) == key.bytes;
       },
@@ -143,16 +144,20 @@ class ProtocolEngine final : public EngineBase {
     return with_recovery([&] { return protocol_.lookup(key, {}, nullptr).has_value(); });
   }
 
-  // A protocol whose readers lock (global) looks a whole batch up under one lock.
-  void lookup_batch(std::span<const HashedKey> keys, bool want_values, std::span<std::optional<std::string>> out) override {
-    if constexpr (requires { protocol_.lookup_batch(keys, want_values, out); }) {
-      with_recovery([&] {
+  // A protocol whose readers lock (global) looks a whole batch up under one lock; the
+  // others look each key up as get() does, without a virtual call per key. A batch
+  // that meets a dead writer's lock is repaired and answered again from its first key.
+  void lookup_batch(std::span<const HashedKey> keys, bool want_values, BatchAnswers& out) override {
+    with_recovery([&] {
+      if constexpr (requires { protocol_.lookup_batch(keys, want_values, out); }) {
         protocol_.lookup_batch(keys, want_values, out);
-        return true;
-      });
-    } else {
-      EngineBase::lookup_batch(keys, want_values, out);
-    }
+      } else {
+        for (std::size_t i = 0; i < keys.size(); ++i) {
+          out.record(i, protocol_.lookup(keys[i], {}, out.scratch_for(want_values)).has_value(), want_values);
+        }
+      }
+      return true;
+    });
   }
 
   bool insert(const HashedKey& key, std::string_view value) override {
@@ -268,6 +273,7 @@ class ProtocolEngine final : public EngineBase {
   std::uint64_t home_of(const HashedKey& key) const { return ctx_.slots().home_of(key.hash); }
 
   NewRecord write_record(const HashedKey& key, std::string_view value) {
+    ctx_.prefetch_home_bucket_for_write(key.hash);
     const std::uint64_t bytes = record_bytes_for(key.bytes.size(), value.size());
     const std::uint64_t offset = ctx_.arena().allocate(bytes);
     store_record(ctx_.region().at(offset), key.bytes, value);

@@ -18,7 +18,7 @@ class ReadOnlyEngine final : public EngineBase {
   std::optional<std::size_t> get(const HashedKey& key, std::span<char> out) override { return reader_->get(key, out); }
   bool get(const HashedKey& key, std::string* out) override { return reader_->get(key, out); }
   bool contains(const HashedKey& key) override { return reader_->contains(key); }
-  void lookup_batch(std::span<const HashedKey> keys, bool want_values, std::span<std::optional<std::string>> out) override {
+  void lookup_batch(std::span<const HashedKey> keys, bool want_values, BatchAnswers& out) override {
     reader_->lookup_batch(keys, want_values, out);
   }
   void copy_home_range(std::uint64_t begin, std::uint64_t end, std::vector<KeyValue>* out) override {

@@ -136,6 +136,8 @@ class SlotArray {
   }
 
   Bucket& bucket(std::uint64_t index) const noexcept { return buckets_[index]; }
+  // The bucket holding a hash's home slot: the first line any probe for it reads.
+  Bucket& home_bucket(std::uint64_t hash) const noexcept { return bucket(bucket_of_slot(home_of(hash))); }
   static std::uint64_t bucket_of_slot(std::uint64_t slot) noexcept {
     return slot / kSlotsPerBucket;
   }
