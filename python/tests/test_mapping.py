@@ -101,6 +101,20 @@ def test_values_longer_than_the_stack_buffer(table_name, engine):
         assert t.get_many([b"big"]) == [t[b"big"]]
 
 
+def test_get_many_matches_single_lookups_across_chunks(table):
+    """get_many answers 3,000 keys (past its 1,024-key chunks and its 16-key batches) as
+    t.get would, with the default for absent keys and empty values kept distinct."""
+    keys = [b"key-%d" % i for i in range(3000)]
+    for i in range(0, len(keys), 3):
+        table[keys[i]] = b"v" * (i % 200)
+    table[b"same"] = b"s"
+    asked = keys + [b"same", keys[0], "key-3", b"absent"]
+    assert table.get_many(asked) == [table.get(k) for k in asked]
+    assert table.get_many(asked, b"-") == [table.get(k, b"-") for k in asked]
+    assert table.get_many([keys[0]]) == [b""], "an empty value is present, not the default"
+    assert table.get_many([]) == []
+
+
 def test_popitem_clear_and_views(table):
     table.update([(b"a", b"1"), (b"b", b"2")], c=b"3")
     assert len(table.keys()) == 3 and b"a" in table.keys()
