@@ -31,6 +31,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--json", default=None, help="result file (default: experiments/results/python/get-many-<UTC time>.json)")
     args = parser.parse_args()
     rng = random.Random(1)
     keys = [rng.randbytes(16) for _ in range(args.keys)]
@@ -67,10 +68,10 @@ def main():
         print(f"{engine:8s} t[k] loop {per_key['loop']:7.1f} ns/key   get_many({BATCH}) "
               f"{per_key['get_many']:7.1f} ns/key   {row['ratio']:.2f}x", flush=True)
     out = Path(__file__).resolve().parents[1] / "experiments/results/python"
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"get-many-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    path = Path(args.json) if args.json else out / f"get-many-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1) + "\n")
-    print(f"results: {path.relative_to(out.parents[2])}")
+    print(f"results: {path}")
 
 
 if __name__ == "__main__":

@@ -54,4 +54,17 @@ inline void prefetch_matching_records(const TableContext& ctx, std::span<const H
   }
 }
 
+// Iteration (Table::for_each) reads the records of a range of slots in slot order, which
+// is hash order: each record is a miss of its own in the arena. Requesting them all
+// before the engine copies the range lets those misses overlap; like the steps above,
+// this only reads slot words and decides nothing. The key's length is not known here:
+// each record's first line or two (header, a short key, the start of its value).
+inline void prefetch_records_in(const TableContext& ctx, std::uint64_t begin, std::uint64_t end) {
+  const layout::SlotArray& slots = ctx.slots();
+  for (std::uint64_t s = begin; s < end; ++s) {
+    const std::uint64_t word = slots.load(s);
+    if (word != layout::kEmptySlot) ctx.prefetch_record(word, 0);
+  }
+}
+
 }  // namespace shmht::batch

@@ -251,7 +251,9 @@ class TableImpl {
     std::vector<KeyValue> batch;
     for (std::uint64_t begin = 0; begin < home_slots; begin += kForEachBatchSlots) {
       batch.clear();
-      engine_->copy_home_range(begin, std::min(home_slots, begin + kForEachBatchSlots), &batch);
+      const std::uint64_t end = std::min(home_slots, begin + kForEachBatchSlots);
+      batch::prefetch_records_in(context_, begin, end);
+      engine_->copy_home_range(begin, end, &batch);
       for (const auto& [k, v] : batch) fn(k, v);
     }
   }
