@@ -9,7 +9,8 @@ Two benchmarks, each for every engine this build has (or --engines):
 1. single process: N items (default 300,000) with 64-byte keys and 64-byte values;
    `m[k] = v` into an empty mapping (a new table, capacity N), then `m[k]` in insertion
    order ("get") and in a random order ("get_random"), `k in m` in both orders, and
-   `m[k] = v` again over the existing keys ("overwrite"), timed with the *same* Python
+   `m[k] = v` again over the existing keys ("overwrite") and a pass over `m.items()`
+   ("items", per item), timed with the *same* Python
    functions for the dict and the table. Reported as throughput ratios (dict time /
    table time; issue 13's targets: get_random >= 0.7, get >= 0.5, set >= 0.5). A table
    lookup builds a new bytes object for the value where a dict returns the one it
@@ -57,6 +58,11 @@ def get_loop(m, keys):
 def contains_loop(m, keys):
     for k in keys:
         k in m  # noqa: B015  (the lookup is the work)
+
+
+def items_loop(m):
+    for _k, _v in m.items():
+        pass
 
 
 def seed_insert(m, letter, items):
@@ -113,7 +119,7 @@ def single_process(engine, items, reps):
     values = [b"v%063d" % i for i in range(items)]
     shuffled = keys[:]
     random.Random(1).shuffle(shuffled)
-    ops = ("set", "get", "get_random", "contains", "contains_random", "overwrite")
+    ops = ("set", "get", "get_random", "contains", "contains_random", "overwrite", "items")
     samples = {(kind, op): [] for kind in ("dict", "table") for op in ops}
     name = table_name(f"single-{engine}")
     for _ in range(reps):
@@ -124,6 +130,7 @@ def single_process(engine, items, reps):
         samples["dict", "contains"].append(timed(contains_loop, d, keys)[0])
         samples["dict", "contains_random"].append(timed(contains_loop, d, shuffled)[0])
         samples["dict", "overwrite"].append(timed(set_loop, d, keys, values)[0])
+        samples["dict", "items"].append(timed(items_loop, d)[0])
         del d
         shmht.unlink(name)
         with shmht.Table(name, capacity=items, engine=engine, max_key_bytes=64, max_value_bytes=64) as t:
@@ -134,6 +141,7 @@ def single_process(engine, items, reps):
                 samples["table", "contains"].append(timed(contains_loop, t, keys)[0])
                 samples["table", "contains_random"].append(timed(contains_loop, t, shuffled)[0])
                 samples["table", "overwrite"].append(timed(set_loop, t, keys, values)[0])
+                samples["table", "items"].append(timed(items_loop, t)[0])
                 assert len(t) == items
             finally:
                 t.unlink()
@@ -141,7 +149,7 @@ def single_process(engine, items, reps):
     # "set" inserts into an empty mapping (the issue's target); "overwrite" sets the same
     # keys again once they exist (no allocation growth, no first-touch page faults).
     for op, target in (("set", 0.5), ("get", 0.5), ("get_random", 0.7), ("contains", None), ("contains_random", None),
-                       ("overwrite", None)):
+                       ("overwrite", None), ("items", None)):
         dict_s = statistics.median(samples["dict", op])
         table_s = statistics.median(samples["table", op])
         rows.append({

@@ -147,10 +147,9 @@ def process_axis(ax, lines: list[dict]) -> None:
 
 def save(fig, out: Path, name: str, written: list[Path]) -> None:
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    for suffix in ("png", "svg"):
-        path = out / f"{name}.{suffix}"
-        fig.savefig(path, dpi=120)
-        written.append(path)
+    path = out / f"{name}.png"  # one format: what the README and paper/ show
+    fig.savefig(path, dpi=120)
+    written.append(path)
     plt.close(fig)
 
 

@@ -127,7 +127,8 @@ class Table {
   std::vector<std::optional<std::string>> get_many(std::span<const std::string_view> keys);
   // The same lookups without a std::string per value: found(i, value) is called for each
   // present keys[i], in key order; `value` is valid only during the call. No lock is held
-  // while found runs (it may use this table). A key absent gets no call.
+  // while found runs: it may read and write this table (not close or move it). A key
+  // absent gets no call.
   void get_many(std::span<const std::string_view> keys,
                 const std::function<void(std::size_t index, std::string_view value)>& found);
   // Like get_many, without the values: out[i] is true if keys[i] is present.
