@@ -1,11 +1,16 @@
 #!/usr/bin/python3
 """Summarises a harness/ab_bench.sh directory: per measurement, the median over rounds of
-base and new, and new's speed relative to base (base time / new time)."""
+base and new, and new's speed relative to base (base time / new time); then, for
+batch_bench, each side's batched speed relative to its own single lookups."""
 import json
 import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
+
+
+def batch_name(run_name):
+    return f"C++ batch {run_name} (per key)"
 
 
 def collect(directory):
@@ -15,6 +20,11 @@ def collect(directory):
         for b in json.loads(f.read_text())["benchmarks"]:
             if b.get("aggregate_name") == "median":
                 ns[f"C++ {b['run_name']}"][side].append(b["real_time"])
+    for f in sorted(directory.glob("batch_bench-*.json")):
+        side = f.stem.split("-")[1]
+        for b in json.loads(f.read_text())["benchmarks"]:
+            if b.get("aggregate_name") == "median":
+                ns[batch_name(b["run_name"])][side].append(1e9 / b["items_per_second"])
     for f in sorted(directory.glob("python-*.json")):
         side = f.stem.split("-")[1]
         for r in json.loads(f.read_text())["results"]:
@@ -38,6 +48,26 @@ def main():
             continue
         base, new = statistics.median(sides["base"]), statistics.median(sides["new"])
         print(f"{name:58} {base:9.0f} {new:9.0f} {base / new:9.2f}x")
+    print_batch_ratios(ns)
+
+
+# Pairs of batch_bench measurements: (single, batched), per key.
+BATCH_PAIRS = (("get_into/{}", "get_many_into/{}/256"), ("contains/{}", "contains_many/{}/256"))
+
+
+def print_batch_ratios(ns):
+    engines = sorted({name.split("/")[1].split(" ")[0] for name in ns if name.startswith(batch_name("get_into/")[:-10])})
+    if not engines:
+        return
+    print(f"\n{'batched per-key speed / single (same side, same run)':58} {'base':>9} {'new':>9}")
+    for engine in engines:
+        for single, batched in BATCH_PAIRS:
+            s, b = ns.get(batch_name(single.format(engine))), ns.get(batch_name(batched.format(engine)))
+            if not s or not b:
+                continue
+            cells = [f"{statistics.median(s[side]) / statistics.median(b[side]):8.2f}x" if side in s and side in b else f"{'-':>9}"
+                     for side in ("base", "new")]
+            print(f"{batched.format(engine) + ' vs ' + single.format(engine):58} {cells[0]} {cells[1]}")
 
 
 if __name__ == "__main__":

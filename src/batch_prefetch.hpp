@@ -6,9 +6,10 @@
 // flight (about ten). MICA, Cuckoo++ and DRAMHiT batch lookups this way. Each batch
 // goes through these steps, each a batch ahead of the next (LookupPipeline, table.cpp,
 // runs them, one round per batch):
-//   1. request every key's bytes, then hash the keys and request their home buckets;
-//   2. for every key, read the slot words of its home bucket (requested a round ago)
-//      and request the record of the slot whose tag matches the key's;
+//   1. request every key's bytes, then hash the keys and request the bucket lines their
+//      probes are expected to read (the home bucket, and the next when home is late in it);
+//   2. for every key, read those slot words (requested a round ago) and request the
+//      record of the slot whose tag matches the key's;
 //   3. run the engine's own lookup for each key (Engine::lookup_batch), which now finds
 //      its lines in cache and takes its locks or validates exactly as a single get does.
 // Steps 1 and 2 decide nothing and store nothing: they read slot words with relaxed
@@ -29,23 +30,23 @@ namespace shmht::batch {
 // no better on the development VM.
 inline constexpr std::size_t kKeysPerBatch = 16;
 
-inline void prefetch_home_buckets(const TableContext& ctx, std::span<const HashedKey> keys) {
-  const layout::SlotArray& slots = ctx.slots();
-  for (const HashedKey& key : keys) {
-    prefetch_for_read(&slots.home_bucket(key.hash));
-  }
+inline void prefetch_probed_buckets(const TableContext& ctx, std::span<const HashedKey> keys) {
+  for (const HashedKey& key : keys) ctx.prefetch_probed_buckets(key.hash);
 }
 
+// Walks each key's probe, as a lookup would (stopping at an empty slot or at an entry
+// nearer its home than the key would be), over the slots prefetch_probed_buckets
+// requested (TableContext::expected_probe_end), and requests the record of the first
+// slot whose tag matches the key's.
 inline void prefetch_matching_records(const TableContext& ctx, std::span<const HashedKey> keys) {
   const layout::SlotArray& slots = ctx.slots();
   for (const HashedKey& key : keys) {
     const std::uint64_t home = slots.home_of(key.hash);
     const std::uint16_t tag = layout::SlotArray::tag_of_hash(key.hash);
-    // The rest of the home bucket: where the key is, when its run starts at home.
-    const std::uint64_t bucket_end = (layout::SlotArray::bucket_of_slot(home) + 1) * layout::kSlotsPerBucket;
-    for (std::uint64_t s = home; s < bucket_end && s < slots.probe_limit(); ++s) {
+    const std::uint64_t end = ctx.expected_probe_end(home);
+    for (std::uint64_t s = home, d = 0; s < end; ++s, ++d) {
       const std::uint64_t word = slots.load(s);
-      if (word == layout::kEmptySlot) break;
+      if (word == layout::kEmptySlot || layout::Slot::dist_of(word) < d) break;
       if (layout::Slot::tag_of(word) == tag) {
         ctx.prefetch_record(word, key.bytes.size());
         break;  // a second slot with the key's 16-bit tag is rare: not worth a mispredicted branch per slot

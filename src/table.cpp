@@ -433,8 +433,8 @@ namespace {
 // batch ahead of the next, so that every line a step needs was requested one round (16
 // lookups' time) before:
 //   batch k + 3: its keys' bytes requested;
-//   batch k + 2: its keys hashed (their bytes have arrived), their home buckets requested;
-//   batch k + 1: its home buckets read, the records whose tags match requested;
+//   batch k + 2: its keys hashed (their bytes have arrived), their buckets requested;
+//   batch k + 1: its buckets read, the records whose tags match requested;
 //   batch k:     looked up by the engine, whose lines are now in cache.
 class LookupPipeline {
  public:
@@ -487,7 +487,7 @@ class LookupPipeline {
     const std::span<const std::string_view> keys = batch_keys(k);
     batch.count = keys.size();
     for (std::size_t i = 0; i < keys.size(); ++i) batch.keys_hashed[i] = impl_.batch_key(keys[i]);
-    batch::prefetch_home_buckets(impl_.context(), batch.keys());
+    batch::prefetch_probed_buckets(impl_.context(), batch.keys());
   }
 
   TableImpl& impl_;

@@ -387,6 +387,32 @@ TYPED_TEST_P(Conformance, BatchedLookupCallbackSeesEachPresentKeyOnce) {
   EXPECT_EQ(t.get("written-from-the-callback"), "x");
 }
 
+// Batched answers share one buffer that grows as values arrive: values longer than its
+// first few kilobytes, between short ones and across batches, come back whole and in the
+// right places, and a later batch's growth leaves none of them behind.
+TYPED_TEST_P(Conformance, BatchedLookupsReturnLongValuesWhole) {
+  Table t = this->make({.capacity = 200, .max_value_bytes = 40'000});
+  std::vector<std::string> keys;
+  for (int i = 0; i < 60; ++i) {
+    keys.push_back("key-" + std::to_string(i));
+    const std::size_t length = (i % 7 == 3) ? 9'000 + 3'000 * static_cast<std::size_t>(i % 5) : static_cast<std::size_t>(i);
+    std::string value(length, '\0');
+    for (std::size_t b = 0; b < length; ++b) value[b] = static_cast<char>('a' + (b * 31 + static_cast<std::size_t>(i)) % 26);
+    if (i % 11 != 5) t.assign(keys.back(), value);
+  }
+  const std::vector<std::string_view> views(keys.begin(), keys.end());
+  const std::vector<std::optional<std::string>> values = t.get_many(views);
+  std::vector<std::optional<std::string>> from_callback(keys.size());
+  t.get_many(views, [&](std::size_t i, std::string_view value) { from_callback[i].emplace(value); });
+  ASSERT_EQ(values.size(), keys.size());
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    EXPECT_EQ(values[i], t.get(keys[i])) << "key " << i;
+    EXPECT_EQ(from_callback[i], t.get(keys[i])) << "key " << i;
+  }
+  EXPECT_EQ(values[3]->size(), 18'000u);
+  EXPECT_EQ(values[5], std::nullopt);
+}
+
 TYPED_TEST_P(Conformance, AddCountsInEightByteIntegers) {
   Table t = this->make({.capacity = 100});
   EXPECT_EQ(t.add("n", 5), 5) << "an absent counter counts from zero";
@@ -532,7 +558,8 @@ REGISTER_TYPED_TEST_SUITE_P(Conformance, EmptyTableHasNothing, ASmallTableTakesL
                             SeedSizedTableTakesAtMost64BytesPerItem, CompareAndSetAppliesOnlyWhenTheValueIsExpected,
                             CompareAndSetWithOversizeArgumentsChangesNothing,
                             CompareAndSetOnAFullTableReportsFullAndLeaksNothing, TakeReturnsTheValueItErased,
-                            AddCountsInEightByteIntegers, BatchedLookupsMatchSingleOnes, BatchedLookupCallbackSeesEachPresentKeyOnce);
+                            AddCountsInEightByteIntegers, BatchedLookupsMatchSingleOnes, BatchedLookupCallbackSeesEachPresentKeyOnce,
+                            BatchedLookupsReturnLongValuesWhole);
 
 // Every engine that is built. A new engine adds its tag here and passes this suite.
 using BuiltEngines = ::testing::Types<EngineTag<Engine::kGlobalLock>, EngineTag<Engine::kStripedRwLock>,

@@ -88,11 +88,34 @@ class TableContext {
     prefetch_for_read(record + bytes - 1);  // a record is 8-aligned: it may end on one more line
   }
 
-  // Requests a key's home bucket line for writing before a write writes its record
-  // (ProtocolEngine and the lock-free engine's write_record): the bucket's miss, which
-  // the write's first lock or CAS would otherwise wait for, overlaps the record's stores.
-  void prefetch_home_bucket_for_write(std::uint64_t hash) const noexcept {
-    prefetch_for_write(&slots_.home_bucket(hash));
+  // Where a lookup's probe is expected to end: a Robin Hood probe starts at the key's
+  // home slot and runs on past its bucket's end when the key was displaced that far. At
+  // the table's 0.85 maximum load (1M keys, bench/batch_bench) displacements were 0 to 3
+  // slots for 70 % of keys and 7 or more for 10 %; a third of all keys lay past their
+  // home bucket, and their lookups met the next bucket's line cold, then their record,
+  // one miss after the other. The next bucket is expected too when fewer than
+  // kExpectedProbeSlots of the home bucket's slots lie at or after home: a home in one
+  // of its bucket's last four slots (four times in seven) costs a second line, and the
+  // lines requested then hold nine in ten keys' slots.
+  static constexpr std::uint64_t kExpectedProbeSlots = 5;
+  std::uint64_t expected_probe_end(std::uint64_t home) const noexcept {
+    const std::uint64_t home_bucket_end = (layout::SlotArray::bucket_of_slot(home) + 1) * layout::kSlotsPerBucket;
+    const bool runs_on = home_bucket_end - home < kExpectedProbeSlots;
+    return std::min(runs_on ? home_bucket_end + layout::kSlotsPerBucket : home_bucket_end, slots_.probe_limit());
+  }
+
+  // Requests the bucket lines a lookup of `hash` is expected to read (its home bucket,
+  // and the next one when expected_probe_end says so) before it reads the first: a
+  // probe that runs on into the next bucket then waits for one miss, not two.
+  void prefetch_probed_buckets(std::uint64_t hash) const noexcept {
+    for_probed_buckets(hash, [](const layout::Bucket* bucket) { prefetch_for_read(bucket); });
+  }
+
+  // The same lines requested for writing, before a write writes its record (ProtocolEngine
+  // and the lock-free engine's write_record): the misses that the write's first lock or CAS
+  // and its probe would otherwise wait for overlap the record's stores.
+  void prefetch_probed_buckets_for_write(std::uint64_t hash) const noexcept {
+    for_probed_buckets(hash, [](const layout::Bucket* bucket) { prefetch_for_write(bucket); });
   }
 
   // Owner-only counter update (see layout::ProcessEntry).
@@ -102,6 +125,17 @@ class TableContext {
   }
 
  private:
+  // Calls request(bucket) for the home bucket of `hash` and, if expected_probe_end says
+  // the probe runs on, the next one.
+  template <class Request>
+  void for_probed_buckets(std::uint64_t hash, Request&& request) const noexcept {
+    const std::uint64_t home = slots_.home_of(hash);
+    const std::uint64_t first = layout::SlotArray::bucket_of_slot(home);
+    const std::uint64_t last = layout::SlotArray::bucket_of_slot(expected_probe_end(home) - 1);
+    request(&slots_.bucket(first));
+    if (last != first) request(&slots_.bucket(last));
+  }
+
   Region region_;
   layout::SlotArray slots_;
   std::uint32_t entry_index_;
@@ -138,37 +172,84 @@ std::int64_t counted_items(const Region& region, const CounterReader& read = [](
   return w.load(std::memory_order_relaxed);
 });
 
+// A lookup's answer in one word: the value's length, or absent. Engines' inner lookups
+// return this rather than std::optional<std::size_t>: GCC 12 builds an optional in memory,
+// its flag with a byte store, then reads it back with a word load, which fails store
+// forwarding on every lookup (a tenth of a cached batched lookup's time, perf, issue 13).
+class ValueLength {
+ public:
+  static constexpr ValueLength absent() noexcept { return ValueLength(kAbsent); }
+  static constexpr ValueLength of(std::optional<std::size_t> length) noexcept { return ValueLength(length.value_or(kAbsent)); }
+  constexpr explicit ValueLength(std::size_t bytes) noexcept : bytes_(bytes) {}
+  constexpr bool found() const noexcept { return bytes_ != kAbsent; }
+  constexpr std::size_t bytes() const noexcept { return bytes_; }  // only if found()
+  constexpr std::optional<std::size_t> optional() const noexcept {
+    return found() ? std::optional<std::size_t>(bytes_) : std::nullopt;
+  }
+
+ private:
+  static constexpr std::size_t kAbsent = ~std::size_t{0};
+  std::size_t bytes_;
+};
+
 // The answers of one Engine::lookup_batch call, reused batch after batch: once its
-// buffers have grown, a batch lookup allocates nothing (a found value is appended to one
-// buffer rather than given a std::string of its own).
+// buffer has grown, a batch lookup allocates nothing. A lookup copies a found value
+// straight into the free end of one buffer (room()), where the answer keeps it: no
+// std::string per value, no second copy.
 class BatchAnswers {
  public:
   // Forgets the last batch's answers; every key of the next batch starts absent.
   void reset(std::size_t keys) {
-    bytes_.clear();
+    used_ = 0;
     begin_.assign(keys, kAbsent);
     length_.assign(keys, 0);
   }
-  // Where a lookup of key i copies its value (nullptr: a lookup without values), then
-  // record(i, found, ...) keeps it. The scratch string keeps its capacity across keys.
-  std::string* scratch_for(bool with_value) noexcept { return with_value ? &scratch_ : nullptr; }
-  void record(std::size_t i, bool found, bool with_value) {
-    if (!found) {
-      begin_[i] = kAbsent;
+
+  // Answers key i with lookup(room) -> ValueLength, a get(key, span) that copies the
+  // value into room only if it fits and returns its length either way. A value longer
+  // than the room is looked up again into room enough for it (each answer is one single
+  // lookup's, so the value may have changed meanwhile: the retry's is kept). Without
+  // values, lookup gets an empty room and only presence is kept.
+  template <class Lookup>
+  void answer(std::size_t i, bool want_values, Lookup&& lookup) {
+    if (!want_values) {
+      if (lookup(std::span<char>()).found()) begin_[i] = used_;  // present, with an empty value
       return;
     }
-    const std::string_view value = with_value ? std::string_view(scratch_) : std::string_view();
-    begin_[i] = bytes_.size();
-    length_[i] = value.size();
-    bytes_.append(value);
+    ValueLength length = lookup(room(0));
+    while (length.found() && length.bytes() > free_bytes()) length = lookup(room(length.bytes()));
+    if (!length.found()) return;
+    begin_[i] = used_;
+    length_[i] = length.bytes();
+    used_ += length.bytes();
   }
+
+  // Answers every key of a batch: key i with lookup(keys[i], room), as answer() does.
+  template <class Lookup>
+  void answer_each(std::span<const HashedKey> keys, bool want_values, Lookup&& lookup) {
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      answer(i, want_values, [&](std::span<char> room) { return lookup(keys[i], room); });
+    }
+  }
+
   bool found(std::size_t i) const noexcept { return begin_[i] != kAbsent; }
   // Key i's value, if found (empty for a present key of a lookup without values).
   std::string_view value(std::size_t i) const noexcept { return {bytes_.data() + begin_[i], length_[i]}; }
 
  private:
   static constexpr std::size_t kAbsent = ~std::size_t{0};
-  std::string bytes_, scratch_;
+  // Most tables' values fit without a retry; a larger one grows the buffer to fit it.
+  static constexpr std::size_t kMinRoom = 4096;
+
+  std::size_t free_bytes() const noexcept { return bytes_.size() - used_; }
+  std::span<char> room(std::size_t at_least) {
+    const std::size_t wanted = std::max(at_least, kMinRoom);
+    if (free_bytes() < wanted) bytes_.resize(std::max(2 * bytes_.size(), used_ + wanted));
+    return {bytes_.data() + used_, free_bytes()};
+  }
+
+  std::vector<char> bytes_;
+  std::size_t used_ = 0;
   std::vector<std::size_t> begin_, length_;
 };
 

@@ -45,9 +45,7 @@ void require_engine_built(Engine engine) {
 }
 
 void EngineBase::lookup_batch(std::span<const HashedKey> keys, bool want_values, BatchAnswers& out) {
-  for (std::size_t i = 0; i < keys.size(); ++i) {
-    out.record(i, want_values ? get(keys[i], out.scratch_for(true)) : contains(keys[i]), want_values);
-  }
+  out.answer_each(keys, want_values, [&](const HashedKey& key, std::span<char> room) { return ValueLength::of(get(key, room)); });
 }
 
 std::unique_ptr<EngineBase> make_engine(Engine engine, TableContext& context) {

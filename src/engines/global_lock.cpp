@@ -69,7 +69,7 @@ class GlobalLockProtocol {
 
   using ExclusiveScope = Guard;
 
-  std::optional<std::size_t> lookup(const HashedKey& key, std::span<char> out, std::string* out_string) {
+  ValueLength lookup(const HashedKey& key, std::span<char> out, std::string* out_string) {
     Guard guard(*this);
     detail::fault_point(testing::FaultPoint::kReadLocked);
     return locked_lookup(ctx_, key, out, out_string, robin_hood::NoTouch{});
@@ -79,10 +79,9 @@ class GlobalLockProtocol {
   void lookup_batch(std::span<const HashedKey> keys, bool want_values, BatchAnswers& out) {
     Guard guard(*this);
     detail::fault_point(testing::FaultPoint::kReadLocked);
-    for (std::size_t i = 0; i < keys.size(); ++i) {
-      const bool found = locked_lookup(ctx_, keys[i], {}, out.scratch_for(want_values), robin_hood::NoTouch{}).has_value();
-      out.record(i, found, want_values);
-    }
+    out.answer_each(keys, want_values, [&](const HashedKey& key, std::span<char> room) {
+      return locked_lookup(ctx_, key, room, nullptr, robin_hood::NoTouch{});
+    });
   }
 
   void copy_home_range(std::uint64_t begin, std::uint64_t end, std::vector<KeyValue>* out) {

@@ -29,7 +29,7 @@ namespace shmht::optimistic {
 enum class Outcome { kValid, kTorn, kBusy };
 struct Attempt {
   Outcome outcome;
-  std::optional<std::size_t> value_bytes;
+  ValueLength value = ValueLength::absent();  // kValid: the answer
   std::uint32_t busy_owner = 0;
 };
 
@@ -68,30 +68,31 @@ class NotedVersions {
   std::vector<std::uint64_t> spilled_;
 };
 
-// One optimistic lookup. kValid: value_bytes is the answer (and the value was copied
+// One optimistic lookup. kValid: value is the answer (and the value was copied
 // into out / out_string if it fit). Always inlined: returned through memory, the Attempt
-// (an optional written as two stores, read back as one 16-byte load) failed store
-// forwarding on every lookup, a sixth of a cached lookup's time (perf, issue 13).
+// (written as several stores, read back in one wider load) failed store forwarding on
+// every lookup, a sixth of a cached lookup's time (perf, issue 13).
 template <class Window>
 [[gnu::always_inline]] inline Attempt try_lookup(TableContext& ctx, Window& window, const HashedKey& key, std::span<char> out, std::string* out_string) {
   const layout::SlotArray& slots = ctx.slots();
-  auto finish = [&](std::optional<std::size_t> result) {
-    return window.still_valid() ? Attempt{Outcome::kValid, result} : Attempt{Outcome::kTorn, std::nullopt};
+  auto finish = [&](ValueLength value) {
+    return window.still_valid() ? Attempt{Outcome::kValid, value} : Attempt{Outcome::kTorn};
   };
+  ctx.prefetch_probed_buckets(key.hash);
   const std::uint64_t home = slots.home_of(key.hash);
   const std::uint16_t tag = layout::SlotArray::tag_of_hash(key.hash);
   const std::uint64_t limit = slots.probe_limit();
   for (std::uint64_t i = home, d = 0; i < limit; ++i, ++d) {
-    if (!window.enter(i)) return {Outcome::kBusy, std::nullopt, window.busy_owner()};
+    if (!window.enter(i)) return {Outcome::kBusy, ValueLength::absent(), window.busy_owner()};
     const std::uint64_t word = window.load(i);
-    if (word == layout::kEmptySlot || layout::Slot::dist_of(word) < d) return finish(std::nullopt);
+    if (word == layout::kEmptySlot || layout::Slot::dist_of(word) < d) return finish(ValueLength::absent());
     if (layout::Slot::tag_of(word) != tag) continue;
     ctx.prefetch_record(word, key.bytes.size());
     layout::RecordHeader header{};
     const std::byte* record = ctx.checked_record(word, &header);
     if (record == nullptr) {
       if (window.still_valid()) throw_invalid_record(ctx, word);  // not torn: really corrupt
-      return {Outcome::kTorn, std::nullopt};
+      return {Outcome::kTorn};
     }
     if (header.key_bytes != key.bytes.size() || !record_bytes_equal(record, sizeof(layout::RecordHeader), key.bytes)) {
       continue;
@@ -103,9 +104,9 @@ template <class Window>
     } else if (header.value_bytes <= out.size()) {
       load_record_bytes(record, value_offset, out.data(), header.value_bytes);
     }
-    return finish(header.value_bytes);
+    return finish(ValueLength(header.value_bytes));
   }
-  return finish(std::nullopt);
+  return finish(ValueLength::absent());
 }
 
 // Copies every entry whose home is in [begin, end) (robin_hood::visit_home_range); false

@@ -12,7 +12,7 @@
 //     explicit ExclusiveScope(Protocol&);   // takes over what dead processes held and
 //     std::uint64_t repaired() const;       // repairs (repair_and_recount below)
 //   };
-//   std::optional<std::size_t> lookup(const HashedKey&, std::span<char> out, std::string* out_string);
+//   ValueLength lookup(const HashedKey&, std::span<char> out, std::string* out_string);
 //   void copy_home_range(std::uint64_t begin, std::uint64_t end, std::vector<KeyValue>*);
 // WriteScope, ExclusiveScope acquisition and lookup may throw NeedsRecovery when they
 // meet a lock held by a dead process: the engine then runs an ExclusiveScope (which
@@ -57,9 +57,10 @@ inline const std::byte* record_or_throw(TableContext& ctx, std::uint64_t word, l
 // Lookup for protocols whose readers exclude writers (global, striped): plain reads.
 // `touch` extends the reader's locked range before each slot is read.
 template <class Touch>
-std::optional<std::size_t> locked_lookup(TableContext& ctx, const HashedKey& key, std::span<char> out,
-                                         std::string* out_string, Touch&& touch) {
+ValueLength locked_lookup(TableContext& ctx, const HashedKey& key, std::span<char> out, std::string* out_string,
+                          Touch&& touch) {
   const auto& slots = ctx.slots();
+  ctx.prefetch_probed_buckets(key.hash);
   layout::RecordHeader header{};
   const std::byte* record = nullptr;
   const robin_hood::Probe probe = robin_hood::probe(
@@ -70,14 +71,14 @@ std::optional<std::size_t> locked_lookup(TableContext& ctx, const HashedKey& key
         return record_key(record, header) == key.bytes;
       },
       touch);
-  if (!probe.found) return std::nullopt;
+  if (!probe.found) return ValueLength::absent();
   const std::string_view value = record_value(record, header);
   if (out_string != nullptr) {
     out_string->assign(value);
   } else if (!value.empty() && value.size() <= out.size()) {  // memcpy's pointers must not be null, even for 0 bytes
     std::memcpy(out.data(), value.data(), value.size());
   }
-  return value.size();
+  return ValueLength(value.size());
 }
 
 // copy_home_range for the same protocols.
@@ -135,13 +136,13 @@ class ProtocolEngine final : public EngineBase {
   explicit ProtocolEngine(TableContext& context) : ctx_(context), protocol_(context) {}
 
   std::optional<std::size_t> get(const HashedKey& key, std::span<char> out) override {
-    return with_recovery([&] { return protocol_.lookup(key, out, nullptr); });
+    return with_recovery([&] { return protocol_.lookup(key, out, nullptr).optional(); });
   }
   bool get(const HashedKey& key, std::string* out) override {
-    return with_recovery([&] { return protocol_.lookup(key, {}, out).has_value(); });
+    return with_recovery([&] { return protocol_.lookup(key, {}, out).found(); });
   }
   bool contains(const HashedKey& key) override {
-    return with_recovery([&] { return protocol_.lookup(key, {}, nullptr).has_value(); });
+    return with_recovery([&] { return protocol_.lookup(key, {}, nullptr).found(); });
   }
 
   // A protocol whose readers lock (global) looks a whole batch up under one lock; the
@@ -152,9 +153,8 @@ class ProtocolEngine final : public EngineBase {
       if constexpr (requires { protocol_.lookup_batch(keys, want_values, out); }) {
         protocol_.lookup_batch(keys, want_values, out);
       } else {
-        for (std::size_t i = 0; i < keys.size(); ++i) {
-          out.record(i, protocol_.lookup(keys[i], {}, out.scratch_for(want_values)).has_value(), want_values);
-        }
+        out.answer_each(keys, want_values,
+                        [&](const HashedKey& key, std::span<char> room) { return protocol_.lookup(key, room, nullptr); });
       }
       return true;
     });
@@ -273,7 +273,7 @@ class ProtocolEngine final : public EngineBase {
   std::uint64_t home_of(const HashedKey& key) const { return ctx_.slots().home_of(key.hash); }
 
   NewRecord write_record(const HashedKey& key, std::string_view value) {
-    ctx_.prefetch_home_bucket_for_write(key.hash);
+    ctx_.prefetch_probed_buckets_for_write(key.hash);
     const std::uint64_t bytes = record_bytes_for(key.bytes.size(), value.size());
     const std::uint64_t offset = ctx_.arena().allocate(bytes);
     store_record(ctx_.region().at(offset), key.bytes, value);

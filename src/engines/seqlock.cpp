@@ -146,12 +146,12 @@ class SeqlockProtocol {
     control.store(unlocked_after(control.load(std::memory_order_relaxed)), std::memory_order_release);
   }
 
-  std::optional<std::size_t> lookup(const HashedKey& key, std::span<char> out, std::string* out_string) {
+  ValueLength lookup(const HashedKey& key, std::span<char> out, std::string* out_string) {
     Backoff backoff;
     for (;;) {
       ReadWindow window(slots_);
       const optimistic::Attempt attempt = optimistic::try_lookup(ctx_, window, key, out, out_string);
-      if (attempt.outcome == optimistic::Outcome::kValid) return attempt.value_bytes;
+      if (attempt.outcome == optimistic::Outcome::kValid) return attempt.value;
       if (attempt.outcome != optimistic::Outcome::kBusy) continue;
       if (attempt.busy_owner == me_) owner::throw_held_by_self(ctx_.region(), "a bucket of slot", slots_.home_of(key.hash));
       if (dead_.dead_after_pause(backoff, attempt.busy_owner)) {

@@ -113,7 +113,7 @@ class StripedProtocol {
   }
   void unlock_unit(std::uint64_t stripe) noexcept { unlock_exclusive(static_cast<std::uint32_t>(stripe)); }
 
-  std::optional<std::size_t> lookup(const HashedKey& key, std::span<char> out, std::string* out_string) {
+  ValueLength lookup(const HashedKey& key, std::span<char> out, std::string* out_string) {
     const std::uint64_t home = ctx_.slots().home_of(key.hash);
     ReadScope scope(*this, home);
     detail::fault_point(testing::FaultPoint::kReadLocked);
