@@ -1,9 +1,12 @@
 // batch_prefetch.hpp - overlapping the cache misses of many lookups (Table::get_many).
 //
 // A lookup is two dependent cache misses: the key's home bucket, then the record its
-// slot names. One lookup at a time, a core waits for each in turn; issued for many keys
-// before any result is needed, the misses overlap, up to the number a core keeps in
-// flight (about ten). MICA, Cuckoo++ and DRAMHiT batch lookups this way. Each batch
+// slot names (three when its probe runs on into the next bucket, which a third of the
+// keys of a full table do). One lookup at a time, a core waits for each in turn; issued
+// for many keys before any result is needed, the misses overlap, up to the number a core
+// keeps in flight (about ten: bench/miss_parallelism). MICA, Cuckoo++ and DRAMHiT batch
+// lookups this way. A key needs 4-5 lines (its bytes, one or two bucket lines, one or
+// two record lines), so at best a core answers two or three keys per miss latency. Each batch
 // goes through these steps, each a batch ahead of the next (LookupPipeline, table.cpp,
 // runs them, one round per batch):
 //   1. request every key's bytes, then hash the keys and request the bucket lines their
