@@ -426,7 +426,7 @@ class LockFreeEngine final : public EngineBase {
   }
 
   NewRecord write_record(const HashedKey& key, std::string_view value) {
-    ctx_.prefetch_probed_buckets_for_write(key.hash);
+    ctx_.prefetch_home_bucket_for_write(key.hash);
     const std::uint64_t bytes = record_bytes_for(key.bytes.size(), value.size());
     const std::uint64_t offset = ctx_.arena().allocate(bytes);
     store_record(ctx_.region().at(offset), key.bytes, value);

@@ -78,7 +78,6 @@ template <class Window>
   auto finish = [&](ValueLength value) {
     return window.still_valid() ? Attempt{Outcome::kValid, value} : Attempt{Outcome::kTorn};
   };
-  ctx.prefetch_probed_buckets(key.hash);
   const std::uint64_t home = slots.home_of(key.hash);
   const std::uint16_t tag = layout::SlotArray::tag_of_hash(key.hash);
   const std::uint64_t limit = slots.probe_limit();

@@ -60,7 +60,6 @@ template <class Touch>
 ValueLength locked_lookup(TableContext& ctx, const HashedKey& key, std::span<char> out, std::string* out_string,
                           Touch&& touch) {
   const auto& slots = ctx.slots();
-  ctx.prefetch_probed_buckets(key.hash);
   layout::RecordHeader header{};
   const std::byte* record = nullptr;
   const robin_hood::Probe probe = robin_hood::probe(
@@ -273,7 +272,7 @@ class ProtocolEngine final : public EngineBase {
   std::uint64_t home_of(const HashedKey& key) const { return ctx_.slots().home_of(key.hash); }
 
   NewRecord write_record(const HashedKey& key, std::string_view value) {
-    ctx_.prefetch_probed_buckets_for_write(key.hash);
+    ctx_.prefetch_home_bucket_for_write(key.hash);
     const std::uint64_t bytes = record_bytes_for(key.bytes.size(), value.size());
     const std::uint64_t offset = ctx_.arena().allocate(bytes);
     store_record(ctx_.region().at(offset), key.bytes, value);
