@@ -72,6 +72,13 @@ class Checker {
   static std::string to_text(const char* s) { return s; }
   static std::string to_text(std::uint64_t v) { return std::to_string(v); }
 
+  void count_displacement(std::uint64_t slot, std::uint64_t dist) {
+    std::vector<std::uint64_t>& histogram = report_->displacements;
+    if (histogram.size() <= dist) histogram.resize(dist + 1);
+    ++histogram[dist];
+    if (layout::SlotArray::bucket_of_slot(slot) != layout::SlotArray::bucket_of_slot(slot - dist)) ++report_->past_home_bucket;
+  }
+
   void check_slots() {
     const std::uint64_t seed = ctx_.fixed().hash_seed;
     std::unordered_set<std::string> keys;
@@ -89,6 +96,7 @@ class Checker {
         problem("slot ", i, ": distance ", dist, " puts its home outside the home slots");
         continue;
       }
+      count_displacement(i, dist);
       if (dist > 0 && (previous == layout::kEmptySlot || dist > Slot::dist_of(previous) + 1)) {
         problem("slot ", i, ": Robin Hood order broken (distance ", dist, " after ",
                 previous == layout::kEmptySlot ? std::string("an empty slot") : "distance " + std::to_string(Slot::dist_of(previous)), ")");

@@ -36,6 +36,8 @@ echo "$json" | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); ass
 "$shmht" stat "$name" | grep -q "items  *3 of capacity 1000" || fail "human stat output lacks the item count"
 
 expect_status 0 "$shmht" check "$name"
+"$shmht" check "$name" | grep -q "displacement from home: mean [0-9.]* slots, max [0-9]*; 0-3 slots: [0-9]* %" ||
+  fail "check does not report the items' displacement: $("$shmht" check "$name")"
 expect_status 0 "$shmht" del "$name" alpha
 expect_status 1 "$shmht" del "$name" alpha
 expect_status 2 "$shmht" get "$name" alpha --engine nosuch

@@ -413,6 +413,27 @@ TYPED_TEST_P(Conformance, BatchedLookupsReturnLongValuesWhole) {
   EXPECT_EQ(values[5], std::nullopt);
 }
 
+// check counts how far each item sits from its home slot: one histogram entry per item;
+// a lone item sits at home; a full table has items displaced, some past their home bucket.
+TYPED_TEST_P(Conformance, CheckReportsEachItemsDisplacement) {
+  Table t = this->make({.capacity = 2'000});
+  t.assign("alone", "v");
+  const CheckReport lone = check_table(this->name_);
+  EXPECT_EQ(lone.displacements, std::vector<std::uint64_t>{1});
+  EXPECT_EQ(lone.past_home_bucket, 0u);
+  t.erase("alone");
+  for (int i = 0; i < 2'000; ++i) t.assign("key-" + std::to_string(i), "v");
+  const CheckReport full = check_table(this->name_);
+  ASSERT_TRUE(full.clean);
+  std::uint64_t counted = 0;
+  for (const std::uint64_t n : full.displacements) counted += n;
+  EXPECT_EQ(counted, full.items) << "every item counted once";
+  EXPECT_EQ(full.items, 2'000u);
+  EXPECT_GT(full.displacements.size(), 2u) << "at full load some items sit two or more slots past home";
+  EXPECT_GT(full.past_home_bucket, 0u);
+  EXPECT_LT(full.past_home_bucket, full.items);
+}
+
 TYPED_TEST_P(Conformance, AddCountsInEightByteIntegers) {
   Table t = this->make({.capacity = 100});
   EXPECT_EQ(t.add("n", 5), 5) << "an absent counter counts from zero";
@@ -559,7 +580,7 @@ REGISTER_TYPED_TEST_SUITE_P(Conformance, EmptyTableHasNothing, ASmallTableTakesL
                             CompareAndSetWithOversizeArgumentsChangesNothing,
                             CompareAndSetOnAFullTableReportsFullAndLeaksNothing, TakeReturnsTheValueItErased,
                             AddCountsInEightByteIntegers, BatchedLookupsMatchSingleOnes, BatchedLookupCallbackSeesEachPresentKeyOnce,
-                            BatchedLookupsReturnLongValuesWhole);
+                            BatchedLookupsReturnLongValuesWhole, CheckReportsEachItemsDisplacement);
 
 // Every engine that is built. A new engine adds its tag here and passes this suite.
 using BuiltEngines = ::testing::Types<EngineTag<Engine::kGlobalLock>, EngineTag<Engine::kStripedRwLock>,

@@ -20,6 +20,12 @@ struct CheckReport {
   // frees), so while other attachments are live these may be in flight; with none, they
   // were leaked by writers killed part way.
   std::uint64_t unaccounted_bytes = 0;
+  // How far each item sits past its home slot: displacements[d] items are d slots past
+  // it (a lookup of one walks d + 1 slots), up to the largest d found. Of those, the
+  // items in a later bucket than their home slot's: a lookup of one reads two bucket
+  // lines (what Table::get_many's prefetching plans for, src/batch_prefetch.hpp).
+  std::vector<std::uint64_t> displacements;
+  std::uint64_t past_home_bucket = 0;
   std::uint32_t other_attachments = 0;  // live attachments besides the checker's own
   std::uint64_t repaired_shifts = 0;    // interrupted operations repaired while locking
   std::uint64_t reclaimed_bytes = 0;    // leaked bytes put back on the free lists (CheckOptions)

@@ -2,7 +2,7 @@
 //
 //   shmht create NAME [--capacity N] [--max-key-bytes N] [--max-value-bytes N]
 //                     [--max-bytes N] [--max-processes N] [--mode OCTAL] [--engine E]
-//   shmht stat NAME [--json]          shmht check NAME
+//   shmht stat NAME [--json]          shmht check NAME (also: how far items sit from home)
 //   shmht get NAME KEY                shmht put NAME KEY VALUE
 //   shmht del NAME KEY                shmht rm NAME
 //   shmht load NAME  < key<TAB>value lines       shmht dump NAME  > same format
@@ -25,6 +25,7 @@
 #include <CLI/CLI.hpp>
 #include <charconv>
 #include <cstdint>
+#include <cstdio>
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
@@ -350,6 +351,23 @@ std::string unlinked_bytes_cause(const shmht::CheckReport& r) {
   return "leaked by crashed writers: no other process is attached";
 }
 
+// How far items sit from their home slots (the probe lengths of lookups of present keys).
+std::string displacement_summary(const shmht::CheckReport& r) {
+  std::uint64_t total = 0, within_three = 0, seven_or_more = 0;
+  for (std::size_t d = 0; d < r.displacements.size(); ++d) {
+    const std::uint64_t items = r.displacements[d];
+    total += d * items;
+    if (d <= 3) within_three += items;
+    if (d >= 7) seven_or_more += items;
+  }
+  auto percent = [&](std::uint64_t n) { return std::to_string((n * 1000 / r.items + 5) / 10) + " %"; };
+  char mean[32];
+  std::snprintf(mean, sizeof mean, "%.2f", static_cast<double>(total) / static_cast<double>(r.items));
+  return std::string("displacement from home: mean ") + mean + " slots, max " + std::to_string(r.displacements.size() - 1) +
+         "; 0-3 slots: " + percent(within_three) + ", 7 or more: " + percent(seven_or_more) +
+         "; past their home bucket: " + percent(r.past_home_bucket);
+}
+
 int cmd_check(const Arguments& a) {
   if (a.engine && *a.engine != Table::active_engine(a.table)) {
     open_table(a);  // switches the engine, or reports who uses the other one
@@ -363,6 +381,7 @@ int cmd_check(const Arguments& a) {
   if (r.repaired_shifts) std::cout << ", " << count_of(r.repaired_shifts, "interrupted operation") << " repaired";
   if (r.reclaimed_bytes) std::cout << ", " << r.reclaimed_bytes << " B leaked by crashed writers put back on the free lists";
   std::cout << "\n";
+  if (r.items > 0) std::cout << displacement_summary(r) << "\n";
   if (!r.not_reclaimed_because.empty()) std::cout << "not repaired: " << r.not_reclaimed_because << "\n";
   return r.clean ? kExitOk : kExitMissing;
 }
