@@ -9,8 +9,11 @@ from collections import defaultdict
 from pathlib import Path
 
 
+BATCH_PREFIX, BATCH_SUFFIX = "C++ batch ", " (per key)"
+
+
 def batch_name(run_name):
-    return f"C++ batch {run_name} (per key)"
+    return BATCH_PREFIX + run_name + BATCH_SUFFIX
 
 
 def collect(directory):
@@ -56,7 +59,8 @@ BATCH_PAIRS = (("get_into/{}", "get_many_into/{}/256"), ("contains/{}", "contain
 
 
 def print_batch_ratios(ns):
-    engines = sorted({name.split("/")[1].split(" ")[0] for name in ns if name.startswith(batch_name("get_into/")[:-10])})
+    single_get = BATCH_PREFIX + "get_into/"
+    engines = sorted(name[len(single_get):-len(BATCH_SUFFIX)] for name in ns if name.startswith(single_get))
     if not engines:
         return
     print(f"\n{'batched per-key speed / single (same side, same run)':58} {'base':>9} {'new':>9}")

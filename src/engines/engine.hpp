@@ -171,7 +171,8 @@ std::int64_t counted_items(const Region& region, const CounterReader& read = [](
 // A lookup's answer in one word: the value's length, or absent. Engines' inner lookups
 // return this rather than std::optional<std::size_t>: GCC 12 builds an optional in memory,
 // its flag with a byte store, then reads it back with a word load, which fails store
-// forwarding on every lookup (a tenth of a cached batched lookup's time, perf, issue 13).
+// forwarding on every lookup (14 % of the seqlock lookup's samples in the in-cache batched
+// benchmark, experiments/results/profiles/batched-hot-seqlock-optional-return-*.txt).
 class ValueLength {
  public:
   static constexpr ValueLength absent() noexcept { return ValueLength(kAbsent); }
@@ -205,19 +206,16 @@ class BatchAnswers {
   // value into room only if it fits and returns its length either way. A value longer
   // than the room is looked up again into room enough for it (each answer is one single
   // lookup's, so the value may have changed meanwhile: the retry's is kept). Without
-  // values, lookup gets an empty room and only presence is kept.
+  // values, lookup gets an empty room and only presence is kept. Key i's earlier answer,
+  // if any, is replaced: an engine that repairs a dead writer's lock mid-batch answers
+  // the batch again from its first key (ProtocolEngine::lookup_batch).
   template <class Lookup>
   void answer(std::size_t i, bool want_values, Lookup&& lookup) {
-    if (!want_values) {
-      if (lookup(std::span<char>()).found()) begin_[i] = used_;  // present, with an empty value
-      return;
-    }
-    ValueLength length = lookup(room(0));
-    while (length.found() && length.bytes() > free_bytes()) length = lookup(room(length.bytes()));
-    if (!length.found()) return;
-    begin_[i] = used_;
-    length_[i] = length.bytes();
-    used_ += length.bytes();
+    ValueLength length = lookup(want_values ? room(0) : std::span<char>());
+    while (want_values && length.found() && length.bytes() > free_bytes()) length = lookup(room(length.bytes()));
+    begin_[i] = length.found() ? used_ : kAbsent;
+    length_[i] = length.found() && want_values ? length.bytes() : 0;  // present without values: empty
+    used_ += length_[i];
   }
 
   // Answers every key of a batch: key i with lookup(keys[i], room), as answer() does.
