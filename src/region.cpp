@@ -17,6 +17,7 @@
 #include <thread>
 #include <utility>
 
+#include "fault_injection.hpp"
 #include "file_mapping.hpp"
 #include "layout/engine_area.hpp"
 #include "shmht/engine.hpp"
@@ -408,6 +409,7 @@ void Region::grow_file_to(std::uint64_t end) {
     // Growth is idempotent, so a holder that died half-way leaves nothing to repair.
     const liveness::AttachmentFd::AdminLock admin(*attachment_fd_);
     current = fd_size(fd(), path_);
+    detail::fault_point(testing::FaultPoint::kFileGrowthClaimed);
     if (current < end) reserve(current, end - current);
     header().file_bytes.store(std::max(current, end), std::memory_order_release);
   }
