@@ -84,6 +84,23 @@ bool grower_finished(Children& growers) {
   return finished;
 }
 
+// Header::file_bytes (the length claimed) and the file's real length, read from outside.
+struct FileGrowth {
+  std::uint64_t claimed = 0, length = 0;
+};
+FileGrowth file_growth(const std::string& path) {
+  FileGrowth g;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  struct stat st{};
+  if (fd < 0 || fstat(fd, &st) != 0 ||
+      pread(fd, &g.claimed, sizeof g.claimed, offsetof(layout::Header, file_bytes)) != sizeof g.claimed) {
+    ADD_FAILURE() << "cannot read " << path;
+  }
+  g.length = static_cast<std::uint64_t>(st.st_size);
+  if (fd >= 0) ::close(fd);
+  return g;
+}
+
 class GrowthStall : public ::testing::TestWithParam<Engine> {};
 
 // A child takes the admin lock through its own descriptor of the file (as attach, detach
@@ -134,6 +151,8 @@ TEST_P(GrowthStall, WritersGrowTheFileWhileAClaimerIsStoppedBeforeReserving) {
     return stop_pending() ? 3 : 0;  // 3: it never needed to grow the file
   });
   ASSERT_TRUE(wait_until_stopped(stopped, 20s)) << "the claimer never stopped at its claim";
+  const FileGrowth stalled = file_growth("/dev/shm/" + name.str());
+  EXPECT_GT(stalled.claimed, stalled.length) << "stopped between its claim and its reservation, the claim is ahead";
 
   flags[1] = 1;
   const bool finished = grower_finished(growers);
