@@ -5,6 +5,7 @@
 //   stop writers that need new chunks: file growth takes no lock.
 // - A process stopped after claiming a larger file size and before reserving the space
 //   does not stop them either: whoever needs the bytes reserves them itself.
+// - A claim whose reservation failed (ENOSPC) leaves others kNoSpace, not waiting.
 // - max_bytes is limited to what a slot word can address.
 // - The shared free stacks' head encoding round-trips at its limits.
 // - A free list that loops (a broken or hostile peer wrote it), with arena_end set past
@@ -172,6 +173,44 @@ TEST_P(GrowthStall, WritersGrowTheFileWhileAClaimerIsStoppedBeforeReserving) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, GrowthStall, ::testing::ValuesIn(built_engines()), engine_param_name);
+
+// A claim whose reservation failed (ENOSPC) stays ahead of the file: another handle that
+// needs those bytes finds the file short, tries to reserve them itself and gets kNoSpace
+// too (never SIGBUS, never a wait); once space is freed both grow again.
+TEST(GrowthNoSpace, AClaimAheadOfTheFileIsRetriedByWhoeverNeedsIt) {
+  in_private_tmpfs([](const std::string& dir) -> std::string {
+    const std::string filler = dir + "/filler", path = dir + "/table";
+    const int fd = ::open(filler.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd < 0 || posix_fallocate(fd, 0, 8 << 20) != 0) return "could not make the filler file";
+    ::close(fd);
+    Table first = Table::create(path, growth_options(Engine::kLockFreeRobinHood));
+    Table second = Table::open(path);
+    std::uint64_t stored = 0;
+    try {
+      for (; stored < kGrowthKeys; ++stored) first.insert("first-" + std::to_string(stored), kGrowthValue);
+      return "the filesystem never filled up";
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kNoSpace) return std::string("first: wrong error: ") + e.what();
+    }
+    const FileGrowth full = file_growth(path);
+    if (full.claimed <= full.length) return "the failed claim is not ahead of the file";
+    try {
+      for (int i = 0; i < 1000; ++i) second.insert("second-" + std::to_string(i), kGrowthValue);
+      return "the second handle grew the file on a full filesystem";
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kNoSpace) return std::string("second: wrong error: ") + e.what();
+    }
+    ::unlink(filler.c_str());
+    for (int i = 0; i < 1000; ++i) second.insert("second-" + std::to_string(i), kGrowthValue);
+    for (std::uint64_t i = stored; i < stored + 1000; ++i) first.insert("first-" + std::to_string(i), kGrowthValue);
+    const FileGrowth grown = file_growth(path);
+    if (grown.length < full.claimed) return "the file never reached the claim that failed";
+    first.close();
+    second.close();
+    const CheckReport report = check_table(path);
+    return report.clean ? "" : "check: " + (report.problems.empty() ? std::string("?") : report.problems.front());
+  });
+}
 
 // Slot words hold a record offset / 8 in 40 bits (layout/slot.hpp): a table whose arena
 // could pass 8 TiB would have records whose slot words read as something else.
