@@ -13,8 +13,8 @@
 // fallocate is idempotent and never shrinks the file, and the kernel never makes the
 // file longer than what it has allocated; so any number of processes may grow at once,
 // each reserving what it finds missing, and one stopped or killed anywhere in between
-// (before, during or after its claim) leaves the file at its old length or its new one,
-// and the next process that needs those bytes reserves them itself. Nobody waits for
+// (before, during or after its claim) leaves a file whose every byte is reserved, maybe
+// shorter than it claimed, and the next process that needs those bytes reserves them itself. Nobody waits for
 // anybody: growth is lock-free under every engine (it never took the engines' locks; it
 // no longer takes the admin lock either, which attach and `check` hold for a while).
 // A claim is only a claim: file_bytes runs ahead of the file while a claimant is between

@@ -89,7 +89,7 @@ struct Header {
   // above it while a grower is between its claim and its reservation (stopped or killed
   // there included), or after its reservation failed (ENOSPC). Nothing maps or trusts
   // bytes by it: whoever needs bytes asks the file's size (fstat) and reserves what is
-  // missing itself. It tells `check` and tests where growth stands.
+  // missing itself. It only tells tests and tools how far growth was claimed.
   std::atomic<std::uint64_t> file_bytes;
 
   // One past the highest process-table entry ever attached: bounds the scans of writers
