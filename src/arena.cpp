@@ -46,14 +46,13 @@ void cut_into_classes(std::uint64_t begin, std::uint64_t end, Piece&& piece) {
 }
 
 // Records on the free list starting at `offset`, following links while they stay
-// inside the mapped arena, 16-aligned and fewer than the arena could hold.
+// inside the mapped arena, 16-aligned and no more than the arena could ever hold (a
+// private bound: a list that loops is counted up to it, not forever).
 std::uint64_t count_free_list(Region& region, std::uint64_t offset, unsigned size_class) {
   const std::uint64_t size = layout::class_bytes(size_class);
-  const std::uint64_t arena_begin = region.fixed().arena_offset;
-  const std::uint64_t max_records = (region.header().arena_end.load(std::memory_order_relaxed) - arena_begin) / size + 1;
+  const std::uint64_t max_records = region.max_records(size);
   std::uint64_t records = 0;
-  while (offset != 0 && records < max_records && offset % kRecordAlign == 0 && offset >= arena_begin &&
-         region.ensure_mapped(offset, size)) {
+  while (offset != 0 && records < max_records && offset % kRecordAlign == 0 && region.ensure_mapped(offset, size)) {
     ++records;
     offset = std::atomic_ref<std::uint64_t>(*link_word(region, offset)).load(std::memory_order_relaxed);
   }
@@ -162,7 +161,11 @@ void Arena::hand_over(unsigned size_class) {
     }
     const std::uint64_t next = std::atomic_ref<std::uint64_t>(*link_word(*region_, last)).load(std::memory_order_relaxed);
     if (next == 0) break;
-    if (++count > region_->header().arena_end.load(std::memory_order_relaxed) / size) corrupt("a free list loops");
+    // Bounded by what the arena can hold, from private values: arena_end, which a peer
+    // can write, once let a looping list be walked for ever.
+    if (++count > region_->max_records(size)) {
+      corrupt("the free list of size class " + std::to_string(size_class) + " loops (more records than the arena holds)");
+    }
     last = next;
   }
   // Detach first: a crash before the push leaks the chain, never lists it twice.
@@ -238,8 +241,9 @@ void Arena::take_new_chunk(std::uint64_t* cursor, std::uint64_t* end) {
   const std::uint64_t mine = layout::chunk_claim(entry_index_, entry_->generation.load(std::memory_order_relaxed));
   for (;;) {
     const std::uint64_t start = header.arena_end.load(std::memory_order_acquire);
-    // Grow the file before claiming: a claimed chunk, and so arena_end, never lies past the file.
-    if (header.file_bytes.load(std::memory_order_acquire) < start + chunk) region_->grow_file_to(start + chunk);
+    // Grow the file before claiming: a claimed chunk, and so arena_end, never lies past
+    // the file. Lock-free, and a no-op once this process has the chunk mapped.
+    region_->grow_file_to(start + chunk);
     if (!region_->ensure_file_mapped(start, sizeof(ChunkHeader))) {
       corrupt("the chunk at arena_end " + std::to_string(start) + " is not inside the file");
     }

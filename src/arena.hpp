@@ -7,7 +7,9 @@
 //   generation), then moves arena_end past it; anyone who finds the chunk at arena_end
 //   already claimed moves arena_end past it for the claimant (so a claimant that stalls
 //   or dies never blocks the others) and tries the next. Every chunk below arena_end is
-//   claimed. The file is grown to cover a chunk before it is claimed.
+//   claimed. The file is grown to cover a chunk before it is claimed, by whoever is about
+//   to claim it and finds the file short (Region::grow_file_to: lock-free, so a process
+//   stopped while growing the file blocks nobody either).
 //   Records: every attachment (ProcessEntry) owns one current chunk and bump-allocates
 //   records from it, and owns one free list per size class. Freed records go on the
 //   freeing attachment's list; allocation pops that list before bumping. When a record
@@ -41,14 +43,22 @@
 //   CAS per chain); an allocation whose own list is
 //   empty pops one record there before it bumps its chunk. So a process that only erases
 //   feeds the ones that insert, and the file stops growing. The stacks are Treiber
-//   stacks whose heads carry a 22-bit tag bumped by every change, so a pop that read a
+//   stacks whose heads carry a 25-bit tag bumped by every change, so a pop that read a
 //   head, stalled while the top record was popped and pushed back, fails its CAS instead
-//   of installing a stale link (ABA). Hand-over detaches the chain from the attachment's
+//   of installing a stale link (ABA), unless exactly a multiple of 2^25 changes came in
+//   between (layout/header.hpp states the window). Hand-over detaches the chain from the attachment's
 //   list before pushing it: a process killed in between leaks that batch (at most a
 //   chunk's worth) rather than ever handing a record out twice. Boost.Lockfree's stack
 //   was not used: its nodes are allocated by its own freelist (pointers, a process-local
 //   allocator); a stack of records that are already in the region needs its links in
 //   the records, by offset, which is what this is.
+//
+// WALKS END
+//   Every walk of a list in shared memory (hand-over, recount) stops after as many
+//   records as the arena could ever hold of that class, computed from this process's
+//   own validated max_bytes (Region::max_records), never from a shared word: a list
+//   that loops (a broken or hostile peer) ends in kCorrupt, or a bounded count, instead
+//   of a walk that never returns.
 #pragma once
 
 #include <cstdint>

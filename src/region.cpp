@@ -17,6 +17,7 @@
 #include <thread>
 #include <utility>
 
+#include "fault_injection.hpp"
 #include "file_mapping.hpp"
 #include "layout/engine_area.hpp"
 #include "shmht/engine.hpp"
@@ -98,15 +99,26 @@ std::string with_units(std::uint64_t bytes) {
   return text;
 }
 
-// posix_fallocate: on tmpfs a page that was never allocated is allocated when first
-// touched, and a full tmpfs answers that with SIGBUS; reserved pages never fail.
+// Reserves the filesystem's space for [offset, offset + bytes), extending the file if it
+// ends before: on tmpfs a page that was never allocated is allocated when first touched,
+// and a full tmpfs answers that with SIGBUS; reserved pages never fail. Idempotent, and
+// it never shrinks the file, so several processes may run it on overlapping ranges at
+// once (grow_file_to's helpers). fallocate(2), not posix_fallocate(3): where the
+// filesystem cannot reserve, glibc's posix_fallocate writes a zero byte into each block
+// that reads as zero, and a helper doing that could overwrite a record that a peer wrote
+// there meanwhile; such a filesystem is refused instead (tmpfs, ext4, xfs, btrfs reserve).
 void reserve_space(int fd, const std::string& path, std::uint64_t offset, std::uint64_t bytes) {
   if (bytes == 0) return;
   int rc;
   do {
-    rc = posix_fallocate(fd, static_cast<off_t>(offset), static_cast<off_t>(bytes));
+    rc = ::fallocate(fd, 0, static_cast<off_t>(offset), static_cast<off_t>(bytes)) == 0 ? 0 : errno;
   } while (rc == EINTR);
   if (rc == 0) return;
+  if (rc == EOPNOTSUPP || rc == ENOSYS) {
+    throw Error(ErrorCode::kSystem, path + ": the filesystem holding it cannot reserve file space (fallocate: " +
+                                        std::strerror(rc) + "), so a write could die of SIGBUS when it fills up; " +
+                                        "put the table on tmpfs (a bare name: /dev/shm) or on ext4, xfs or btrfs");
+  }
   if (rc != ENOSPC && rc != EFBIG && rc != EDQUOT) {
     throw_errno("reserving " + std::to_string(bytes) + " bytes of " + path, rc);
   }
@@ -123,6 +135,9 @@ void reserve_space(int fd, const std::string& path, std::uint64_t offset, std::u
                   "or create the table at an absolute path on another filesystem. Nothing was changed");
 }
 
+static_assert(kMaxBytesRange.max <= layout::kMaxRecordOffset + (std::uint64_t{1} << layout::kOffsetShift),
+              "every 8-aligned record offset below the largest max_bytes fits a slot word (layout/slot.hpp): "
+              "past it a record would read as another, or as a descriptor reference");
 static_assert(kMaxKeyAndValueBytes == layout::kMaxRecordBytes - sizeof(layout::RecordHeader),
               "the public record limit is the largest size class less the record header");
 static_assert(kStripesRange.max == layout::kMaxStripes, "one reader-flag byte per stripe (layout/engine_area.hpp)");
@@ -396,22 +411,31 @@ Region Region::open(const std::string& path, bool read_only) {
 
 void Region::grow_file_to(std::uint64_t end) {
   end = round_up(end, kPageBytes);
-  if (end > fixed().max_bytes) {
+  // The reservation is this process's own, sized from the validated max_bytes: a peer
+  // cannot move this limit.
+  const std::uint64_t max_bytes = mapping_->reserved_bytes();
+  if (end > max_bytes) {
     throw Error(ErrorCode::kTableFull, path_ + ": table full: the file would grow to " + std::to_string(end) +
-                                           " bytes but the table was created with max_bytes " + std::to_string(fixed().max_bytes) +
+                                           " bytes but the table was created with max_bytes " + std::to_string(max_bytes) +
                                            "; erase items, or create the table with a larger max_bytes (Python max_bytes=, "
                                            "shmht create --max-bytes; at most " + std::to_string(kMaxBytesRange.max) + ")");
   }
   if (!attachment_fd_) throw Error(ErrorCode::kInvalidArgument, path_ + ": growing a table needs an attached handle");
-  std::uint64_t current = 0;
-  {
-    // Growth is idempotent, so a holder that died half-way leaves nothing to repair.
-    const liveness::AttachmentFd::AdminLock admin(*attachment_fd_);
-    current = fd_size(fd(), path_);
-    if (current < end) reserve(current, end - current);
-    header().file_bytes.store(std::max(current, end), std::memory_order_release);
+  if (mapping_->mapped_bytes() >= end) return;  // mapped means in the file: nothing to do
+  claim_file_size(end);
+  detail::fault_point(testing::FaultPoint::kFileGrowthClaimed);
+  // Whoever claimed [size, end), us or a peer that may be stopped or dead, we reserve
+  // what is missing ourselves: nobody waits for the claimant.
+  const std::uint64_t size = fd_size(fd(), path_);
+  if (size < end) reserve(size, end - size);
+  mapping_->map_up_to(end);
+}
+
+void Region::claim_file_size(std::uint64_t end) noexcept {
+  std::atomic<std::uint64_t>& claimed = header().file_bytes;
+  std::uint64_t seen = claimed.load(std::memory_order_relaxed);
+  while (seen < end && !claimed.compare_exchange_weak(seen, end, std::memory_order_acq_rel, std::memory_order_relaxed)) {
   }
-  mapping_->map_up_to(std::max(current, end));
 }
 
 void Region::reserve(std::uint64_t offset, std::uint64_t bytes) const {

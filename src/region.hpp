@@ -7,6 +7,23 @@
 // same base address the first time it meets an offset past its mapping (ensure_mapped),
 // so addresses handed out earlier stay valid.
 //
+// GROWTH TAKES NO LOCK. A process that needs the file to reach `end` (a chunk it is about
+// to take) claims that length (CAS of Header::file_bytes to the larger value), then
+// reserves with fallocate whatever the file still lacks below `end`, and maps it.
+// fallocate is idempotent and never shrinks the file, and the kernel never makes the
+// file longer than what it has allocated; so any number of processes may grow at once,
+// each reserving what it finds missing, and one stopped or killed anywhere in between
+// (before, during or after its claim) leaves a file whose every byte is reserved, maybe
+// shorter than it claimed, and the next process that needs those bytes reserves them itself. Nobody waits for
+// anybody: growth is lock-free under every engine (it never took the engines' locks; it
+// no longer takes the admin lock either, which attach and `check` hold for a while).
+// A claim is only a claim: file_bytes runs ahead of the file while a claimant is between
+// claim and reservation, and stays ahead when its reservation failed (ENOSPC). Others
+// then find the file short, try to reserve it themselves and get kNoSpace too, as they
+// should while the filesystem is full; once space is freed, the next grower succeeds.
+// Nothing is mapped or read by file_bytes; only the file's own size (fstat) says what
+// exists, and a mapping never passes it.
+//
 // Every offset that comes out of shared memory is checked with contains() /
 // ensure_mapped() before it is dereferenced: a corrupt or hostile peer can make us
 // report kCorrupt, never read outside our mapping.
@@ -103,8 +120,9 @@ class Region {
   void populate_for_write(std::uint64_t offset, std::uint64_t bytes) const noexcept;
 
   // Makes the file at least `end` bytes long (page-rounded), with the space reserved,
-  // and maps it. Serialised by the admin lock; never shrinks the file. Throws kTableFull
-  // past max_bytes, kNoSpace when the filesystem cannot hold it (nothing changed then).
+  // and maps it; lock-free (see GROWTH above); never shrinks the file. Throws kTableFull
+  // past max_bytes, kNoSpace when the filesystem cannot hold it (the file unchanged then,
+  // though the claim in file_bytes stays).
   void grow_file_to(std::uint64_t end);
   // Reserves the filesystem's space for [offset, offset + bytes) of the file (extending
   // it if needed), so that touching those pages can never raise SIGBUS on a full tmpfs.
@@ -113,6 +131,13 @@ class Region {
   // True when [offset, offset + bytes) lies inside the file (mapping what grew since we
   // looked), whether or not arena_end covers it yet: for claiming a chunk.
   bool ensure_file_mapped(std::uint64_t offset, std::uint64_t bytes);
+
+  // The most records of `record_bytes` each that the arena can ever hold, from this
+  // process's own reservation (sized from the validated max_bytes), never from a word a
+  // peer can write: the bound on every walk of a list in shared memory (arena.cpp).
+  std::uint64_t max_records(std::uint64_t record_bytes) const noexcept {
+    return (mapping_->reserved_bytes() - arena_offset_) / record_bytes;
+  }
 
   // File size as the filesystem reports it (apparent) and bytes actually allocated.
   std::uint64_t apparent_bytes() const;
@@ -137,13 +162,15 @@ class Region {
   std::vector<pid_t> attached_pids() const;
   // Runs fn under the admin lock, so nobody attaches meanwhile, with the entries live at
   // the start (the set can only shrink while fn runs). Needs an attached handle. fn must
-  // not wait for anything a live attachment holds: attach and file growth wait for this lock.
+  // not wait for anything a live attachment holds: attach waits for this lock.
   void with_admin_lock(const std::function<void(const std::vector<std::uint32_t>& live)>& fn);
 
  private:
   // ensure_mapped's slow path: maps the file up to the published arena end if [offset,
   // offset + bytes) lies inside it.
   bool map_grown_part(std::uint64_t offset, std::uint64_t bytes);
+  // Raises Header::file_bytes to `end` unless it is already there (grow_file_to).
+  void claim_file_size(std::uint64_t end) noexcept;
   Region() = default;
   // Writes a new table's header into `fd` (which it takes over).
   void initialize(int fd, const CreateOptions& options, EngineStateInit init_engine);

@@ -97,7 +97,7 @@ TEST_F(Errors, EveryCreateOptionOutOfRangeIsNamedWithItsRange) {
       {{.max_key_bytes = 4'000'000'000u}, "max_key_bytes must be between 1 and 67108856; got 4000000000"},
       {{.max_value_bytes = 4'000'000'000u}, "max_value_bytes must be between 0 and 67108855; got 4000000000"},
       {{.max_key_bytes = 60 << 20, .max_value_bytes = 10 << 20}, "max_key_bytes + max_value_bytes is 73400320; the limit is 67108856"},
-      {{.max_bytes = std::uint64_t{1} << 47}, "max_bytes must be between 1 and 70368744177664; got 140737488355328"},
+      {{.max_bytes = std::uint64_t{1} << 47}, "max_bytes must be between 1 and 8796093022208; got 140737488355328"},
       {{.max_processes = 0}, "max_processes must be between 1 and 4096; got 0"},
       {{.max_processes = 5000}, "max_processes must be between 1 and 4096; got 5000"},
       {{.mode = 07777}, "mode must be between 0 and 0777; got 07777"},

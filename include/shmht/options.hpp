@@ -41,8 +41,10 @@ inline constexpr OptionRange kCapacityRange{"capacity", 1, std::uint64_t{1} << 3
 inline constexpr OptionRange kMaxKeyBytesRange{"max_key_bytes", 1, kMaxKeyAndValueBytes};
 inline constexpr OptionRange kMaxValueBytesRange{"max_value_bytes", 0, kMaxKeyAndValueBytes - 1};
 // The least max_bytes also depends on the other fields (the fixed part plus one chunk):
-// create says how much this capacity needs when it is less.
-inline constexpr OptionRange kMaxBytesRange{"max_bytes", 1, std::uint64_t{1} << 46};
+// create says how much this capacity needs when it is less. The most, 8 TiB, is what a
+// slot word can address (a record offset / 8 in 40 bits; region.cpp static_asserts it):
+// a record past it would read as another record, or as a lock-free operation's descriptor.
+inline constexpr OptionRange kMaxBytesRange{"max_bytes", 1, std::uint64_t{1} << 43};
 inline constexpr OptionRange kMaxProcessesRange{"max_processes", 1, 4096};
 inline constexpr OptionRange kModeRange{"mode", 0, 0777, 8};
 inline constexpr OptionRange kStripesRange{"stripes", 1, 64};

@@ -22,6 +22,7 @@ enum class FaultPoint {
   kKcasMidCleanup,    // lockfree: its first word has its final value, the others not yet
   kKcasMidRdcss,      // lockfree: an install (owner's or helper's) is in a word, not yet completed
   kFreeListChanged,   // an attachment's free list changed, its counters not yet
+  kFileGrowthClaimed, // a larger file size is claimed (region.cpp grow_file_to), its space not yet reserved
 };
 
 using FaultHook = void (*)(FaultPoint);

@@ -103,7 +103,7 @@ def test_reads_a_table_on_a_read_only_filesystem():
     ({"max_key_bytes": 0}, "max_key_bytes must be between 1 and 67108856; got 0"),
     ({"capacity": -1}, "capacity must be between 1 and 68719476736; got -1"),
     ({"capacity": 2**64}, "capacity must be between 1 and 68719476736; got 18446744073709551616"),
-    ({"max_bytes": 2**47}, "max_bytes must be between 1 and 70368744177664; got 140737488355328"),
+    ({"max_bytes": 2**47}, "max_bytes must be between 1 and 8796093022208; got 140737488355328"),
     ({"max_processes": 0}, "max_processes must be between 1 and 4096; got 0"),
     ({"max_processes": 2**32 + 1}, "max_processes must be between 1 and 4096; got 4294967297"),
     ({"mode": 0o7777}, "mode must be between 0 and 0777; got 07777"),

@@ -8,8 +8,8 @@
 //   | (one page)      | [max_procs]   | (locks, per engine)| (slot.hpp)      | chunks -> grows
 //   +-----------------+---------------+-------------------+-----------------+-------------...
 //                                                                            ^ arena_end: the
-//   The file is exactly arena_end bytes long (rounded to a page); it grows    chunk bump pointer
-//   one chunk at a time and never shrinks while the table exists.
+//   The file is at least arena_end bytes long (whole pages); it grows as      chunk bump pointer
+//   chunks are taken, with no lock (region.cpp grow_file_to), and never shrinks.
 //
 // The header has an immutable part, written once by create() and covered by a checksum,
 // and a mutable part of atomics. open() validates every immutable field against the file
@@ -23,6 +23,7 @@
 #include <cstdint>
 
 #include "layout/size_classes.hpp"
+#include "layout/slot.hpp"
 
 namespace shmht::layout {
 
@@ -83,7 +84,13 @@ struct Header {
 
   // --- line 3: the arena's chunk bump pointer and the file length ---
   alignas(64) std::atomic<std::uint64_t> arena_end;  // first byte never handed out
-  std::atomic<std::uint64_t> file_bytes;             // current length of the file
+  // The largest file length any grower has claimed (a CAS to the larger value before it
+  // reserves the space, region.cpp grow_file_to). Never below the file's real length;
+  // above it while a grower is between its claim and its reservation (stopped or killed
+  // there included), or after its reservation failed (ENOSPC). Nothing maps or trusts
+  // bytes by it: whoever needs bytes asks the file's size (fstat) and reserves what is
+  // missing itself. It only tells tests and tools how far growth was claimed.
+  std::atomic<std::uint64_t> file_bytes;
 
   // One past the highest process-table entry ever attached: bounds the scans of writers
   // that must look at every attachment (striped engine's reader flags).
@@ -94,27 +101,40 @@ struct Header {
   // hold more than a chunk's worth, then hands a whole size class over here; an
   // allocation whose own list is empty takes from here before it bumps a chunk.
   //   shared_free_heads[c]: a Treiber stack of size class c, ABA-safe by its tag:
-  //     63           42 41                                    0
-  //     +--------------+---------------------------------------+
-  //     | tag (22)     | record offset / 16 (42)               |     0 = empty
-  //     +--------------+---------------------------------------+
+  //     63              39 38                                  0
+  //     +-----------------+-------------------------------------+
+  //     | tag (25)        | record offset / 16 (39)              |     0 = empty
+  //     +-----------------+-------------------------------------+
+  //   Records are 16-aligned and lie below max_bytes <= 2^43 (kMaxBytesRange), so 39 bits
+  //   hold any offset and the other 25 are the tag, bumped (mod 2^25) by every change of
+  //   the stack. What is left of ABA: a pop that read the head, then stalled while exactly
+  //   a multiple of 2^25 = 33,554,432 changes hit that one class's stack and the same
+  //   record came back on top, installs a stale link. At the 22-bit tag this replaced,
+  //   4,194,304 changes did; wider would need a 128-bit CAS, which is not always lock-free.
   //   A free record's first word links to the next one's offset (0 ends the stack).
   //   shared_free_counts[c]: records on stack c (what `stat` reports per size class).
   //     Moved after the head's CAS, so a reader may see it lag by the operations in flight.
   alignas(64) std::atomic<std::uint64_t> shared_free_heads[kSizeClassCount];
   alignas(64) std::atomic<std::uint64_t> shared_free_counts[kSizeClassCount];
 };
-inline constexpr unsigned kSharedOffsetBits = 42;  // offsets / 16 below 2^46 (max_bytes' limit)
+inline constexpr unsigned kSharedOffsetBits = 39;  // offsets / 16 below 2^43 (max_bytes' limit)
+inline constexpr unsigned kSharedTagBits = 64 - kSharedOffsetBits;
+inline constexpr std::uint64_t kSharedOffsetMask = (std::uint64_t{1} << kSharedOffsetBits) - 1;
 inline constexpr std::uint64_t shared_head(std::uint64_t tag, std::uint64_t offset) noexcept {
-  return (tag << kSharedOffsetBits) | (offset >> 4);
+  return (tag << kSharedOffsetBits) | ((offset >> 4) & kSharedOffsetMask);  // a tag past 25 bits wraps
 }
-inline constexpr std::uint64_t shared_head_offset(std::uint64_t head) noexcept {
-  return (head & ((std::uint64_t{1} << kSharedOffsetBits) - 1)) << 4;
-}
+inline constexpr std::uint64_t shared_head_offset(std::uint64_t head) noexcept { return (head & kSharedOffsetMask) << 4; }
 inline constexpr std::uint64_t shared_head_tag(std::uint64_t head) noexcept { return head >> kSharedOffsetBits; }
-static_assert(shared_head_offset(shared_head(5, std::uint64_t{1} << 45)) == std::uint64_t{1} << 45,
-              "any 16-aligned offset below max_bytes' 2^46 limit round-trips");
-static_assert(shared_head_tag(shared_head((std::uint64_t{1} << 22) - 1, 16)) == (std::uint64_t{1} << 22) - 1);
+inline constexpr std::uint64_t kSharedMaxTag = (std::uint64_t{1} << kSharedTagBits) - 1;
+static_assert((kMaxRecordOffset >> 4) <= kSharedOffsetMask,
+              "any record offset a slot word can hold (so any below max_bytes) fits a shared head");
+static_assert(shared_head_offset(shared_head(kSharedMaxTag, kMaxRecordOffset & ~std::uint64_t{15})) ==
+                  (kMaxRecordOffset & ~std::uint64_t{15}) &&
+              shared_head_tag(shared_head(kSharedMaxTag, kMaxRecordOffset & ~std::uint64_t{15})) == kSharedMaxTag,
+              "the largest tag and the last 16-aligned offset round-trip together");
+static_assert(shared_head_offset(shared_head(kSharedMaxTag + 1, 16)) == 16 && shared_head_tag(shared_head(kSharedMaxTag + 1, 16)) == 0,
+              "a tag bumped past its width wraps to 0 and leaves the offset alone");
+static_assert(kSharedTagBits >= 25, "the ABA window the essay above states");
 static_assert(offsetof(Header, state) == 128, "mutable part starts on its own line");
 static_assert(offsetof(Header, arena_end) == 192, "arena bump pointer on its own line");
 static_assert(offsetof(Header, shared_free_heads) == 256, "shared free lists start on their own line");
@@ -177,7 +197,7 @@ static_assert(wrapping_add(INT64_MAX, 1) == INT64_MIN && wrapping_sub(0, INT64_M
 
 // Advisory OFD lock bytes of the table file (liveness.hpp). They name locks, not data:
 // fcntl byte-range locks never block reads, writes or mappings of those bytes.
-inline constexpr std::uint64_t kAdminLockByte = 0;  // attach, detach, cold start, file growth
+inline constexpr std::uint64_t kAdminLockByte = 0;  // attach, detach, cold start, check (never file growth)
 inline constexpr std::uint64_t kEntryLockBase = 1;  // + entry index: that entry is live
 
 // The first bytes of every chunk. A chunk is claimed by CAS of `claim` from 0 to the
