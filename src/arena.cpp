@@ -50,7 +50,7 @@ void cut_into_classes(std::uint64_t begin, std::uint64_t end, Piece&& piece) {
 std::uint64_t count_free_list(Region& region, std::uint64_t offset, unsigned size_class) {
   const std::uint64_t size = layout::class_bytes(size_class);
   const std::uint64_t arena_begin = region.fixed().arena_offset;
-  const std::uint64_t max_records = (region.header().arena_end.load(std::memory_order_relaxed) - arena_begin) / size + 1;
+  const std::uint64_t max_records = (region.arena_end(std::memory_order_relaxed) - arena_begin) / size + 1;
   std::uint64_t records = 0;
   while (offset != 0 && records < max_records && offset % kRecordAlign == 0 && offset >= arena_begin &&
          region.ensure_mapped(offset, size)) {
@@ -162,7 +162,7 @@ void Arena::hand_over(unsigned size_class) {
     }
     const std::uint64_t next = std::atomic_ref<std::uint64_t>(*link_word(*region_, last)).load(std::memory_order_relaxed);
     if (next == 0) break;
-    if (++count > region_->header().arena_end.load(std::memory_order_relaxed) / size) corrupt("a free list loops");
+    if (++count > region_->arena_end(std::memory_order_relaxed) / size) corrupt("a free list loops");
     last = next;
   }
   // Detach first: a crash before the push leaks the chain, never lists it twice.
@@ -240,7 +240,9 @@ void Arena::take_new_chunk(std::uint64_t* cursor, std::uint64_t* end) {
     const std::uint64_t start = header.arena_end.load(std::memory_order_acquire);
     // Grow the file before claiming: a claimed chunk, and so arena_end, never lies past the file.
     if (header.file_bytes.load(std::memory_order_acquire) < start + chunk) region_->grow_file_to(start + chunk);
-    if (!region_->ensure_file_mapped(start, sizeof(ChunkHeader))) {
+    // arena_end is a shared word a peer may have overwritten: only a chunk boundary inside the file will do.
+    if (start < region_->fixed().arena_offset || (start - region_->fixed().arena_offset) % chunk != 0 ||
+        !region_->ensure_file_mapped(start, sizeof(ChunkHeader))) {
       corrupt("the chunk at arena_end " + std::to_string(start) + " is not inside the file");
     }
     entry_->claiming_chunk.store(start, std::memory_order_release);

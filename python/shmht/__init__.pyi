@@ -63,6 +63,7 @@ class Table(MutableMapping[bytes, bytes]):
         max_value_bytes: int | None = None,
         max_bytes: int | None = None,
         max_processes: int | None = None,
+        trust_foreign_owner: bool = False,
     ) -> None: ...
     @property
     def path(self) -> str: ...
