@@ -246,7 +246,7 @@ class Table(_shmht._TableBase, MutableMapping):
     shmht.Error.
 
     With multiprocessing, pass the Table itself: under fork the child re-attaches on first
-    use, under spawn it pickles as (path, engine, read_only) and re-attaches (never
+    use, under spawn it pickles as (path, engine, read_only, trust_foreign_owner) and re-attaches (never
     re-creates).
     """
 
@@ -389,7 +389,7 @@ class Table(_shmht._TableBase, MutableMapping):
         # spawn / pickling: re-attach by path in the other process, never re-create.
         if self.closed:
             raise ValueError("cannot pickle a closed shmht.Table")
-        return (_reattach, (self.path, self.engine, self.read_only))
+        return (_reattach, (self.path, self.engine, self.read_only, self.trust_foreign_owner))
 
     def __repr__(self):
         state = "closed" if self.closed else f"engine={self.engine!r}" + (" read_only" if self.read_only else "")
@@ -403,9 +403,9 @@ def _as_bytes(value):
     return value.encode("utf-8") if isinstance(value, str) else memoryview(value).tobytes()
 
 
-def _reattach(path, engine, read_only=False):
+def _reattach(path, engine, read_only=False, trust_foreign_owner=False):
     """Unpickling: attach to the existing table `path` with `engine`."""
-    return Table(path, engine=engine, create=False, read_only=read_only)
+    return Table(path, engine=engine, create=False, read_only=read_only, trust_foreign_owner=trust_foreign_owner)
 
 
 from ._compat import close, error, foreach, getval, open, remove, setval  # noqa: E402  (needs Table)

@@ -7,6 +7,7 @@ guard against) fails the test instead of killing the test run.
 """
 
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -84,4 +85,6 @@ def test_world_writable_table_of_another_user_needs_trust_foreign_owner(table_na
             shmht.Table(table_name, create=create)
         with shmht.Table(table_name, create=create, trust_foreign_owner=True) as t:
             t[b"k"] = b"v"
-            assert t[b"k"] == b"v"
+            assert t[b"k"] == b"v" and t.trust_foreign_owner
+            with pickle.loads(pickle.dumps(t)) as copy:  # what a spawned process re-attaches with
+                assert copy[b"k"] == b"v"

@@ -979,6 +979,10 @@ PyObject* table_get_read_only(PyObject* object, void*) {
   return PyBool_FromLong(as_table(object)->read_only);
 }
 
+PyObject* table_get_trust_foreign_owner(PyObject* object, void*) {
+  return PyBool_FromLong(as_table(object)->trust_foreign_owner);
+}
+
 PyObject* table_get_closed(PyObject* object, void*) {
   const TableObject* self = as_table(object);
   return PyBool_FromLong(self->path == nullptr || self->closed);
@@ -1076,6 +1080,8 @@ PyGetSetDef g_getset[] = {
     {"engine", table_get_engine, nullptr, "The engine this handle uses ('global', 'seqlock', ...).", nullptr},
     {"read_only", table_get_read_only, nullptr, "True if opened with read_only=True (writes raise PermissionDeniedError).",
      nullptr},
+    {"trust_foreign_owner", table_get_trust_foreign_owner, nullptr,
+     "True if opened with trust_foreign_owner=True (kept when re-attaching after fork or in a spawned process).", nullptr},
     {"closed", table_get_closed, nullptr, "True after close() (or before the table was attached).", nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
