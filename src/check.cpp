@@ -271,7 +271,9 @@ class Checker {
 
 CheckReport check_table(const std::string& name, const CheckOptions& options) {
   CheckReport report;
-  Table table = Table::open(name);  // adopts the active engine
+  OpenOptions open;  // adopts the active engine
+  open.trust_foreign_owner = options.trust_foreign_owner;
+  Table table = Table::open(name, open);
   auto check = [&](bool reclaim) {
     TableAccess::run_exclusive(table, [&](TableContext& ctx) { Checker(ctx, reclaim).run(&report); }, &report.repaired_shifts);
   };

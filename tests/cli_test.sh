@@ -196,7 +196,17 @@ if [ "$(id -u)" -eq 0 ]; then
   expect_status 3 "$shmht" put "$name-planted" k v
   grep -q "trust-owner" /tmp/shmht-cli-out.$$ || fail "a planted table was not refused naming --trust-owner: $(cat /tmp/shmht-cli-out.$$)"
   expect_status 0 "$shmht" put "$name-planted" k v --trust-owner
+  expect_status 3 "$shmht" check "$name-planted"
+  expect_status 0 "$shmht" check "$name-planted" --trust-owner
   expect_status 0 "$shmht" rm "$name-planted"
+  # Root writing to any other user's table needs the opt-in; stat says so rather than
+  # why its read-only fallback cannot read a striped table.
+  "$shmht" create "$name-users" --capacity 100 --engine striped >/dev/null
+  chown 65534 "/dev/shm/$name-users"
+  expect_status 3 "$shmht" stat "$name-users"
+  grep -q "trust-owner" /tmp/shmht-cli-out.$$ || fail "stat of another user's table did not name --trust-owner: $(cat /tmp/shmht-cli-out.$$)"
+  expect_status 0 "$shmht" stat "$name-users" --trust-owner
+  expect_status 0 "$shmht" rm "$name-users"
 fi
 rm -f /tmp/shmht-cli-out.$$
 

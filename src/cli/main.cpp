@@ -125,7 +125,14 @@ Table open_for_reading(const Arguments& a) {
     return open_table(a);
   } catch (const Error& e) {
     if (e.code() != shmht::ErrorCode::kPermissionDenied) throw;
-    return Table::open(a.table, read_only);
+    try {
+      return Table::open(a.table, read_only);
+    } catch (const Error& read_only_error) {
+      // Not a seqlock table: why read-write was refused (no write access, or a table that
+      // needs --trust-owner) is the news, not why read-only is no way round it.
+      if (read_only_error.code() == shmht::ErrorCode::kInvalidArgument) throw e;
+      throw;
+    }
   }
 }
 
@@ -406,7 +413,8 @@ int cmd_check(const Arguments& a) {
   if (a.engine && *a.engine != Table::active_engine(a.table)) {
     open_table(a);  // switches the engine, or reports who uses the other one
   }
-  const shmht::CheckReport r = shmht::check_table(a.table, {.reclaim_leaked = a.repair});
+  const shmht::CheckReport r =
+      shmht::check_table(a.table, {.reclaim_leaked = a.repair, .trust_foreign_owner = a.trust_owner});
   for (const auto& p : r.problems) std::cout << "problem: " << p << "\n";
   std::cout << (r.clean ? "clean" : "NOT CLEAN") << ": " << count_of(r.items, "item") << ", "
             << count_of(r.free_records, "free record") << " (" << r.free_record_bytes << " B), " << r.live_record_bytes
