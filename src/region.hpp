@@ -18,8 +18,16 @@
 // limits that size every walk and index cannot change under us. The mutable words are
 // read through accessors that bound them by the private copy (arena_end()), or are
 // bounded where they are read (entry_high_water by max_processes, stripe_count by
-// kMaxStripes, active_engine by engine_name()). A hostile peer can therefore make
-// operations fail with kCorrupt or return wrong data, never crash its peers.
+// kMaxStripes or kCorrupt, an unknown active_engine is an error, state and file_bytes
+// are only compared, the shared free-list heads are offsets like any other). A hostile
+// peer can therefore make operations fail with kCorrupt or return wrong data, never
+// crash its peers.
+//
+// Whose file it is: open() takes only a regular file (opened O_NONBLOCK, so a FIFO at
+// the name cannot block it) and refuses a table that another user could have planted
+// (check_owner_trust() in region.cpp states the rule) unless the caller trusts its owner.
+// create() initialises an O_TMPFILE, which has no name anyone could pre-create or open,
+// and links it into place.
 #pragma once
 
 #include <sys/types.h>

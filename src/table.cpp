@@ -382,9 +382,13 @@ class DirectoryEntry {
     const auto slash = path.rfind('/');  // resolve_table_path: always absolute
     name_ = path.substr(slash + 1);
     directory_fd_ = ::open(slash == 0 ? "/" : path.substr(0, slash).c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (directory_fd_ < 0) return;
+    if (directory_fd_ < 0) {
+      open_errno_ = errno;
+      return;
+    }
     // O_NONBLOCK: a FIFO at the name must not block us; O_NOFOLLOW: nor redirect us.
     file_fd_ = ::openat(directory_fd_, name_.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (file_fd_ < 0) open_errno_ = errno;
   }
   ~DirectoryEntry() {
     if (file_fd_ >= 0) ::close(file_fd_);
@@ -396,9 +400,9 @@ class DirectoryEntry {
   // False if there is nothing at the path; throws if the open failed otherwise.
   bool exists() const {
     if (file_fd_ >= 0) return true;
-    if (errno == ENOENT) return false;
-    if (errno == ELOOP) throw Error(ErrorCode::kInvalidArgument, path_ + " is a symbolic link; refusing to remove it");
-    throw_remove_error(path_, errno);
+    if (open_errno_ == ENOENT) return false;
+    if (open_errno_ == ELOOP) throw Error(ErrorCode::kInvalidArgument, path_ + " is a symbolic link; refusing to remove it");
+    throw_remove_error(path_, open_errno_);
   }
   // The opened file as a name Region::open can open again (the same inode, whatever the path names now).
   std::string opened_file_name() const { return "/proc/self/fd/" + std::to_string(file_fd_); }
@@ -426,6 +430,7 @@ class DirectoryEntry {
  private:
   std::string path_, name_;
   int directory_fd_ = -1, file_fd_ = -1;
+  int open_errno_ = 0;  // why the directory or the file did not open
 };
 
 }  // namespace
