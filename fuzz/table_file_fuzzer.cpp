@@ -5,7 +5,8 @@
 // first 128 bytes are covered by a checksum; blind byte flips would mostly land in unused
 // arena bytes or fail the checksum. So the custom mutator below (libFuzzer's
 // LLVMFuzzerCustomMutator) picks one part of the layout that the header names (header,
-// process table, engine area, slot array, the used part of the arena) and lets libFuzzer's
+// process table, engine area, slot array, the used part of the arena, and the mask a peer
+// XORs over the header after open: table_file.hpp) and lets libFuzzer's
 // own mutator work on that window in place, then usually re-seals the checksum; now and
 // then it mutates the input as a whole (lengths, truncation, anything). Inputs stay plain
 // file bytes: a crash file is a table file, replayed as is.
@@ -41,6 +42,7 @@ std::vector<Window> windows_of(const std::uint8_t* data, std::size_t size) {
                                                             size, begin + std::min<std::uint64_t>(bytes, size)))});
   };
   add(0, sizeof(layout::Header));
+  add(shmht::fuzz::kPostOpenMaskOffset, shmht::fuzz::kPostOpenMaskBytes);
   if (size < sizeof(ImmutableHeader)) return windows;
   ImmutableHeader h{};
   std::memcpy(&h, data, sizeof h);

@@ -241,6 +241,9 @@ void Arena::take_new_chunk(std::uint64_t* cursor, std::uint64_t* end) {
   const std::uint64_t mine = layout::chunk_claim(entry_index_, entry_->generation.load(std::memory_order_relaxed));
   for (;;) {
     const std::uint64_t start = header.arena_end.load(std::memory_order_acquire);
+    // arena_end is a shared word a peer may have overwritten: only a chunk boundary will do.
+    const bool on_boundary = start >= region_->fixed().arena_offset && (start - region_->fixed().arena_offset) % chunk == 0;
+    if (!on_boundary) corrupt("arena_end " + std::to_string(start) + " is not a chunk boundary");
     // Grow the file before claiming: a claimed chunk, and so arena_end, never lies past
     // the file. Lock-free, and a no-op once this process has the chunk mapped.
     region_->grow_file_to(start + chunk);

@@ -105,7 +105,7 @@ class Checker {
       if (!live_offsets_.insert(offset).second) problem("slot ", i, ": record offset ", offset, " is used twice");
       layout::RecordHeader header{};
       const std::byte* record = ctx_.checked_record(word, &header);
-      if (record == nullptr || offset + 8 > ctx_.region().header().arena_end.load(std::memory_order_relaxed)) {
+      if (record == nullptr || offset + 8 > ctx_.region().arena_end(std::memory_order_relaxed)) {
         problem("slot ", i, ": record offset ", offset, " is outside the arena or its lengths exceed the limits");
         continue;
       }
@@ -173,7 +173,7 @@ class Checker {
   // Follows one free list from `offset`; returns the number of records on it.
   std::uint64_t walk_free_list(const std::string& owner, unsigned cls, std::uint64_t offset,
                                std::unordered_set<std::uint64_t>* free_offsets) {
-    const std::uint64_t arena_end = ctx_.region().header().arena_end.load(std::memory_order_relaxed);
+    const std::uint64_t arena_end = ctx_.region().arena_end(std::memory_order_relaxed);
     const std::uint64_t max_steps = (arena_end - ctx_.fixed().arena_offset) / layout::kLinearStep + 1;
     const std::uint64_t size = layout::class_bytes(cls);
     std::uint64_t records = 0;
@@ -200,7 +200,7 @@ class Checker {
 
   void check_chunks() {
     const std::uint64_t arena_begin = ctx_.fixed().arena_offset;
-    const std::uint64_t arena_end = ctx_.region().header().arena_end.load(std::memory_order_relaxed);
+    const std::uint64_t arena_end = ctx_.region().arena_end(std::memory_order_relaxed);
     const std::uint64_t chunk = ctx_.fixed().chunk_bytes;
     for (std::uint64_t start = arena_begin; start + chunk <= arena_end; start += chunk) {
       extents_.push_back({start, sizeof(layout::ChunkHeader), Extent::kChunkHeader});
@@ -253,7 +253,7 @@ class Checker {
         previous = &x;
       }
     }
-    const std::uint64_t arena_end = ctx_.region().header().arena_end.load(std::memory_order_relaxed);
+    const std::uint64_t arena_end = ctx_.region().arena_end(std::memory_order_relaxed);
     if (arena_end > covered_to) gaps.push_back({covered_to, arena_end - covered_to, Extent::kLiveRecord});
     for (const Extent& gap : gaps) report_->unaccounted_bytes += gap.bytes;
     return gaps;
@@ -271,7 +271,9 @@ class Checker {
 
 CheckReport check_table(const std::string& name, const CheckOptions& options) {
   CheckReport report;
-  Table table = Table::open(name);  // adopts the active engine
+  OpenOptions open;  // adopts the active engine
+  open.trust_foreign_owner = options.trust_foreign_owner;
+  Table table = Table::open(name, open);
   auto check = [&](bool reclaim) {
     TableAccess::run_exclusive(table, [&](TableContext& ctx) { Checker(ctx, reclaim).run(&report); }, &report.repaired_shifts);
   };

@@ -170,6 +170,73 @@ void validate_options(const CreateOptions& o) {
   }
 }
 
+// The trust rule for a table file that someone else owns (like ssh's StrictModes): whoever
+// owns or may write a table can read everything stored in it, so a service must not use a
+// table another user planted under its name. Refused without the caller's opt-in
+// (OpenOptions::trust_foreign_owner) when the owner is neither the caller's euid nor
+// root, and either every user may write the file (anyone could have planted or rewritten
+// it), or the caller is root and opens it for writing (permission bits do not stop root,
+// so for root any user's file could be a plant). Tables shared by a group (mode 0660)
+// or published read-only to all (0644) keep working for the other users.
+void check_owner_trust(const struct stat& st, const std::string& path, bool read_only) {
+  const uid_t me = geteuid();
+  if (st.st_uid == me || st.st_uid == 0) return;
+  const bool world_writable = (st.st_mode & S_IWOTH) != 0;
+  if (!world_writable && (me != 0 || read_only)) return;
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  throw Error(ErrorCode::kPermissionDenied,
+              path + " belongs to uid " + std::to_string(st.st_uid) + " (you are uid " + std::to_string(me) + ") and " +
+                  (world_writable ? "every user may write it (mode " + std::string(mode) + ")"
+                                  : std::string("you are root opening it for writing")) +
+                  ": whoever owns or may write a table can read and rewrite what you store in it, so refusing to "
+                  "use it. If you trust it, open it with trust_foreign_owner (Python trust_foreign_owner=True, "
+                  "shmht --trust-owner); otherwise remove it and create the table again");
+}
+
+// A file being initialised by create(): an O_TMPFILE (no name at all until it is linked,
+// so nobody can open, replace or pre-create it), or, where the filesystem lacks
+// O_TMPFILE, a randomly named file in the same directory (`name`), created O_EXCL.
+struct StagingFile {
+  int fd = -1;
+  std::string name;  // empty for an O_TMPFILE
+};
+
+// open(2) applies the umask to `mode`, as for any file this process creates
+// (CreateOptions::mode); linking keeps the staging file's mode.
+StagingFile create_staging_file(const std::string& path, std::uint32_t mode) {
+  const std::string directory = directory_of(path).empty() ? "." : directory_of(path);
+  StagingFile staging;
+  staging.fd = ::open(directory.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
+  if (staging.fd >= 0) return staging;
+  if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
+    if (errno == ENOENT) throw_not_found("creating " + path, path);
+    throw_errno("creating " + path, errno);
+  }
+  std::random_device random;
+  char suffix[32];
+  for (int attempt = 0;; ++attempt) {
+    std::snprintf(suffix, sizeof suffix, "%08x%08x", random(), random());
+    staging.name = directory + "/.shmht-creating-" + suffix;
+    staging.fd = ::open(staging.name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+    if (staging.fd >= 0) return staging;
+    if (errno != EEXIST || attempt == 8) {
+      const int err = errno;
+      staging.name.clear();
+      if (err == ENOENT) throw_not_found("creating " + path, path);
+      throw_errno("creating " + path, err);
+    }
+  }
+}
+
+// Gives the initialised staging file (open as `fd`) its name `path`; EEXIST if taken.
+void publish_staging_file(const StagingFile& staging, int fd, const std::string& path) {
+  const int rc = staging.name.empty()
+                     ? ::linkat(AT_FDCWD, ("/proc/self/fd/" + std::to_string(fd)).c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW)
+                     : ::link(staging.name.c_str(), path.c_str());
+  if (rc != 0) throw_errno("creating " + path, errno);
+}
+
 }  // namespace
 
 std::string option_value_text(const OptionRange& range, std::uint64_t value) {
@@ -217,10 +284,14 @@ bool Region::map_grown_part(std::uint64_t offset, std::uint64_t bytes) {
   const std::uint64_t reserved = mapping_->reserved_bytes();
   if (offset < arena_offset_ || bytes > reserved || offset > reserved - bytes) return false;
   // The header's arena_end says how far chunks were handed out; the file is at least that long.
-  const std::uint64_t end = header().arena_end.load(std::memory_order_acquire);
+  const std::uint64_t end = arena_end();
   if (offset + bytes > end) return false;
   mapping_->map_up_to(std::min(end, fd_size(fd(), path_)));
   return contains(offset, bytes);
+}
+
+std::uint64_t Region::arena_end(std::memory_order order) const noexcept {
+  return std::clamp(header().arena_end.load(order), fixed_.arena_offset, fixed_.max_bytes);
 }
 
 layout::ProcessEntry& Region::entry(std::uint32_t index) const noexcept {
@@ -235,27 +306,19 @@ Region Region::create(const std::string& path, const CreateOptions& options, Eng
   validate_options(options);
   Region region;
   region.path_ = path;
-  // Initialise under a private name in the same directory, then link() it to `path`
-  // (atomic, EEXIST if taken): a concurrent open() sees no file or a complete one, never
-  // an empty or half-written header (open_or_create callers racing used to get kCorrupt).
-  static std::atomic<std::uint32_t> staging_counter{0};
-  const std::string staging = path.substr(0, path.rfind('/') + 1) + ".shmht-creating-" + std::to_string(getpid()) +
-                              "-" + std::to_string(staging_counter.fetch_add(1, std::memory_order_relaxed));
-  // open(2) applies the umask to options.mode, as for any file this process creates
-  // (CreateOptions::mode); link() keeps the staging file's mode.
-  const int fd = ::open(staging.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, options.mode);
-  if (fd < 0) {
-    if (errno == ENOENT) throw_not_found("creating " + path, path);
-    throw_errno("creating " + path, errno);
-  }
+  // Initialise a file nobody else can name yet, then link it to `path` (atomic, EEXIST if
+  // taken): a concurrent open() sees no file or a complete one, never an empty or
+  // half-written header (open_or_create callers racing used to get kCorrupt).
+  StagingFile staging = create_staging_file(path, options.mode);
   try {
-    region.initialize(fd, options, init_engine);
-    if (::link(staging.c_str(), path.c_str()) != 0) throw_errno("creating " + path, errno);
+    region.initialize(std::exchange(staging.fd, -1), options, init_engine);  // takes the fd over
+    publish_staging_file(staging, region.fd(), path);
   } catch (...) {
-    ::unlink(staging.c_str());
+    if (staging.fd >= 0) ::close(staging.fd);
+    if (!staging.name.empty()) ::unlink(staging.name.c_str());
     throw;
   }
-  ::unlink(staging.c_str());
+  if (!staging.name.empty()) ::unlink(staging.name.c_str());
   return region;
 }
 
@@ -316,6 +379,7 @@ void Region::initialize(int fd, const CreateOptions& options, EngineStateInit in
   f.max_bytes = round_up(options.max_bytes, kPageBytes);
   f.created_unix_ns = now_unix_ns();
   f.checksum = header_checksum(f);
+  fixed_ = f;
   h.active_engine.store(static_cast<std::uint32_t>(options.engine), std::memory_order_relaxed);
   h.arena_end.store(l.arena_offset, std::memory_order_relaxed);
   h.file_bytes.store(l.arena_offset, std::memory_order_relaxed);
@@ -325,12 +389,15 @@ void Region::initialize(int fd, const CreateOptions& options, EngineStateInit in
   h.state.store(layout::kStateReady, std::memory_order_release);
 }
 
-Region Region::open(const std::string& path, bool read_only) {
+Region Region::open(const std::string& path, bool read_only, bool trust_foreign_owner) {
   Region region;
   region.path_ = path;
   // /proc/<pid>/fd/<n> (an anonymous table's name) is a symlink by design: follow it.
   const bool proc_fd = path.rfind("/proc/", 0) == 0;
-  const int fd = ::open(path.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | (proc_fd ? 0 : O_NOFOLLOW));
+  // O_NONBLOCK until the file is known to be regular: opening a FIFO would otherwise wait
+  // for a writer (forever, for a read-only open).
+  const int fd = ::open(path.c_str(),
+                        (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK | (proc_fd ? 0 : O_NOFOLLOW));
   if (fd < 0) {
     if (errno == ENOENT) throw_not_found("opening " + path, path);
     throw_errno("opening " + path, errno);
@@ -342,6 +409,15 @@ Region Region::open(const std::string& path, bool read_only) {
       if (fd >= 0) ::close(fd);
     }
   } guard{fd};
+
+  struct stat st{};
+  if (fstat(fd, &st) != 0) throw_errno("fstat " + path, errno);
+  if (!S_ISREG(st.st_mode)) {
+    throw Error(ErrorCode::kInvalidArgument, path + " is not a regular file (a FIFO, device, socket or directory), so "
+                                                    "not a shmht table; remove it or use another name");
+  }
+  if (!trust_foreign_owner) check_owner_trust(st, path, read_only);
+  if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) throw_errno("opening " + path, errno);
 
   const std::uint64_t size = fd_size(fd, path);
   if (size < kPageBytes) {
@@ -387,6 +463,7 @@ Region Region::open(const std::string& path, bool read_only) {
   if (size > f.max_bytes) corrupt(path, "file is larger than its max_bytes");
 
   guard.fd = -1;
+  region.fixed_ = f;  // from here on only this validated copy is read (fixed())
   region.attach_mapping(FileMapping::of(fd, path, f.max_bytes, size, !read_only), f.arena_offset);
   Header& h = region.header();
   // A creator still initialising: wait briefly for it to publish kStateReady.

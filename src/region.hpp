@@ -27,10 +27,29 @@
 // Every offset that comes out of shared memory is checked with contains() /
 // ensure_mapped() before it is dereferenced: a corrupt or hostile peer can make us
 // report kCorrupt, never read outside our mapping.
+//
+// TRUST: anyone who may write the file may write the header at any moment, after open()
+// validated it as well as before. So the immutable header is validated once, on a
+// private copy (a pread, before anything is mapped), and that copy is the one used:
+// fixed() returns it, never the mapped bytes, so max_processes, the offsets and the
+// limits that size every walk and index cannot change under us. The mutable words are
+// read through accessors that bound them by the private copy (arena_end()), or are
+// bounded where they are read (entry_high_water by max_processes, stripe_count by
+// kMaxStripes or kCorrupt, an unknown active_engine is an error, state and file_bytes
+// are only compared, the shared free-list heads are offsets like any other). A hostile
+// peer can therefore make operations fail with kCorrupt or return wrong data, never
+// crash its peers.
+//
+// Whose file it is: open() takes only a regular file (opened O_NONBLOCK, so a FIFO at
+// the name cannot block it) and refuses a table that another user could have planted
+// (check_owner_trust() in region.cpp states the rule) unless the caller trusts its owner.
+// create() initialises an O_TMPFILE, which has no name anyone could pre-create or open,
+// and links it into place.
 #pragma once
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -79,7 +98,9 @@ class Region {
   static Region create_anonymous(const CreateOptions& options, EngineStateInit init_engine);
   // read_only: the file is opened O_RDONLY and mapped PROT_READ (a read-only handle,
   // which never attaches: it cannot write its entry or take a liveness lock).
-  static Region open(const std::string& path, bool read_only = false);
+  // Refuses anything but a regular file (a FIFO would block the open), and a table that
+  // may not be trusted (trust_foreign_owner: see check_owner_trust()).
+  static Region open(const std::string& path, bool read_only = false, bool trust_foreign_owner = false);
 
   Region(Region&&) noexcept = default;
   Region& operator=(Region&&) noexcept = default;
@@ -91,7 +112,12 @@ class Region {
   bool read_only() const noexcept { return !mapping_->writable(); }
   std::byte* base() const noexcept { return base_; }
   layout::Header& header() const noexcept { return *reinterpret_cast<layout::Header*>(base_); }
-  const layout::ImmutableHeader& fixed() const noexcept { return header().fixed; }
+  // The immutable header as validated when this handle was made: a private copy, so a
+  // peer that overwrites the mapped one afterwards changes nothing here.
+  const layout::ImmutableHeader& fixed() const noexcept { return fixed_; }
+  // The arena's bump pointer, bounded to [arena_offset, max_bytes] of the private copy:
+  // a bound for walks, never an offset to dereference (ensure_mapped() that).
+  std::uint64_t arena_end(std::memory_order order = std::memory_order_acquire) const noexcept;
   layout::ProcessEntry& entry(std::uint32_t index) const noexcept;
   layout::SlotArray slots() const noexcept;
   std::byte* engine_area() const noexcept { return base_ + fixed().engine_area_offset; }
@@ -180,6 +206,7 @@ class Region {
   std::shared_ptr<FileMapping> mapping_;  // shared with this process's other handles on the file
   std::unique_ptr<liveness::AttachmentFd> attachment_fd_;  // this handle's own description, once attached
   std::byte* base_ = nullptr;             // mapping_->base(), cached for the hot path
+  layout::ImmutableHeader fixed_{};       // the validated header (fixed())
   std::uint64_t arena_offset_ = 0;
 };
 

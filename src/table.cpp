@@ -1,6 +1,7 @@
 // table.cpp - the public Table: argument checks, hashing, fork safety, then the engine.
 #include "shmht/table.hpp"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -232,7 +233,7 @@ class TableImpl {
     s.max_processes = r.fixed().max_processes;
     s.apparent_bytes = r.apparent_bytes();
     s.resident_bytes = r.allocated_bytes();
-    s.arena_bytes = r.header().arena_end.load(std::memory_order_relaxed) - r.fixed().arena_offset;
+    s.arena_bytes = r.arena_end(std::memory_order_relaxed) - r.fixed().arena_offset;
     std::int64_t live = 0;
     for (std::uint32_t i = 0; i < r.fixed().max_processes; ++i) {
       live = layout::wrapping_add(live, r.entry(i).live_bytes.load(std::memory_order_relaxed));
@@ -296,8 +297,9 @@ Table Table::create_anonymous(const CreateOptions& options) {
 }
 
 Table Table::open(const std::string& name, const OpenOptions& options) {
-  if (options.read_only) return Table(TableImpl::open_read_only(Region::open(resolve_table_path(name), true), options.engine));
-  return Table(TableImpl::attach(Region::open(resolve_table_path(name)), options.engine, options.stripes));
+  Region region = Region::open(resolve_table_path(name), options.read_only, options.trust_foreign_owner);
+  if (options.read_only) return Table(TableImpl::open_read_only(std::move(region), options.engine));
+  return Table(TableImpl::attach(std::move(region), options.engine, options.stripes));
 }
 
 Table Table::open_or_create(const std::string& name, const CreateOptions& create_options) {
@@ -317,7 +319,8 @@ Table Table::open_or_create(const std::string& name, const CreateOptions& create
 }
 
 Engine Table::active_engine(const std::string& name) {
-  const Region region = Region::open(resolve_table_path(name), /*read_only=*/true);  // reads the header only
+  // Reads the header only, which tells nothing stored: no owner check.
+  const Region region = Region::open(resolve_table_path(name), /*read_only=*/true, /*trust_foreign_owner=*/true);
   return static_cast<Engine>(region.header().active_engine.load(std::memory_order_acquire));
 }
 
@@ -344,12 +347,13 @@ namespace {
               "removing " + path + ": " + std::strerror(err));
 }
 
-// The pids attached to the table at `path`, each once. Throws kInvalidArgument if the
-// file is not a shmht table (its magic), leaving it alone.
-std::vector<pid_t> attached_pids_of_table_file(const std::string& path) {
+// The pids attached to the table file `file` (named `path` in messages), each once.
+// Throws kInvalidArgument if the file is not a shmht table (its magic), leaving it alone.
+std::vector<pid_t> attached_pids_of_table_file(const std::string& file, const std::string& path) {
   Region region = [&] {
     try {
-      return Region::open(path, /*read_only=*/true);
+      // Reads who is attached, nothing stored: no owner check.
+      return Region::open(file, /*read_only=*/true, /*trust_foreign_owner=*/true);
     } catch (const Error& e) {
       if (e.code() != ErrorCode::kCorrupt && e.code() != ErrorCode::kVersionMismatch) throw;
       if (std::string_view(e.what()).find("bad magic") != std::string_view::npos ||
@@ -367,16 +371,78 @@ std::vector<pid_t> attached_pids_of_table_file(const std::string& path) {
 
 }  // namespace
 
+namespace {
+
+// The file a path names, opened relative to a descriptor of its directory, so every later
+// step (validating, re-checking, unlinking) meets the same directory and the same file even
+// if a directory on the path is swapped meanwhile.
+class DirectoryEntry {
+ public:
+  explicit DirectoryEntry(const std::string& path) : path_(path) {
+    const auto slash = path.rfind('/');  // resolve_table_path: always absolute
+    name_ = path.substr(slash + 1);
+    directory_fd_ = ::open(slash == 0 ? "/" : path.substr(0, slash).c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (directory_fd_ < 0) {
+      open_errno_ = errno;
+      return;
+    }
+    // O_NONBLOCK: a FIFO at the name must not block us; O_NOFOLLOW: nor redirect us.
+    file_fd_ = ::openat(directory_fd_, name_.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (file_fd_ < 0) open_errno_ = errno;
+  }
+  ~DirectoryEntry() {
+    if (file_fd_ >= 0) ::close(file_fd_);
+    if (directory_fd_ >= 0) ::close(directory_fd_);
+  }
+  DirectoryEntry(const DirectoryEntry&) = delete;
+  DirectoryEntry& operator=(const DirectoryEntry&) = delete;
+
+  // False if there is nothing at the path; throws if the open failed otherwise.
+  bool exists() const {
+    if (file_fd_ >= 0) return true;
+    if (open_errno_ == ENOENT) return false;
+    if (open_errno_ == ELOOP) throw Error(ErrorCode::kInvalidArgument, path_ + " is a symbolic link; refusing to remove it");
+    throw_remove_error(path_, open_errno_);
+  }
+  // The opened file as a name Region::open can open again (the same inode, whatever the path names now).
+  std::string opened_file_name() const { return "/proc/self/fd/" + std::to_string(file_fd_); }
+  struct stat opened_file_status() const {
+    struct stat st{};
+    if (fstat(file_fd_, &st) != 0) throw_remove_error(path_, errno);
+    return st;
+  }
+  // Unlinks the name if it still names the opened file; false if it names nothing now.
+  bool unlink_if_still(const struct stat& opened) const {
+    struct stat now{};
+    if (fstatat(directory_fd_, name_.c_str(), &now, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT) return false;
+      throw_remove_error(path_, errno);
+    }
+    if (now.st_dev != opened.st_dev || now.st_ino != opened.st_ino) {
+      throw Error(ErrorCode::kInvalidArgument, path_ + " was replaced by another file while it was being checked; nothing "
+                                                       "was removed (run remove again if it should go)");
+    }
+    if (unlinkat(directory_fd_, name_.c_str(), 0) == 0) return true;
+    if (errno == ENOENT) return false;
+    throw_remove_error(path_, errno);
+  }
+
+ private:
+  std::string path_, name_;
+  int directory_fd_ = -1, file_fd_ = -1;
+  int open_errno_ = 0;  // why the directory or the file did not open
+};
+
+}  // namespace
+
 bool Table::remove(const std::string& name, const RemoveOptions& options) {
   const std::string path = resolve_table_path(name);
-  struct stat st{};
-  if (lstat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT) return false;
-    throw_remove_error(path, errno);
-  }
-  if (!S_ISREG(st.st_mode)) throw Error(ErrorCode::kInvalidArgument, path + " is not a regular file; refusing to remove it");
+  const DirectoryEntry entry(path);
+  if (!entry.exists()) return false;
+  const struct stat opened = entry.opened_file_status();
+  if (!S_ISREG(opened.st_mode)) throw Error(ErrorCode::kInvalidArgument, path + " is not a regular file; refusing to remove it");
   try {
-    const std::vector<pid_t> pids = attached_pids_of_table_file(path);
+    const std::vector<pid_t> pids = attached_pids_of_table_file(entry.opened_file_name(), path);
     if (!pids.empty() && !options.force) {
       std::string list;
       for (pid_t pid : pids) list += (list.empty() ? "" : ", ") + std::to_string(pid);
@@ -388,9 +454,7 @@ bool Table::remove(const std::string& name, const RemoveOptions& options) {
     // A damaged table (its magic right, the rest not) may be removed by force.
     if (!options.force || e.code() == ErrorCode::kInvalidArgument || e.code() == ErrorCode::kInUse) throw;
   }
-  if (::unlink(path.c_str()) == 0) return true;
-  if (errno == ENOENT) return false;
-  throw_remove_error(path, errno);
+  return entry.unlink_if_still(opened);
 }
 
 bool Table::unlink() {

@@ -39,6 +39,9 @@ struct CheckOptions {
   // nothing else is wrong: a live writer's record in flight looks exactly like a leaked
   // one. `shmht check --repair`.
   bool reclaim_leaked = false;
+  // Check a table that another user owns although it could be a plant
+  // (OpenOptions::trust_foreign_owner). `shmht check --trust-owner`.
+  bool trust_foreign_owner = false;
 };
 
 // Opens `name` with its active engine, takes exclusive access (which, as for any lock

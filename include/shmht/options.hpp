@@ -100,6 +100,12 @@ struct OpenOptions {
   // attach: it is not listed among the table's processes. `engine` must be unset or
   // the active engine.
   bool read_only = false;
+  // Open a table that another user owns although it may be a plant: by default a table
+  // whose owner is neither you nor root is refused (kPermissionDenied) when every user
+  // may write it, or when you are root and open it for writing, because its owner (or
+  // anyone) can read and rewrite what you store. Tables shared by a group (mode 0660) or
+  // published read-only (0644) need no opt-in. CLI: --trust-owner; Python: trust_foreign_owner=True.
+  bool trust_foreign_owner = false;
 };
 
 struct RemoveOptions {

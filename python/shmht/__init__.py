@@ -171,7 +171,8 @@ class Table(_shmht._TableBase, MutableMapping):
     """A dict of bytes to bytes in shared memory, shared by every process that opens it.
 
     Table(name, *, capacity=None, engine=None, create=True, read_only=False, mode=0o600,
-          max_key_bytes=None, max_value_bytes=None, max_bytes=None, max_processes=None)
+          max_key_bytes=None, max_value_bytes=None, max_bytes=None, max_processes=None,
+          trust_foreign_owner=False)
 
     name
         A bare name ("users" means /dev/shm/users) or an absolute path (a regular file),
@@ -194,6 +195,13 @@ class Table(_shmht._TableBase, MutableMapping):
         PermissionDeniedError. Only for tables used with the "seqlock" engine, whose
         readers never write to shared memory (InvalidArgumentError says why otherwise).
         A read-only handle does not attach: it is not among stats()["attached_pids"].
+    trust_foreign_owner
+        True: open a table that another user owns even where it could be a plant. By
+        default (like ssh's StrictModes) a table whose owner is neither you nor root is
+        refused with PermissionDeniedError when every user may write it, or when you are
+        root and open it for writing: whoever owns or may write a table can read and
+        rewrite what you store. Tables shared within a group (mode 0o660) or published
+        read-only (0o644) need no opt-in.
     mode
         Permission bits (0 to 0o777) of a new table's file; as with open(), the umask
         applies (0o666 under the usual umask 0o022 gives 0o644).
@@ -238,14 +246,15 @@ class Table(_shmht._TableBase, MutableMapping):
     shmht.Error.
 
     With multiprocessing, pass the Table itself: under fork the child re-attaches on first
-    use, under spawn it pickles as (path, engine, read_only) and re-attaches (never
+    use, under spawn it pickles as (path, engine, read_only, trust_foreign_owner) and re-attaches (never
     re-creates).
     """
 
     __slots__ = ()
 
     def __init__(self, name, *, capacity=None, engine=None, create=True, read_only=False, mode=DEFAULT_MODE,
-                 max_key_bytes=None, max_value_bytes=None, max_bytes=None, max_processes=None):
+                 max_key_bytes=None, max_value_bytes=None, max_bytes=None, max_processes=None,
+                 trust_foreign_owner=False):
         """Open the table `name`, creating it unless it exists, create=False or
         read_only=True (see help(shmht.Table) for every parameter)."""
         path = _path_bytes(name)
@@ -262,6 +271,7 @@ class Table(_shmht._TableBase, MutableMapping):
             engine,
             bool(create) and not read_only,
             read_only,
+            bool(trust_foreign_owner),
             DEFAULT_CAPACITY if capacity is None else capacity,
             DEFAULT_MAX_KEY_BYTES if max_key_bytes is None else max_key_bytes,
             DEFAULT_MAX_VALUE_BYTES if max_value_bytes is None else max_value_bytes,
@@ -379,7 +389,7 @@ class Table(_shmht._TableBase, MutableMapping):
         # spawn / pickling: re-attach by path in the other process, never re-create.
         if self.closed:
             raise ValueError("cannot pickle a closed shmht.Table")
-        return (_reattach, (self.path, self.engine, self.read_only))
+        return (_reattach, (self.path, self.engine, self.read_only, self.trust_foreign_owner))
 
     def __repr__(self):
         state = "closed" if self.closed else f"engine={self.engine!r}" + (" read_only" if self.read_only else "")
@@ -393,9 +403,9 @@ def _as_bytes(value):
     return value.encode("utf-8") if isinstance(value, str) else memoryview(value).tobytes()
 
 
-def _reattach(path, engine, read_only=False):
+def _reattach(path, engine, read_only=False, trust_foreign_owner=False):
     """Unpickling: attach to the existing table `path` with `engine`."""
-    return Table(path, engine=engine, create=False, read_only=read_only)
+    return Table(path, engine=engine, create=False, read_only=read_only, trust_foreign_owner=trust_foreign_owner)
 
 
 from ._compat import close, error, foreach, getval, open, remove, setval  # noqa: E402  (needs Table)

@@ -253,7 +253,7 @@ TABLE_METHODS = {
     "setdefault": ["self", "key", "default"], "popitem": ["self"], "update_value": ["self", "key", "fn", "default"],
     "clear": ["self"], "unlink": ["self"], "__init__": ["self", "name", "capacity", "engine", "create", "read_only",
                                                         "mode", "max_key_bytes", "max_value_bytes", "max_bytes",
-                                                        "max_processes"],
+                                                        "max_processes", "trust_foreign_owner"],
 }
 MODULE_FUNCTIONS = {
     "unlink": ["name", "force"], "active_engine": ["name"], "built_engines": [], "engine_names": [],

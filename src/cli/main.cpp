@@ -12,7 +12,14 @@
 // table takes --engine E (global | striped | seqlock | lockfree); without it, the engine
 // the table is active with is used. A KEY or VALUE that starts with '-' goes after `--`.
 // In load/dump lines, a tab, newline, carriage return or backslash inside a key or value
-// is written \t, \n, \r or \\; load drops one \r at the end of each line (CRLF files).
+// is written \t, \n, \r or \\, and any other control byte (below 0x20, and 0x7f) as \xNN
+// (two hex digits), so that dumping a table never sends its bytes to a terminal as escape
+// sequences; load reads all of these back and drops one \r at the end of each line (CRLF
+// files). get prints a value escaped the same way when its output is a terminal, raw
+// otherwise (a pipe or file gets the exact bytes).
+//
+// A table that another user owns is refused when it could be a plant (OpenOptions::
+// trust_foreign_owner says when); --trust-owner opens it anyway.
 //
 // Options are parsed by CLI11: --help prints to stdout; a bad flag or argument gets one
 // line saying what is wrong and where to find help, on stderr.
@@ -68,6 +75,7 @@ struct Arguments {
   bool read_only = false;  // --read-only
   bool repair = false;     // check --repair
   bool force = false;      // rm --force
+  bool trust_owner = false;  // --trust-owner (OpenOptions::trust_foreign_owner)
   std::string delta = "1";                        // add's DELTA
   std::optional<std::string> expected, desired;   // cas --expected / --desired
   bool absent = false, erase = false;             // cas --absent / --erase
@@ -101,7 +109,9 @@ void add_engine_option(CLI::App& command, Arguments& a, const std::string& descr
 
 const char* const kOpenEngineHelp = "open with engine E (global, striped, seqlock, lockfree); default: the table's";
 
-Table open_table(const Arguments& a) { return Table::open(a.table, {.engine = a.engine}); }
+Table open_table(const Arguments& a) {
+  return Table::open(a.table, {.engine = a.engine, .trust_foreign_owner = a.trust_owner});
+}
 
 // For the commands that only read (stat, get, dump): read-only if asked, or if this user
 // may not write the file (a 0644 table of another user, a read-only filesystem).
@@ -109,18 +119,30 @@ Table open_for_reading(const Arguments& a) {
   shmht::OpenOptions read_only;
   read_only.engine = a.engine;
   read_only.read_only = true;
+  read_only.trust_foreign_owner = a.trust_owner;
   if (a.read_only) return Table::open(a.table, read_only);
   try {
     return open_table(a);
   } catch (const Error& e) {
     if (e.code() != shmht::ErrorCode::kPermissionDenied) throw;
-    return Table::open(a.table, read_only);
+    try {
+      return Table::open(a.table, read_only);
+    } catch (const Error& read_only_error) {
+      // Not a seqlock table: why read-write was refused (no write access, or a table that
+      // needs --trust-owner) is the news, not why read-only is no way round it.
+      if (read_only_error.code() == shmht::ErrorCode::kInvalidArgument) throw e;
+      throw;
+    }
   }
 }
 
 // --- load / dump ----------------------------------------------------------------------
 
+// A byte that a terminal may act on rather than show (C0 controls and DEL).
+bool is_control(char c) { return static_cast<unsigned char>(c) < 0x20 || c == '\x7f'; }
+
 std::string escape(std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
   out.reserve(s.size());
   for (char c : s) {
@@ -129,7 +151,13 @@ std::string escape(std::string_view s) {
       case '\n': out += "\\n"; break;
       case '\r': out += "\\r"; break;
       case '\\': out += "\\\\"; break;
-      default: out += c;
+      default:
+        if (is_control(c)) {
+          const auto byte = static_cast<unsigned char>(c);
+          out += {'\\', 'x', kHex[byte >> 4], kHex[byte & 0xf]};
+        } else {
+          out += c;
+        }
     }
   }
   return out;
@@ -139,6 +167,16 @@ std::string escape(std::string_view s) {
 struct MalformedLine : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+
+// The byte that two hex digits (\xNN's NN) name.
+char hex_byte(std::string_view digits) {
+  unsigned value = 0;
+  const auto parsed = std::from_chars(digits.data(), digits.data() + digits.size(), value, 16);
+  if (digits.size() != 2 || parsed.ec != std::errc() || parsed.ptr != digits.data() + 2) {
+    throw MalformedLine("\\x needs two hex digits");
+  }
+  return static_cast<char>(value);
+}
 
 std::string unescape(std::string_view s) {
   std::string out;
@@ -153,7 +191,8 @@ std::string unescape(std::string_view s) {
       case 'n': out += '\n'; break;
       case 'r': out += '\r'; break;
       case '\\': out += '\\'; break;
-      default: throw MalformedLine(std::string("unknown escape \\") + s[i] + " (known: \\t \\n \\r \\\\)");
+      case 'x': out += hex_byte(s.substr(i + 1, 2)); i += 2; break;
+      default: throw MalformedLine(std::string("unknown escape \\") + s[i] + " (known: \\t \\n \\r \\\\ \\xNN)");
     }
   }
   return out;
@@ -296,7 +335,9 @@ int key_not_found() {
 // get and take: print the value, or say the key was not there.
 int print_value(const std::optional<std::string>& value) {
   if (!value) return key_not_found();
-  std::cout << *value << "\n";
+  // On a terminal a stored escape sequence would act (retitle it, move the cursor, fake
+  // output): show control bytes as dump does. A pipe or a file gets the exact bytes.
+  std::cout << (isatty(STDOUT_FILENO) ? escape(*value) : *value) << "\n";
   return kExitOk;
 }
 
@@ -372,7 +413,8 @@ int cmd_check(const Arguments& a) {
   if (a.engine && *a.engine != Table::active_engine(a.table)) {
     open_table(a);  // switches the engine, or reports who uses the other one
   }
-  const shmht::CheckReport r = shmht::check_table(a.table, {.reclaim_leaked = a.repair});
+  const shmht::CheckReport r =
+      shmht::check_table(a.table, {.reclaim_leaked = a.repair, .trust_foreign_owner = a.trust_owner});
   for (const auto& p : r.problems) std::cout << "problem: " << p << "\n";
   std::cout << (r.clean ? "clean" : "NOT CLEAN") << ": " << count_of(r.items, "item") << ", "
             << count_of(r.free_records, "free record") << " (" << r.free_record_bytes << " B), " << r.live_record_bytes
@@ -414,6 +456,9 @@ std::vector<Subcommand> declare_commands(CLI::App& app, Arguments& a) {
   auto opening = [&](const char* name, const char* description, Command run) -> CLI::App& {
     CLI::App& sub = command(name, description, run);
     add_engine_option(sub, a, kOpenEngineHelp);
+    sub.add_flag("--trust-owner", a.trust_owner,
+                 "open the table although another user owns it and it could be a plant (world-writable, or you are "
+                 "root writing to it): its owner can read what you store");
     return sub;
   };
   auto keyed = [&](const char* name, const char* description, Command run) -> CLI::App& {

@@ -98,13 +98,16 @@ class BytesArg {
 };
 
 // Many keys or values for a batch call, readable without the GIL: bytes and str are
-// viewed in place (the caller keeps the objects alive), anything else is copied.
+// viewed in place, each kept alive by a strong reference the batch holds (the caller's
+// list is no guarantee: while the GIL is released another thread may clear or mutate it,
+// freeing the objects), anything else is copied. Destroy it with the GIL held.
 class BytesBatch {
  public:
   bool add(PyObject* object, const char* what) {
     BytesArg arg;
     if (!arg.parse(object, what)) return false;
     if (PyBytes_Check(object) || PyUnicode_Check(object)) {
+      owned_.emplace_back(Py_NewRef(object));
       views_.push_back(arg.view());
     } else {
       copies_.emplace_back(arg.view());  // a buffer export ends with `arg`: keep a copy
@@ -118,6 +121,7 @@ class BytesBatch {
 
  private:
   std::vector<std::string_view> views_;
+  std::vector<PyRef> owned_;        // the bytes and str objects viewed in place
   std::deque<std::string> copies_;  // deque: growing it does not move earlier strings
 };
 
@@ -135,6 +139,7 @@ struct TableObject {
   shmht::Engine engine;     // the engine `table` uses (re-opened with it after fork)
   std::uint64_t generation; // fork generation `table` was opened under
   bool read_only;           // opened with OpenOptions::read_only
+  bool trust_foreign_owner; // opened with OpenOptions::trust_foreign_owner (kept for re-opens)
   bool closed;              // close() was called
   bool busy;                // a batch call is using `table` with the GIL released
   std::mutex* batch_mutex;  // held by that batch call
@@ -145,6 +150,23 @@ TableObject* as_table(PyObject* object) { return reinterpret_cast<TableObject*>(
 PyObject* set_closed_error() {
   PyErr_SetString(PyExc_ValueError, "operation on a closed shmht.Table");
   return nullptr;
+}
+
+shmht::OpenOptions open_options(std::optional<shmht::Engine> engine, bool read_only, bool trust_foreign_owner) {
+  return {.engine = engine, .read_only = read_only, .trust_foreign_owner = trust_foreign_owner};
+}
+
+// Table::open_or_create, except that a table that exists is opened with `open` (whose
+// trust_foreign_owner open_or_create cannot pass on).
+shmht::Table open_trusted_or_create(const char* name, const shmht::OpenOptions& open, const shmht::CreateOptions& create) {
+  if (open.trust_foreign_owner) {
+    try {
+      return shmht::Table::open(name, open);
+    } catch (const shmht::Error& e) {
+      if (e.code() != shmht::ErrorCode::kNotFound) throw;
+    }
+  }
+  return shmht::Table::open_or_create(name, create);
 }
 
 // Re-attaches in a forked child. The inherited handle must not be used; deleting it in
@@ -158,7 +180,7 @@ bool reopen_after_fork(TableObject* self) {
   self->busy = false;
   try {
     self->table = new shmht::Table(
-        shmht::Table::open(*self->path, {.engine = self->engine, .read_only = self->read_only}));
+        shmht::Table::open(*self->path, open_options(self->engine, self->read_only, self->trust_foreign_owner)));
   } catch (const shmht::Error& e) {
     set_python_error(e);
     return false;
@@ -323,6 +345,7 @@ PyObject* table_new(PyTypeObject* type, PyObject*, PyObject*) {
   self->engine = shmht::Engine::kGlobalLock;
   self->generation = fork_generation();
   self->read_only = false;
+  self->trust_foreign_owner = false;
   self->closed = false;
   self->busy = false;
   self->batch_mutex = new (std::nothrow) std::mutex;
@@ -391,8 +414,8 @@ bool create_options_from(PyObject* const* numbers, shmht::CreateOptions* options
   return true;
 }
 
-// _attach(path, engine, create, read_only, capacity, max_key_bytes, max_value_bytes,
-//         max_bytes, max_processes, mode)
+// _attach(path, engine, create, read_only, trust_foreign_owner, capacity, max_key_bytes,
+//         max_value_bytes, max_bytes, max_processes, mode)
 // path is bytes (os.fsencode of the name); engine a name or None (the table's active
 // engine; only for opening). Policy (defaults, engine choice, parameter checks) lives in
 // shmht/__init__.py; this only does it.
@@ -400,9 +423,10 @@ PyObject* table_attach(PyObject* object, PyObject* args) {
   TableObject* self = as_table(object);
   const char* name = nullptr;
   const char* engine_name = nullptr;
-  int create = 0, read_only = 0;
+  int create = 0, read_only = 0, trust_foreign_owner = 0;
   PyObject* numbers[6] = {};
-  if (!PyArg_ParseTuple(args, "yzppOOOOOO:_attach", &name, &engine_name, &create, &read_only, &numbers[0], &numbers[1],
+  if (!PyArg_ParseTuple(args, "yzpppOOOOOO:_attach", &name, &engine_name, &create, &read_only, &trust_foreign_owner,
+                        &numbers[0], &numbers[1],
                         &numbers[2], &numbers[3], &numbers[4], &numbers[5])) {
     return nullptr;
   }
@@ -419,8 +443,8 @@ PyObject* table_attach(PyObject* object, PyObject* args) {
   if (engine) options.engine = *engine;
   shmht::Table* table = nullptr;
   try {
-    table = new shmht::Table(create ? shmht::Table::open_or_create(name, options)
-                                    : shmht::Table::open(name, {.engine = engine, .read_only = read_only != 0}));
+    const shmht::OpenOptions open = open_options(engine, read_only != 0, trust_foreign_owner != 0);
+    table = new shmht::Table(create ? open_trusted_or_create(name, open, options) : shmht::Table::open(name, open));
     std::string* path = new std::string(table->path());
     delete self->table;
     delete self->path;
@@ -432,6 +456,7 @@ PyObject* table_attach(PyObject* object, PyObject* args) {
   }
   self->engine = table->engine();
   self->read_only = read_only != 0;
+  self->trust_foreign_owner = trust_foreign_owner != 0;
   self->generation = fork_generation();
   self->closed = false;
   Py_RETURN_NONE;
@@ -954,6 +979,10 @@ PyObject* table_get_read_only(PyObject* object, void*) {
   return PyBool_FromLong(as_table(object)->read_only);
 }
 
+PyObject* table_get_trust_foreign_owner(PyObject* object, void*) {
+  return PyBool_FromLong(as_table(object)->trust_foreign_owner);
+}
+
 PyObject* table_get_closed(PyObject* object, void*) {
   const TableObject* self = as_table(object);
   return PyBool_FromLong(self->path == nullptr || self->closed);
@@ -985,7 +1014,7 @@ PyMethodDef g_methods[] = {
     {"_unlink_if_same", table_unlink_if_same, METH_NOARGS,
      "_unlink_if_same($self, /)\n--\n\nTrue if this handle's file was deleted (see Table.unlink)."},
     {"_attach", table_attach, METH_VARARGS,
-     "_attach($self, path, engine, create, read_only, capacity, max_key_bytes, max_value_bytes, max_bytes,\n"
+     "_attach($self, path, engine, create, read_only, trust_foreign_owner, capacity, max_key_bytes, max_value_bytes, max_bytes,\n"
      "        max_processes, mode, /)\n--\n\nOpen or create the table (shmht.Table.__init__ decides the arguments)."},
     {"close", table_close, METH_NOARGS,
      "close($self, /)\n--\n\n"
@@ -1051,6 +1080,8 @@ PyGetSetDef g_getset[] = {
     {"engine", table_get_engine, nullptr, "The engine this handle uses ('global', 'seqlock', ...).", nullptr},
     {"read_only", table_get_read_only, nullptr, "True if opened with read_only=True (writes raise PermissionDeniedError).",
      nullptr},
+    {"trust_foreign_owner", table_get_trust_foreign_owner, nullptr,
+     "True if opened with trust_foreign_owner=True (kept when re-attaching after fork or in a spawned process).", nullptr},
     {"closed", table_get_closed, nullptr, "True after close() (or before the table was attached).", nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };

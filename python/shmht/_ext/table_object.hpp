@@ -14,6 +14,9 @@
 //   GIL held, which serialises them. Batch calls (get_many, _assign_many, _erase_all)
 //   release the GIL: they set `busy` and hold `batch_mutex`; any other call that finds
 //   `busy` set waits on the mutex with the GIL released.
+//   What a batch reads with the GIL released it owns: a strong reference to every bytes or
+//   str it views in place (BytesBatch), a copy of anything else. The caller's list is no
+//   guarantee, since another thread may clear or mutate it meanwhile.
 //   A handle must not be used in a child after fork(). A pthread_atfork child handler
 //   bumps a generation counter; a call that finds its object's generation stale re-opens
 //   the table by path with the same engine first, so multiprocessing's fork start method
