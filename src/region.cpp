@@ -207,9 +207,12 @@ struct StagingFile {
 StagingFile create_staging_file(const std::string& path, std::uint32_t mode) {
   const std::string directory = directory_of(path).empty() ? "." : directory_of(path);
   StagingFile staging;
-  staging.fd = ::open(directory.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
+  // An O_TMPFILE is linked through /proc/self/fd (linkat's AT_EMPTY_PATH needs a
+  // capability): without /proc (some containers), use a random name.
+  static const bool proc_fd_links = ::access("/proc/self/fd", X_OK) == 0;
+  staging.fd = proc_fd_links ? ::open(directory.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, mode) : -1;
   if (staging.fd >= 0) return staging;
-  if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
+  if (proc_fd_links && errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
     if (errno == ENOENT) throw_not_found("creating " + path, path);
     throw_errno("creating " + path, errno);
   }

@@ -5,15 +5,18 @@
 // Tests that play another user chown files or drop privileges, so they need root and are
 // skipped otherwise. Every child is bounded (Children's deadline, alarm()), and every
 // file and directory made here is removed whatever the outcome.
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <stdio.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -88,6 +91,31 @@ TEST(TrustStaging, PlantedStagingNamesDoNotStopCreate) {
     const std::string path = dir.path() + "/t" + std::to_string(i);
     EXPECT_NO_THROW(Table::create(path, {.capacity = 10}).close()) << path;
   }
+}
+
+// Without /proc (some containers), an O_TMPFILE cannot be linked into place without a
+// capability: create stages under a random name instead and leaves nothing behind. The
+// child hides /proc under an empty tmpfs in a mount namespace of its own.
+TEST(TrustStaging, CreateWorksWithoutProcAndLeavesNoStagingFile) {
+  test::in_private_tmpfs([](const std::string& dir) -> std::string {
+    if (mount("tmpfs", "/proc", "tmpfs", 0, "size=1m") != 0) return std::string("hiding /proc: ") + std::strerror(errno);
+    try {
+      Table t = Table::create(dir + "/t", {.capacity = 10});
+      t.assign("k", "v");
+      if (t.get("k") != "v") return "the value did not round-trip";
+    } catch (const std::exception& e) {
+      return std::string("create without /proc: ") + e.what();
+    }
+    std::vector<std::string> names;
+    DIR* d = opendir(dir.c_str());
+    if (d == nullptr) return "opendir failed";
+    while (const dirent* entry = readdir(d)) {
+      if (std::string(entry->d_name) != "." && std::string(entry->d_name) != "..") names.emplace_back(entry->d_name);
+    }
+    closedir(d);
+    if (names != std::vector<std::string>{"t"}) return "the directory holds " + std::to_string(names.size()) + " files, not just t";
+    return "";
+  });
 }
 
 class Trust : public ::testing::Test {
