@@ -296,7 +296,7 @@ CheckReport check_table(const std::string& name, const CheckOptions& options) {
     report.not_reclaimed_because = "other attachments are live (pid";
     for (std::size_t i = 0; i < others.size(); ++i) report.not_reclaimed_because += (i ? ", " : " ") + std::to_string(others[i]);
     report.not_reclaimed_because += "), whose records in flight look like leaked ones; run it again when they have detached";
-    check(false);  // with the admin lock released: live writers may need it to grow the file
+    check(false);  // with the admin lock released: openers wait for it
   }
   return report;
 }

@@ -13,7 +13,8 @@
 //
 // The header has an immutable part, written once by create() and covered by a checksum,
 // and a mutable part of atomics. open() validates every immutable field against the file
-// size before it touches anything else (region.cpp: validate_header).
+// size before it touches anything else (Region::open), and every process then reads the
+// fixed fields from its own validated copy (Region::fixed()), never from the mapping.
 #pragma once
 
 #include <pthread.h>
