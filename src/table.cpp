@@ -388,7 +388,10 @@ bool Table::remove(const std::string& name, const RemoveOptions& options) {
     // A damaged table (its magic right, the rest not) may be removed by force.
     if (!options.force || e.code() == ErrorCode::kInvalidArgument || e.code() == ErrorCode::kInUse) throw;
   }
-  if (::unlink(path.c_str()) == 0) return true;
+  if (::unlink(path.c_str()) == 0) {
+    liveness::remove_lock_file(path);  // its companion (liveness.hpp); attached processes keep theirs open
+    return true;
+  }
   if (errno == ENOENT) return false;
   throw_remove_error(path, errno);
 }
@@ -403,7 +406,10 @@ bool Table::unlink() {
   }
   if (fstat(impl.context().region().fd(), &open_file) != 0) throw_remove_error(path, errno);
   if (named.st_dev != open_file.st_dev || named.st_ino != open_file.st_ino) return false;  // the name was reused
-  if (::unlink(path.c_str()) == 0) return true;
+  if (::unlink(path.c_str()) == 0) {
+    liveness::remove_lock_file(path);
+    return true;
+  }
   if (errno == ENOENT) return false;
   throw_remove_error(path, errno);
 }
