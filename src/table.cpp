@@ -156,7 +156,7 @@ class TableImpl {
     const std::uint32_t no_entry = region.fixed().max_processes;
     auto impl = std::unique_ptr<TableImpl>(new TableImpl(std::move(region), active, no_entry));
     impl->attached_ = false;
-    impl->engine_ = make_read_only_engine(make_engine(active, impl->context_));
+    impl->engine_ = make_read_only_engine(make_engine(active, impl->context_), impl->context_.region());
     return impl;
   }
 

@@ -80,6 +80,12 @@ struct Header {
   alignas(64) std::atomic<std::uint32_t> state;
   std::atomic<std::uint32_t> active_engine;  // shmht::Engine value
   std::atomic<std::uint32_t> stripe_count;   // striped engine: stripes, set when it is set up
+  // Odd while a cold start (engines/recovery.cpp) rewrites lock state and slots, which it
+  // does with no lock a read-only handle could see; +1 before and +1 after (an odd value
+  // left by a cold start that died stays odd until the next one ends). Read-only handles,
+  // which are no attachments and so never make a cold start wait, read around it
+  // (engines/read_only.cpp). 0 in a file of an older build: even, as it should be.
+  std::atomic<std::uint32_t> rewrite_epoch;
 
   // --- line 3: the arena's chunk bump pointer and the file length ---
   alignas(64) std::atomic<std::uint64_t> arena_end;  // first byte never handed out
@@ -116,6 +122,7 @@ static_assert(shared_head_offset(shared_head(5, std::uint64_t{1} << 45)) == std:
               "any 16-aligned offset below max_bytes' 2^46 limit round-trips");
 static_assert(shared_head_tag(shared_head((std::uint64_t{1} << 22) - 1, 16)) == (std::uint64_t{1} << 22) - 1);
 static_assert(offsetof(Header, state) == 128, "mutable part starts on its own line");
+static_assert(offsetof(Header, rewrite_epoch) == 140, "the rewrite epoch: in line 2, next to the active engine");
 static_assert(offsetof(Header, arena_end) == 192, "arena bump pointer on its own line");
 static_assert(offsetof(Header, shared_free_heads) == 256, "shared free lists start on their own line");
 static_assert(offsetof(Header, shared_free_counts) % 64 == 0, "counts, bumped after each CAS, stay off the heads' lines");
