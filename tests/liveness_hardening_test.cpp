@@ -6,6 +6,7 @@
 // Every multi-process part runs in forked children with a deadline (Children::wait_all),
 // so a hang is reported as a failure, never as a stuck test run.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -188,6 +189,48 @@ TEST_P(HostileReader, CannotBlockOpensNorKeepADeadWriterAlive) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, HostileReader, ::testing::ValuesIn(built_engines()), engine_param_name);
+
+// The lock file itself: one that someone else could have made is not trusted, and one a
+// removed table left behind (still locked by that table's processes) is replaced.
+TEST(LockFile, OneThatGrantsMoreThanTheTablesWritersIsRefused) {
+  ScopedName name;
+  Table::create(name, {.capacity = 100, .mode = 0644}).close();
+  const std::string lock = path_of(name) + ".shmht-lock";
+  struct stat st{};
+  ASSERT_EQ(::stat(lock.c_str(), &st), 0) << "the first attach creates it";
+  EXPECT_EQ(st.st_mode & 07777, 0600u) << "table 0644: only the owner writes, so only the owner may lock";
+  ASSERT_EQ(::unlink(lock.c_str()), 0);
+  const int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(fchmod(fd, 0666), 0);  // as a hostile user would leave it: anyone may lock
+  ::close(fd);
+  expect_error(ErrorCode::kPermissionDenied, "not to be trusted", [&] { Table::open(name); });
+  // Nobody can tell who is attached through it: only a forced remove goes ahead.
+  expect_error(ErrorCode::kPermissionDenied, "not to be trusted", [&] { Table::remove(name); });
+  RemoveOptions force;
+  force.force = true;
+  EXPECT_TRUE(Table::remove(name, force));
+  EXPECT_NE(::stat(lock.c_str(), &st), 0) << "remove takes the lock file with the table";
+}
+
+TEST(LockFile, OneLeftByARemovedTableIsReplacedNotTrusted) {
+  ScopedName name;
+  Table::create(name, {.capacity = 100}).close();
+  SharedArray<std::atomic<int>> step(2);
+  Children old_user;
+  old_user.spawn([&] {
+    Table t = Table::open(name);  // holds entry 0 of the old table's lock file
+    step[0] = 1;
+    return wait_for(step[1], 1, 30s) ? 0 : 2;
+  });
+  ASSERT_TRUE(wait_for(step[0], 1));
+  ASSERT_EQ(::unlink(path_of(name).c_str()), 0);  // removed behind its back: the lock file stays
+  Table fresh = Table::create(name, {.capacity = 100});
+  const std::vector<pid_t> attached = fresh.stats().attached_pids;
+  EXPECT_EQ(attached, std::vector<pid_t>{getpid()}) << "the old table's user is not attached to the new table";
+  step[1] = 1;
+  old_user.expect_all_succeed(30s);
+}
 
 // ---------------------------------------------------------------------------------------
 // 4. A process stopped while it holds the admin lock (here: in a cold start that switches
