@@ -232,6 +232,24 @@ TEST(LockFile, OneLeftByARemovedTableIsReplacedNotTrusted) {
   old_user.expect_all_succeed(30s);
 }
 
+// An anonymous table has no directory entry for a companion: its locks stay on the memfd.
+TEST(LockFile, AnAnonymousTableLocksItsMemfd) {
+  Table t = Table::create_anonymous({.capacity = 100});
+  t.assign("k", "v");
+  SharedArray<std::atomic<int>> step(2);
+  Children child;
+  child.spawn([&] {
+    Table mine = Table::open(t.path());
+    step[0] = 1;
+    return wait_for(step[1], 1, 30s) && mine.get("k") == "v" ? 0 : 2;
+  });
+  ASSERT_TRUE(wait_for(step[0], 1));
+  EXPECT_EQ(t.stats().attached_pids.size(), 2u);
+  step[1] = 1;
+  child.expect_all_succeed(30s);
+  EXPECT_EQ(t.stats().attached_pids, std::vector<pid_t>{getpid()});
+}
+
 // ---------------------------------------------------------------------------------------
 // 4. A process stopped while it holds the admin lock (here: in a cold start that switches
 // the engine) makes openers give up after a bounded wait, with a clear error.
