@@ -1,6 +1,7 @@
 #include "region.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -467,12 +468,25 @@ std::shared_ptr<const liveness::LockFile> Region::query_file() const {
 }
 
 bool Region::entry_is_live(std::uint32_t index) const noexcept {
+  std::shared_ptr<const liveness::LockFile> file;
   try {
-    const std::shared_ptr<const liveness::LockFile> file = query_file();
-    return file && liveness::entry_is_held(file->query_fd(), index);
+    file = query_file();
   } catch (...) {
-    return true;  // cannot ask: never "dead" from not knowing
+    return may_be_alive_by_pid(index);
   }
+  return file && liveness::entry_is_held(file->query_fd(), index);
+}
+
+// A read-only handle that may not open the lock file (it is the table's writers' alone)
+// cannot ask the kernel. Waiting for ever on a writer that died would hang it, so it
+// judges by the pid the entry names: "dead" only when it detached cleanly or no process
+// has that pid here. A wrong "dead" costs only this reader an error (it cannot recover
+// anything: protocol_engine.hpp's throw_needs_write_access); writers never judge so.
+bool Region::may_be_alive_by_pid(std::uint32_t index) const noexcept {
+  const ProcessEntry& e = entry(index);
+  if (e.attached.load(std::memory_order_acquire) == 0) return false;
+  const auto pid = static_cast<pid_t>(e.pid.load(std::memory_order_relaxed));
+  return pid <= 0 || ::kill(pid, 0) == 0 || errno != ESRCH;
 }
 
 std::vector<pid_t> Region::attached_pids() const {

@@ -137,8 +137,8 @@ class Region {
   // (an interrupted cold start included) or the engine changes.
   Attachment attach(std::uint32_t engine, std::uint32_t stripes, ColdStart cold_start);
   void detach(std::uint32_t index) noexcept;
-  // False only when entry `index` is certainly not held (a failed query, or a lock file
-  // this handle may not open, means live).
+  // False only when entry `index` is certainly not held (a failed query means live). A
+  // read-only handle that may not open the lock file judges by the entry's pid instead.
   bool entry_is_live(std::uint32_t index) const noexcept;
   // Throws kPermissionDenied when this (read-only) handle may not open the lock file.
   std::vector<pid_t> attached_pids() const;
@@ -163,6 +163,8 @@ class Region {
   // table's, opened now if it has one this user may open; nullptr: there is none, so
   // nobody is attached. Throws as liveness::LockFile::open.
   std::shared_ptr<const liveness::LockFile> query_file() const;
+  // entry_is_live's answer where the lock file cannot be opened (a read-only user).
+  bool may_be_alive_by_pid(std::uint32_t index) const noexcept;
 
   // The lock file, shared by attach and queries from any thread; mutable: a read-only
   // handle opens it on its first question. Boxed so Region stays movable.

@@ -253,6 +253,37 @@ TEST(LockFile, AnAnonymousTableLocksItsMemfd) {
   EXPECT_EQ(t.stats().attached_pids, std::vector<pid_t>{getpid()});
 }
 
+// A read-only user who may not open the lock file cannot ask the kernel who is alive; it
+// must still not wait for ever on a bucket a dead writer left locked.
+TEST(LockFile, AReaderWhoMayNotOpenItStillLearnsOfADeadWriter) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root, to read as another user";
+  ScopedName name;
+  Table::create(name, {.capacity = 100, .mode = 0644, .engine = Engine::kSeqlock}).close();
+  Children writer;
+  writer.spawn([&] {
+    Table t = Table::open(name);
+    die_at(FaultPoint::kAfterLock);
+    t.insert("dies-holding-a-lock", "v");
+    return 3;
+  });
+  writer.wait_all(20s);
+  SharedArray<char> message(512);
+  Children reader;
+  reader.spawn([&] {
+    if (setresgid(65534, 65534, 65534) != 0 || setresuid(65534, 65534, 65534) != 0) return 2;
+    Table t = Table::open(name, read_only());
+    try {
+      t.get("dies-holding-a-lock");
+      return 3;
+    } catch (const Error& e) {
+      std::snprintf(&message[0], 512, "%s", e.what());
+      return e.code() == ErrorCode::kPermissionDenied ? 0 : 4;
+    }
+  });
+  reader.expect_all_succeed(30s);
+  EXPECT_NE(std::string(&message[0]).find("dead writer"), std::string::npos) << &message[0];
+}
+
 // ---------------------------------------------------------------------------------------
 // 4. A process stopped while it holds the admin lock (here: in a cold start that switches
 // the engine) makes openers give up after a bounded wait, with a clear error.
