@@ -131,7 +131,7 @@ std::string lock_file_path(const std::string& table_path) {
   return is_anonymous(table_path) ? "" : table_path + ".shmht-lock";
 }
 
-std::optional<LockFile> LockFile::open(const TableIdentity& table, int table_fd, bool for_writer) {
+std::optional<LockFile> LockFile::open(const TableIdentity& table, int table_fd, bool for_writer, bool* may_not_open) {
   if (is_anonymous(table.path)) {
     // A memfd: its own bytes, asked through a descriptor of our own description (a dup
     // of the mapping's would share its description, which holds no lock either: fine).
@@ -148,6 +148,10 @@ std::optional<LockFile> LockFile::open(const TableIdentity& table, int table_fd,
       if (err == ENOENT && attempt < 4) {
         publish_fresh_lock_file(path, table, /*replace=*/false);  // false: another creator won; open theirs
         continue;
+      }
+      if ((err == EACCES || err == EPERM) && !for_writer && may_not_open != nullptr) {
+        *may_not_open = true;
+        return std::nullopt;
       }
       if (err == EACCES || err == EPERM || err == ELOOP) {
         throw Error(ErrorCode::kPermissionDenied,

@@ -116,9 +116,11 @@ std::string lock_file_path(const std::string& table_path);
 class LockFile {
  public:
   // Opens the table's lock file, checked (above). `for_writer`: creates it if missing.
-  // A reader gets nullopt where there is none (nobody ever attached: nobody is live).
-  // Throws kPermissionDenied when it cannot be opened or is not to be trusted.
-  static std::optional<LockFile> open(const TableIdentity& table, int table_fd, bool for_writer);
+  // A reader gets nullopt where there is none (nobody ever attached: nobody is live), and
+  // where it may not open it if `may_not_open` is given (then set to true). Throws
+  // kPermissionDenied when it cannot be opened or is not to be trusted.
+  static std::optional<LockFile> open(const TableIdentity& table, int table_fd, bool for_writer,
+                                      bool* may_not_open = nullptr);
   ~LockFile();
   LockFile(LockFile&& other) noexcept;
   LockFile& operator=(LockFile&&) = delete;

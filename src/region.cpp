@@ -455,25 +455,27 @@ liveness::TableIdentity Region::identity() const {
   return {path_, st.st_dev, st.st_ino, st.st_mode & 07777u, st.st_uid, st.st_gid, fixed().created_unix_ns, fixed().hash_seed};
 }
 
-std::shared_ptr<const liveness::LockFile> Region::query_file() const {
+std::shared_ptr<const liveness::LockFile> Region::query_file(bool* may_not_open) const {
   std::lock_guard lock(query_file_->mutex);
   if (query_file_->file) return query_file_->file;
   // A read-only handle (attach() sets the file before any question). Not remembered
   // while there is none: a writer may create it at any moment.
   const liveness::TableIdentity table = identity();
-  std::optional<liveness::LockFile> file = liveness::LockFile::open(table, fd(), /*for_writer=*/false);
+  std::optional<liveness::LockFile> file = liveness::LockFile::open(table, fd(), /*for_writer=*/false, may_not_open);
   if (!file || !file->belongs_to(table)) return nullptr;  // none, or a removed table's: nobody of ours
   query_file_->file = std::make_shared<const liveness::LockFile>(std::move(*file));
   return query_file_->file;
 }
 
 bool Region::entry_is_live(std::uint32_t index) const noexcept {
+  bool may_not_open = false;
   std::shared_ptr<const liveness::LockFile> file;
   try {
-    file = query_file();
+    file = query_file(&may_not_open);
   } catch (...) {
-    return may_be_alive_by_pid(index);
+    return true;  // an untrusted lock file, say: never "dead" from not knowing
   }
+  if (may_not_open) return may_be_alive_by_pid(index);
   return file && liveness::entry_is_held(file->query_fd(), index);
 }
 
@@ -490,12 +492,15 @@ bool Region::may_be_alive_by_pid(std::uint32_t index) const noexcept {
 }
 
 std::vector<pid_t> Region::attached_pids() const {
-  std::vector<pid_t> pids;
-  const std::shared_ptr<const liveness::LockFile> file = query_file();
-  if (!file) return pids;
-  for (std::uint32_t i : liveness::held_entries(file->query_fd(), fixed().max_processes)) {
-    pids.push_back(static_cast<pid_t>(entry(i).pid.load(std::memory_order_relaxed)));
+  bool may_not_open = false;
+  const std::shared_ptr<const liveness::LockFile> file = query_file(&may_not_open);
+  std::vector<std::uint32_t> live;
+  if (file) live = liveness::held_entries(file->query_fd(), fixed().max_processes);
+  for (std::uint32_t i = 0; may_not_open && i < fixed().max_processes; ++i) {
+    if (may_be_alive_by_pid(i)) live.push_back(i);  // a read-only user: the pids' word, as entry_is_live
   }
+  std::vector<pid_t> pids;
+  for (std::uint32_t i : live) pids.push_back(static_cast<pid_t>(entry(i).pid.load(std::memory_order_relaxed)));
   return pids;
 }
 

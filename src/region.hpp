@@ -140,7 +140,8 @@ class Region {
   // False only when entry `index` is certainly not held (a failed query means live). A
   // read-only handle that may not open the lock file judges by the entry's pid instead.
   bool entry_is_live(std::uint32_t index) const noexcept;
-  // Throws kPermissionDenied when this (read-only) handle may not open the lock file.
+  // A read-only handle that may not open the lock file judges by pids, as entry_is_live.
+  // Throws kPermissionDenied when the lock file is not to be trusted (liveness.hpp).
   std::vector<pid_t> attached_pids() const;
   // Runs fn under the admin lock, so nobody attaches meanwhile, with the entries live at
   // the start (the set can only shrink while fn runs). Needs an attached handle. fn must
@@ -160,9 +161,10 @@ class Region {
   // The table file as the lock file must name it.
   liveness::TableIdentity identity() const;
   // The lock file to ask through: the one attach() opened, else (a read-only handle) the
-  // table's, opened now if it has one this user may open; nullptr: there is none, so
-  // nobody is attached. Throws as liveness::LockFile::open.
-  std::shared_ptr<const liveness::LockFile> query_file() const;
+  // table's, opened now if it has one this user may open; nullptr: there is none (nobody
+  // is attached), or, with *may_not_open set, this user may not open it. Throws as
+  // liveness::LockFile::open.
+  std::shared_ptr<const liveness::LockFile> query_file(bool* may_not_open = nullptr) const;
   // entry_is_live's answer where the lock file cannot be opened (a read-only user).
   bool may_be_alive_by_pid(std::uint32_t index) const noexcept;
 
