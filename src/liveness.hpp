@@ -45,7 +45,7 @@
 //   bisects: it asks for the whole range, then for the parts on either side of the lock
 //   reported, one query per held run of entries plus one per gap.
 //
-// THE ADMIN LOCK (attach, detach, cold start)
+// THE ADMIN LOCK (attach and its cold start, Region::with_admin_lock, file growth)
 //   Byte kAdminLockByte of the lock file, taken with F_OFD_SETLK and retried for at most
 //   kAdminLockWait: a holder that dies releases it, but one that is stopped (SIGSTOP, a
 //   debugger, a frozen container) would block every opener forever, so attach gives up

@@ -138,8 +138,8 @@ static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 // anyone may read it (liveness, counters).
 //
 // WHO IS ALIVE is not written here: entry i is live exactly while some open file
-// description holds the OFD lock on byte kEntryLockBase + i of the table file
-// (liveness.hpp). The kernel drops that lock when its holder's last descriptor closes:
+// description holds the OFD write lock on byte kEntryLockBase + i of the table's lock
+// file (liveness.hpp: a companion only writers may open; an anonymous table's memfd). The kernel drops that lock when its holder's last descriptor closes:
 // at exit (before the process is a zombie), at exec (O_CLOEXEC), and whatever PID
 // namespace the holder runs in. `attached` records what the holder meant to do: 1 from
 // attach to a clean detach. attached == 1 with no lock held is a dead attachment,
@@ -182,9 +182,9 @@ constexpr std::int64_t wrapping_sub(std::int64_t a, std::int64_t b) noexcept {
 }
 static_assert(wrapping_add(INT64_MAX, 1) == INT64_MIN && wrapping_sub(0, INT64_MIN) == INT64_MIN);
 
-// Advisory OFD lock bytes of the table file (liveness.hpp). They name locks, not data:
+// Advisory OFD lock bytes of the lock file (liveness.hpp). They name locks, not data:
 // fcntl byte-range locks never block reads, writes or mappings of those bytes.
-inline constexpr std::uint64_t kAdminLockByte = 0;  // attach, detach, cold start, file growth
+inline constexpr std::uint64_t kAdminLockByte = 0;  // attach, cold start, check's admin scope, growth
 inline constexpr std::uint64_t kEntryLockBase = 1;  // + entry index: that entry is live
 
 // The first bytes of every chunk. A chunk is claimed by CAS of `claim` from 0 to the
