@@ -1,14 +1,17 @@
 #include "file_mapping.hpp"
 
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <exception>
 #include <map>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "layout/header.hpp"
 #include "shmht/error.hpp"
@@ -18,15 +21,46 @@ namespace {
 
 using FileId = std::tuple<unsigned long, unsigned long, bool>;  // device, inode, writable
 
+}  // namespace
+
 // The process's mappings by file. Entries are weak: a mapping dies with its last handle.
-struct Registry {
+// `live` lists every mapping not yet destroyed, for the fork handlers.
+struct FileMapping::Registry {
   std::mutex mutex;
   std::map<FileId, std::weak_ptr<FileMapping>> mappings;
+  std::vector<FileMapping*> live;
+
+  static Registry& get();
+  // fork() copies only the calling thread: a mutex another thread held at that moment
+  // stays locked in the child forever, and the child's first Table::open (Python's
+  // reopen-after-fork, say) would wait on it. So every mutex here is taken before fork
+  // and released on both sides: the registry's, then each mapping's remap_mutex_ (the
+  // order FileMapping::of takes them in). A mapping cannot be destroyed meanwhile: its
+  // destructor takes the registry's mutex before the mapping goes away.
+  static void before_fork() {
+    Registry& r = get();
+    r.mutex.lock();
+    for (FileMapping* m : r.live) m->remap_mutex_.lock();
+  }
+  static void after_fork() {
+    Registry& r = get();
+    for (FileMapping* m : r.live) m->remap_mutex_.unlock();
+    r.mutex.unlock();
+  }
 };
-Registry& registry() {
-  static Registry* r = new Registry;  // never destroyed: handles may outlive static destructors
+
+FileMapping::Registry& FileMapping::Registry::get() {
+  static Registry* r = [] {
+    auto* made = new Registry;  // never destroyed: handles may outlive static destructors
+    pthread_atfork(&Registry::before_fork, &Registry::after_fork, &Registry::after_fork);
+    return made;
+  }();
   return *r;
 }
+
+namespace {
+
+FileMapping::Registry& registry() { return FileMapping::Registry::get(); }
 
 constexpr std::uint64_t kHugePageBytes = std::uint64_t{2} << 20;
 
@@ -46,15 +80,27 @@ std::shared_ptr<FileMapping> FileMapping::of(int fd, const std::string& path, st
   }
   const FileId id{st.st_dev, st.st_ino, writable};
   Registry& r = registry();
-  std::lock_guard lock(r.mutex);
-  if (auto existing = r.mappings[id].lock()) {
-    ::close(fd);
-    existing->map_up_to(file_bytes);
-    return existing;
+  // Declared before the lock: if mapping fails, the mapping may die here, and its
+  // destructor takes the registry's mutex, so it must die after the lock is released.
+  std::shared_ptr<FileMapping> mapping;
+  std::exception_ptr failed;
+  {
+    std::lock_guard lock(r.mutex);
+    mapping = r.mappings[id].lock();
+    if (mapping) {
+      ::close(fd);
+    } else {
+      mapping.reset(new FileMapping(fd, path, reserve_bytes, st.st_dev, st.st_ino, writable));
+      r.live.push_back(mapping.get());  // its destructor removes it
+    }
+    try {
+      mapping->map_up_to(file_bytes);
+      r.mappings[id] = mapping;
+    } catch (...) {
+      failed = std::current_exception();
+    }
   }
-  std::shared_ptr<FileMapping> mapping(new FileMapping(fd, path, reserve_bytes, st.st_dev, st.st_ino, writable));
-  mapping->map_up_to(file_bytes);
-  r.mappings[id] = mapping;
+  if (failed) std::rethrow_exception(failed);
   return mapping;
 }
 
@@ -85,6 +131,7 @@ FileMapping::~FileMapping() {
     std::lock_guard lock(r.mutex);
     const auto it = r.mappings.find({device_, inode_, writable_});
     if (it != r.mappings.end() && it->second.expired()) r.mappings.erase(it);
+    std::erase(r.live, this);
   }
   munmap(base_, reserved_bytes_);
   ::close(fd_);

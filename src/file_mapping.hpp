@@ -11,6 +11,9 @@
 // its front (advised MADV_HUGEPAGE), and map_up_to() maps the part of the file that grew
 // since, at the same base (addresses never move).
 // map_up_to is thread-safe; mapped() may be read by any thread at any time.
+// fork() from a threaded process: pthread_atfork handlers take this file's mutexes (the
+// registry's and every mapping's remap_mutex_) before the fork and release them on both
+// sides, so a child never inherits one locked by a thread it does not have.
 #pragma once
 
 #include <atomic>
@@ -43,6 +46,7 @@ class FileMapping {
   unsigned long inode() const noexcept { return inode_; }
   std::uint64_t reserved_bytes() const noexcept { return reserved_bytes_; }
   bool writable() const noexcept { return writable_; }
+  struct Registry;  // the process's mappings (file_mapping.cpp)
   std::uint64_t mapped_bytes() const noexcept { return mapped_bytes_.load(std::memory_order_acquire); }
   // Maps the file up to `file_bytes` (page-rounded down, capped at the reservation).
   void map_up_to(std::uint64_t file_bytes);

@@ -1,6 +1,7 @@
 #include "region.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -13,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <thread>
 #include <utility>
@@ -551,13 +553,58 @@ std::uint64_t Region::allocated_bytes() const {
   return static_cast<std::uint64_t>(st.st_blocks) * 512;
 }
 
-bool Region::entry_is_live(std::uint32_t index) const noexcept { return liveness::entry_is_held(fd(), index); }
+liveness::TableIdentity Region::identity() const {
+  struct stat st{};
+  if (fstat(fd(), &st) != 0) throw_errno("fstat " + path_, errno);
+  return {path_, st.st_dev, st.st_ino, st.st_mode & 07777u, st.st_uid, st.st_gid, fixed().created_unix_ns, fixed().hash_seed};
+}
+
+std::shared_ptr<const liveness::LockFile> Region::query_file(bool* may_not_open) const {
+  std::lock_guard lock(query_file_->mutex);
+  if (query_file_->file) return query_file_->file;
+  // A read-only handle (attach() sets the file before any question). Not remembered
+  // while there is none: a writer may create it at any moment.
+  const liveness::TableIdentity table = identity();
+  std::optional<liveness::LockFile> file = liveness::LockFile::open(table, fd(), /*for_writer=*/false, may_not_open);
+  if (!file || !file->belongs_to(table)) return nullptr;  // none, or a removed table's: nobody of ours
+  query_file_->file = std::make_shared<const liveness::LockFile>(std::move(*file));
+  return query_file_->file;
+}
+
+bool Region::entry_is_live(std::uint32_t index) const noexcept {
+  bool may_not_open = false;
+  std::shared_ptr<const liveness::LockFile> file;
+  try {
+    file = query_file(&may_not_open);
+  } catch (...) {
+    return true;  // an untrusted lock file, say: never "dead" from not knowing
+  }
+  if (may_not_open) return may_be_alive_by_pid(index);
+  return file && liveness::entry_is_held(file->query_fd(), index);
+}
+
+// A read-only handle that may not open the lock file (it is the table's writers' alone)
+// cannot ask the kernel. Waiting for ever on a writer that died would hang it, so it
+// judges by the pid the entry names: "dead" only when it detached cleanly or no process
+// has that pid here. A wrong "dead" costs only this reader an error (it cannot recover
+// anything: protocol_engine.hpp's throw_needs_write_access); writers never judge so.
+bool Region::may_be_alive_by_pid(std::uint32_t index) const noexcept {
+  const ProcessEntry& e = entry(index);
+  if (e.attached.load(std::memory_order_acquire) == 0) return false;
+  const auto pid = static_cast<pid_t>(e.pid.load(std::memory_order_relaxed));
+  return pid <= 0 || ::kill(pid, 0) == 0 || errno != ESRCH;
+}
 
 std::vector<pid_t> Region::attached_pids() const {
-  std::vector<pid_t> pids;
-  for (std::uint32_t i : liveness::held_entries(fd(), fixed().max_processes)) {
-    pids.push_back(static_cast<pid_t>(entry(i).pid.load(std::memory_order_relaxed)));
+  bool may_not_open = false;
+  const std::shared_ptr<const liveness::LockFile> file = query_file(&may_not_open);
+  std::vector<std::uint32_t> live;
+  if (file) live = liveness::held_entries(file->query_fd(), fixed().max_processes);
+  for (std::uint32_t i = 0; may_not_open && i < fixed().max_processes; ++i) {
+    if (may_be_alive_by_pid(i)) live.push_back(i);  // a read-only user: the pids' word, as entry_is_live
   }
+  std::vector<pid_t> pids;
+  for (std::uint32_t i : live) pids.push_back(static_cast<pid_t>(entry(i).pid.load(std::memory_order_relaxed)));
   return pids;
 }
 
@@ -577,11 +624,36 @@ std::string pid_list(const Region& region, const std::vector<std::uint32_t>& ent
 }  // namespace
 
 Region::Attachment Region::attach(std::uint32_t engine, std::uint32_t stripes, ColdStart cold_start) {
-  if (!attachment_fd_) attachment_fd_ = std::make_unique<liveness::AttachmentFd>(path_, mapping_->device(), mapping_->inode());
-  const liveness::AttachmentFd::AdminLock admin(*attachment_fd_);
+  const liveness::TableIdentity table = identity();
+  // Normally one pass. Another: the lock file found was a removed table's (replaced here)
+  // or was replaced by another attacher while we waited for its admin lock.
+  constexpr int kAttempts = 4;
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    if (!attachment_fd_) {
+      auto file = std::make_shared<const liveness::LockFile>(std::move(*liveness::LockFile::open(table, fd(), true)));
+      attachment_fd_ = std::make_unique<liveness::AttachmentFd>(*file);
+      std::lock_guard lock(query_file_->mutex);
+      query_file_->file = std::move(file);
+    }
+    {
+      const liveness::AttachmentFd::AdminLock admin(*attachment_fd_);
+      const std::shared_ptr<const liveness::LockFile> file = query_file();
+      if (file->still_at_its_path()) {
+        if (file->belongs_to(table)) return attach_under_admin_lock(engine, stripes, cold_start);
+        file->replace_with_fresh(table);
+      }
+    }
+    attachment_fd_.reset();
+    std::lock_guard lock(query_file_->mutex);
+    query_file_->file.reset();
+  }
+  throw Error(ErrorCode::kSystem, path_ + ": its lock file " + liveness::lock_file_path(path_) + " was replaced " +
+                                      std::to_string(kAttempts) + " times while attaching; open again");
+}
 
+Region::Attachment Region::attach_under_admin_lock(std::uint32_t engine, std::uint32_t stripes, ColdStart cold_start) {
   // Under the admin lock nobody attaches, so the live set can only shrink meanwhile.
-  const std::vector<std::uint32_t> live = liveness::held_entries(fd(), fixed().max_processes);
+  const std::vector<std::uint32_t> live = liveness::held_entries(query_file()->query_fd(), fixed().max_processes);
   const std::uint32_t active = header().active_engine.load(std::memory_order_acquire);
   if (engine == kAdoptActiveEngine) engine = active;
   if (!live.empty() && engine != active) {
@@ -645,7 +717,7 @@ Region::Attachment Region::attach(std::uint32_t engine, std::uint32_t stripes, C
 void Region::with_admin_lock(const std::function<void(const std::vector<std::uint32_t>& live)>& fn) {
   if (!attachment_fd_) throw Error(ErrorCode::kInvalidArgument, path_ + ": the admin lock needs an attached handle");
   const liveness::AttachmentFd::AdminLock admin(*attachment_fd_);
-  fn(liveness::held_entries(fd(), fixed().max_processes));
+  fn(liveness::held_entries(query_file()->query_fd(), fixed().max_processes));
 }
 
 void Region::detach(std::uint32_t index) noexcept {

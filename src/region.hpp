@@ -24,6 +24,10 @@
 // Nothing is mapped or read by file_bytes; only the file's own size (fstat) says what
 // exists, and a mapping never passes it.
 //
+// Who is attached (liveness.hpp) is asked through the table's lock file, a companion
+// only its writers can open; attach() opens it (creating it if needed), a read-only
+// handle opens it on its first question if it may.
+//
 // Every offset that comes out of shared memory is checked with contains() /
 // ensure_mapped() before it is dereferenced: a corrupt or hostile peer can make us
 // report kCorrupt, never read outside our mapping.
@@ -54,6 +58,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -183,8 +188,11 @@ class Region {
   // (an interrupted cold start included) or the engine changes.
   Attachment attach(std::uint32_t engine, std::uint32_t stripes, ColdStart cold_start);
   void detach(std::uint32_t index) noexcept;
-  // False only when entry `index` is certainly not held (a failed query means live).
+  // False only when entry `index` is certainly not held (a failed query means live). A
+  // read-only handle that may not open the lock file judges by the entry's pid instead.
   bool entry_is_live(std::uint32_t index) const noexcept;
+  // A read-only handle that may not open the lock file judges by pids, as entry_is_live.
+  // Throws kPermissionDenied when the lock file is not to be trusted (liveness.hpp).
   std::vector<pid_t> attached_pids() const;
   // Runs fn under the admin lock, so nobody attaches meanwhile, with the entries live at
   // the start (the set can only shrink while fn runs). Needs an attached handle. fn must
@@ -201,10 +209,29 @@ class Region {
   // Writes a new table's header into `fd` (which it takes over).
   void initialize(int fd, const CreateOptions& options, EngineStateInit init_engine);
   void attach_mapping(std::shared_ptr<FileMapping> mapping, std::uint64_t arena_offset);
+  // attach()'s work once it holds the admin lock of the table's own lock file.
+  Attachment attach_under_admin_lock(std::uint32_t engine, std::uint32_t stripes, ColdStart cold_start);
+  // The table file as the lock file must name it.
+  liveness::TableIdentity identity() const;
+  // The lock file to ask through: the one attach() opened, else (a read-only handle) the
+  // table's, opened now if it has one this user may open; nullptr: there is none (nobody
+  // is attached), or, with *may_not_open set, this user may not open it. Throws as
+  // liveness::LockFile::open.
+  std::shared_ptr<const liveness::LockFile> query_file(bool* may_not_open = nullptr) const;
+  // entry_is_live's answer where the lock file cannot be opened (a read-only user).
+  bool may_be_alive_by_pid(std::uint32_t index) const noexcept;
+
+  // The lock file, shared by attach and queries from any thread; mutable: a read-only
+  // handle opens it on its first question. Boxed so Region stays movable.
+  struct QueryFile {
+    std::mutex mutex;
+    std::shared_ptr<const liveness::LockFile> file;
+  };
 
   std::string path_;
   std::shared_ptr<FileMapping> mapping_;  // shared with this process's other handles on the file
   std::unique_ptr<liveness::AttachmentFd> attachment_fd_;  // this handle's own description, once attached
+  std::unique_ptr<QueryFile> query_file_ = std::make_unique<QueryFile>();
   std::byte* base_ = nullptr;             // mapping_->base(), cached for the hot path
   layout::ImmutableHeader fixed_{};       // the validated header (fixed())
   std::uint64_t arena_offset_ = 0;

@@ -157,7 +157,7 @@ class TableImpl {
     const std::uint32_t no_entry = region.fixed().max_processes;
     auto impl = std::unique_ptr<TableImpl>(new TableImpl(std::move(region), active, no_entry));
     impl->attached_ = false;
-    impl->engine_ = make_read_only_engine(make_engine(active, impl->context_));
+    impl->engine_ = make_read_only_engine(make_engine(active, impl->context_), impl->context_.region());
     return impl;
   }
 
@@ -454,7 +454,9 @@ bool Table::remove(const std::string& name, const RemoveOptions& options) {
     // A damaged table (its magic right, the rest not) may be removed by force.
     if (!options.force || e.code() == ErrorCode::kInvalidArgument || e.code() == ErrorCode::kInUse) throw;
   }
-  return entry.unlink_if_still(opened);
+  if (!entry.unlink_if_still(opened)) return false;
+  liveness::remove_lock_file(path, opened.st_dev, opened.st_ino);  // its companion (liveness.hpp); attached processes keep theirs open
+  return true;
 }
 
 bool Table::unlink() {
@@ -467,7 +469,10 @@ bool Table::unlink() {
   }
   if (fstat(impl.context().region().fd(), &open_file) != 0) throw_remove_error(path, errno);
   if (named.st_dev != open_file.st_dev || named.st_ino != open_file.st_ino) return false;  // the name was reused
-  if (::unlink(path.c_str()) == 0) return true;
+  if (::unlink(path.c_str()) == 0) {
+    liveness::remove_lock_file(path, open_file.st_dev, open_file.st_ino);
+    return true;
+  }
   if (errno == ENOENT) return false;
   throw_remove_error(path, errno);
 }

@@ -64,7 +64,10 @@ class ScopedName {
   operator const std::string&() const { return name_; }  // NOLINT: used as a name
 
  private:
-  void remove_file() const { ::unlink(("/dev/shm/" + name_).c_str()); }
+  void remove_file() const {
+    ::unlink(("/dev/shm/" + name_).c_str());
+    ::unlink(("/dev/shm/" + name_ + ".shmht-lock").c_str());  // its liveness lock file (liveness.hpp)
+  }
   std::string name_;
 };
 

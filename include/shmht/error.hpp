@@ -25,7 +25,9 @@ enum class ErrorCode {
   kNotFound,           // no table of that name
   kAlreadyExists,      // create() of a name that exists
   kTooManyProcesses,   // the attached-process table is full
-  kInUse,              // removing a table that live processes are attached to
+  kInUse,              // removing a table that live processes are attached to, or the table
+                       // is busy: another process held it for seconds while opening,
+                       // recovering or switching it (liveness::kAdminLockWait)
   kInvalidArgument,    // bad option or argument from the caller
   kSystem,             // an unexpected OS error (errno in the message)
   kNotACounter,        // Table::add / decode_counter met a value that is not an 8-byte counter

@@ -45,11 +45,13 @@ def table_name(request):
     """A fresh bare table name (/dev/shm/<name>); the file is removed afterwards."""
     name = unique_name(request.node.name.split("[")[0][:40])
     yield name
-    # Whatever the test left (a table still in use, a damaged one, a foreign file) goes.
-    try:
-        os.unlink(f"/dev/shm/{name}")
-    except FileNotFoundError:
-        pass
+    # Whatever the test left (a table still in use, a damaged one, a foreign file) goes,
+    # with the table's liveness lock file (src/liveness.hpp).
+    for path in (f"/dev/shm/{name}", f"/dev/shm/{name}.shmht-lock"):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 @pytest.fixture(params=shmht.built_engines())

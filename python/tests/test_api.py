@@ -166,8 +166,9 @@ def test_a_name_that_is_not_utf8_round_trips(table_name):
             assert again[b"k"] == b"v"
             again.close()
     finally:
-        if os.path.exists(path):
-            os.unlink(path)
+        for leftover in (path, path + b".shmht-lock"):  # the table and its lock file
+            if os.path.exists(leftover):
+                os.unlink(leftover)
 
 
 @pytest.mark.parametrize("field, value", [

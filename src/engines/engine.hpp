@@ -296,8 +296,9 @@ void init_global_lock_state(Region& region);
 void init_striped_state(Region& region, std::uint32_t stripes);
 std::unique_ptr<EngineBase> make_engine(Engine engine, TableContext& context);
 // A read-only handle's engine: reads go to `reader` (an engine whose readers never write),
-// every write throws kPermissionDenied (engines.cpp).
-std::unique_ptr<EngineBase> make_read_only_engine(std::unique_ptr<EngineBase> reader);
+// around the cold starts that may rewrite `region` under them; every write throws
+// kPermissionDenied (read_only.cpp).
+std::unique_ptr<EngineBase> make_read_only_engine(std::unique_ptr<EngineBase> reader, const Region& region);
 // Throws kEngineUnavailable (naming the engines that are built) unless `engine` is built.
 void require_engine_built(Engine engine);
 

@@ -1,6 +1,7 @@
 #include "engines/recovery.hpp"
 
 #include <algorithm>
+#include <atomic>
 
 #include "arena.hpp"
 #include "engines/engine.hpp"
@@ -20,6 +21,28 @@ void recount(Region& region, const layout::SlotArray& slots, std::uint32_t credi
                 std::memory_order_relaxed);
 }
 
+// Read-only handles are no attachments: nothing here waits for them, so they read while
+// a cold start rewrites. rewrite_epoch (layout/header.hpp) tells them: odd from before
+// the first change (the release fence orders it before every store that follows, so a
+// reader that sees any of them sees the odd epoch when it re-checks) to after the last.
+class RewriteScope {
+ public:
+  explicit RewriteScope(layout::Header& header) : epoch_(header.rewrite_epoch) {
+    epoch_.store(epoch_.load(std::memory_order_relaxed) | 1u, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+  }
+  ~RewriteScope() {
+    // Not on a throw either: what was rewritten so far is consistent, and the next cold
+    // start starts over; leaving it odd would only stall readers until then.
+    epoch_.store((epoch_.load(std::memory_order_relaxed) | 1u) + 1, std::memory_order_release);
+  }
+  RewriteScope(const RewriteScope&) = delete;
+  RewriteScope& operator=(const RewriteScope&) = delete;
+
+ private:
+  std::atomic<std::uint32_t>& epoch_;
+};
+
 }  // namespace
 
 std::uint64_t repair_and_recount(Region& region, const layout::SlotArray& slots, std::uint32_t credit_entry) {
@@ -35,6 +58,7 @@ std::uint64_t cold_start(Region& region, std::uint32_t own_entry, std::uint32_t 
     return 0;
   }
   layout::Header& header = region.header();
+  const RewriteScope rewriting(header);
   settle_engine_state(region, own_entry);
   const std::uint64_t repaired = robin_hood::repair_interrupted_shifts(region.slots());
   // Keep the striped engine's recorded stripe count unless the engine changes.

@@ -21,6 +21,9 @@
 //   neither survive a reboot nor follow a copy). cold_start() repairs and recounts first,
 //   then resets every engine's lock state for the engine being attached, all under the
 //   admin lock, so nobody attaches meanwhile.
+//   Read-only handles are no attachments and take no lock, so nothing waits for them:
+//   the header's rewrite_epoch is odd while the cold start rewrites, and they read around
+//   it (engines/read_only.cpp), never blocking it.
 //
 // A CRASH DURING RECOVERY
 //   Warm: the recovering process holds everything as an ordinary writer would; its own

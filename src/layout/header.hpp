@@ -33,7 +33,9 @@ inline constexpr char kMagic[8] = {'s', 'h', 'm', 'h', 't', '-', 'v', '1'};
 // 2: liveness by open-file-description locks (no pids, no admin mutex in the header),
 //    ProcessEntry.attached and .claiming_chunk, a ChunkHeader at the start of every chunk,
 //    shared free lists in the header.
-inline constexpr std::uint32_t kLayoutVersion = 4;  // 4: XXH3 key hash (hash.hpp); 3: free counts per size class
+// 5: liveness locks in the companion lock file (liveness.hpp), Header::rewrite_epoch, file_bytes
+//    is a claimed length, shared free heads with a 25-bit tag, max_bytes at most 2^43.
+inline constexpr std::uint32_t kLayoutVersion = 5;  // 4: XXH3 key hash (hash.hpp); 3: free counts per size class
 inline constexpr std::uint64_t kPageBytes = 4096;
 
 // Header.state values: create() writes kReady last, with release order.
@@ -82,6 +84,12 @@ struct Header {
   alignas(64) std::atomic<std::uint32_t> state;
   std::atomic<std::uint32_t> active_engine;  // shmht::Engine value
   std::atomic<std::uint32_t> stripe_count;   // striped engine: stripes, set when it is set up
+  // Odd while a cold start (engines/recovery.cpp) rewrites lock state and slots, which it
+  // does with no lock a read-only handle could see; +1 before and +1 after (an odd value
+  // left by a cold start that died stays odd until the next one ends). Read-only handles,
+  // which are no attachments and so never make a cold start wait, read around it
+  // (engines/read_only.cpp). 0 in a file of an older build: even, as it should be.
+  std::atomic<std::uint32_t> rewrite_epoch;
 
   // --- line 3: the arena's chunk bump pointer and the file length ---
   alignas(64) std::atomic<std::uint64_t> arena_end;  // first byte never handed out
@@ -137,6 +145,7 @@ static_assert(shared_head_offset(shared_head(kSharedMaxTag + 1, 16)) == 16 && sh
               "a tag bumped past its width wraps to 0 and leaves the offset alone");
 static_assert(kSharedTagBits >= 25, "the ABA window the essay above states");
 static_assert(offsetof(Header, state) == 128, "mutable part starts on its own line");
+static_assert(offsetof(Header, rewrite_epoch) == 140, "the rewrite epoch: in line 2, next to the active engine");
 static_assert(offsetof(Header, arena_end) == 192, "arena bump pointer on its own line");
 static_assert(offsetof(Header, shared_free_heads) == 256, "shared free lists start on their own line");
 static_assert(offsetof(Header, shared_free_counts) % 64 == 0, "counts, bumped after each CAS, stay off the heads' lines");
@@ -152,8 +161,8 @@ static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 // anyone may read it (liveness, counters).
 //
 // WHO IS ALIVE is not written here: entry i is live exactly while some open file
-// description holds the OFD lock on byte kEntryLockBase + i of the table file
-// (liveness.hpp). The kernel drops that lock when its holder's last descriptor closes:
+// description holds the OFD write lock on byte kEntryLockBase + i of the table's lock
+// file (liveness.hpp: a companion only writers may open; an anonymous table's memfd). The kernel drops that lock when its holder's last descriptor closes:
 // at exit (before the process is a zombie), at exec (O_CLOEXEC), and whatever PID
 // namespace the holder runs in. `attached` records what the holder meant to do: 1 from
 // attach to a clean detach. attached == 1 with no lock held is a dead attachment,
@@ -196,9 +205,9 @@ constexpr std::int64_t wrapping_sub(std::int64_t a, std::int64_t b) noexcept {
 }
 static_assert(wrapping_add(INT64_MAX, 1) == INT64_MIN && wrapping_sub(0, INT64_MIN) == INT64_MIN);
 
-// Advisory OFD lock bytes of the table file (liveness.hpp). They name locks, not data:
+// Advisory OFD lock bytes of the lock file (liveness.hpp). They name locks, not data:
 // fcntl byte-range locks never block reads, writes or mappings of those bytes.
-inline constexpr std::uint64_t kAdminLockByte = 0;  // attach, detach, cold start, check (never file growth)
+inline constexpr std::uint64_t kAdminLockByte = 0;  // attach, cold start, check's admin scope (never file growth)
 inline constexpr std::uint64_t kEntryLockBase = 1;  // + entry index: that entry is live
 
 // The first bytes of every chunk. A chunk is claimed by CAS of `claim` from 0 to the

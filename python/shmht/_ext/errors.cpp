@@ -49,7 +49,8 @@ const std::array<ErrorClassSpec, 17> kSpecs = {{
      "max_processes (create a table with more: Table(..., max_processes=N))."},
     {ErrorCode::kInUse, "TableInUseError", nullptr,
      "Removing a table that live processes are attached to (the message names their pids); "
-     "pass force=True to remove it anyway."},
+     "pass force=True to remove it anyway. Also: the table is busy, another process having held "
+     "it for seconds while opening, recovering or switching it (a stopped process?); try again."},
     {ErrorCode::kInvalidArgument, "InvalidArgumentError", &PyExc_ValueError,
      "A bad option or argument: a name containing '/', a size or mode outside its range (the message "
      "names the field and the range), reopening a table with a size it was not created with."},
