@@ -207,13 +207,14 @@ void remove_lock_file(const std::string& table_path, std::uint64_t table_device,
   if (fd < 0) return;
   LockFileHeader found{};
   struct stat opened{}, now{};
-  const bool names_the_table = pread(fd, &found, sizeof found, 0) == static_cast<ssize_t>(sizeof found) &&
-                               std::memcmp(found.magic, kLockFileMagic, sizeof found.magic) == 0 &&
-                               found.table_device == table_device && found.table_inode == table_inode &&
-                               fstat(fd, &opened) == 0;
+  const bool is_lock_file = pread(fd, &found, sizeof found, 0) == static_cast<ssize_t>(sizeof found) &&
+                            std::memcmp(found.magic, kLockFileMagic, sizeof found.magic) == 0;
+  const bool names_another_table = is_lock_file && (found.table_device != table_device || found.table_inode != table_inode);
+  const bool read_it = fstat(fd, &opened) == 0;
   ::close(fd);
-  // Unlink only the file just read: the name may have been replaced since.
-  if (names_the_table && ::lstat(path.c_str(), &now) == 0 && now.st_dev == opened.st_dev && now.st_ino == opened.st_ino) {
+  // Unlink only the file just read (the name may have been replaced since), and never the
+  // live lock file of a table created again under the name.
+  if (read_it && !names_another_table && ::lstat(path.c_str(), &now) == 0 && now.st_dev == opened.st_dev && now.st_ino == opened.st_ino) {
     ::unlink(path.c_str());
   }
 }

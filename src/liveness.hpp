@@ -147,8 +147,8 @@ class LockFile {
   bool companion_;
 };
 
-// Removes the lock file of the table that was at `table_path` (its device and inode), if
-// the lock file there still names that table (Table::remove, Table::unlink): a table
+// Removes the lock file of the table that was at `table_path` (its device and inode)
+// unless the lock file there names another table (Table::remove, Table::unlink): a table
 // created again under the name meanwhile keeps its own, live lock file. noexcept: a lock
 // file left behind is harmless (the next table of that name replaces it).
 void remove_lock_file(const std::string& table_path, std::uint64_t table_device, std::uint64_t table_inode) noexcept;

@@ -211,7 +211,7 @@ StagingFile create_staging_file(const std::string& path, std::uint32_t mode) {
   StagingFile staging;
   // An O_TMPFILE is linked through /proc/self/fd (linkat's AT_EMPTY_PATH needs a
   // capability): without /proc (some containers), use a random name.
-  static const bool proc_fd_links = ::access("/proc/self/fd", X_OK) == 0;
+  const bool proc_fd_links = ::access("/proc/self/fd", X_OK) == 0;
   staging.fd = proc_fd_links ? ::open(directory.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, mode) : -1;
   if (staging.fd >= 0) return staging;
   if (proc_fd_links && errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {

@@ -349,11 +349,20 @@ namespace {
 
 // The pids attached to the table file `file` (named `path` in messages), each once.
 // Throws kInvalidArgument if the file is not a shmht table (its magic), leaving it alone.
-std::vector<pid_t> attached_pids_of_table_file(const std::string& file, const std::string& path) {
+[[noreturn]] void throw_replaced_while_checked(const std::string& path) {
+  throw Error(ErrorCode::kInvalidArgument,
+              path + " was replaced by another file while it was being checked; nothing was removed (run remove again if it "
+                     "should go)");
+}
+
+// `opened`: the file that will be unlinked (opened relative to its directory). It is
+// validated by its name, and must be the file that name opened: through the name, the
+// lock file beside it answers who is attached (and no /proc is needed).
+std::vector<pid_t> attached_pids_of_table_file(const std::string& path, const struct stat& opened) {
   Region region = [&] {
     try {
       // Reads who is attached, nothing stored: no owner check.
-      return Region::open(file, /*read_only=*/true, /*trust_foreign_owner=*/true);
+      return Region::open(path, /*read_only=*/true, /*trust_foreign_owner=*/true);
     } catch (const Error& e) {
       if (e.code() != ErrorCode::kCorrupt && e.code() != ErrorCode::kVersionMismatch) throw;
       if (std::string_view(e.what()).find("bad magic") != std::string_view::npos ||
@@ -363,6 +372,10 @@ std::vector<pid_t> attached_pids_of_table_file(const std::string& file, const st
       throw Error(e.code(), std::string(e.what()) + "; it can only be removed with force");
     }
   }();
+  struct stat validated{};
+  if (fstat(region.fd(), &validated) != 0 || validated.st_dev != opened.st_dev || validated.st_ino != opened.st_ino) {
+    throw_replaced_while_checked(path);
+  }
   std::vector<pid_t> pids = region.attached_pids();
   std::sort(pids.begin(), pids.end());
   pids.erase(std::unique(pids.begin(), pids.end()), pids.end());
@@ -405,7 +418,6 @@ class DirectoryEntry {
     throw_remove_error(path_, open_errno_);
   }
   // The opened file as a name Region::open can open again (the same inode, whatever the path names now).
-  std::string opened_file_name() const { return "/proc/self/fd/" + std::to_string(file_fd_); }
   struct stat opened_file_status() const {
     struct stat st{};
     if (fstat(file_fd_, &st) != 0) throw_remove_error(path_, errno);
@@ -419,8 +431,7 @@ class DirectoryEntry {
       throw_remove_error(path_, errno);
     }
     if (now.st_dev != opened.st_dev || now.st_ino != opened.st_ino) {
-      throw Error(ErrorCode::kInvalidArgument, path_ + " was replaced by another file while it was being checked; nothing "
-                                                       "was removed (run remove again if it should go)");
+      throw_replaced_while_checked(path_);
     }
     if (unlinkat(directory_fd_, name_.c_str(), 0) == 0) return true;
     if (errno == ENOENT) return false;
@@ -442,7 +453,7 @@ bool Table::remove(const std::string& name, const RemoveOptions& options) {
   const struct stat opened = entry.opened_file_status();
   if (!S_ISREG(opened.st_mode)) throw Error(ErrorCode::kInvalidArgument, path + " is not a regular file; refusing to remove it");
   try {
-    const std::vector<pid_t> pids = attached_pids_of_table_file(entry.opened_file_name(), path);
+    const std::vector<pid_t> pids = attached_pids_of_table_file(path, opened);
     if (!pids.empty() && !options.force) {
       std::string list;
       for (pid_t pid : pids) list += (list.empty() ? "" : ", ") + std::to_string(pid);

@@ -39,11 +39,14 @@ OpenOptions open_options(bool read_only, bool trust_foreign_owner) {
   return options;
 }
 
-// A table at `name` owned by kOtherUser:kSharedGroup with exactly `mode`.
+// A table at `name` owned by kOtherUser:kSharedGroup with exactly `mode` (one that only
+// writers may read: 0666, 0660), and its lock file as that user's create would leave it.
 void make_foreign_table(const std::string& name, mode_t mode) {
   Table::create(name, {.capacity = 100}).close();
-  ASSERT_EQ(chown(path_of(name).c_str(), kOtherUser, kSharedGroup), 0) << std::strerror(errno);
-  ASSERT_EQ(chmod(path_of(name).c_str(), mode), 0) << std::strerror(errno);
+  for (const std::string& file : {path_of(name), path_of(name) + ".shmht-lock"}) {
+    ASSERT_EQ(chown(file.c_str(), kOtherUser, kSharedGroup), 0) << file << ": " << std::strerror(errno);
+    ASSERT_EQ(chmod(file.c_str(), mode), 0) << file << ": " << std::strerror(errno);
+  }
 }
 
 // In a child running as kCallingUser (in kSharedGroup only when `in_group`), opens `name`
@@ -110,7 +113,8 @@ TEST(TrustStaging, CreateWorksWithoutProcAndLeavesNoStagingFile) {
     DIR* d = opendir(dir.c_str());
     if (d == nullptr) return "opendir failed";
     while (const dirent* entry = readdir(d)) {
-      if (std::string(entry->d_name) != "." && std::string(entry->d_name) != "..") names.emplace_back(entry->d_name);
+      const std::string name = entry->d_name;
+      if (name != "." && name != ".." && name != "t.shmht-lock") names.emplace_back(name);  // the lock file: liveness.hpp
     }
     closedir(d);
     if (names != std::vector<std::string>{"t"}) return "the directory holds " + std::to_string(names.size()) + " files, not just t";
