@@ -6,13 +6,16 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstddef>
-#include <utility>
 #include <atomic>
 #include <cerrno>
+#include <cstddef>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <random>
+#include <string_view>
 #include <thread>
+#include <utility>
 
 #include "layout/header.hpp"
 #include "shmht/error.hpp"
@@ -48,7 +51,23 @@ int fcntl_lock(int fd, int command, struct flock* range) {
 static_assert(sizeof(LockFileHeader) == 48 && offsetof(LockFileHeader, admin_holder_pid) == 40,
               "the lock file's header: identity words, then the admin holder's pid");
 
-bool is_anonymous(const std::string& table_path) { return table_path.rfind("/proc/", 0) == 0; }
+// The file a /proc/<pid>/fd/<n> name stands for: an anonymous table ("" : a memfd, which
+// has no directory to put a lock file in), or a named table's path (its lock file is
+// beside that path, where its other users look for it). Any other name is itself.
+std::string named_path_of(const std::string& table_path) {
+  if (table_path.rfind("/proc/", 0) != 0) return table_path;
+  char target[4096];
+  const ssize_t length = ::readlink(table_path.c_str(), target, sizeof target - 1);
+  if (length <= 0 || target[0] != '/' || std::string_view(target, static_cast<std::size_t>(length)).starts_with("/memfd:")) {
+    return "";
+  }
+  std::string path(target, static_cast<std::size_t>(length));
+  constexpr std::string_view kDeleted = " (deleted)";  // a removed table: its lock file was removed with it
+  if (path.ends_with(kDeleted)) path.resize(path.size() - kDeleted.size());
+  return path;
+}
+
+bool is_anonymous(const std::string& table_path) { return named_path_of(table_path).empty(); }
 
 // For each of user, group, other: read+write where the table grants write, else nothing.
 std::uint32_t writers_only_mode(std::uint32_t table_mode) {
@@ -87,13 +106,31 @@ std::string distrust(int fd, const TableIdentity& table) {
   return "";
 }
 
+// A table's owner who gave its table more writers after its lock file was made (chmod
+// g+w, chgrp) widens the lock file, when it made it, to grant the table's writers again:
+// otherwise the new writers could not attach. Only ever widening, from a lock file that
+// nobody outside the new writers could have opened: narrowing would not take back the
+// descriptors that users the new mode excludes may hold, so a lock file granting too
+// much stays refused (distrust() judges the result either way).
+void follow_wider_table_permissions_if_mine(int fd, const TableIdentity& table) {
+  struct stat st{};
+  if (fstat(fd, &st) != 0 || st.st_uid != geteuid() || !S_ISREG(st.st_mode)) return;
+  const std::uint32_t current = st.st_mode & 07777, wanted = writers_only_mode(table.mode);
+  const bool only_widens = (current & ~wanted) == 0 && ((current & 070) == 0 || st.st_gid == table.gid);
+  if (!only_widens || current == wanted) return;
+  if ((wanted & 070) != 0 && st.st_gid != table.gid && fchown(fd, static_cast<uid_t>(-1), table.gid) != 0) return;
+  fchmod(fd, wanted);
+}
+
 // Creates a lock file for `table` under a private name in the lock file's directory, with
 // its final mode, group and header, and puts it at `path`: link() (EEXIST if someone was
 // first: false), or rename() over a stale one. Throws on other errors.
 bool publish_fresh_lock_file(const std::string& path, const TableIdentity& table, bool replace) {
-  static std::atomic<std::uint32_t> counter{0};
-  const std::string staging = path + ".creating-" + std::to_string(getpid()) + "-" +
-                              std::to_string(counter.fetch_add(1, std::memory_order_relaxed));
+  // A random name: a predictable one could be planted first and stop every creator.
+  std::random_device random;
+  char suffix[32];
+  std::snprintf(suffix, sizeof suffix, "%08x%08x", random(), random());
+  const std::string staging = path + ".creating-" + suffix;
   const int fd = ::open(staging.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) throw_system("creating the lock file " + staging, errno);
   struct Cleanup {
@@ -128,7 +165,8 @@ bool publish_fresh_lock_file(const std::string& path, const TableIdentity& table
 }  // namespace
 
 std::string lock_file_path(const std::string& table_path) {
-  return is_anonymous(table_path) ? "" : table_path + ".shmht-lock";
+  const std::string named = named_path_of(table_path);
+  return named.empty() ? "" : named + ".shmht-lock";
 }
 
 std::optional<LockFile> LockFile::open(const TableIdentity& table, int table_fd, bool for_writer, bool* may_not_open) {
@@ -156,10 +194,13 @@ std::optional<LockFile> LockFile::open(const TableIdentity& table, int table_fd,
       if (err == EACCES || err == EPERM || err == ELOOP) {
         throw Error(ErrorCode::kPermissionDenied,
                     "opening the lock file " + path + ": " + std::strerror(err) +
-                        " (only the table's writers may open it; if another user created it, remove it and open again)");
+                        " (only the table's writers may open it. If you may write the table, its mode or group changed "
+                        "after the lock file was made: its owner updates the lock file by opening the table once, or "
+                        "gives it the table's writers with chmod/chgrp. Never remove a lock file while the table is in use)");
       }
       throw_system("opening the lock file " + path, err);
     }
+    if (for_writer) follow_wider_table_permissions_if_mine(fd, table);
     const std::string why = distrust(fd, table);
     if (!why.empty()) {
       ::close(fd);

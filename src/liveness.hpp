@@ -15,10 +15,16 @@
 //   <table path>.shmht-lock, that only the table's writers can open: its mode keeps, for
 //   each of user/group/other, read+write where the table grants write and nothing where
 //   it does not (table 0644 -> 0600, 0660 -> 0660, 0666 -> 0666), and its group is the
-//   table's. The first writer to attach creates it under a private name with that mode
-//   and the header below, then link()s it into place (atomic; the loser of a race opens
-//   the winner's). Anyone may have created a file of that name first (/dev/shm is
-//   world-writable), so every opener checks it before trusting it: a regular file with
+//   table's. create() makes it before the table file gets its name (so no table exists
+//   whose lock file name was free to plant); a writer that finds none (removed by hand,
+//   or a removed table's name reused) creates it under a random private name with that
+//   mode and the header below, then link()s it into place (atomic; the loser of a race
+//   opens the winner's). A /proc/<pid>/fd/<n> name of a named table stands for the file
+//   it links to, whose lock file is beside it. If the table's owner widens the table's
+//   mode later (chmod g+w), its next open widens the lock file it made; nothing ever
+//   narrows one (descriptors already open would stay). Anyone may have created a file of
+//   that name first (/dev/shm is world-writable), so every opener checks it before
+//   trusting it: a regular file with
 //   one link, on the table's filesystem, whose mode grants nobody more than the table's
 //   writers, owned by the table's owner, root, or (table group-writable) a member of its
 //   group. A file that fails is refused with kPermissionDenied naming it.

@@ -6,11 +6,13 @@
 // Every multi-process part runs in forked children with a deadline (Children::wait_all),
 // so a hang is reported as a failure, never as a stuck test run.
 #include <fcntl.h>
+#include <grp.h>
 #include <sys/stat.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <set>
 #include <string>
 #include <thread>
@@ -233,6 +235,66 @@ TEST(LockFile, OneLeftByARemovedTableIsReplacedNotTrusted) {
   EXPECT_EQ(attached, std::vector<pid_t>{getpid()}) << "the old table's user is not attached to the new table";
   step[1] = 1;
   old_user.expect_all_succeed(30s);
+}
+
+// The lock file is made before the table has a name, so a file planted under the lock
+// file's name stops the create cleanly: no table is left behind that nobody can open.
+TEST(LockFile, OnePlantedBeforeCreateStopsTheCreateAndLeavesNoTable) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root, to plant the file as another user";
+  ScopedName name;
+  const std::string lock = path_of(name) + ".shmht-lock";
+  Children planter;
+  planter.spawn([&] {
+    if (setresgid(65534, 65534, 65534) != 0 || setresuid(65534, 65534, 65534) != 0) return 2;
+    const int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+    if (fd < 0) return 3;
+    ::close(fd);
+    return 0;
+  });
+  planter.expect_all_succeed(20s);
+  expect_error(ErrorCode::kPermissionDenied, "not to be trusted", [&] { Table::create(name, {.capacity = 100}); });
+  struct stat st{};
+  EXPECT_NE(::stat(path_of(name).c_str(), &st), 0) << "the failed create left a table behind";
+  ::unlink(lock.c_str());
+}
+
+// /proc/<pid>/fd/<n> of a NAMED table is that table: it shares its lock file, so the
+// live attachments it reports (and the engine check) are the table's.
+TEST(LockFile, AProcFdNameOfANamedTableUsesThatTablesLockFile) {
+  ScopedName name;
+  Table owner = Table::create(name, {.capacity = 100, .engine = Engine::kGlobalLock});
+  const int fd = ::open(path_of(name).c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  OpenOptions lockfree;
+  lockfree.engine = Engine::kLockFreeRobinHood;
+  expect_error(ErrorCode::kEngineMismatch, "in use", [&] { Table::open("/proc/self/fd/" + std::to_string(fd), lockfree); });
+  ::close(fd);
+  EXPECT_EQ(Table::active_engine(name), Engine::kGlobalLock);
+}
+
+// A table's owner who widens its mode later (here to group writers) updates the lock
+// file when it next opens the table, so the new writers can attach.
+TEST(LockFile, FollowsTheTablesModeWhenItsOwnerChangesIt) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root, to write as a member of the group";
+  ScopedName name;
+  Table::create(name, {.capacity = 100, .mode = 0644}).close();
+  ASSERT_EQ(::chown(path_of(name).c_str(), static_cast<uid_t>(-1), 65534), 0);
+  ASSERT_EQ(::chmod(path_of(name).c_str(), 0664), 0);
+  Table::open(name).close();  // the owner opens it once
+  Children group_writer;
+  group_writer.spawn([&] {
+    const gid_t group = 65534;
+    if (setgroups(1, &group) != 0 || setresgid(65534, 65534, 65534) != 0 || setresuid(65533, 65533, 65533) != 0) return 2;
+    try {
+      Table t = Table::open(name);
+      t.assign("k", "v");
+      return 0;
+    } catch (const Error& e) {
+      std::fprintf(stderr, "group writer: %s\n", e.what());
+      return 3;
+    }
+  });
+  group_writer.expect_all_succeed(20s);
 }
 
 // An anonymous table has no directory entry for a companion: its locks stay on the memfd.
