@@ -66,6 +66,7 @@
 //   That layer is built on write scopes that exclude; here nothing excludes. This file
 //   reuses the rest: robin_hood.hpp's slot encoding and run rules, record_io.hpp, the
 //   arena, optimistic_read.hpp (shared with the seqlock), and check.
+#include <algorithm>
 #include <array>
 #include <span>
 #include <vector>
@@ -163,12 +164,22 @@ class LockFreeEngine final : public EngineBase {
     const std::size_t keep = out->size();
     for (int attempt = 0; attempt < kAttemptsBeforeSplit || end - begin == 1; ++attempt) {
       ReadWindow window(*this);
-      if (optimistic::try_copy_home_range(ctx_, window, begin, end, out)) return;
+      if (optimistic::try_copy_home_range(ctx_, window, begin, end, out)) {
+        drop_pending_copies(out, keep);
+        return;
+      }
       out->resize(keep);
     }
     const std::uint64_t middle = begin + (end - begin) / 2;
     copy_home_range(begin, middle, out);
     copy_home_range(middle, end, out);
+  }
+
+  // A pending shift's word is in two adjacent slots of one home: visited one after the
+  // other, so its second copy is the same key right after the first. Keys are unique.
+  static void drop_pending_copies(std::vector<KeyValue>* out, std::size_t from) {
+    const auto same_key = [](const KeyValue& a, const KeyValue& b) { return a.first == b.first; };
+    out->erase(std::unique(out->begin() + static_cast<std::ptrdiff_t>(from), out->end(), same_key), out->end());
   }
 
   OperationCounters counters() const override { return {failures_, kcas_.helped()}; }
@@ -185,6 +196,7 @@ class LockFreeEngine final : public EngineBase {
   // therefore report changes made while it ran.
   std::uint64_t with_exclusive_access(const std::function<void()>& fn) override {
     kcas_.help_all();
+    finish_all_pending_shifts();
     fn();
     return 0;
   }
@@ -202,6 +214,14 @@ class LockFreeEngine final : public EngineBase {
     layout::RecordHeader header;
   };
   struct Torn {};  // the snapshot was overtaken by a write: start again
+
+  // Words one KCAS step of a shift moves. With the slot that ends the shift, a version per
+  // bucket from the key's home (at most kMaxDist before it) to the slot after the shift,
+  // and the item counter, a step fits one descriptor.
+  static constexpr std::uint64_t kMaxShiftSlots = 1280;
+  static_assert(kMaxShiftSlots + 1 + (layout::kMaxDist + kMaxShiftSlots + 2) / layout::kSlotsPerBucket + 2 + 1 <=
+                    layout::kMaxKcasWords,
+                "a shift step's slots, bucket versions and counter fit one KCAS");
 
   std::uint64_t control_offset(std::uint64_t bucket) const noexcept {
     return ctx_.fixed().slot_array_offset + bucket * sizeof(layout::Bucket);
@@ -301,6 +321,12 @@ class LockFreeEngine final : public EngineBase {
         },
         robin_hood::NoTouch{}, [&](std::uint64_t s) { return snap.word(s); });
     if (!p.found) return {false, p.slot, p.dist, 0, nullptr, {}};
+    // The key's word is doubled (a pending shift): a write to the first copy would leave
+    // the second naming the old record. Complete the shift first, then start again.
+    if (is_pending_at(snap, p.slot)) {
+      finish_pending_shift(pending_at(snap, p.slot));
+      throw Torn{};
+    }
     return {true, p.slot, p.dist, record_bytes_for(header.key_bytes, header.value_bytes), record, header};
   }
 
@@ -329,58 +355,157 @@ class LockFreeEngine final : public EngineBase {
     return true;
   }
 
-  // Erases the key: one KCAS of the backward shift of the run after it, up to an empty
-  // slot or a key at home. Frees its record; false if the snapshot was overtaken.
+  // Erases the key: the KCAS that unlinks it also moves back the run after it (up to an
+  // empty slot or a key at home), or its first kMaxShiftSlots slots when the run is longer,
+  // leaving a pending shift that finish_pending_shift() then completes step by step.
+  // Frees its record; false if the snapshot was overtaken.
   bool unlink(Snapshot& snap, const Found& found) {
-    const std::uint64_t last = robin_hood::erase_run_end(slots_, found.slot, robin_hood::NoTouch{},
-                                                         [&](std::uint64_t s) { return snap.word(s); });
-    const std::uint64_t stop = std::min(last + 1, slots_.probe_limit() - 1);  // read to decide where the run ends
     std::vector<WordChange>& changes = fresh_changes();
     changes.push_back(count(&layout::KcasDescriptor::items_removed));
-    for_each_bucket(snap, found.slot, stop, &changes, [&](std::uint64_t s) -> std::optional<std::uint64_t> {
-      if (s < found.slot || s > last) return std::nullopt;
+    const std::optional<std::uint64_t> kept = plan_back_shift(snap, found.slot, &changes);
+    const std::optional<PendingShift> pending = kept ? std::optional(pending_at(snap, *kept)) : std::nullopt;
+    if (!run(changes)) return false;
+    ctx_.arena().free(Slot::offset_of(snap.word(found.slot)), found.record_bytes);
+    if (pending) finish_pending_shift(*pending);
+    return true;
+  }
+
+  // Appends the words of one backward shift at `from` (the slot whose word goes): each
+  // following word of the run moves back one slot, dist - 1, and the run's last slot
+  // becomes empty. A run longer than one KCAS holds moves only its first kMaxShiftSlots
+  // words; the word after them then stays where it was and is also copied into the slot
+  // before (a pending shift): returns that slot, the one whose word is left in place.
+  std::optional<std::uint64_t> plan_back_shift(Snapshot& snap, std::uint64_t from, std::vector<WordChange>* changes) {
+    const std::uint64_t last = robin_hood::erase_run_end(slots_, from, robin_hood::NoTouch{},
+                                                         [&](std::uint64_t s) { return snap.word(s); });
+    const bool whole = last - from <= kMaxShiftSlots;
+    const std::uint64_t kept = whole ? last : from + kMaxShiftSlots;
+    // Whole: the slot after the run was read to decide where it ends, so its bucket's
+    // version is expected too. Partial: the kept word is copied, so its bucket's is.
+    const std::uint64_t covered = whole ? std::min(last + 1, slots_.probe_limit() - 1) : kept;
+    for_each_bucket(snap, from, covered, changes, [&](std::uint64_t s) -> std::optional<std::uint64_t> {
+      if (s > kept || (s == kept && !whole)) return std::nullopt;
       if (s == last) return layout::kEmptySlot;
       const std::uint64_t next = snap.word(s + 1);
       return Slot::with_dist(next, Slot::dist_of(next) - 1);
     });
-    if (!run(changes)) return false;
-    ctx_.arena().free(Slot::offset_of(snap.word(found.slot)), found.record_bytes);
-    return true;
+    return whole ? std::nullopt : std::optional(kept);
   }
 
-  // Links `fresh` where `found` says the key would go: one KCAS of the whole right shift.
-  // False if the snapshot was overtaken (the caller starts again).
+  // A pending shift, named by the record its doubled word points at and that word's home
+  // slot: enough to find it again after other writes moved it.
+  struct PendingShift {
+    std::uint64_t record;
+    std::uint64_t home;
+  };
+  PendingShift pending_at(Snapshot& snap, std::uint64_t slot) {
+    const std::uint64_t word = snap.word(slot);
+    return {Slot::offset_of(word), slot - Slot::dist_of(word)};
+  }
+  // The first of two adjacent slots holding the same word (the second with dist + 1):
+  // a pending shift, the state between two KCAS steps of one long shift.
+  bool is_pending_at(Snapshot& snap, std::uint64_t slot) {
+    if (slot + 1 >= slots_.probe_limit()) return false;
+    const std::uint64_t here = snap.word(slot);
+    const std::uint64_t next = snap.word(slot + 1);
+    return here != layout::kEmptySlot && next != layout::kEmptySlot && Slot::offset_of(here) == Slot::offset_of(next);
+  }
+
+  // Completes a pending shift: backward shifts at its second copy, one KCAS step at a time
+  // (each may leave the next pending shift further on). Ends when the pending shift is
+  // gone, whoever completed it (another writer may, or may consume it: link_new treats a
+  // doubled word as a free slot). Lock-free: a step fails only because another write
+  // succeeded.
+  void finish_pending_shift(PendingShift pending) {
+    for (;;) {
+      try {
+        Snapshot snap(*this);
+        const std::optional<std::uint64_t> first = find_pending(snap, pending);
+        if (!first) {
+          if (snap.still_valid()) return;
+          continue;
+        }
+        std::vector<WordChange>& changes = fresh_changes();
+        const std::optional<std::uint64_t> kept = plan_back_shift(snap, *first + 1, &changes);
+        const std::optional<PendingShift> next = kept ? std::optional(pending_at(snap, *kept)) : std::nullopt;
+        if (!run(changes)) continue;
+        if (!next) return;
+        pending = *next;
+      } catch (const Torn&) {
+      }
+    }
+  }
+  // Where `pending`'s first copy is now: within kMaxDist of its home, like any word.
+  std::optional<std::uint64_t> find_pending(Snapshot& snap, const PendingShift& pending) {
+    const std::uint64_t end = std::min(pending.home + layout::kMaxDist + 1, slots_.probe_limit() - 1);
+    for (std::uint64_t s = pending.home; s < end; ++s) {
+      const std::uint64_t word = snap.word(s);
+      if (word != layout::kEmptySlot && Slot::offset_of(word) == pending.record) {
+        return is_pending_at(snap, s) ? std::optional(s) : std::nullopt;
+      }
+    }
+    return std::nullopt;
+  }
+  // Every pending shift in the table, completed (check: it reports doubled words).
+  void finish_all_pending_shifts() {
+    for (std::uint64_t s = 0; s + 1 < slots_.probe_limit(); ++s) {
+      const std::uint64_t here = kcas_.read(slot_offset(s));
+      const std::uint64_t next = kcas_.read(slot_offset(s + 1));
+      if (here != layout::kEmptySlot && next != layout::kEmptySlot && Slot::offset_of(here) == Slot::offset_of(next)) {
+        finish_pending_shift({Slot::offset_of(here), s - Slot::dist_of(here)});
+      }
+    }
+  }
+
+  // Links `fresh` where `found` says the key would go: the right shift of the words from
+  // there to the first free slot (empty, or the first copy of a pending shift, whose word
+  // is also in the next slot), one KCAS when it fits, with the key's word and the item
+  // counter. A longer shift first moves its last kMaxShiftSlots words, one KCAS each,
+  // leaving a pending shift nearer the key each time; only the last step links the key.
+  // False if the snapshot was overtaken or a step was taken (the caller starts again).
   bool link_new(Snapshot& snap, const HashedKey& key, const Found& found, const NewRecord& fresh) {
-    const robin_hood::InsertPlan plan = robin_hood::plan_insert(slots_, found.slot, found.dist, robin_hood::NoTouch{},
-                                                               [&](std::uint64_t s) { return snap.word(s); });
-    if (!plan.ok) {
+    const std::optional<std::uint64_t> free = free_slot_for_shift(snap, found.slot, found.dist);
+    if (!free) {
       if (!snap.still_valid()) return false;
       ctx_.arena().free(fresh.offset, fresh.bytes);
       throw_no_free_slot(ctx_);
     }
-    const std::uint64_t last = plan.last;
-    // One version per bucket from home to last, the shifted slots and the counter.
-    const std::uint64_t words = layout::SlotArray::bucket_of_slot(last) - layout::SlotArray::bucket_of_slot(slots_.home_of(key.hash)) +
-                                1 + (last - found.slot + 1) + 1;
-    if (words > layout::kMaxKcasWords) {
-      if (!snap.still_valid()) return false;
-      ctx_.arena().free(fresh.offset, fresh.bytes);
-      throw Error(ErrorCode::kTableFull,
-                  ctx_.region().path() + ": table full for the lock-free engine: this insert would shift " +
-                      std::to_string(last - found.slot) + " keys in one operation (the limit is about " +
-                      std::to_string(layout::kMaxKcasWords * 6 / 7) + "); create the table with a larger capacity");
+    const std::uint64_t last = *free;
+    std::vector<WordChange>& changes = fresh_changes();
+    if (last - found.slot > kMaxShiftSlots) {
+      const std::uint64_t from = last - kMaxShiftSlots;  // its word is doubled: the new pending shift
+      for_each_bucket(snap, from, last, &changes, [&](std::uint64_t s) { return shifted_right(snap, s, from); });
+      run(changes);
+      return false;
     }
     const std::uint64_t home = slots_.home_of(key.hash);
     const std::uint64_t new_word = Slot::encode(layout::SlotArray::tag_of_hash(key.hash), found.dist, fresh.offset);
-    std::vector<WordChange>& changes = fresh_changes();
     changes.push_back(count(&layout::KcasDescriptor::items_added));
+    // From the home slot: the key's probe read those slots to decide it is absent.
     for_each_bucket(snap, home, last, &changes, [&](std::uint64_t s) -> std::optional<std::uint64_t> {
-      if (s < found.slot) return std::nullopt;
       if (s == found.slot) return new_word;
-      const std::uint64_t moved = snap.word(s - 1);
-      return Slot::with_dist(moved, Slot::dist_of(moved) + 1);
+      return shifted_right(snap, s, found.slot);
     });
     return run(changes);
+  }
+  // The word slot s gets in a right shift of the words from `from` on: its left
+  // neighbour's, dist + 1; slots up to `from` keep theirs.
+  std::optional<std::uint64_t> shifted_right(Snapshot& snap, std::uint64_t s, std::uint64_t from) {
+    if (s <= from) return std::nullopt;
+    const std::uint64_t moved = snap.word(s - 1);
+    return Slot::with_dist(moved, Slot::dist_of(moved) + 1);
+  }
+  // robin_hood::plan_insert's scan, where the first copy of a pending shift also ends the
+  // run: its word lives on in the next slot, so the shift may overwrite it. nullopt: some
+  // word would pass kMaxDist or the array's end (the table is full).
+  std::optional<std::uint64_t> free_slot_for_shift(Snapshot& snap, std::uint64_t pos, std::uint64_t dist) {
+    if (dist > layout::kMaxDist) return std::nullopt;
+    for (std::uint64_t s = pos; s < slots_.probe_limit(); ++s) {
+      const std::uint64_t word = snap.word(s);
+      if (word == layout::kEmptySlot || is_pending_at(snap, s)) return s;
+      if (Slot::dist_of(word) >= layout::kMaxDist) break;
+    }
+    return std::nullopt;
   }
 
   // Appends, in address order, a version bump for every bucket of slots [from, to] and
