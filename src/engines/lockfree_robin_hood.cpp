@@ -408,7 +408,11 @@ class LockFreeEngine final : public EngineBase {
     if (slot + 1 >= slots_.probe_limit()) return false;
     const std::uint64_t here = snap.word(slot);
     const std::uint64_t next = snap.word(slot + 1);
-    return here != layout::kEmptySlot && next != layout::kEmptySlot && Slot::offset_of(here) == Slot::offset_of(next);
+    return is_doubled(here, next);
+  }
+  static bool is_doubled(std::uint64_t here, std::uint64_t next) {
+    return here != layout::kEmptySlot && next != layout::kEmptySlot && Slot::offset_of(here) == Slot::offset_of(next) &&
+           Slot::dist_of(next) == Slot::dist_of(here) + 1;
   }
 
   // Completes a pending shift: backward shifts at its second copy, one KCAS step at a time
@@ -446,14 +450,19 @@ class LockFreeEngine final : public EngineBase {
     }
     return std::nullopt;
   }
-  // Every pending shift in the table, completed (check: it reports doubled words).
+  // Every pending shift in the table, completed (check would report a doubled word). On
+  // a corrupt table it stops: check's own scan then names what is wrong.
   void finish_all_pending_shifts() {
-    for (std::uint64_t s = 0; s + 1 < slots_.probe_limit(); ++s) {
-      const std::uint64_t here = kcas_.read(slot_offset(s));
-      const std::uint64_t next = kcas_.read(slot_offset(s + 1));
-      if (here != layout::kEmptySlot && next != layout::kEmptySlot && Slot::offset_of(here) == Slot::offset_of(next)) {
-        finish_pending_shift({Slot::offset_of(here), s - Slot::dist_of(here)});
+    try {
+      for (std::uint64_t s = 0; s + 1 < slots_.probe_limit(); ++s) {
+        const std::uint64_t here = kcas_.read(slot_offset(s));
+        const std::uint64_t next = kcas_.read(slot_offset(s + 1));
+        if (is_doubled(here, next) && Slot::dist_of(here) <= s) {
+          finish_pending_shift({Slot::offset_of(here), s - Slot::dist_of(here)});
+        }
       }
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kCorrupt) throw;
     }
   }
 
