@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <new>
+#include <set>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -161,15 +162,17 @@ TEST_P(ExceptionEscapesKcas, WordsAreFinishedAndTheTableStaysUsable) {
   expect_clean(name_);
 }
 
+std::string escape_case_name(const ::testing::TestParamInfo<EscapeCase>& param) {
+  return std::string(param.param.point == FaultPoint::kKcasMidInstall ? "MidInstall" : "Decided") +
+         (param.param.reopen ? "ThenFreshHandle" : "ThenSameHandle");
+}
+
 INSTANTIATE_TEST_SUITE_P(Points, ExceptionEscapesKcas,
                          ::testing::Values(EscapeCase{FaultPoint::kKcasMidInstall, false},
                                            EscapeCase{FaultPoint::kKcasMidInstall, true},
                                            EscapeCase{FaultPoint::kKcasDecided, false},
                                            EscapeCase{FaultPoint::kKcasDecided, true}),
-                         [](const ::testing::TestParamInfo<EscapeCase>& info) {
-                           return std::string(info.param.point == FaultPoint::kKcasMidInstall ? "MidInstall" : "Decided") +
-                                  (info.param.reopen ? "ThenFreshHandle" : "ThenSameHandle");
-                         });
+                         escape_case_name);
 
 // --- 3. Near capacity: erases never fail, inserts fill as far as seqlock's --------------
 
@@ -213,6 +216,60 @@ TEST_F(LockFreeHardening, NearCapacityLockFreeFillsAsFarAsSeqlockAndErasesNeverF
   EXPECT_EQ(lockfree.size(), 0u);
   lockfree.close();
   expect_clean(copy);
+}
+
+// An eraser killed between two steps of a long shift leaves a pending shift (one word in
+// two adjacent slots). Nobody waits for it: iteration reports its key once, writers
+// complete it, check finds the table clean. The child erases keys one by one and dies at
+// the second KCAS one erase publishes (alone, none of its KCASes fails: a second one is
+// the next step of a long shift).
+int g_published = 0;
+TEST_F(LockFreeHardening, PendingShiftOfAKilledEraserIsCompletedByOthers) {
+  std::uint64_t n = 0;
+  {
+    Table t = Table::create(name_, {.capacity = 20000, .max_key_bytes = 16, .max_value_bytes = 8,
+                                    .engine = Engine::kLockFreeRobinHood});
+    try {
+      while (t.insert(key_of(n), "v")) ++n;
+    } catch (const Error& e) {
+      ASSERT_EQ(e.code(), ErrorCode::kTableFull) << e.what();
+    }
+  }
+  Table t = Table::open(name_);  // attached throughout: no cold start (whose repair would complete the shift)
+  SharedArray<std::uint64_t> erasing(1);
+  Children child;
+  child.spawn([&] {
+    Table mine = Table::open(name_);
+    testing::set_fault_hook([](FaultPoint reached) {
+      if (reached == FaultPoint::kKcasPublished && ++g_published == 2) raise(SIGKILL);
+    });
+    for (std::uint64_t i = 0; i < n; ++i) {
+      erasing[0] = i;
+      g_published = 0;
+      mine.erase(key_of(i));
+    }
+    return 1;  // no erase took two steps
+  });
+  const auto outcomes = child.wait_all(std::chrono::seconds(60));
+  ASSERT_EQ(outcomes.size(), 1u);
+  ASSERT_FALSE(outcomes[0].exited) << "no erase needed a second KCAS step: the test proves nothing";
+  const std::uint64_t erased = erasing[0] + 1;  // the dying erase's first step unlinked its key
+
+  EXPECT_EQ(t.size(), n - erased);
+  std::set<std::string> keys;
+  std::uint64_t visited = 0;
+  t.for_each([&](std::string_view key, std::string_view) {
+    ++visited;
+    keys.emplace(key);
+  });
+  EXPECT_EQ(visited, n - erased) << "a doubled word is one key";
+  EXPECT_EQ(keys.size(), n - erased);
+  for (std::uint64_t i = 0; i < n; ++i) EXPECT_EQ(t.contains(key_of(i)), i >= erased) << i;
+  for (std::uint64_t i = erased; i < n; i += 7) EXPECT_TRUE(t.assign(key_of(i), "w") == false) << i;
+  expect_clean(name_);
+  for (std::uint64_t i = erased; i < n; ++i) EXPECT_TRUE(t.erase(key_of(i))) << i;
+  EXPECT_EQ(t.size(), 0u);
+  expect_clean(name_);
 }
 
 // --- 4. Item counters that straddle the 2^40 wrap ---------------------------------------
