@@ -272,6 +272,60 @@ TEST_F(LockFreeHardening, PendingShiftOfAKilledEraserIsCompletedByOthers) {
   expect_clean(name_);
 }
 
+// Processes inserting and erasing at once in a full table, where most shifts take several
+// KCAS steps and meet each other's pending shifts. Each process owns its keys, so what it
+// last did to one is what the table must say at the end.
+TEST_F(LockFreeHardening, ConcurrentLongShiftsNearCapacityKeepEveryKey) {
+  constexpr int kProcesses = 3;
+  constexpr std::uint64_t kRounds = 3000;
+  std::uint64_t n = 0;
+  Table t = Table::create(name_, {.capacity = 5000, .max_key_bytes = 16, .max_value_bytes = 8,
+                                  .engine = Engine::kLockFreeRobinHood});
+  try {
+    while (t.insert(key_of(n), "v")) ++n;
+  } catch (const Error& e) {
+    ASSERT_EQ(e.code(), ErrorCode::kTableFull) << e.what();
+  }
+  // present[i]: key i is in the table at the end (keys n + ... are the processes' new ones).
+  const std::uint64_t keys = n + kProcesses * kRounds;
+  SharedArray<std::uint8_t> present(keys);
+  for (std::uint64_t i = 0; i < n; ++i) present[i] = 1;
+  StartLine start(kProcesses);
+  Children children;
+  for (int p = 0; p < kProcesses; ++p) {
+    children.spawn([&, p] {
+      Table mine = Table::open(name_);
+      if (!start.arrive_and_wait()) return 2;
+      for (std::uint64_t r = 0; r < kRounds; ++r) {
+        const std::uint64_t old_key = (r * kProcesses + p) % n;  // owned by p: ≡ p mod kProcesses below n...
+        if (old_key % kProcesses == static_cast<std::uint64_t>(p) && present[old_key]) {
+          if (!mine.erase(key_of(old_key))) return 3;
+          present[old_key] = 0;
+        }
+        const std::uint64_t new_key = n + r * kProcesses + p;
+        try {
+          if (!mine.insert(key_of(new_key), "n")) return 4;
+          present[new_key] = 1;
+        } catch (const Error& e) {
+          if (e.code() != ErrorCode::kTableFull) throw;
+        }
+      }
+      return 0;
+    });
+  }
+  children.expect_all_succeed(std::chrono::seconds(90));
+  std::uint64_t expected = 0;
+  for (std::uint64_t i = 0; i < keys; ++i) {
+    expected += present[i];
+    EXPECT_EQ(t.contains(key_of(i)), present[i] != 0) << i;
+  }
+  EXPECT_EQ(t.size(), expected);
+  std::set<std::string> seen;
+  t.for_each([&](std::string_view key, std::string_view) { EXPECT_TRUE(seen.emplace(key).second) << key; });
+  EXPECT_EQ(seen.size(), expected);
+  expect_clean(name_);
+}
+
 // --- 4. Item counters that straddle the 2^40 wrap ---------------------------------------
 
 // Entry 0 has added 2^39 + 5 items, entry 1 removed 2^39: each difference alone, read as a

@@ -362,7 +362,7 @@ class LockFreeEngine final : public EngineBase {
   bool unlink(Snapshot& snap, const Found& found) {
     std::vector<WordChange>& changes = fresh_changes();
     changes.push_back(count(&layout::KcasDescriptor::items_removed));
-    const std::optional<std::uint64_t> kept = plan_back_shift(snap, found.slot, &changes);
+    const std::optional<std::uint64_t> kept = plan_back_shift(snap, found.slot, found.slot, &changes);
     const std::optional<PendingShift> pending = kept ? std::optional(pending_at(snap, *kept)) : std::nullopt;
     if (!run(changes)) return false;
     ctx_.arena().free(Slot::offset_of(snap.word(found.slot)), found.record_bytes);
@@ -375,7 +375,11 @@ class LockFreeEngine final : public EngineBase {
   // becomes empty. A run longer than one KCAS holds moves only its first kMaxShiftSlots
   // words; the word after them then stays where it was and is also copied into the slot
   // before (a pending shift): returns that slot, the one whose word is left in place.
-  std::optional<std::uint64_t> plan_back_shift(Snapshot& snap, std::uint64_t from, std::vector<WordChange>* changes) {
+  // `decided_from`: the first slot read to decide on this shift (from, or the first copy
+  // of the pending shift it completes); the KCAS expects its bucket's version too, so a
+  // decision on words that have moved since can never be applied.
+  std::optional<std::uint64_t> plan_back_shift(Snapshot& snap, std::uint64_t decided_from, std::uint64_t from,
+                                               std::vector<WordChange>* changes) {
     const std::uint64_t last = robin_hood::erase_run_end(slots_, from, robin_hood::NoTouch{},
                                                          [&](std::uint64_t s) { return snap.word(s); });
     const bool whole = last - from <= kMaxShiftSlots;
@@ -383,8 +387,8 @@ class LockFreeEngine final : public EngineBase {
     // Whole: the slot after the run was read to decide where it ends, so its bucket's
     // version is expected too. Partial: the kept word is copied, so its bucket's is.
     const std::uint64_t covered = whole ? std::min(last + 1, slots_.probe_limit() - 1) : kept;
-    for_each_bucket(snap, from, covered, changes, [&](std::uint64_t s) -> std::optional<std::uint64_t> {
-      if (s > kept || (s == kept && !whole)) return std::nullopt;
+    for_each_bucket(snap, decided_from, covered, changes, [&](std::uint64_t s) -> std::optional<std::uint64_t> {
+      if (s < from || s > kept || (s == kept && !whole)) return std::nullopt;
       if (s == last) return layout::kEmptySlot;
       const std::uint64_t next = snap.word(s + 1);
       return Slot::with_dist(next, Slot::dist_of(next) - 1);
@@ -430,7 +434,7 @@ class LockFreeEngine final : public EngineBase {
           continue;
         }
         std::vector<WordChange>& changes = fresh_changes();
-        const std::optional<std::uint64_t> kept = plan_back_shift(snap, *first + 1, &changes);
+        const std::optional<std::uint64_t> kept = plan_back_shift(snap, *first, *first + 1, &changes);
         const std::optional<PendingShift> next = kept ? std::optional(pending_at(snap, *kept)) : std::nullopt;
         if (!run(changes)) continue;
         if (!next) return;
@@ -480,10 +484,13 @@ class LockFreeEngine final : public EngineBase {
       throw_no_free_slot(ctx_);
     }
     const std::uint64_t last = *free;
+    // A doubled word's first copy was taken for free because of the next slot: expect
+    // that slot's bucket version too.
+    const std::uint64_t covered = snap.word(last) == layout::kEmptySlot ? last : last + 1;
     std::vector<WordChange>& changes = fresh_changes();
     if (last - found.slot > kMaxShiftSlots) {
       const std::uint64_t from = last - kMaxShiftSlots;  // its word is doubled: the new pending shift
-      for_each_bucket(snap, from, last, &changes, [&](std::uint64_t s) { return shifted_right(snap, s, from); });
+      for_each_bucket(snap, from, covered, &changes, [&](std::uint64_t s) { return shifted_right(snap, s, from, last); });
       run(changes);
       return false;
     }
@@ -491,16 +498,16 @@ class LockFreeEngine final : public EngineBase {
     const std::uint64_t new_word = Slot::encode(layout::SlotArray::tag_of_hash(key.hash), found.dist, fresh.offset);
     changes.push_back(count(&layout::KcasDescriptor::items_added));
     // From the home slot: the key's probe read those slots to decide it is absent.
-    for_each_bucket(snap, home, last, &changes, [&](std::uint64_t s) -> std::optional<std::uint64_t> {
+    for_each_bucket(snap, home, covered, &changes, [&](std::uint64_t s) -> std::optional<std::uint64_t> {
       if (s == found.slot) return new_word;
-      return shifted_right(snap, s, found.slot);
+      return shifted_right(snap, s, found.slot, last);
     });
     return run(changes);
   }
-  // The word slot s gets in a right shift of the words from `from` on: its left
-  // neighbour's, dist + 1; slots up to `from` keep theirs.
-  std::optional<std::uint64_t> shifted_right(Snapshot& snap, std::uint64_t s, std::uint64_t from) {
-    if (s <= from) return std::nullopt;
+  // The word slot s gets in a right shift of the words [from, last) into (from, last]: its
+  // left neighbour's, dist + 1; other slots keep theirs.
+  std::optional<std::uint64_t> shifted_right(Snapshot& snap, std::uint64_t s, std::uint64_t from, std::uint64_t last) {
+    if (s <= from || s > last) return std::nullopt;
     const std::uint64_t moved = snap.word(s - 1);
     return Slot::with_dist(moved, Slot::dist_of(moved) + 1);
   }
