@@ -8,7 +8,9 @@
 //     - the control word of every bucket whose slots it read to decide, bumped by one;
 //     - every slot it changes (an insertion's whole right shift, an erasure's whole
 //       backward shift, or the one slot an overwrite re-points);
-//     - this attachment's item counter (items_added or items_removed).
+//     - this attachment's item counter (items_added or items_removed),
+//   except that a shift longer than kMaxShiftSlots (1,280; one KCAS holds 1,536 words) is
+//   made in steps, each one KCAS, through PENDING SHIFTS (below).
 //   The write is planned from an optimistic snapshot (versions noted as the probe enters
 //   each bucket, exactly as a seqlock reader does); the KCAS succeeds only if no version
 //   and no slot changed since, so the plan is applied to the state it was computed on, or
@@ -18,6 +20,27 @@
 //   progress: they note versions, read slots and record bytes with relaxed atomic loads,
 //   and re-check the versions (optimistic_read.hpp). A word that holds a descriptor
 //   reference is finished (helped) before it is read.
+//
+// PENDING SHIFTS (long runs: near capacity one run can span thousands of slots)
+//   A pending shift is one word in two adjacent slots, the second with dist + 1: the mark
+//   robin_hood.hpp already gives an interrupted shift, so every engine's repair and cold
+//   start complete it. Lookups stay correct across it (the first copy is found first, and
+//   the Robin Hood order holds); it is the state between two steps:
+//     - erase: the first step unlinks the key (and counts it: the linearization point)
+//       and moves back the first kMaxShiftSlots words after it, leaving the next word
+//       also in place; each further step moves back the words after that second copy
+//       (finish_pending_shift), until the run ends. Erases never fail for lack of room.
+//     - insert: a right shift to the first free slot moves its last kMaxShiftSlots words
+//       first, leaving the word before them in two slots; the next attempt treats that
+//       first copy as free (its word lives on next door) and so comes nearer the key,
+//       until the last step links the key with the counter (the linearization point).
+//   Whoever writes a key whose word is doubled completes the pending shift first (an
+//   overwrite of the first copy would leave the second naming a freed record); iteration
+//   reports a doubled word once (drop_pending_copies); check completes every pending
+//   shift first. A step always expects the versions of every slot it decided on,
+//   including the first copy of the shift it completes and the slot after a doubled word
+//   it overwrites. A pending shift an insert left is undone by whoever completes it, which
+//   is fine: the insert was not linearized and starts again.
 //
 // PROGRESS
 //   insert, assign, erase, take, compare_and_set: lock-free. A KCAS fails only because
@@ -29,9 +52,9 @@
 //   on a word.
 //
 // INVARIANTS
-//   Between operations the slots satisfy the Robin Hood invariants and hold no
-//   reference words; a bucket's version changes whenever one of its slots does; a record
-//   is reachable only while linked; it is freed (to its owner's free list) only after
+//   Between operations the slots satisfy the Robin Hood invariants (pending shifts
+//   aside) and hold no reference words; a bucket's version changes whenever one of its
+//   slots does; a record is reachable only while linked; it is freed (to its owner's free list) only after
 //   the KCAS that unlinked it succeeded, which bumped the version of the bucket that
 //   pointed at it, so an optimistic reader of the old record fails its re-check.
 //   The item counters change in the same KCAS as the slots: they always sum exactly.
@@ -50,15 +73,19 @@
 //   KCAS installs and finalizations are acq_rel CASes; a record is written (relaxed
 //   atomic stores) before the KCAS that links it, whose release publishes it to readers
 //   that acquire the slot word. Readers' validation: acquire fence, then relaxed reloads of
-//   the control words (the seqlock pattern of Boehm, MSPC 2012).
+//   the control words (the seqlock pattern of Boehm, MSPC 2012). A record reused after
+//   the KCAS that unlinked it is rewritten only after a release fence (write_record), so a
+//   reader that sees a byte of the new contents sees the version bump on its re-check:
+//   portable, where TSO alone would have kept that order on x86-64 (the fence is free there).
 //
 // A PROCESS THAT DIES OR STOPS MID-OPERATION
 //   Before its KCAS is published: nothing is visible; a record it wrote but never linked
 //   is leaked (one record, as in every engine). After: whoever meets one of its words
 //   finishes the KCAS (both phases) as part of its own operation; the heir of its entry
 //   finishes it before reusing the descriptor, and `check` and cold-start recovery
-//   finish every published descriptor (Kcas::help_all). No repair sweep: nothing is ever
-//   half-shifted, because the whole shift is one KCAS.
+//   finish every published descriptor (Kcas::help_all). A process that dies between two
+//   steps of a long shift leaves a pending shift: a valid state, completed by whoever
+//   writes its key, by check, or by cold start's repair.
 //   A stopped process holds no memory hostage either: records are reused by validation,
 //   not by epochs, so nothing waits for a stopped reader to move on.
 //
@@ -570,6 +597,13 @@ class LockFreeEngine final : public EngineBase {
     ctx_.prefetch_home_bucket_for_write(key.hash);
     const std::uint64_t bytes = record_bytes_for(key.bytes.size(), value.size());
     const std::uint64_t offset = ctx_.arena().allocate(bytes);
+    // The record may be one freed after the KCAS that unlinked it bumped a version. A
+    // reader still reading it as the old record must fail its re-check if it sees any of
+    // these bytes: this fence, before the relaxed byte stores, pairs with the reader's
+    // acquire fence before it reloads the versions (the bump happens-before the free,
+    // which happens-before this allocation). Portable; free on x86-64, where TSO alone
+    // would keep the order.
+    std::atomic_thread_fence(std::memory_order_release);
     store_record(ctx_.region().at(offset), key.bytes, value);
     return {offset, bytes};
   }

@@ -69,9 +69,10 @@ bool Kcas::copy_words(const layout::KcasDescriptor& d, std::uint64_t seq, std::v
 
 bool Kcas::run(std::span<const WordChange> changes) {
   if (changes.size() > layout::kMaxKcasWords) {
-    throw Error(ErrorCode::kTableFull, region_.path() + ": table full for the lock-free engine: an operation would change " +
-                                           std::to_string(changes.size()) + " words at once (the limit is " +
-                                           std::to_string(layout::kMaxKcasWords) + "); create the table with a larger capacity");
+    // The engine splits every shift into steps that fit (lockfree_robin_hood.cpp): a bug.
+    throw Error(ErrorCode::kInvalidArgument, region_.path() + ": internal error: a lock-free operation would change " +
+                                                 std::to_string(changes.size()) + " words at once (the limit is " +
+                                                 std::to_string(layout::kMaxKcasWords) + "); please report it");
   }
   if (own_unfinished_) finish_entry(own_);  // throws (kCorrupt) rather than orphan its references
   layout::KcasDescriptor& d = descriptor(own_);

@@ -36,7 +36,23 @@
 //   | value >> 40 |  0xFF   | value & (2^40 - 1)             |    value (56 bits) =
 //   +-------------+---------+--------------------------------+    seq << 13 | rdcss << 12 | entry
 //   Bits 40..47 all ones never occur in a slot word (dist <= kMaxDist = 254), in a
-//   version (40 bits) or in a counter (40 bits). Sequences have 43 bits: they do not wrap.
+//   version (40 bits) or in a counter (40 bits).
+//
+// SEQUENCES WRAP (43 bits, the most a reference holds beside a 12-bit entry and the flag)
+//   A state word keeps the same 43 bits (state_of masks, next_seq wraps past 2^43 - 1 to
+//   1, skipping 0, which means "never used"), so a reference and its state always
+//   compare the same bits. Keeping more bits in the state than in the reference made
+//   every operation past 2^43 fail its own checks: an install "succeeded" without
+//   installing, a write reported success and changed nothing.
+//   Wrap-around is safe because at most two uses of one descriptor are live at once: the
+//   current one, and the one a helper copied before it was reused. A reference to a
+//   use is installed only while it is undecided, and its owner reuses the descriptor
+//   only after phase 2 removed it from every word; a helper that copied an older use
+//   notices the moved sequence before it acts (copy_words, and every install is an RDCSS
+//   conditional on the current state). The only confusion left is a helper that stalls
+//   between two of those checks while the owner runs exactly a multiple of 2^43 more
+//   operations (days at tens of millions of operations a second): the ABA window of any
+//   tagged word, accepted for the same reason.
 //
 // A PROCESS THAT DIES OR STOPS
 //   Its references are finished by whoever meets them, as part of their own operation.
@@ -46,6 +62,23 @@
 //   before it reaches the heir's own entry), the KCAS descriptor before its first run()
 //   (attaching to a dead entry runs help_all(), which runs finish_entry for every entry;
 //   cold start and check do too).
+//
+// AN EXCEPTION THAT LEAVES run()
+//   kCorrupt from resolve() or the depth guard, or bad_alloc while copying a descriptor to
+//   help it, can leave run() between publishing and phase 2, with references in words.
+//   run() then remembers that its descriptor's last use may be unfinished (as it assumes
+//   of a new handle, whose entry's previous holder may have closed cleanly after such an
+//   exception) and, before reusing the descriptor, finishes it as any helper would
+//   (finish_entry). A reader that meets those references meanwhile finishes them too:
+//   the use is still current, so helping it works. What the caller saw is an exception:
+//   the write may or may not have taken effect, as for any write interrupted by one.
+//
+// MEMORY ORDER
+//   Portable, no TSO assumed: installs, decisions and finalizations are acq_rel CASes;
+//   descriptor fields are written after the new sequence (relaxed store, release fence)
+//   and copied before re-reading it (acquire fence), so a helper that read any new field
+//   sees the new sequence (fence-to-fence synchronization). The fences cost nothing on
+//   x86-64.
 #pragma once
 
 #include <atomic>
