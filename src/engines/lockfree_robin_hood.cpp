@@ -54,9 +54,10 @@
 // INVARIANTS
 //   Between operations the slots satisfy the Robin Hood invariants (pending shifts
 //   aside) and hold no reference words; a bucket's version changes whenever one of its
-//   slots does; a record is reachable only while linked; it is freed (to its owner's free list) only after
-//   the KCAS that unlinked it succeeded, which bumped the version of the bucket that
-//   pointed at it, so an optimistic reader of the old record fails its re-check.
+//   slots does; a record is reachable only while linked; it is freed (to its owner's
+//   free list) only after the KCAS that unlinked it succeeded, which bumped the version
+//   of the bucket that pointed at it, so an optimistic reader of the old record fails its
+//   re-check.
 //   The item counters change in the same KCAS as the slots: they always sum exactly.
 //
 // READ-MODIFY-WRITE (take, compare_and_set)
