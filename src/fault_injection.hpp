@@ -10,7 +10,9 @@ namespace shmht::detail {
 
 extern std::atomic<testing::FaultHook> g_fault_hook;
 
-inline void fault_point(testing::FaultPoint point) noexcept {
+// Not noexcept: a test's hook may throw at the lock-free KCAS points (testing.hpp); at a
+// point inside a noexcept function a throw ends the process, as it should.
+inline void fault_point(testing::FaultPoint point) {
   if (auto hook = g_fault_hook.load(std::memory_order_relaxed)) [[unlikely]] hook(point);
 }
 

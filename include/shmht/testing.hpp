@@ -2,7 +2,9 @@
 //
 // Engines call a fault point at named places inside their write paths. A test installs a
 // hook (for example one that raises SIGKILL at kAfterLock) in a forked child to kill it
-// exactly there, then checks that the survivors repair the table.
+// exactly there, then checks that the survivors repair the table. At the kKcas* points a
+// hook may also throw (standing for an allocation failure, or a corruption found while
+// helping): the exception leaves the operation through the caller, as those would.
 #pragma once
 
 namespace shmht::testing {

@@ -79,14 +79,16 @@ std::int64_t counted_items(const Region& region, const CounterReader& read) {
   // not reading them keeps their pages unallocated (a read fault allocates on tmpfs).
   const std::uint32_t entries = std::min(region.header().entry_high_water.load(std::memory_order_acquire),
                                          region.fixed().max_processes);
+  // The lock-free counters count modulo 2^40, so only their sum over every entry is
+  // meaningful: one entry may have added what another removed, each past the wrap. Summed
+  // modulo 2^40, then read once as a signed 40-bit value.
+  std::uint64_t lockfree_sum = 0;
   for (std::uint32_t e = 0; e < entries; ++e) {
     counted = layout::wrapping_add(counted, region.entry(e).item_delta.load(std::memory_order_relaxed));
-    // The lock-free counters count modulo 2^40: their difference, as a signed 40-bit value.
-    const std::uint64_t difference =
-        (read(descriptors[e].items_added) - read(descriptors[e].items_removed)) & lockfree::kValueMask;
-    counted = layout::wrapping_add(counted, static_cast<std::int64_t>(difference << 24) >> 24);
+    lockfree_sum += read(descriptors[e].items_added) - read(descriptors[e].items_removed);
   }
-  return counted;
+  const std::uint64_t difference = lockfree_sum & lockfree::kValueMask;
+  return layout::wrapping_add(counted, static_cast<std::int64_t>(difference << 24) >> 24);
 }
 
 void settle_engine_state(Region& region, std::uint32_t own_entry) {

@@ -8,7 +8,9 @@
 //     - the control word of every bucket whose slots it read to decide, bumped by one;
 //     - every slot it changes (an insertion's whole right shift, an erasure's whole
 //       backward shift, or the one slot an overwrite re-points);
-//     - this attachment's item counter (items_added or items_removed).
+//     - this attachment's item counter (items_added or items_removed),
+//   except that a shift longer than kMaxShiftSlots (1,280; one KCAS holds 1,536 words) is
+//   made in steps, each one KCAS, through PENDING SHIFTS (below).
 //   The write is planned from an optimistic snapshot (versions noted as the probe enters
 //   each bucket, exactly as a seqlock reader does); the KCAS succeeds only if no version
 //   and no slot changed since, so the plan is applied to the state it was computed on, or
@@ -18,6 +20,27 @@
 //   progress: they note versions, read slots and record bytes with relaxed atomic loads,
 //   and re-check the versions (optimistic_read.hpp). A word that holds a descriptor
 //   reference is finished (helped) before it is read.
+//
+// PENDING SHIFTS (long runs: near capacity one run can span thousands of slots)
+//   A pending shift is one word in two adjacent slots, the second with dist + 1: the mark
+//   robin_hood.hpp already gives an interrupted shift, so every engine's repair and cold
+//   start complete it. Lookups stay correct across it (the first copy is found first, and
+//   the Robin Hood order holds); it is the state between two steps:
+//     - erase: the first step unlinks the key (and counts it: the linearization point)
+//       and moves back the first kMaxShiftSlots words after it, leaving the next word
+//       also in place; each further step moves back the words after that second copy
+//       (finish_pending_shift), until the run ends. Erases never fail for lack of room.
+//     - insert: a right shift to the first free slot moves its last kMaxShiftSlots words
+//       first, leaving the word before them in two slots; the next attempt treats that
+//       first copy as free (its word lives on next door) and so comes nearer the key,
+//       until the last step links the key with the counter (the linearization point).
+//   Whoever writes a key whose word is doubled completes the pending shift first (an
+//   overwrite of the first copy would leave the second naming a freed record); iteration
+//   reports a doubled word once (drop_pending_copies); check completes every pending
+//   shift first. A step always expects the versions of every slot it decided on,
+//   including the first copy of the shift it completes and the slot after a doubled word
+//   it overwrites. A pending shift an insert left is undone by whoever completes it, which
+//   is fine: the insert was not linearized and starts again.
 //
 // PROGRESS
 //   insert, assign, erase, take, compare_and_set: lock-free. A KCAS fails only because
@@ -29,11 +52,12 @@
 //   on a word.
 //
 // INVARIANTS
-//   Between operations the slots satisfy the Robin Hood invariants and hold no
-//   reference words; a bucket's version changes whenever one of its slots does; a record
-//   is reachable only while linked; it is freed (to its owner's free list) only after
-//   the KCAS that unlinked it succeeded, which bumped the version of the bucket that
-//   pointed at it, so an optimistic reader of the old record fails its re-check.
+//   Between operations the slots satisfy the Robin Hood invariants (pending shifts
+//   aside) and hold no reference words; a bucket's version changes whenever one of its
+//   slots does; a record is reachable only while linked; it is freed (to its owner's
+//   free list) only after the KCAS that unlinked it succeeded, which bumped the version
+//   of the bucket that pointed at it, so an optimistic reader of the old record fails its
+//   re-check.
 //   The item counters change in the same KCAS as the slots: they always sum exactly.
 //
 // READ-MODIFY-WRITE (take, compare_and_set)
@@ -50,15 +74,19 @@
 //   KCAS installs and finalizations are acq_rel CASes; a record is written (relaxed
 //   atomic stores) before the KCAS that links it, whose release publishes it to readers
 //   that acquire the slot word. Readers' validation: acquire fence, then relaxed reloads of
-//   the control words (the seqlock pattern of Boehm, MSPC 2012).
+//   the control words (the seqlock pattern of Boehm, MSPC 2012). A record reused after
+//   the KCAS that unlinked it is rewritten only after a release fence (write_record), so a
+//   reader that sees a byte of the new contents sees the version bump on its re-check:
+//   portable, where TSO alone would have kept that order on x86-64 (the fence is free there).
 //
 // A PROCESS THAT DIES OR STOPS MID-OPERATION
 //   Before its KCAS is published: nothing is visible; a record it wrote but never linked
 //   is leaked (one record, as in every engine). After: whoever meets one of its words
 //   finishes the KCAS (both phases) as part of its own operation; the heir of its entry
 //   finishes it before reusing the descriptor, and `check` and cold-start recovery
-//   finish every published descriptor (Kcas::help_all). No repair sweep: nothing is ever
-//   half-shifted, because the whole shift is one KCAS.
+//   finish every published descriptor (Kcas::help_all). A process that dies between two
+//   steps of a long shift leaves a pending shift: a valid state, completed by whoever
+//   writes its key, by check, or by cold start's repair.
 //   A stopped process holds no memory hostage either: records are reused by validation,
 //   not by epochs, so nothing waits for a stopped reader to move on.
 //
@@ -66,6 +94,7 @@
 //   That layer is built on write scopes that exclude; here nothing excludes. This file
 //   reuses the rest: robin_hood.hpp's slot encoding and run rules, record_io.hpp, the
 //   arena, optimistic_read.hpp (shared with the seqlock), and check.
+#include <algorithm>
 #include <array>
 #include <span>
 #include <vector>
@@ -163,12 +192,22 @@ class LockFreeEngine final : public EngineBase {
     const std::size_t keep = out->size();
     for (int attempt = 0; attempt < kAttemptsBeforeSplit || end - begin == 1; ++attempt) {
       ReadWindow window(*this);
-      if (optimistic::try_copy_home_range(ctx_, window, begin, end, out)) return;
+      if (optimistic::try_copy_home_range(ctx_, window, begin, end, out)) {
+        drop_pending_copies(out, keep);
+        return;
+      }
       out->resize(keep);
     }
     const std::uint64_t middle = begin + (end - begin) / 2;
     copy_home_range(begin, middle, out);
     copy_home_range(middle, end, out);
+  }
+
+  // A pending shift's word is in two adjacent slots of one home: visited one after the
+  // other, so its second copy is the same key right after the first. Keys are unique.
+  static void drop_pending_copies(std::vector<KeyValue>* out, std::size_t from) {
+    const auto same_key = [](const KeyValue& a, const KeyValue& b) { return a.first == b.first; };
+    out->erase(std::unique(out->begin() + static_cast<std::ptrdiff_t>(from), out->end(), same_key), out->end());
   }
 
   OperationCounters counters() const override { return {failures_, kcas_.helped()}; }
@@ -185,6 +224,7 @@ class LockFreeEngine final : public EngineBase {
   // therefore report changes made while it ran.
   std::uint64_t with_exclusive_access(const std::function<void()>& fn) override {
     kcas_.help_all();
+    finish_all_pending_shifts();
     fn();
     return 0;
   }
@@ -202,6 +242,14 @@ class LockFreeEngine final : public EngineBase {
     layout::RecordHeader header;
   };
   struct Torn {};  // the snapshot was overtaken by a write: start again
+
+  // Words one KCAS step of a shift moves. With the slot that ends the shift, a version per
+  // bucket from the key's home (at most kMaxDist before it) to the slot after the shift,
+  // and the item counter, a step fits one descriptor.
+  static constexpr std::uint64_t kMaxShiftSlots = 1280;
+  static_assert(kMaxShiftSlots + 1 + (layout::kMaxDist + kMaxShiftSlots + 2) / layout::kSlotsPerBucket + 2 + 1 <=
+                    layout::kMaxKcasWords,
+                "a shift step's slots, bucket versions and counter fit one KCAS");
 
   std::uint64_t control_offset(std::uint64_t bucket) const noexcept {
     return ctx_.fixed().slot_array_offset + bucket * sizeof(layout::Bucket);
@@ -301,6 +349,12 @@ class LockFreeEngine final : public EngineBase {
         },
         robin_hood::NoTouch{}, [&](std::uint64_t s) { return snap.word(s); });
     if (!p.found) return {false, p.slot, p.dist, 0, nullptr, {}};
+    // The key's word is doubled (a pending shift): a write to the first copy would leave
+    // the second naming the old record. Complete the shift first, then start again.
+    if (is_pending_at(snap, p.slot)) {
+      finish_pending_shift(pending_at(snap, p.slot));
+      throw Torn{};
+    }
     return {true, p.slot, p.dist, record_bytes_for(header.key_bytes, header.value_bytes), record, header};
   }
 
@@ -329,58 +383,173 @@ class LockFreeEngine final : public EngineBase {
     return true;
   }
 
-  // Erases the key: one KCAS of the backward shift of the run after it, up to an empty
-  // slot or a key at home. Frees its record; false if the snapshot was overtaken.
+  // Erases the key: the KCAS that unlinks it also moves back the run after it (up to an
+  // empty slot or a key at home), or its first kMaxShiftSlots slots when the run is longer,
+  // leaving a pending shift that finish_pending_shift() then completes step by step.
+  // Frees its record; false if the snapshot was overtaken.
   bool unlink(Snapshot& snap, const Found& found) {
-    const std::uint64_t last = robin_hood::erase_run_end(slots_, found.slot, robin_hood::NoTouch{},
-                                                         [&](std::uint64_t s) { return snap.word(s); });
-    const std::uint64_t stop = std::min(last + 1, slots_.probe_limit() - 1);  // read to decide where the run ends
     std::vector<WordChange>& changes = fresh_changes();
     changes.push_back(count(&layout::KcasDescriptor::items_removed));
-    for_each_bucket(snap, found.slot, stop, &changes, [&](std::uint64_t s) -> std::optional<std::uint64_t> {
-      if (s < found.slot || s > last) return std::nullopt;
+    const std::optional<std::uint64_t> kept = plan_back_shift(snap, found.slot, found.slot, &changes);
+    const std::optional<PendingShift> pending = kept ? std::optional(pending_at(snap, *kept)) : std::nullopt;
+    if (!run(changes)) return false;
+    ctx_.arena().free(Slot::offset_of(snap.word(found.slot)), found.record_bytes);
+    if (pending) finish_pending_shift(*pending);
+    return true;
+  }
+
+  // Appends the words of one backward shift at `from` (the slot whose word goes): each
+  // following word of the run moves back one slot, dist - 1, and the run's last slot
+  // becomes empty. A run longer than one KCAS holds moves only its first kMaxShiftSlots
+  // words; the word after them then stays where it was and is also copied into the slot
+  // before (a pending shift): returns that slot, the one whose word is left in place.
+  // `decided_from`: the first slot read to decide on this shift (from, or the first copy
+  // of the pending shift it completes); the KCAS expects its bucket's version too, so a
+  // decision on words that have moved since can never be applied.
+  std::optional<std::uint64_t> plan_back_shift(Snapshot& snap, std::uint64_t decided_from, std::uint64_t from,
+                                               std::vector<WordChange>* changes) {
+    const std::uint64_t last = robin_hood::erase_run_end(slots_, from, robin_hood::NoTouch{},
+                                                         [&](std::uint64_t s) { return snap.word(s); });
+    const bool whole = last - from <= kMaxShiftSlots;
+    const std::uint64_t kept = whole ? last : from + kMaxShiftSlots;
+    // Whole: the slot after the run was read to decide where it ends, so its bucket's
+    // version is expected too. Partial: the kept word is copied, so its bucket's is.
+    const std::uint64_t covered = whole ? std::min(last + 1, slots_.probe_limit() - 1) : kept;
+    for_each_bucket(snap, decided_from, covered, changes, [&](std::uint64_t s) -> std::optional<std::uint64_t> {
+      if (s < from || s > kept || (s == kept && !whole)) return std::nullopt;
       if (s == last) return layout::kEmptySlot;
       const std::uint64_t next = snap.word(s + 1);
       return Slot::with_dist(next, Slot::dist_of(next) - 1);
     });
-    if (!run(changes)) return false;
-    ctx_.arena().free(Slot::offset_of(snap.word(found.slot)), found.record_bytes);
-    return true;
+    return whole ? std::nullopt : std::optional(kept);
   }
 
-  // Links `fresh` where `found` says the key would go: one KCAS of the whole right shift.
-  // False if the snapshot was overtaken (the caller starts again).
+  // A pending shift, named by the record its doubled word points at and that word's home
+  // slot: enough to find it again after other writes moved it.
+  struct PendingShift {
+    std::uint64_t record;
+    std::uint64_t home;
+  };
+  PendingShift pending_at(Snapshot& snap, std::uint64_t slot) {
+    const std::uint64_t word = snap.word(slot);
+    return {Slot::offset_of(word), slot - Slot::dist_of(word)};
+  }
+  // The first of two adjacent slots holding the same word (the second with dist + 1):
+  // a pending shift, the state between two KCAS steps of one long shift.
+  bool is_pending_at(Snapshot& snap, std::uint64_t slot) {
+    if (slot + 1 >= slots_.probe_limit()) return false;
+    const std::uint64_t here = snap.word(slot);
+    const std::uint64_t next = snap.word(slot + 1);
+    return is_doubled(here, next);
+  }
+  static bool is_doubled(std::uint64_t here, std::uint64_t next) {
+    return here != layout::kEmptySlot && next != layout::kEmptySlot && Slot::offset_of(here) == Slot::offset_of(next) &&
+           Slot::dist_of(next) == Slot::dist_of(here) + 1;
+  }
+
+  // Completes a pending shift: backward shifts at its second copy, one KCAS step at a time
+  // (each may leave the next pending shift further on). Ends when the pending shift is
+  // gone, whoever completed it (another writer may, or may consume it: link_new treats a
+  // doubled word as a free slot). Lock-free: a step fails only because another write
+  // succeeded.
+  void finish_pending_shift(PendingShift pending) {
+    for (;;) {
+      try {
+        Snapshot snap(*this);
+        const std::optional<std::uint64_t> first = find_pending(snap, pending);
+        if (!first) {
+          if (snap.still_valid()) return;
+          continue;
+        }
+        std::vector<WordChange>& changes = fresh_changes();
+        const std::optional<std::uint64_t> kept = plan_back_shift(snap, *first, *first + 1, &changes);
+        const std::optional<PendingShift> next = kept ? std::optional(pending_at(snap, *kept)) : std::nullopt;
+        if (!run(changes)) continue;
+        if (!next) return;
+        pending = *next;
+      } catch (const Torn&) {
+      }
+    }
+  }
+  // Where `pending`'s first copy is now: within kMaxDist of its home, like any word.
+  std::optional<std::uint64_t> find_pending(Snapshot& snap, const PendingShift& pending) {
+    const std::uint64_t end = std::min(pending.home + layout::kMaxDist + 1, slots_.probe_limit() - 1);
+    for (std::uint64_t s = pending.home; s < end; ++s) {
+      const std::uint64_t word = snap.word(s);
+      if (word != layout::kEmptySlot && Slot::offset_of(word) == pending.record) {
+        return is_pending_at(snap, s) ? std::optional(s) : std::nullopt;
+      }
+    }
+    return std::nullopt;
+  }
+  // Every pending shift in the table, completed (check would report a doubled word). On
+  // a corrupt table it stops: check's own scan then names what is wrong.
+  void finish_all_pending_shifts() {
+    try {
+      for (std::uint64_t s = 0; s + 1 < slots_.probe_limit(); ++s) {
+        const std::uint64_t here = kcas_.read(slot_offset(s));
+        const std::uint64_t next = kcas_.read(slot_offset(s + 1));
+        if (is_doubled(here, next) && Slot::dist_of(here) <= s) {
+          finish_pending_shift({Slot::offset_of(here), s - Slot::dist_of(here)});
+        }
+      }
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kCorrupt) throw;
+    }
+  }
+
+  // Links `fresh` where `found` says the key would go: the right shift of the words from
+  // there to the first free slot (empty, or the first copy of a pending shift, whose word
+  // is also in the next slot), one KCAS when it fits, with the key's word and the item
+  // counter. A longer shift first moves its last kMaxShiftSlots words, one KCAS each,
+  // leaving a pending shift nearer the key each time; only the last step links the key.
+  // False if the snapshot was overtaken or a step was taken (the caller starts again).
   bool link_new(Snapshot& snap, const HashedKey& key, const Found& found, const NewRecord& fresh) {
-    const robin_hood::InsertPlan plan = robin_hood::plan_insert(slots_, found.slot, found.dist, robin_hood::NoTouch{},
-                                                               [&](std::uint64_t s) { return snap.word(s); });
-    if (!plan.ok) {
+    const std::optional<std::uint64_t> free = free_slot_for_shift(snap, found.slot, found.dist);
+    if (!free) {
       if (!snap.still_valid()) return false;
       ctx_.arena().free(fresh.offset, fresh.bytes);
       throw_no_free_slot(ctx_);
     }
-    const std::uint64_t last = plan.last;
-    // One version per bucket from home to last, the shifted slots and the counter.
-    const std::uint64_t words = layout::SlotArray::bucket_of_slot(last) - layout::SlotArray::bucket_of_slot(slots_.home_of(key.hash)) +
-                                1 + (last - found.slot + 1) + 1;
-    if (words > layout::kMaxKcasWords) {
-      if (!snap.still_valid()) return false;
-      ctx_.arena().free(fresh.offset, fresh.bytes);
-      throw Error(ErrorCode::kTableFull,
-                  ctx_.region().path() + ": table full for the lock-free engine: this insert would shift " +
-                      std::to_string(last - found.slot) + " keys in one operation (the limit is about " +
-                      std::to_string(layout::kMaxKcasWords * 6 / 7) + "); create the table with a larger capacity");
+    const std::uint64_t last = *free;
+    // A doubled word's first copy was taken for free because of the next slot: expect
+    // that slot's bucket version too.
+    const std::uint64_t covered = snap.word(last) == layout::kEmptySlot ? last : last + 1;
+    std::vector<WordChange>& changes = fresh_changes();
+    if (last - found.slot > kMaxShiftSlots) {
+      const std::uint64_t from = last - kMaxShiftSlots;  // its word is doubled: the new pending shift
+      for_each_bucket(snap, from, covered, &changes, [&](std::uint64_t s) { return shifted_right(snap, s, from, last); });
+      run(changes);
+      return false;
     }
     const std::uint64_t home = slots_.home_of(key.hash);
     const std::uint64_t new_word = Slot::encode(layout::SlotArray::tag_of_hash(key.hash), found.dist, fresh.offset);
-    std::vector<WordChange>& changes = fresh_changes();
     changes.push_back(count(&layout::KcasDescriptor::items_added));
-    for_each_bucket(snap, home, last, &changes, [&](std::uint64_t s) -> std::optional<std::uint64_t> {
-      if (s < found.slot) return std::nullopt;
+    // From the home slot: the key's probe read those slots to decide it is absent.
+    for_each_bucket(snap, home, covered, &changes, [&](std::uint64_t s) -> std::optional<std::uint64_t> {
       if (s == found.slot) return new_word;
-      const std::uint64_t moved = snap.word(s - 1);
-      return Slot::with_dist(moved, Slot::dist_of(moved) + 1);
+      return shifted_right(snap, s, found.slot, last);
     });
     return run(changes);
+  }
+  // The word slot s gets in a right shift of the words [from, last) into (from, last]: its
+  // left neighbour's, dist + 1; other slots keep theirs.
+  std::optional<std::uint64_t> shifted_right(Snapshot& snap, std::uint64_t s, std::uint64_t from, std::uint64_t last) {
+    if (s <= from || s > last) return std::nullopt;
+    const std::uint64_t moved = snap.word(s - 1);
+    return Slot::with_dist(moved, Slot::dist_of(moved) + 1);
+  }
+  // robin_hood::plan_insert's scan, where the first copy of a pending shift also ends the
+  // run: its word lives on in the next slot, so the shift may overwrite it. nullopt: some
+  // word would pass kMaxDist or the array's end (the table is full).
+  std::optional<std::uint64_t> free_slot_for_shift(Snapshot& snap, std::uint64_t pos, std::uint64_t dist) {
+    if (dist > layout::kMaxDist) return std::nullopt;
+    for (std::uint64_t s = pos; s < slots_.probe_limit(); ++s) {
+      const std::uint64_t word = snap.word(s);
+      if (word == layout::kEmptySlot || is_pending_at(snap, s)) return s;
+      if (Slot::dist_of(word) >= layout::kMaxDist) break;
+    }
+    return std::nullopt;
   }
 
   // Appends, in address order, a version bump for every bucket of slots [from, to] and
@@ -429,6 +598,13 @@ class LockFreeEngine final : public EngineBase {
     ctx_.prefetch_home_bucket_for_write(key.hash);
     const std::uint64_t bytes = record_bytes_for(key.bytes.size(), value.size());
     const std::uint64_t offset = ctx_.arena().allocate(bytes);
+    // The record may be one freed after the KCAS that unlinked it bumped a version. A
+    // reader still reading it as the old record must fail its re-check if it sees any of
+    // these bytes: this fence, before the relaxed byte stores, pairs with the reader's
+    // acquire fence before it reloads the versions (the bump happens-before the free,
+    // which happens-before this allocation). Portable; free on x86-64, where TSO alone
+    // would keep the order.
+    std::atomic_thread_fence(std::memory_order_release);
     store_record(ctx_.region().at(offset), key.bytes, value);
     return {offset, bytes};
   }

@@ -34,7 +34,9 @@ inline constexpr char kMagic[8] = {'s', 'h', 'm', 'h', 't', '-', 'v', '1'};
 //    ProcessEntry.attached and .claiming_chunk, a ChunkHeader at the start of every chunk,
 //    shared free lists in the header.
 // 5: liveness locks in the companion lock file (liveness.hpp), Header::rewrite_epoch, file_bytes
-//    is a claimed length, shared free heads with a 25-bit tag, max_bytes at most 2^43.
+//    is a claimed length, shared free heads with a 25-bit tag, max_bytes at most 2^43;
+//    lock-free: KCAS/RDCSS states keep the 43 sequence bits a reference carries (they
+//    wrap), and a long shift may be left pending between operations (lockfree_robin_hood.cpp).
 inline constexpr std::uint32_t kLayoutVersion = 5;  // 4: XXH3 key hash (hash.hpp); 3: free counts per size class
 inline constexpr std::uint64_t kPageBytes = 4096;
 

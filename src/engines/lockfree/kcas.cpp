@@ -9,11 +9,11 @@
 
 namespace shmht::lockfree {
 
-void KcasFaults::published() noexcept { detail::fault_point(testing::FaultPoint::kKcasPublished); }
-void KcasFaults::mid_install() noexcept { detail::fault_point(testing::FaultPoint::kKcasMidInstall); }
-void KcasFaults::decided() noexcept { detail::fault_point(testing::FaultPoint::kKcasDecided); }
-void KcasFaults::mid_cleanup() noexcept { detail::fault_point(testing::FaultPoint::kKcasMidCleanup); }
-void KcasFaults::mid_rdcss() noexcept { detail::fault_point(testing::FaultPoint::kKcasMidRdcss); }
+void KcasFaults::published() { detail::fault_point(testing::FaultPoint::kKcasPublished); }
+void KcasFaults::mid_install() { detail::fault_point(testing::FaultPoint::kKcasMidInstall); }
+void KcasFaults::decided() { detail::fault_point(testing::FaultPoint::kKcasDecided); }
+void KcasFaults::mid_cleanup() { detail::fault_point(testing::FaultPoint::kKcasMidCleanup); }
+void KcasFaults::mid_rdcss() { detail::fault_point(testing::FaultPoint::kKcasMidRdcss); }
 
 namespace {
 
@@ -69,13 +69,20 @@ bool Kcas::copy_words(const layout::KcasDescriptor& d, std::uint64_t seq, std::v
 
 bool Kcas::run(std::span<const WordChange> changes) {
   if (changes.size() > layout::kMaxKcasWords) {
-    throw Error(ErrorCode::kTableFull, region_.path() + ": table full for the lock-free engine: an operation would change " +
-                                           std::to_string(changes.size()) + " words at once (the limit is " +
-                                           std::to_string(layout::kMaxKcasWords) + "); create the table with a larger capacity");
+    // The engine splits every shift into steps that fit (lockfree_robin_hood.cpp): a bug.
+    throw Error(ErrorCode::kInvalidArgument, region_.path() + ": internal error: a lock-free operation would change " +
+                                                 std::to_string(changes.size()) + " words at once (the limit is " +
+                                                 std::to_string(layout::kMaxKcasWords) + "); please report it");
   }
+  if (own_unfinished_) finish_entry(own_);  // throws (kCorrupt) rather than orphan its references
   layout::KcasDescriptor& d = descriptor(own_);
-  const std::uint64_t seq = seq_of(d.kcas_state.load(std::memory_order_relaxed)) + 1;
+  const std::uint64_t seq = next_seq(seq_of(d.kcas_state.load(std::memory_order_relaxed)));
+  own_unfinished_ = true;  // until help() returns: an exception leaves this use to finish
   // New sequence first: helpers still copying the previous use now fail their check.
+  // Portable as written, no TSO assumed: the release fence orders this store before the
+  // field stores below, and a helper reads the fields, then an acquire fence, then the
+  // state (copy_words); if it read any new field, the fences synchronize and it sees this
+  // sequence (or a later one), so it discards its copy. (A fence: free on x86-64.)
   d.kcas_state.store(state_of(seq, kPreparing), std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_release);
   d.kcas_count.store(changes.size(), std::memory_order_relaxed);
@@ -86,7 +93,9 @@ bool Kcas::run(std::span<const WordChange> changes) {
   }
   d.kcas_state.store(state_of(seq, kUndecided), std::memory_order_release);
   KcasFaults::published();
-  return help({own_, false, seq}, changes);
+  const bool succeeded = help({own_, false, seq}, changes);
+  own_unfinished_ = false;
+  return succeeded;
 }
 
 bool Kcas::help(Ref kcas, std::span<const WordChange> own_changes) {
@@ -165,9 +174,9 @@ std::uint64_t Kcas::install(Ref kcas, std::uint64_t offset, std::uint64_t expect
   // or the word keeps a reference nobody can complete. An heir installs as soon as it
   // helps anyone, which attaching does (help_all) before it reaches its own entry.
   if (status_of(previous) == kUndecided) [[unlikely]] complete_rdcss({own_, true, seq_of(previous)});
-  const std::uint64_t seq = seq_of(previous) + 1;
+  const std::uint64_t seq = next_seq(seq_of(previous));
   mine.rdcss_state.store(state_of(seq, kPreparing), std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_release);
+  std::atomic_thread_fence(std::memory_order_release);  // as in run(): complete_rdcss's acquire fence pairs with it
   mine.rdcss_word.store(offset, std::memory_order_relaxed);
   mine.rdcss_expected.store(expected, std::memory_order_relaxed);
   mine.rdcss_kcas.store(encode_ref(kcas), std::memory_order_relaxed);

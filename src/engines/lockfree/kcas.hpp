@@ -36,7 +36,23 @@
 //   | value >> 40 |  0xFF   | value & (2^40 - 1)             |    value (56 bits) =
 //   +-------------+---------+--------------------------------+    seq << 13 | rdcss << 12 | entry
 //   Bits 40..47 all ones never occur in a slot word (dist <= kMaxDist = 254), in a
-//   version (40 bits) or in a counter (40 bits). Sequences have 43 bits: they do not wrap.
+//   version (40 bits) or in a counter (40 bits).
+//
+// SEQUENCES WRAP (43 bits, the most a reference holds beside a 12-bit entry and the flag)
+//   A state word keeps the same 43 bits (state_of masks, next_seq wraps past 2^43 - 1 to
+//   1, skipping 0, which means "never used"), so a reference and its state always
+//   compare the same bits. Keeping more bits in the state than in the reference made
+//   every operation past 2^43 fail its own checks: an install "succeeded" without
+//   installing, a write reported success and changed nothing.
+//   Wrap-around is safe because at most two uses of one descriptor are live at once: the
+//   current one, and the one a helper copied before it was reused. A reference to a
+//   use is installed only while it is undecided, and its owner reuses the descriptor
+//   only after phase 2 removed it from every word; a helper that copied an older use
+//   notices the moved sequence before it acts (copy_words, and every install is an RDCSS
+//   conditional on the current state). The only confusion left is a helper that stalls
+//   between two of those checks while the owner runs exactly a multiple of 2^43 more
+//   operations (days at tens of millions of operations a second): the ABA window of any
+//   tagged word, accepted for the same reason.
 //
 // A PROCESS THAT DIES OR STOPS
 //   Its references are finished by whoever meets them, as part of their own operation.
@@ -46,6 +62,23 @@
 //   before it reaches the heir's own entry), the KCAS descriptor before its first run()
 //   (attaching to a dead entry runs help_all(), which runs finish_entry for every entry;
 //   cold start and check do too).
+//
+// AN EXCEPTION THAT LEAVES run()
+//   kCorrupt from resolve() or the depth guard, or bad_alloc while copying a descriptor to
+//   help it, can leave run() between publishing and phase 2, with references in words.
+//   run() then remembers that its descriptor's last use may be unfinished (as it assumes
+//   of a new handle, whose entry's previous holder may have closed cleanly after such an
+//   exception) and, before reusing the descriptor, finishes it as any helper would
+//   (finish_entry). A reader that meets those references meanwhile finishes them too:
+//   the use is still current, so helping it works. What the caller saw is an exception:
+//   the write may or may not have taken effect, as for any write interrupted by one.
+//
+// MEMORY ORDER
+//   Portable, no TSO assumed: installs, decisions and finalizations are acq_rel CASes;
+//   descriptor fields are written after the new sequence (relaxed store, release fence)
+//   and copied before re-reading it (acquire fence), so a helper that read any new field
+//   sees the new sequence (fence-to-fence synchronization). The fences cost nothing on
+//   x86-64.
 #pragma once
 
 #include <atomic>
@@ -60,6 +93,7 @@
 namespace shmht::lockfree {
 
 inline constexpr std::uint64_t kValueMask = (std::uint64_t{1} << 40) - 1;  // versions, counters
+inline constexpr unsigned kSeqBits = 43;  // 56 value bits of a reference, less 12 (entry) and 1 (rdcss)
 
 struct Ref {
   std::uint32_t entry;
@@ -69,7 +103,7 @@ struct Ref {
 
 constexpr bool is_ref(std::uint64_t word) noexcept { return ((word >> 40) & 0xFF) == 0xFF; }
 constexpr std::uint64_t encode_ref(Ref r) noexcept {
-  const std::uint64_t value = (r.seq << 13) | (std::uint64_t{r.rdcss} << 12) | r.entry;
+  const std::uint64_t value = ((r.seq & ((std::uint64_t{1} << kSeqBits) - 1)) << 13) | (std::uint64_t{r.rdcss} << 12) | r.entry;
   return ((value >> 40) << 48) | (std::uint64_t{0xFF} << 40) | (value & kValueMask);
 }
 constexpr Ref decode_ref(std::uint64_t word) noexcept {
@@ -83,10 +117,22 @@ static_assert(!is_ref(kValueMask), "a 40-bit version or counter is never a refer
 
 // Descriptor status, the low two bits of kcas_state / rdcss_state.
 enum Status : std::uint64_t { kPreparing = 0, kUndecided = 1, kSucceeded = 2, kFailed = 3 };
-constexpr std::uint64_t state_of(std::uint64_t seq, Status status) noexcept { return (seq << 2) | status; }
-constexpr std::uint64_t seq_of(std::uint64_t state) noexcept { return state >> 2; }
+// A reference carries 43 bits of sequence, so a state keeps exactly those bits: every
+// comparison of a reference's sequence with a state's is then of the same bits (bits a
+// file of an older build kept above them are ignored). See SEQUENCES WRAP above.
+inline constexpr std::uint64_t kSeqMask = (std::uint64_t{1} << kSeqBits) - 1;
+constexpr std::uint64_t state_of(std::uint64_t seq, Status status) noexcept { return ((seq & kSeqMask) << 2) | status; }
+constexpr std::uint64_t seq_of(std::uint64_t state) noexcept { return (state >> 2) & kSeqMask; }
 constexpr Status status_of(std::uint64_t state) noexcept { return static_cast<Status>(state & 3); }
+// The use after `seq`: wraps within 43 bits and skips 0, which means "never used".
+constexpr std::uint64_t next_seq(std::uint64_t seq) noexcept {
+  const std::uint64_t next = (seq + 1) & kSeqMask;
+  return next == 0 ? 1 : next;
+}
 static_assert(state_of(0, kPreparing) == 0, "a zeroed descriptor was never used (sequence 0)");
+static_assert(next_seq(kSeqMask) == 1 && next_seq(kSeqMask - 1) == kSeqMask, "sequences wrap past 0");
+static_assert(seq_of(state_of(kSeqMask + 5, kUndecided)) == 4, "a state keeps what a reference keeps");
+static_assert(decode_ref(encode_ref({3, false, kSeqMask})).seq == kSeqMask, "a reference keeps all 43 bits");
 
 struct WordChange {
   std::uint64_t offset;  // region byte offset of the word
@@ -95,11 +141,12 @@ struct WordChange {
 
 // Where a fault point fires inside run() (the owner only, not helpers; mid_rdcss: anyone's install).
 struct KcasFaults {
-  static void published() noexcept;     // descriptor undecided, nothing installed
-  static void mid_install() noexcept;   // the first word holds the reference
-  static void decided() noexcept;       // status decided, references still in place
-  static void mid_cleanup() noexcept;   // the first word has its final value
-  static void mid_rdcss() noexcept;     // an install (owner's or helper's) is in a word, not completed
+// A test's hook may throw at any of them (shmht/testing.hpp).
+  static void published();     // descriptor undecided, nothing installed
+  static void mid_install();   // the first word holds the reference
+  static void decided();       // status decided, references still in place
+  static void mid_cleanup();   // the first word has its final value
+  static void mid_rdcss();     // an install (owner's or helper's) is in a word, not completed
 };
 
 class Kcas {
@@ -156,6 +203,12 @@ class Kcas {
   std::uint64_t helped_ = 0;
   std::deque<std::vector<WordChange>> scratch_;  // one per helping depth (deque: stable references)
   std::size_t depth_ = 0;
+  // The own descriptor's last use may still have references in words: an exception
+  // (kCorrupt from resolve, the depth guard, bad_alloc while copying a descriptor to help
+  // it) left run() before its phase 2, or this handle has not yet run anything (the
+  // entry's previous holder may have been cut short likewise, then closed cleanly). run()
+  // finishes that use before the descriptor moves on.
+  bool own_unfinished_ = true;
 };
 
 }  // namespace shmht::lockfree
