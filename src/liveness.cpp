@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
@@ -106,6 +107,20 @@ std::string distrust(int fd, const TableIdentity& table) {
   return "";
 }
 
+// distrust(), allowing for a lock file that its creator has just link()ed into place and
+// not yet unlinked from its staging name: two links for a moment. A second link that
+// stays (someone hard-linked it) is still refused, after kPublicationWait.
+std::string distrust_after_publication(int fd, const TableIdentity& table) {
+  constexpr auto kPublicationWait = std::chrono::milliseconds(200);
+  const auto deadline = std::chrono::steady_clock::now() + kPublicationWait;
+  for (;;) {
+    struct stat st{};
+    const bool being_published = fstat(fd, &st) == 0 && st.st_nlink == 2;
+    if (!being_published || std::chrono::steady_clock::now() > deadline) return distrust(fd, table);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
 // A table's owner who gave its table more writers after its lock file was made (chmod
 // g+w, chgrp) widens the lock file, when it made it, to grant the table's writers again:
 // otherwise the new writers could not attach. Only ever widening, from a lock file that
@@ -201,7 +216,7 @@ std::optional<LockFile> LockFile::open(const TableIdentity& table, int table_fd,
       throw_system("opening the lock file " + path, err);
     }
     if (for_writer) follow_wider_table_permissions_if_mine(fd, table);
-    const std::string why = distrust(fd, table);
+    const std::string why = distrust_after_publication(fd, table);
     if (!why.empty()) {
       ::close(fd);
       throw Error(ErrorCode::kPermissionDenied, "the lock file " + path + " is not to be trusted: " + why +

@@ -36,6 +36,11 @@ struct HashedKey {
   std::uint64_t hash;
 };
 
+// A record allocated and written for a write, not linked yet.
+struct NewRecord {
+  std::uint64_t offset, bytes;
+};
+
 // Everything one open handle knows about its table; owned by the Table, used by its engine.
 class TableContext {
  public:
@@ -123,6 +128,23 @@ class TableContext {
   // the write's first lock or CAS would otherwise wait for, overlaps the record's stores.
   void prefetch_home_bucket_for_write(std::uint64_t hash) const noexcept {
     prefetch_for_write(&slots_.home_bucket(hash));
+  }
+
+  // Allocates a record for a write and stores the key and value in it; every engine's
+  // writes go through here. The record may be one freed after the write that unlinked it
+  // bumped a version (a seqlock sequence, a lock-free bucket version). An optimistic
+  // reader still reading it as the old record must fail its re-check if it sees any of
+  // these bytes: this release fence, before the relaxed byte stores, pairs with the
+  // reader's acquire fence before it reloads the version (the bump happens-before the
+  // free, which happens-before this allocation). Portable; free on x86-64, where TSO
+  // alone keeps the order.
+  NewRecord write_new_record(const HashedKey& key, std::string_view value) {
+    prefetch_home_bucket_for_write(key.hash);
+    const std::uint64_t bytes = record_bytes_for(key.bytes.size(), value.size());
+    const std::uint64_t offset = arena_.allocate(bytes);
+    std::atomic_thread_fence(std::memory_order_release);
+    store_record(region_.at(offset), key.bytes, value);
+    return {offset, bytes};
   }
 
   // Owner-only counter update (see layout::ProcessEntry).

@@ -230,9 +230,6 @@ class LockFreeEngine final : public EngineBase {
   }
 
  private:
-  struct NewRecord {
-    std::uint64_t offset, bytes;
-  };
   struct Found {
     bool present;
     std::uint64_t slot;  // where the key is, or where it would go
@@ -594,20 +591,7 @@ class LockFreeEngine final : public EngineBase {
     return done;
   }
 
-  NewRecord write_record(const HashedKey& key, std::string_view value) {
-    ctx_.prefetch_home_bucket_for_write(key.hash);
-    const std::uint64_t bytes = record_bytes_for(key.bytes.size(), value.size());
-    const std::uint64_t offset = ctx_.arena().allocate(bytes);
-    // The record may be one freed after the KCAS that unlinked it bumped a version. A
-    // reader still reading it as the old record must fail its re-check if it sees any of
-    // these bytes: this fence, before the relaxed byte stores, pairs with the reader's
-    // acquire fence before it reloads the versions (the bump happens-before the free,
-    // which happens-before this allocation). Portable; free on x86-64, where TSO alone
-    // would keep the order.
-    std::atomic_thread_fence(std::memory_order_release);
-    store_record(ctx_.region().at(offset), key.bytes, value);
-    return {offset, bytes};
-  }
+  NewRecord write_record(const HashedKey& key, std::string_view value) { return ctx_.write_new_record(key, value); }
 
   TableContext& ctx_;
   const layout::SlotArray& slots_;

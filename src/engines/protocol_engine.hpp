@@ -252,10 +252,6 @@ class ProtocolEngine final : public EngineBase {
 
  private:
   using WriteScope = typename Protocol::WriteScope;
-  struct NewRecord {
-    std::uint64_t offset, bytes;
-  };
-
   // Runs `op`; if it meets a lock left by a dead process, repairs and runs it again.
   template <class Op>
   auto with_recovery(Op&& op) {
@@ -271,13 +267,7 @@ class ProtocolEngine final : public EngineBase {
 
   std::uint64_t home_of(const HashedKey& key) const { return ctx_.slots().home_of(key.hash); }
 
-  NewRecord write_record(const HashedKey& key, std::string_view value) {
-    ctx_.prefetch_home_bucket_for_write(key.hash);
-    const std::uint64_t bytes = record_bytes_for(key.bytes.size(), value.size());
-    const std::uint64_t offset = ctx_.arena().allocate(bytes);
-    store_record(ctx_.region().at(offset), key.bytes, value);
-    return {offset, bytes};
-  }
+  NewRecord write_record(const HashedKey& key, std::string_view value) { return ctx_.write_new_record(key, value); }
 
   void free(const NewRecord& record) { ctx_.arena().free(record.offset, record.bytes); }
 
