@@ -5,6 +5,7 @@
 #include <type_traits>
 
 #include "fault_injection.hpp"
+#include "loop_detector.hpp"
 #include "record_io.hpp"
 #include "shmht/error.hpp"
 
@@ -45,16 +46,26 @@ void cut_into_classes(std::uint64_t begin, std::uint64_t end, Piece&& piece) {
   }
 }
 
-// Records on the free list starting at `offset`, following links while they stay
-// inside the mapped arena, 16-aligned and no more than the arena could ever hold (a
-// private bound: a list that loops is counted up to it, not forever).
-std::uint64_t count_free_list(Region& region, std::uint64_t offset, unsigned size_class) {
+// Records on the free list starting at `first`, following links while they stay
+// inside the mapped arena and 16-aligned. A list that loops is counted as the distinct
+// records on it (those before the loop comes round again), found after a few steps
+// (loop_detector.hpp); no more than the arena could ever hold in any case (a private
+// bound, the backstop).
+std::uint64_t count_free_list(Region& region, std::uint64_t first, unsigned size_class) {
   const std::uint64_t size = layout::class_bytes(size_class);
   const std::uint64_t max_records = region.max_records(size);
+  // The link after a readable record; 0 (the end) after anything else.
+  auto next = [&](std::uint64_t offset) -> std::uint64_t {
+    if (offset == 0 || offset % kRecordAlign != 0 || !region.ensure_mapped(offset, size)) return 0;
+    return std::atomic_ref<std::uint64_t>(*link_word(region, offset)).load(std::memory_order_relaxed);
+  };
+  LoopDetector loop;
   std::uint64_t records = 0;
-  while (offset != 0 && records < max_records && offset % kRecordAlign == 0 && region.ensure_mapped(offset, size)) {
+  for (std::uint64_t offset = first;
+       offset != 0 && records < max_records && offset % kRecordAlign == 0 && region.ensure_mapped(offset, size);
+       offset = next(offset)) {
+    if (loop.revisits(offset)) return records_before_loop(first, loop.loop_length(), next, max_records);
     ++records;
-    offset = std::atomic_ref<std::uint64_t>(*link_word(region, offset)).load(std::memory_order_relaxed);
   }
   return records;
 }
@@ -153,17 +164,24 @@ void Arena::hand_over(unsigned size_class) {
   const std::uint64_t first = entry_->free_heads[size_class].load(std::memory_order_relaxed);
   if (first == 0) return;
   // Find the chain's last record, checking every link on the way.
+  const std::uint64_t max_records = region_->max_records(size);
+  LoopDetector loop;
   std::uint64_t last = first, count = 1;
   for (;;) {
     if (last % kRecordAlign != 0 || !region_->ensure_mapped(last, size)) {
       corrupt("free list of size class " + std::to_string(size_class) + " points outside the arena (" +
               std::to_string(last) + ")");
     }
+    // A loop is found after a few steps (loop_detector.hpp); the count of what the arena
+    // can hold, from private values, stays as the backstop (arena_end, which a peer can
+    // write, once let a looping list be walked for ever).
+    if (loop.revisits(last)) {
+      corrupt("the free list of size class " + std::to_string(size_class) + " loops (record " + std::to_string(last) +
+              " comes round again)");
+    }
     const std::uint64_t next = std::atomic_ref<std::uint64_t>(*link_word(*region_, last)).load(std::memory_order_relaxed);
     if (next == 0) break;
-    // Bounded by what the arena can hold, from private values: arena_end, which a peer
-    // can write, once let a looping list be walked for ever.
-    if (++count > region_->max_records(size)) {
+    if (++count > max_records) {
       corrupt("the free list of size class " + std::to_string(size_class) + " loops (more records than the arena holds)");
     }
     last = next;

@@ -54,11 +54,15 @@
 //   the records, by offset, which is what this is.
 //
 // WALKS END
-//   Every walk of a list in shared memory (hand-over, recount) stops after as many
-//   records as the arena could ever hold of that class, computed from this process's
-//   own validated max_bytes (Region::max_records), never from a shared word: a list
-//   that loops (a broken or hostile peer) ends in kCorrupt, or a bounded count, instead
-//   of a walk that never returns.
+//   A list that loops (a broken or hostile peer) is noticed after a few steps: every walk
+//   of a list in shared memory (hand-over, recount, `check`) passes each record to a
+//   LoopDetector (loop_detector.hpp: Brent's algorithm, O(mu + lambda) steps for mu
+//   records before a loop of lambda), and ends in kCorrupt (hand-over), a count of the
+//   distinct records (recount) or a reported problem (`check`). As a backstop each walk
+//   also stops after as many records as the arena could ever hold of that class,
+//   computed from this process's own validated max_bytes (Region::max_records), never
+//   from a shared word. That bound alone once let a 2-record cycle cost ~5.5e11 steps
+//   (about 20 minutes, under the admin lock) at max_bytes 2^43.
 #pragma once
 
 #include <cstdint>

@@ -8,6 +8,7 @@
 
 #include "engines/engine.hpp"
 #include "hash.hpp"
+#include "loop_detector.hpp"
 #include "shmht/table.hpp"
 #include "table_access.hpp"
 
@@ -177,6 +178,7 @@ class Checker {
     const std::uint64_t max_steps = (arena_end - ctx_.fixed().arena_offset) / layout::kLinearStep + 1;
     const std::uint64_t size = layout::class_bytes(cls);
     std::uint64_t records = 0;
+    LoopDetector loop;  // a loop is reported after a few steps; max_steps is the backstop
     for (std::uint64_t steps = 0; offset != 0; ++steps) {
       // ensure_mapped, not just arena_end: the file may have grown since this handle
       // mapped it, and a link is followed only once it is known to be mapped.
@@ -185,9 +187,18 @@ class Checker {
         problem(owner, ", size class ", cls, ": free list leaves the arena or loops (at ", offset, ")");
         break;
       }
+      if (loop.revisits(offset)) {
+        problem(owner, ", size class ", cls, ": free list loops (record ", offset, " comes round again)");
+        break;
+      }
       if (live_offsets_.count(offset) != 0) problem(owner, ": record at ", offset, " is both free and in use");
       if (!free_offsets->insert(offset).second) {
-        problem(owner, ": record at ", offset, " is on a free list twice");
+        // Seen before: this list loops back on itself, or runs into another list.
+        if (comes_round(loop, offset, size, max_steps)) {
+          problem(owner, ", size class ", cls, ": free list loops (a record comes round again)");
+        } else {
+          problem(owner, ": record at ", offset, " is on a free list twice");
+        }
         break;
       }
       ++report_->free_records;
@@ -196,6 +207,23 @@ class Checker {
       offset = std::atomic_ref<std::uint64_t>(*ctx_.region().at<std::uint64_t>(offset)).load(std::memory_order_relaxed);
     }
     return records;
+  }
+
+  // Follows the list on past `offset` (walked up to and including it with `loop`) until
+  // the detector finds a loop (true) or the list ends, leaves the arena or passes the
+  // bound.
+  bool comes_round(LoopDetector& loop, std::uint64_t offset, std::uint64_t size, std::uint64_t max_steps) {
+    const std::uint64_t arena_end = ctx_.region().arena_end(std::memory_order_relaxed);
+    offset = std::atomic_ref<std::uint64_t>(*ctx_.region().at<std::uint64_t>(offset)).load(std::memory_order_relaxed);
+    for (std::uint64_t steps = loop.steps(); offset != 0 && steps <= max_steps; ++steps) {
+      if (offset % 8 != 0 || offset < ctx_.fixed().arena_offset || offset + size > arena_end ||
+          !ctx_.region().ensure_mapped(offset, size)) {
+        return false;
+      }
+      if (loop.revisits(offset)) return true;
+      offset = std::atomic_ref<std::uint64_t>(*ctx_.region().at<std::uint64_t>(offset)).load(std::memory_order_relaxed);
+    }
+    return false;
   }
 
   void check_chunks() {

@@ -186,6 +186,23 @@ if command -v script >/dev/null; then
   on_terminal=$(script -qec "'$shmht' get '$name-esc' title" /dev/null </dev/null | tr -d '\r')
   [ "$on_terminal" = 'a\x1b]0;owned\x07b' ] || fail "get printed control bytes raw to a terminal: $(printf '%s' "$on_terminal" | od -c | head -3)"
 fi
+# C1 controls (U+0080..U+009F: CSI is c2 9b, OSC c2 9d, ST c2 9c) act on xterm-style
+# terminals too. dump escapes every byte >= 0x80 (load reads them back); get on a
+# terminal escapes every byte that is not part of a valid UTF-8 sequence of a printable
+# code point (C1 controls, a stray or truncated byte), so "é" (c3 a9) still shows.
+c1_value=$(printf 'A\302\2332J\302\2350;pwned\302\234Z\303\251\377\343\201!')
+"$shmht" put "$name-esc" c1 "$c1_value"
+[ "$("$shmht" dump "$name-esc" | grep -a '^c1')" = $'c1\tA\\xc2\\x9b2J\\xc2\\x9d0;pwned\\xc2\\x9cZ\\xc3\\xa9\\xff\\xe3\\x81!' ] ||
+  fail "dump wrote bytes >= 0x80 raw: $("$shmht" dump "$name-esc" | grep -a '^c1' | od -c | head -4)"
+"$shmht" dump "$name-esc" | grep -a '^c1' | sed 's/^c1/c1copy/' | "$shmht" load "$name-esc" 2>/dev/null ||
+  fail "load did not read dump's \\xNN escapes of bytes >= 0x80 back"
+[ "$("$shmht" get "$name-esc" c1copy | od -c)" = "$(printf '%s\n' "$c1_value" | od -c)" ] ||
+  fail "dump | load changed a value with bytes >= 0x80: $("$shmht" get "$name-esc" c1copy | od -c)"
+if command -v script >/dev/null; then
+  on_terminal=$(script -qec "'$shmht' get '$name-esc' c1" /dev/null </dev/null | tr -d '\r')
+  [ "$on_terminal" = "$(printf 'A\\xc2\\x9b2J\\xc2\\x9d0;pwned\\xc2\\x9cZ\303\251\\xff\\xe3\\x81!')" ] ||
+    fail "get printed C1 controls or stray bytes raw to a terminal (or escaped printable UTF-8): $(printf '%s' "$on_terminal" | od -c | head -4)"
+fi
 expect_status 0 "$shmht" rm "$name-esc"
 
 # A world-writable table another user owns could be a plant: refused unless --trust-owner

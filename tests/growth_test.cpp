@@ -28,6 +28,7 @@
 #include "arena.hpp"
 #include "engines/engine.hpp"
 #include "layout/header.hpp"
+#include "loop_detector.hpp"
 #include "shmht/check.hpp"
 #include "shmht/table.hpp"
 #include "shmht/testing.hpp"
@@ -238,15 +239,19 @@ TEST(SharedFreeHead, EncodingRoundTripsAtTheLimits) {
   EXPECT_EQ(layout::shared_head_offset(wrapped), top_offset);
 }
 
-// Makes the first free record of the caller's own list of some size class link to
-// itself, and sets arena_end far past any real size (what a hostile peer can write), then
-// runs fn(context) in a child bounded in time; fn returns 0 for success.
-void with_looping_free_list(const std::function<int(TableContext&)>& fn) {
+// Makes the caller's own list of some size class loop: its first free record links to
+// itself (loop_of_two false) or its second back to the first (a 2-record cycle), and sets
+// arena_end far past any real size (what a hostile peer can write), then runs
+// fn(context) in a child bounded in time (alarm(5): the walk must end after a few steps,
+// whatever max_bytes allows); fn returns 0 for success.
+void with_looping_free_list(const std::function<int(TableContext&)>& fn, std::uint64_t max_bytes = std::uint64_t{32} << 20,
+                            bool loop_of_two = false) {
   ScopedName name;
   Table::create(name, {.capacity = 1000, .max_key_bytes = 64, .max_value_bytes = 64,
-                       .max_bytes = std::uint64_t{32} << 20, .max_processes = 8}).close();
+                       .max_bytes = max_bytes, .max_processes = 8}).close();
   Children child;
   child.spawn([&] {
+    alarm(5);
     Table t = Table::open(name);
     for (int i = 0; i < 3; ++i) t.insert(key_of(i), "v");
     for (int i = 0; i < 3; ++i) t.erase(key_of(i));  // onto this attachment's own list
@@ -256,7 +261,9 @@ void with_looping_free_list(const std::function<int(TableContext&)>& fn) {
       for (unsigned c = 0; c < layout::kSizeClassCount; ++c) {
         const std::uint64_t first = entry.free_heads[c].load();
         if (first == 0) continue;
-        *ctx.region().at<std::uint64_t>(first) = first;  // the record links to itself
+        const std::uint64_t second = *ctx.region().at<std::uint64_t>(first);
+        if (loop_of_two && second == 0) return;  // result 4: one record only
+        *ctx.region().at<std::uint64_t>(loop_of_two ? second : first) = first;  // the loop
         ctx.region().header().arena_end.store(std::uint64_t{1} << 62);
         result = fn(ctx);
         break;
@@ -290,6 +297,97 @@ TEST(FreeListWalk, RecountingALoopingListEnds) {
     recount_free_lists(ctx.region(), ctx.entry_index());
     return 0;
   });
+}
+
+// Brent's detector on synthetic lists (offsets 16, 32, ...; the last links back to
+// record mu): it finds every loop in fewer than 3 * (mu + lambda) + 4 steps, with its
+// length, and records_before_loop counts the distinct records, mu + lambda.
+TEST(LoopDetector, FindsEveryLoopInStepsLinearInItsSize) {
+  for (std::uint64_t mu : {0u, 1u, 2u, 3u, 7u, 100u, 1000u}) {
+    for (std::uint64_t lambda : {1u, 2u, 3u, 5u, 64u, 1000u, 4097u}) {
+      auto next = [&](std::uint64_t offset) -> std::uint64_t {
+        if (offset == 0) return 0;
+        const std::uint64_t i = offset / 16 - 1;
+        return 16 * ((i + 1 < mu + lambda ? i + 1 : mu) + 1);
+      };
+      LoopDetector loop;
+      std::uint64_t offset = 16;
+      while (!loop.revisits(offset)) {
+        offset = next(offset);
+        ASSERT_LT(loop.steps(), 3 * (mu + lambda) + 4) << "mu " << mu << " lambda " << lambda;
+      }
+      EXPECT_EQ(loop.loop_length(), lambda) << "mu " << mu;
+      EXPECT_EQ(records_before_loop(16, loop.loop_length(), next, 1u << 20), mu + lambda);
+    }
+  }
+}
+
+// The reviewer's case: a 2-record cycle in a table whose max_bytes (2^43, the largest)
+// once bounded the walk at ~5.5e11 steps (about 20 minutes). Brent's cycle detection
+// ends each walk after a few steps; the children's alarm(5) kills a walk that does not.
+constexpr std::uint64_t kLargestMaxBytes = std::uint64_t{1} << 43;
+
+TEST(FreeListWalk, ATwoRecordLoopEndsInCorruptAfterAFewStepsAtTheLargestMaxBytes) {
+  with_looping_free_list(
+      [](TableContext& ctx) {
+        const std::uint64_t anywhere = ctx.fixed().arena_offset;
+        try {
+          ctx.arena().reclaim(anywhere, anywhere);  // hands every list over
+        } catch (const Error& e) {
+          return e.code() == ErrorCode::kCorrupt && std::string(e.what()).find("loops") != std::string::npos ? 0 : 5;
+        }
+        return 6;
+      },
+      kLargestMaxBytes, /*loop_of_two=*/true);
+}
+
+TEST(FreeListWalk, RecountingATwoRecordLoopCountsTheRecordsBeforeTheLoop) {
+  with_looping_free_list(
+      [](TableContext& ctx) {
+        recount_free_lists(ctx.region(), ctx.entry_index());
+        std::uint64_t records = 0;
+        for (unsigned c = 0; c < layout::kSizeClassCount; ++c) records += ctx.own_entry().free_counts[c].load();
+        return records == 2 ? 0 : 7;  // the two records of the cycle, each once
+      },
+      kLargestMaxBytes, /*loop_of_two=*/true);
+}
+
+// The repro's path: a peer makes the shared stack of class 0 a 2-record cycle while nobody
+// is attached; the next open switches the engine, so cold start recounts the shared
+// lists under the admin lock. It must finish at once, and `check` must report the loop.
+TEST(FreeListWalk, ColdStartRecountOfASharedTwoRecordLoopEndsAtOnce) {
+  ScopedName name;
+  const std::string path = "/dev/shm/" + name.str();
+  {
+    Table t = Table::create(name, {.capacity = 1000, .max_bytes = kLargestMaxBytes, .engine = Engine::kGlobalLock});
+    t.assign("k", "v");  // the first chunk exists
+  }
+  const int fd = ::open(path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  layout::Header h{};
+  ASSERT_EQ(pread(fd, &h.fixed, sizeof h.fixed, 0), static_cast<ssize_t>(sizeof h.fixed));
+  const std::uint64_t a = h.fixed.arena_offset + 4096, b = a + 16;
+  const std::uint64_t head = layout::shared_head(0, a);
+  ASSERT_EQ(pwrite(fd, &head, sizeof head, offsetof(layout::Header, shared_free_heads)), 8);
+  ASSERT_EQ(pwrite(fd, &b, sizeof b, static_cast<off_t>(a)), 8);  // a -> b
+  ASSERT_EQ(pwrite(fd, &a, sizeof a, static_cast<off_t>(b)), 8);  // b -> a
+  ::close(fd);
+  SharedArray<char> message(512);
+  Children child;
+  child.spawn([&] {
+    alarm(5);
+    Table::open(name, {.engine = Engine::kSeqlock}).close();  // engine switch: cold start recounts
+    const CheckReport report = check_table(name);
+    for (const std::string& p : report.problems) {
+      if (p.find("loops") != std::string::npos) return 0;
+    }
+    std::snprintf(&message[0], 512, "%s", report.problems.empty() ? "no problem reported" : report.problems[0].c_str());
+    return 8;
+  });
+  const auto outcomes = child.wait_all(20s);
+  ASSERT_EQ(outcomes.size(), 1u);
+  EXPECT_TRUE(outcomes[0].exited && outcomes[0].code_or_signal == 0)
+      << (outcomes[0].exited ? "exited with " : "killed by signal ") << outcomes[0].code_or_signal << " " << &message[0];
 }
 
 }  // namespace

@@ -116,6 +116,55 @@ TEST(ReadOnly, ADeadWritersLockIsAnErrorNotAHang) {
   EXPECT_EQ(writer.get("k"), "v");
 }
 
+// A writer stopped (SIGSTOP) holding a bucket looks alive for ever, to a read-only
+// handle that asks the lock file and to one that may not open it and judges by the
+// writer's pid (which another pid namespace, or a reused pid, makes look alive just the
+// same after it died). A reader must never wait on it without end: after
+// liveness::kAdminLockWait it gets kInUse naming the bucket. Run both as root (asks the
+// lock file) and as uid 65534 (may not open it: the pid's word).
+class ReadOnlyHeldBucket : public ::testing::TestWithParam<bool> {};
+
+TEST_P(ReadOnlyHeldBucket, AStoppedWritersLockEndsInKInUseNotAHang) {
+  const bool other_user = GetParam();
+  if (other_user && geteuid() != 0) GTEST_SKIP() << "playing another user needs root (setuid)";
+  ScopedName name;
+  {
+    Table t = Table::create(name, {.capacity = 1000, .mode = 0644, .engine = Engine::kSeqlock});
+    t.insert("k", "v");
+  }
+  Children writer;  // its destructor SIGKILLs the stopped writer
+  const pid_t w = writer.spawn([&] {
+    Table t = Table::open(name);
+    stop_once_at(FaultPoint::kAfterLock);
+    t.assign("k", "w");
+    return 3;
+  });
+  ASSERT_TRUE(wait_until_stopped(w, std::chrono::seconds(20)));
+  SharedArray<char> message(512);
+  Children reader;  // bounded: a hang shows as an overrun (the unfixed reader spun for ever)
+  reader.spawn([&] {
+    if (other_user && (setresgid(65534, 65534, 65534) != 0 || setresuid(65534, 65534, 65534) != 0)) return 2;
+    Table r = Table::open(name, read_only());
+    try {
+      r.get("k");
+      return 3;
+    } catch (const Error& e) {
+      std::snprintf(&message[0], 512, "%s", e.what());
+      return e.code() == ErrorCode::kInUse ? 0 : 4;
+    }
+  });
+  reader.expect_all_succeed(std::chrono::seconds(20));
+  EXPECT_NE(std::string(&message[0]).find("has held bucket"), std::string::npos) << &message[0];
+  EXPECT_NE(std::string(&message[0]).find("cannot tell which"), std::string::npos) << &message[0];
+  kill(w, SIGKILL);  // dies holding the bucket; a read-write open recovers it
+  writer.wait_all(std::chrono::seconds(20), /*overrun_fails=*/false);
+  Table t = Table::open(name);
+  EXPECT_EQ(t.get("k"), "v");
+}
+
+INSTANTIATE_TEST_SUITE_P(Readers, ReadOnlyHeldBucket, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& p) { return p.param ? "OtherUser" : "Root"; });
+
 // The real use: a filesystem (here a private tmpfs remounted read-only) on which the file
 // cannot be opened for writing at all.
 TEST(ReadOnly, ReadsATableOnAReadOnlyFilesystem) {

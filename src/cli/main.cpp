@@ -12,11 +12,14 @@
 // table takes --engine E (global | striped | seqlock | lockfree); without it, the engine
 // the table is active with is used. A KEY or VALUE that starts with '-' goes after `--`.
 // In load/dump lines, a tab, newline, carriage return or backslash inside a key or value
-// is written \t, \n, \r or \\, and any other control byte (below 0x20, and 0x7f) as \xNN
-// (two hex digits), so that dumping a table never sends its bytes to a terminal as escape
-// sequences; load reads all of these back and drops one \r at the end of each line (CRLF
-// files). get prints a value escaped the same way when its output is a terminal, raw
-// otherwise (a pipe or file gets the exact bytes).
+// is written \t, \n, \r or \\, and any other control byte (below 0x20, and 0x7f) and
+// every byte from 0x80 up as \xNN (two hex digits), so that dumping a table never sends
+// its bytes to a terminal as escape sequences (C1 controls, U+0080..U+009F, are c2 80..
+// c2 9f in UTF-8: CSI and OSC among them); dump's output is ASCII. load reads all of
+// these back and drops one \r at the end of each line (CRLF files). get prints a value,
+// when its output is a terminal, escaped the same way except that a valid UTF-8 sequence
+// of a printable code point (not C0, DEL or C1) shows as itself, so "é" prints; every
+// other byte is \xNN. A pipe or file gets the exact bytes.
 //
 // A table that another user owns is refused when it could be a plant (OpenOptions::
 // trust_foreign_owner says when); --trust-owner opens it anyway.
@@ -141,27 +144,68 @@ Table open_for_reading(const Arguments& a) {
 // A byte that a terminal may act on rather than show (C0 controls and DEL).
 bool is_control(char c) { return static_cast<unsigned char>(c) < 0x20 || c == '\x7f'; }
 
-std::string escape(std::string_view s) {
+// Writes `s` with \t \n \r \\ for those bytes, and \xNN for each byte that is not in a
+// run keep(s, i) says to show as it is (it returns that run's length at i; 0: escape the
+// byte at i).
+template <class Keep>
+std::string escape_with(std::string_view s, Keep&& keep) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
   out.reserve(s.size());
-  for (char c : s) {
-    switch (c) {
-      case '\t': out += "\\t"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\\': out += "\\\\"; break;
-      default:
-        if (is_control(c)) {
-          const auto byte = static_cast<unsigned char>(c);
-          out += {'\\', 'x', kHex[byte >> 4], kHex[byte & 0xf]};
-        } else {
-          out += c;
-        }
+  for (std::size_t i = 0; i < s.size();) {
+    switch (s[i]) {
+      case '\t': out += "\\t"; ++i; continue;
+      case '\n': out += "\\n"; ++i; continue;
+      case '\r': out += "\\r"; ++i; continue;
+      case '\\': out += "\\\\"; ++i; continue;
+      default: break;
+    }
+    if (const std::size_t n = keep(s, i); n != 0) {
+      out += s.substr(i, n);
+      i += n;
+    } else {
+      const auto byte = static_cast<unsigned char>(s[i++]);
+      out += {'\\', 'x', kHex[byte >> 4], kHex[byte & 0xf]};
     }
   }
   return out;
 }
+
+// dump's escaping: only printable ASCII as itself, so no terminal acts on a dump.
+std::string escape(std::string_view s) {
+  return escape_with(s, [](std::string_view t, std::size_t i) -> std::size_t {
+    return static_cast<unsigned char>(t[i]) < 0x80 && !is_control(t[i]) ? 1 : 0;
+  });
+}
+
+// The length of the valid UTF-8 sequence at s[i] if it encodes a printable code point
+// (not C0, DEL or C1 U+0080..U+009F; not overlong, a surrogate or past U+10FFFF), else 0.
+std::size_t printable_utf8_at(std::string_view s, std::size_t i) {
+  const auto lead = static_cast<unsigned char>(s[i]);
+  if (lead < 0x80) return is_control(s[i]) ? 0 : 1;
+  std::size_t length = 0;
+  char32_t code = 0, smallest = 0;
+  if ((lead & 0xE0) == 0xC0) {
+    length = 2, code = lead & 0x1F, smallest = 0x80;
+  } else if ((lead & 0xF0) == 0xE0) {
+    length = 3, code = lead & 0x0F, smallest = 0x800;
+  } else if ((lead & 0xF8) == 0xF0) {
+    length = 4, code = lead & 0x07, smallest = 0x10000;
+  } else {
+    return 0;  // a continuation byte, or 0xf8..0xff: never a lead
+  }
+  if (s.size() - i < length) return 0;
+  for (std::size_t k = 1; k < length; ++k) {
+    const auto next = static_cast<unsigned char>(s[i + k]);
+    if ((next & 0xC0) != 0x80) return 0;
+    code = (code << 6) | (next & 0x3F);
+  }
+  if (code < smallest || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return 0;
+  return code <= 0x9F ? 0 : length;  // C1 controls
+}
+
+// get's escaping on a terminal: printable UTF-8 as itself, every other byte escaped.
+std::string escape_for_terminal(std::string_view s) { return escape_with(s, printable_utf8_at); }
 
 // A line of load's input that cannot be read as KEY<TAB>VALUE; what() says why.
 struct MalformedLine : std::runtime_error {
@@ -336,8 +380,9 @@ int key_not_found() {
 int print_value(const std::optional<std::string>& value) {
   if (!value) return key_not_found();
   // On a terminal a stored escape sequence would act (retitle it, move the cursor, fake
-  // output): show control bytes as dump does. A pipe or a file gets the exact bytes.
-  std::cout << (isatty(STDOUT_FILENO) ? escape(*value) : *value) << "\n";
+  // output): show control bytes (C0, DEL, C1) and stray bytes escaped, printable UTF-8 as
+  // itself. A pipe or a file gets the exact bytes.
+  std::cout << (isatty(STDOUT_FILENO) ? escape_for_terminal(*value) : *value) << "\n";
   return kExitOk;
 }
 
@@ -378,7 +423,7 @@ int cmd_cas(const Arguments& a) {
   std::optional<std::string> current;
   const auto view = [](const std::optional<std::string>& v) { return v ? std::optional<std::string_view>(*v) : std::nullopt; };
   if (table.compare_and_set(a.key, view(a.expected), view(a.desired), &current)) return kExitOk;
-  std::cerr << "shmht: not applied: the key " << (current ? "holds '" + escape(*current) + "'" : std::string("is absent")) << "\n";
+  std::cerr << "shmht: not applied: the key " << (current ? "holds '" + escape_for_terminal(*current) + "'" : std::string("is absent")) << "\n";
   return kExitMissing;
 }
 
@@ -511,7 +556,7 @@ std::vector<Subcommand> declare_commands(CLI::App& app, Arguments& a) {
   cas.add_flag("--erase", a.erase, "erase KEY instead of storing");
 
   opening("load",
-          "read KEY<TAB>VALUE lines from stdin (\\t \\n \\r \\\\ escapes; a CR before each "
+          "read KEY<TAB>VALUE lines from stdin (\\t \\n \\r \\\\ \\xNN escapes; a CR before each "
           "newline is dropped); stops at the first bad line, saying how many items it stored",
           cmd_load);
 

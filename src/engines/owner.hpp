@@ -26,9 +26,11 @@
 #include <sched.h>
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <string>
 
+#include "liveness.hpp"
 #include "region.hpp"
 #include "shmht/error.hpp"
 
@@ -124,6 +126,40 @@ class DeadOwners {
   const Region& region_;
   std::array<Known, 8> known_{};
   std::size_t next_ = 0;
+};
+
+// How long a read-only handle waits on one holding of a lock word. It can recover
+// nothing, and it cannot always tell a dead holder from a stopped one: one that may not
+// open the lock file judges by the pid the holder's entry names, and a writer in another
+// pid namespace (its pid 1 is init here) or a reused pid keeps a dead writer "alive"
+// (Region::may_be_alive_by_pid); a stopped writer is alive to every test. So once the
+// same lock word (same sequence, same owner: not a live writer taking it again and
+// again) has stayed held for liveness::kAdminLockWait, it gives up with kInUse instead
+// of spinning for ever. Writers never use it: they can ask the lock file, and recover.
+class ReadOnlyWait {
+ public:
+  // At each pause on `word`, the control word of bucket `bucket`.
+  void still_held(const Region& region, std::uint64_t bucket, std::uint64_t word) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!waiting_ || bucket != bucket_ || word != word_) {
+      waiting_ = true;
+      bucket_ = bucket;
+      word_ = word;
+      since_ = now;
+      return;
+    }
+    if (now - since_ < liveness::kAdminLockWait) return;
+    throw Error(ErrorCode::kInUse, region.path() + ": a writer has held bucket " + std::to_string(bucket) + " for over " +
+                                       std::to_string(liveness::kAdminLockWait.count()) +
+                                       " s; it may be stopped or dead; a read-only handle cannot tell which (try "
+                                       "again later; a read-write open recovers what a dead writer left)");
+  }
+
+ private:
+  bool waiting_ = false;
+  std::uint64_t bucket_ = 0;
+  std::uint64_t word_ = 0;
+  std::chrono::steady_clock::time_point since_{};
 };
 
 // Thrown inside a protocol when a waiter finds a lock held by a dead process. The engine

@@ -5,7 +5,10 @@
 // iteration, the item count) to an engine whose readers never write (seqlock: its
 // readers note sequences and validate; its recovery and its locked-iteration fallback
 // check TableContext::read_only and refuse), and answers every write with a clear
-// kPermissionDenied instead of a segmentation fault on the read-only mapping.
+// kPermissionDenied instead of a segmentation fault on the read-only mapping. A bucket
+// a writer keeps locked is waited on for at most liveness::kAdminLockWait, then kInUse
+// (engines/owner.hpp: ReadOnlyWait): a read-only handle may be unable to tell a dead
+// writer from a stopped one, and never waits without end.
 //
 // REWRITES UNDER A READER
 //   Not being an attachment, a read-only handle never makes anyone wait (a reader must

@@ -47,6 +47,10 @@
 //   shift leaves), and releases them all with new sequences. Readers of those buckets
 //   then retry and see the repaired table; nobody spins forever. If nobody is attached at
 //   all when the next process arrives, recovery.hpp's cold start does the same at attach.
+//   A read-only handle can repair nothing and cannot always tell a dead writer from a
+//   stopped one (it may judge by pid alone): a bucket it finds held by the same writer,
+//   unchanged, for liveness::kAdminLockWait ends its read in kInUse (owner.hpp's
+//   ReadOnlyWait), never a wait without end.
 #include "engines/optimistic_read.hpp"
 #include "engines/protocol_engine.hpp"
 
@@ -148,6 +152,7 @@ class SeqlockProtocol {
 
   ValueLength lookup(const HashedKey& key, std::span<char> out, std::string* out_string) {
     Backoff backoff;
+    ReadOnlyWait read_only_wait;
     for (;;) {
       ReadWindow window(slots_);
       const optimistic::Attempt attempt = optimistic::try_lookup(ctx_, window, key, out, out_string);
@@ -157,6 +162,7 @@ class SeqlockProtocol {
       if (dead_.dead_after_pause(backoff, attempt.busy_owner)) {
         throw NeedsRecovery{};
       }
+      if (ctx_.read_only()) read_only_wait.still_held(ctx_.region(), window.busy_bucket(), window.busy_control());
     }
   }
 
@@ -164,17 +170,21 @@ class SeqlockProtocol {
     constexpr int kOptimisticAttempts = 8;
     const std::size_t keep = out->size();
     Backoff backoff;
+    ReadOnlyWait read_only_wait;
     for (int attempt = 0; attempt < kOptimisticAttempts || ctx_.read_only(); ++attempt) {
       ReadWindow window(slots_);
       if (optimistic::try_copy_home_range(ctx_, window, begin, end, out)) return;
       out->resize(keep);
-      // A read-only handle cannot lock: it retries, pausing, until the range is still
-      // (a range held by a dead writer ends in lookup's recovery error instead).
+      // A read-only handle cannot lock: it retries, pausing, until the range is still; a
+      // bucket held by a dead writer ends in the recovery error, one held past
+      // kAdminLockWait by a writer it cannot judge in kInUse (owner.hpp: ReadOnlyWait).
       if (attempt >= kOptimisticAttempts) {
         if (window.busy_owner() == 0) {
           backoff.pause();
         } else if (dead_.dead_after_pause(backoff, window.busy_owner())) {
           throw_needs_write_access(ctx_, "recovering what a dead writer left locked");
+        } else {
+          read_only_wait.still_held(ctx_.region(), window.busy_bucket(), window.busy_control());
         }
       }
     }
@@ -194,6 +204,8 @@ class SeqlockProtocol {
       const std::uint64_t control = slots_.bucket(bucket).control.load(std::memory_order_acquire);
       if (is_locked(control)) {
         busy_owner_ = owner_of(control);
+        busy_bucket_ = bucket;
+        busy_control_ = control;
         return false;
       }
       noted_.note(bucket, control);
@@ -202,11 +214,16 @@ class SeqlockProtocol {
     std::uint64_t load(std::uint64_t slot) const noexcept { return slots_.load(slot); }
     bool still_valid() const { return noted_.unchanged(slots_); }
     std::uint32_t busy_owner() const { return busy_owner_; }
+    // The bucket that made enter() fail, and the control word it held then.
+    std::uint64_t busy_bucket() const { return busy_bucket_; }
+    std::uint64_t busy_control() const { return busy_control_; }
 
    private:
     const layout::SlotArray& slots_;
     optimistic::NotedVersions noted_;
     std::uint32_t busy_owner_ = 0;
+    std::uint64_t busy_bucket_ = 0;
+    std::uint64_t busy_control_ = 0;
   };
 
   TableContext& ctx_;
