@@ -307,15 +307,10 @@ TYPED_TEST_P(Conformance, CompareAndSetOnAFullTableReportsFullAndLeaksNothing) {
   // Keys already present still compare-and-set, take and add.
   EXPECT_TRUE(t.compare_and_set(key_of(0), "v", "w"));
   EXPECT_EQ(t.get(key_of(0)), "w");
-  try {
-    EXPECT_EQ(t.take(key_of(1)), "v");
-    EXPECT_EQ(t.add(key_of(1), 3), 3) << "the slot take freed is used again";
-  } catch (const Error& e) {
-    // Near capacity one run can span the whole table; a lock-free take or insert there
-    // may need more words than one multi-word CAS holds (layout::kMaxKcasWords, a
-    // documented limit): kTableFull, changing nothing. The lock engines have no such limit.
-    EXPECT_TRUE(TypeParam::kEngine == Engine::kLockFreeRobinHood && e.code() == ErrorCode::kTableFull) << e.what();
-  }
+  // Every engine alike: a lock-free shift longer than one multi-word CAS holds goes in
+  // steps (lockfree_robin_hood.cpp, PENDING SHIFTS), so none fails for room here.
+  EXPECT_EQ(t.take(key_of(1)), "v");
+  EXPECT_EQ(t.add(key_of(1), 3), 3) << "the slot take freed is used again";
   this->expect_clean();
   EXPECT_EQ(check_table(this->name_).unaccounted_bytes, 0u) << "the record of a compare_and_set that found no slot leaked";
 }
