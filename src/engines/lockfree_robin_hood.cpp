@@ -34,6 +34,12 @@
 //       first, leaving the word before them in two slots; the next attempt treats that
 //       first copy as free (its word lives on next door) and so comes nearer the key,
 //       until the last step links the key with the counter (the linearization point).
+//   A step never cuts at a word that is already doubled (another shift's pending copy,
+//   left by a process killed or an exception thrown between its steps): the word would
+//   be in three slots, which nothing completes. It cuts just before (erase) or after
+//   (insert) that pair instead, so a word is in at most two slots; a pair inside the
+//   words a step moves moves with them, still a pair. check and cold start complete
+//   whatever they find at a slot until its word is single.
 //   Whoever writes a key whose word is doubled completes the pending shift first (an
 //   overwrite of the first copy would leave the second naming a freed record); iteration
 //   reports a doubled word once (drop_pending_copies); check completes every pending
@@ -408,10 +414,14 @@ class LockFreeEngine final : public EngineBase {
     const std::uint64_t last = robin_hood::erase_run_end(slots_, from, robin_hood::NoTouch{},
                                                          [&](std::uint64_t s) { return snap.word(s); });
     const bool whole = last - from <= kMaxShiftSlots;
-    const std::uint64_t kept = whole ? last : from + kMaxShiftSlots;
-    // Whole: the slot after the run was read to decide where it ends, so its bucket's
-    // version is expected too. Partial: the kept word is copied, so its bucket's is.
-    const std::uint64_t covered = whole ? std::min(last + 1, slots_.probe_limit() - 1) : kept;
+    std::uint64_t kept = whole ? last : from + kMaxShiftSlots;
+    // A cut at a word already doubled (another shift's pending copy) would leave it in
+    // three slots, which nothing completes: cut before that pair instead.
+    while (!whole && kept > from + 1 && in_pending_shift(snap, kept)) --kept;
+    if (!whole && in_pending_shift(snap, kept)) throw_no_cut(from);
+    // Whole: the slot after the run was read to decide where it ends; partial: the slots
+    // around the kept word were (the cut). Their buckets' versions are expected too.
+    const std::uint64_t covered = std::min((whole ? last : kept) + 1, slots_.probe_limit() - 1);
     for_each_bucket(snap, decided_from, covered, changes, [&](std::uint64_t s) -> std::optional<std::uint64_t> {
       if (s < from || s > kept || (s == kept && !whole)) return std::nullopt;
       if (s == last) return layout::kEmptySlot;
@@ -438,6 +448,19 @@ class LockFreeEngine final : public EngineBase {
     const std::uint64_t here = snap.word(slot);
     const std::uint64_t next = snap.word(slot + 1);
     return is_doubled(here, next);
+  }
+  // Slot s holds either copy of a doubled word.
+  bool in_pending_shift(Snapshot& snap, std::uint64_t s) {
+    return is_pending_at(snap, s) || (s > 0 && is_pending_at(snap, s - 1));
+  }
+  // Every slot a step could cut at holds a copy of a doubled word: more pending shifts
+  // side by side than one step spans. Unreachable short of that many interrupted shifts
+  // in one run; reported rather than letting a word into three slots.
+  [[noreturn]] void throw_no_cut(std::uint64_t from) const {
+    throw Error(ErrorCode::kInvalidArgument,
+                ctx_.region().path() + ": internal error: the " + std::to_string(kMaxShiftSlots) + " slots after slot " +
+                    std::to_string(from) + " are all pending shifts, so a long shift there cannot be cut into steps; "
+                    "reopen the table once no other process has it open (cold start completes them)");
   }
   static bool is_doubled(std::uint64_t here, std::uint64_t next) {
     return here != layout::kEmptySlot && next != layout::kEmptySlot && Slot::offset_of(here) == Slot::offset_of(next) &&
@@ -484,9 +507,12 @@ class LockFreeEngine final : public EngineBase {
   void finish_all_pending_shifts() {
     try {
       for (std::uint64_t s = 0; s + 1 < slots_.probe_limit(); ++s) {
-        const std::uint64_t here = kcas_.read(slot_offset(s));
-        const std::uint64_t next = kcas_.read(slot_offset(s + 1));
-        if (is_doubled(here, next) && Slot::dist_of(here) <= s) {
+        // Until slot s holds no doubled word (a completed shift may bring another pair
+        // here), at most a run's length of times: a step always moves some word.
+        for (std::uint64_t tries = 0; tries <= layout::kMaxDist + kMaxShiftSlots; ++tries) {
+          const std::uint64_t here = kcas_.read(slot_offset(s));
+          const std::uint64_t next = kcas_.read(slot_offset(s + 1));
+          if (!is_doubled(here, next) || Slot::dist_of(here) > s) break;
           finish_pending_shift({Slot::offset_of(here), s - Slot::dist_of(here)});
         }
       }
@@ -514,7 +540,10 @@ class LockFreeEngine final : public EngineBase {
     const std::uint64_t covered = snap.word(last) == layout::kEmptySlot ? last : last + 1;
     std::vector<WordChange>& changes = fresh_changes();
     if (last - found.slot > kMaxShiftSlots) {
-      const std::uint64_t from = last - kMaxShiftSlots;  // its word is doubled: the new pending shift
+      std::uint64_t from = last - kMaxShiftSlots;  // its word is doubled: the new pending shift
+      // Not at a word already doubled (it would be in three slots): cut after that pair.
+      while (from + 1 < last && in_pending_shift(snap, from)) ++from;
+      if (in_pending_shift(snap, from)) throw_no_cut(from);
       for_each_bucket(snap, from, covered, &changes, [&](std::uint64_t s) { return shifted_right(snap, s, from, last); });
       run(changes);
       return false;

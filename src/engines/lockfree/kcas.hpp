@@ -50,9 +50,9 @@
 //   only after phase 2 removed it from every word; a helper that copied an older use
 //   notices the moved sequence before it acts (copy_words, and every install is an RDCSS
 //   conditional on the current state). The only confusion left is a helper that stalls
-//   between two of those checks while the owner runs exactly a multiple of 2^43 more
-//   operations (days at tens of millions of operations a second): the ABA window of any
-//   tagged word, accepted for the same reason.
+//   between two of those checks while the owner runs exactly a multiple of 2^43 - 1 more
+//   operations (the period, as 0 is skipped: days at tens of millions of operations a
+//   second): the ABA window of any tagged word, accepted for the same reason.
 //
 // A PROCESS THAT DIES OR STOPS
 //   Its references are finished by whoever meets them, as part of their own operation.
