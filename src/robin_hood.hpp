@@ -133,12 +133,13 @@ inline std::uint64_t repair_interrupted_shifts(const SlotArray& slots) noexcept 
   std::uint64_t repaired = 0;
   const std::uint64_t limit = slots.probe_limit();
   for (std::uint64_t i = 0; i + 1 < limit; ++i) {
-    // Again at the same slot until its word is single: each erase removes one copy, and
-    // a word left in more than two slots must lose them all.
+    // Again at the same slot until its word is single: a word left in more than two
+    // slots must lose every extra copy. Each erase empties one occupied slot, so on any
+    // bytes at all (a corrupt file whose word names offset 0) this ends.
     for (;;) {
       const std::uint64_t here = slots.load(i);
       const std::uint64_t next = slots.load(i + 1);
-      if (here == layout::kEmptySlot || Slot::offset_of(here) != Slot::offset_of(next)) break;
+      if (here == layout::kEmptySlot || next == layout::kEmptySlot || Slot::offset_of(here) != Slot::offset_of(next)) break;
       apply_erase(slots, i + 1, erase_run_end(slots, i + 1));
       ++repaired;
     }
