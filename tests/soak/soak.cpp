@@ -51,6 +51,8 @@ struct Ledger {
   std::atomic<std::uint32_t> next_version;
   std::atomic<std::uint64_t> operations;
   std::atomic<std::uint64_t> lost, stale, errors;
+  char first_error[256];  // the first worker error's message, for the report (a killed
+                          // worker's stderr line may never be written)
 };
 
 struct Shared {
@@ -142,8 +144,9 @@ int run_worker(const std::string& name, std::uint32_t w, Ledger& l, std::uint64_
         l.in_flight_key.store(kKeysPerWorker);
       }
     } catch (const shmht::Error& e) {
-      l.errors.fetch_add(1);
       std::fprintf(stderr, "soak: worker %u: %s\n", w, e.what());
+      if (l.errors.load() == 0) std::snprintf(l.first_error, sizeof l.first_error, "%s", e.what());
+      l.errors.fetch_add(1);
       return 2;
     }
     l.operations.fetch_add(1, std::memory_order_relaxed);
@@ -284,6 +287,7 @@ int main(int argc, char** argv) try {
       lost += l.lost.load();
       stale += l.stale.load();
       worker_failures += l.errors.load();
+      if (l.errors.load() != 0) std::fprintf(stderr, "soak: worker %u's first error: %s\n", w, l.first_error);
     }
   }
   const shmht::CheckReport report = shmht::check_table(name);
