@@ -27,13 +27,19 @@ class ScratchFile {
   explicit ScratchFile(const std::string& tag) {
     static std::atomic<unsigned> counter{0};
     path_ = "/dev/shm/shmht-test-" + std::to_string(getpid()) + "-fuzz-" + tag + "-" + std::to_string(counter++);
-    ::unlink(path_.c_str());
+    remove();
   }
-  ~ScratchFile() { ::unlink(path_.c_str()); }
+  ~ScratchFile() { remove(); }
   ScratchFile(const ScratchFile&) = delete;
   ScratchFile& operator=(const ScratchFile&) = delete;
 
   const std::string& path() const noexcept { return path_; }
+
+  // The file and, when it was opened as a table, its liveness lock file (liveness.hpp).
+  void remove() const {
+    ::unlink(path_.c_str());
+    ::unlink((path_ + ".shmht-lock").c_str());
+  }
 
   // Replaces the file's contents with `bytes`.
   void write(std::span<const std::uint8_t> bytes) const {
