@@ -7,6 +7,7 @@
 #     churn     1 process,  insert=50,erase=50, half full (allocation and free-list paths)
 #
 # Usage: harness/ab_driver.sh BASE_DRIVER NEW_DRIVER [ROUNDS=3] [ENGINES="global striped seqlock lockfree"]
+#   AB_CELLS="get mixed" picks some of the cells (default: all three).
 # BASE_DRIVER / NEW_DRIVER: shmht-driver binaries (build/harness/shmht-driver of two builds).
 # Results: experiments/results/ab/<UTC time>-driver/ (one JSON per run, summary.txt).
 set -euo pipefail
@@ -23,7 +24,7 @@ declare -A cells=(
 )
 for round in $(seq "$rounds"); do
   for engine in $engines; do
-    for cell in get mixed churn; do
+    for cell in ${AB_CELLS:-get mixed churn}; do
       for side in base new; do
         driver=$base
         [[ $side == new ]] && driver=$new

@@ -260,6 +260,12 @@ int main(int argc, char** argv) try {
       const pid_t gone = waitpid(-1, &status, WNOHANG);
       if (gone <= 0) break;
       ++worker_failures;
+      if (WIFSIGNALED(status)) {
+        std::fprintf(stderr, "soak: worker pid %d was killed by signal %d (%s), not by the soak\n", gone, WTERMSIG(status),
+                     strsignal(WTERMSIG(status)));
+      } else {
+        std::fprintf(stderr, "soak: worker pid %d exited with status %d\n", gone, WEXITSTATUS(status));
+      }
       for (std::uint32_t v = 0; v < o.processes; ++v) {
         if (workers[v] == gone) spawn(v);
       }
