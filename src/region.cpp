@@ -315,20 +315,20 @@ Region Region::create(const std::string& path, const CreateOptions& options, Eng
   // taken): a concurrent open() sees no file or a complete one, never an empty or
   // half-written header (open_or_create callers racing used to get kCorrupt).
   StagingFile staging = create_staging_file(path, options.mode);
-  std::optional<liveness::TableIdentity> locked_as;  // set once the lock file is made for it
   try {
     region.initialize(std::exchange(staging.fd, -1), options, init_engine);  // takes the fd over
     // The lock file (liveness.hpp) is there before the table has a name: nobody can
     // plant a file under the lock file's name of a table that exists, except by
     // deleting the real one by hand (to plant one before the table exists, one could as
     // well plant the table's own name: names in a shared directory are first come).
-    locked_as = region.identity();
-    liveness::LockFile::open(*locked_as, region.fd(), /*for_writer=*/true);
+    // A create that then fails (the name taken by a racing creator) leaves the lock file
+    // as it is: the racing winner may be using one this create made, and a lock file
+    // naming another table is replaced by the first attacher of the table at the name.
+    liveness::LockFile::open(region.identity(), region.fd(), /*for_writer=*/true);
     publish_staging_file(staging, region.fd(), path);
   } catch (...) {
     if (staging.fd >= 0) ::close(staging.fd);
     if (!staging.name.empty()) ::unlink(staging.name.c_str());
-    if (locked_as) liveness::remove_lock_file(path, locked_as->device, locked_as->inode);
     throw;
   }
   if (!staging.name.empty()) ::unlink(staging.name.c_str());
