@@ -115,7 +115,11 @@ class PendingShift : public ::testing::Test {
  protected:
   void SetUp() override { alarm(120); }
   void TearDown() override { alarm(0); }
+  // interrupt_two_erases_of_one_run on this test's table; keeper_ stays attached.
+  void interrupt_two_erases();
   ScopedName name_;
+  std::optional<Table> keeper_;  // destroyed before name_ removes the file
+  std::uint64_t n_ = 0;          // keys inserted
 };
 
 // Interrupts two erases of one long run (A, then the key that moved to A's slot, B), each
@@ -158,14 +162,17 @@ void interrupt_two_erases_of_one_run(const std::string& name, std::optional<Tabl
   EXPECT_EQ(*triple, -1) << "one word in three adjacent slots";
 }
 
-TEST_F(PendingShift, CheckCompletesTwoInterruptedErasesOfOneRun) {
-  std::uint64_t n = 0;
+void PendingShift::interrupt_two_erases() {
   std::set<std::string> erased;
   std::int64_t triple = -1;
-  std::optional<Table> keeper;
-  interrupt_two_erases_of_one_run(name_, &keeper, &n, &erased, &triple);
+  interrupt_two_erases_of_one_run(name_, &keeper_, &n_, &erased, &triple);
+}
+
+TEST_F(PendingShift, CheckCompletesTwoInterruptedErasesOfOneRun) {
+  interrupt_two_erases();
   if (HasFatalFailure()) return;
-  Table& t = *keeper;
+  const std::uint64_t n = n_;
+  Table& t = *keeper_;
   EXPECT_EQ(t.size(), n - 2);
   const CheckReport report = check_table(name_);
   EXPECT_TRUE(report.clean) << (report.problems.empty() ? "" : report.problems.front());
@@ -175,14 +182,10 @@ TEST_F(PendingShift, CheckCompletesTwoInterruptedErasesOfOneRun) {
 }
 
 TEST_F(PendingShift, ColdStartCompletesTwoInterruptedErasesAndCountsEachKeyOnce) {
-  std::uint64_t n = 0;
-  std::set<std::string> erased;
-  std::int64_t triple = -1;
-  std::optional<Table> keeper;
-  interrupt_two_erases_of_one_run(name_, &keeper, &n, &erased, &triple);
+  interrupt_two_erases();
   if (HasFatalFailure()) return;
-  keeper->close();
-  keeper.reset();
+  const std::uint64_t n = n_;
+  keeper_.reset();
   Table t = Table::open(name_);  // the only attachment; A and B died attached: cold start
   Slots slots(name_);
   EXPECT_EQ(slots.find_copies(2), -1) << "cold start's repair completed every pending shift";
@@ -194,17 +197,13 @@ TEST_F(PendingShift, ColdStartCompletesTwoInterruptedErasesAndCountsEachKeyOnce)
   EXPECT_EQ(t.size(), 0u) << "every key erased";
 }
 
-// The same triple, reopened (cold start) under the seqlock engine, for which the leftover
-// duplicate is no pending shift: erasing its key leaves the second copy behind.
+// The same, reopened (cold start) under the seqlock engine, for which a word left in a
+// third slot was no pending shift: erasing its key left a copy naming a freed record.
 TEST_F(PendingShift, ColdStartIntoSeqlockAfterTwoInterruptedErasesLeavesNoDuplicate) {
-  std::uint64_t n = 0;
-  std::set<std::string> erased;
-  std::int64_t triple = -1;
-  std::optional<Table> keeper;
-  interrupt_two_erases_of_one_run(name_, &keeper, &n, &erased, &triple);
+  interrupt_two_erases();
   if (HasFatalFailure()) return;
-  keeper->close();
-  keeper.reset();
+  const std::uint64_t n = n_;
+  keeper_.reset();
   Table t = Table::open(name_, {.engine = Engine::kSeqlock});
   std::uint64_t still = 0, errors = 0;
   for (std::uint64_t i = 0; i < n; ++i) {
