@@ -103,22 +103,28 @@ FileGrowth file_growth(const std::string& path) {
   return g;
 }
 
-class GrowthStall : public ::testing::TestWithParam<Engine> {};
+// Each test: a table of the parameter's engine and a writer attached to it, waiting for
+// flags_[1] to start growing the file.
+class GrowthStall : public ::testing::TestWithParam<Engine> {
+ protected:
+  void SetUp() override {
+    Table::create(name_, growth_options(GetParam())).close();
+    spawn_grower(growers_, name_, flags_);
+    ASSERT_TRUE(wait_for(flags_[0], 20s)) << "the writer never attached";
+  }
+  ScopedName name_;
+  SharedArray<std::atomic<int>> flags_{2};
+  Children growers_;
+};
 
-// A child takes the admin lock through its own descriptor of the file (as attach, detach
-// and `check` do) and stops; a writer attached before then inserts enough to grow the
-// file many times.
+// A child takes the admin lock through its own descriptor of the table's lock file (as
+// attach, cold start and `check` do: liveness.hpp) and stops; a writer attached before
+// then inserts enough to grow the file many times.
 TEST_P(GrowthStall, WritersGrowTheFileWhileTheAdminLockHolderIsStopped) {
-  ScopedName name;
-  Table::create(name, growth_options(GetParam())).close();
-  SharedArray<std::atomic<int>> flags(2);
-  Children growers;
-  spawn_grower(growers, name, flags);
-  ASSERT_TRUE(wait_for(flags[0], 20s)) << "the writer never attached";
-
+  const std::string& name = name_;
   Children holder;
   const pid_t stopped = holder.spawn([&] {
-    const int fd = ::open(("/dev/shm/" + name.str()).c_str(), O_RDWR | O_CLOEXEC);
+    const int fd = ::open(("/dev/shm/" + name + ".shmht-lock").c_str(), O_RDWR | O_CLOEXEC);
     struct flock admin{};
     admin.l_type = F_WRLCK;
     admin.l_whence = SEEK_SET;
@@ -130,21 +136,15 @@ TEST_P(GrowthStall, WritersGrowTheFileWhileTheAdminLockHolderIsStopped) {
   });
   ASSERT_TRUE(wait_until_stopped(stopped, 20s)) << "the admin lock holder never stopped";
 
-  flags[1] = 1;
-  EXPECT_TRUE(grower_finished(growers));
+  flags_[1] = 1;
+  EXPECT_TRUE(grower_finished(growers_));
   kill(stopped, SIGKILL);  // holder's destructor reaps it
 }
 
 // A writer stops itself after claiming a larger file size, before reserving it; another,
 // attached before then, needs new chunks past the claimed size's old end.
 TEST_P(GrowthStall, WritersGrowTheFileWhileAClaimerIsStoppedBeforeReserving) {
-  ScopedName name;
-  Table::create(name, growth_options(GetParam())).close();
-  SharedArray<std::atomic<int>> flags(2);
-  Children growers;
-  spawn_grower(growers, name, flags);
-  ASSERT_TRUE(wait_for(flags[0], 20s)) << "the writer never attached";
-
+  const std::string& name = name_;
   Children claimer;
   const pid_t stopped = claimer.spawn([&] {
     Table t = Table::open(name);
@@ -153,11 +153,11 @@ TEST_P(GrowthStall, WritersGrowTheFileWhileAClaimerIsStoppedBeforeReserving) {
     return stop_pending() ? 3 : 0;  // 3: it never needed to grow the file
   });
   ASSERT_TRUE(wait_until_stopped(stopped, 20s)) << "the claimer never stopped at its claim";
-  const FileGrowth stalled = file_growth("/dev/shm/" + name.str());
+  const FileGrowth stalled = file_growth("/dev/shm/" + name);
   EXPECT_GT(stalled.claimed, stalled.length) << "stopped between its claim and its reservation, the claim is ahead";
 
-  flags[1] = 1;
-  const bool finished = grower_finished(growers);
+  flags_[1] = 1;
+  const bool finished = grower_finished(growers_);
 
   kill(stopped, SIGCONT);
   const auto resumed = claimer.wait_all(kGrowthLimit);
