@@ -175,7 +175,8 @@ class TableImpl {
   // A key to store under: throws kKeyTooLarge past the table's max_key_bytes.
   HashedKey key(std::string_view bytes) const {
     if (std::optional<HashedKey> k = lookup_key(bytes)) return *k;
-    throw Error(ErrorCode::kKeyTooLarge, "key is " + std::to_string(bytes.size()) + " bytes; this table's maximum is " +
+    throw Error(ErrorCode::kKeyTooLarge, "key is " + std::to_string(bytes.size()) + (bytes.size() == 1 ? " byte" : " bytes") +
+                                             "; this table's maximum is " +
                                              std::to_string(context_.fixed().max_key_bytes));
   }
 
@@ -200,7 +201,7 @@ class TableImpl {
   void check_value(std::string_view value) const {
     if (!value_fits(value)) {
       throw Error(ErrorCode::kValueTooLarge, "value is " + std::to_string(value.size()) +
-                                                 " bytes; this table's maximum is " +
+                                                 (value.size() == 1 ? " byte" : " bytes") + "; this table's maximum is " +
                                                  std::to_string(context_.fixed().max_value_bytes));
     }
   }
@@ -358,6 +359,9 @@ namespace {
 // `opened`: the file that will be unlinked (opened relative to its directory). It is
 // validated by its name, and must be the file that name opened: through the name, the
 // lock file beside it answers who is attached (and no /proc is needed).
+// How each interface spells RemoveOptions::force, for the messages that suggest it.
+constexpr std::string_view kHowToForce = "shmht rm --force, Python unlink(name, force=True), C++ RemoveOptions::force";
+
 std::vector<pid_t> attached_pids_of_table_file(const std::string& path, const struct stat& opened) {
   Region region = [&] {
     try {
@@ -369,7 +373,7 @@ std::vector<pid_t> attached_pids_of_table_file(const std::string& path, const st
           std::string_view(e.what()).find("not a shmht table") != std::string_view::npos) {
         throw Error(ErrorCode::kInvalidArgument, path + " is not a shmht table (" + e.what() + "); refusing to remove it");
       }
-      throw Error(e.code(), std::string(e.what()) + "; it can only be removed with force");
+      throw Error(e.code(), std::string(e.what()) + "; it can only be removed by force (" + std::string(kHowToForce) + ")");
     }
   }();
   struct stat validated{};
@@ -455,11 +459,14 @@ bool Table::remove(const std::string& name, const RemoveOptions& options) {
   try {
     const std::vector<pid_t> pids = attached_pids_of_table_file(path, opened);
     if (!pids.empty() && !options.force) {
+      // The caller itself may be one of them (a handle it still holds): say so, since
+      // "close it first" is then advice about its own handle.
       std::string list;
-      for (pid_t pid : pids) list += (list.empty() ? "" : ", ") + std::to_string(pid);
+      for (pid_t pid : pids) list += (list.empty() ? "" : ", ") + std::to_string(pid) + (pid == getpid() ? " (this process)" : "");
       throw Error(ErrorCode::kInUse, path + ": " + std::to_string(pids.size()) + (pids.size() == 1 ? " process is" : " processes are") +
-                                         " attached (pid " + list + "); close it first, or remove it with force (attached "
-                                         "processes keep using the removed file; new openers get a new table)");
+                                         " attached (pid " + list + "); close it first, or remove it by force (" +
+                                         std::string(kHowToForce) + "; attached processes keep using the removed file, new "
+                                         "openers get a new table)");
     }
   } catch (const Error& e) {
     // A damaged table (its magic right, the rest not) may be removed by force.

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # cli_test.sh - the shmht command line, end to end: every subcommand, its output and its
 # exit status. Usage: cli_test.sh PATH_TO_SHMHT
+#
+# Exit status, as src/cli/main.cpp, --help and README.md give it: 0 ok; 1 not found (key,
+# table, ls's directory) or cas not applied; 2 usage (and an --engine other than the
+# table's); 3 the table refused or failed the operation; 4 corrupt, or check found problems.
 set -euo pipefail
 shmht=$1
 name="shmht-cli-test-$$"
-trap 'rm -f "/dev/shm/$name"* /tmp/shmht-cli-out.$$' EXIT
+scratch=$(mktemp -d /tmp/shmht-cli-test.XXXXXX)
+trap 'rm -f "/dev/shm/$name"* /tmp/shmht-cli-out.$$; rm -rf "$scratch"' EXIT
 failures=0
 fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 expect_status() {  # expect_status CODE CMD...
@@ -44,7 +49,7 @@ expect_status 2 "$shmht" get "$name" alpha --engine nosuch
 expect_status 2 "$shmht" frobnicate "$name"
 expect_status 2 "$shmht" create "$name-x" --capacity -5
 head -c 8192 /dev/urandom > "/dev/shm/$name-foreign"
-expect_status 3 "$shmht" stat "$name-foreign"
+expect_status 4 "$shmht" stat "$name-foreign"   # not a valid table: corrupt
 grep -q "bad magic" /tmp/shmht-cli-out.$$ || fail "foreign file not reported as bad magic"
 expect_status 0 "$shmht" rm "$name"
 expect_status 1 "$shmht" rm "$name"
@@ -87,11 +92,11 @@ odd_name="$name-\"q\"$(printf '\t')t"
   fail "stat --json of a name with a quote and a tab is not valid JSON: $("$shmht" stat "$odd_name" --json)"
 expect_status 0 "$shmht" rm "$odd_name"
 
-# A missing directory is named as such, not as a missing table.
-expect_status 3 "$shmht" create "/nonexistent-dir-$$/t"
+# A missing directory is named as such, not as a missing table (both: not found, 1).
+expect_status 1 "$shmht" create "/nonexistent-dir-$$/t"
 grep -q "directory /nonexistent-dir-$$ does not exist" /tmp/shmht-cli-out.$$ ||
   fail "create in a missing directory did not say so: $(cat /tmp/shmht-cli-out.$$)"
-expect_status 3 "$shmht" stat "/nonexistent-dir-$$/t"
+expect_status 1 "$shmht" stat "/nonexistent-dir-$$/t"
 grep -q "directory /nonexistent-dir-$$ does not exist" /tmp/shmht-cli-out.$$ ||
   fail "stat in a missing directory did not say so: $(cat /tmp/shmht-cli-out.$$)"
 
@@ -225,6 +230,180 @@ if [ "$(id -u)" -eq 0 ]; then
   expect_status 0 "$shmht" stat "$name-users" --trust-owner
   expect_status 0 "$shmht" rm "$name-users"
 fi
+# --- issue 21: the command line ----------------------------------------------------------
+json_field() {  # json_field FIELD < JSON: prints the field (Python's repr for non-strings)
+  /usr/bin/python3 -c 'import json,sys; v=json.load(sys.stdin)[sys.argv[1]]; print(v if isinstance(v,str) else json.dumps(v))' "$1"
+}
+active_engine() { "$shmht" stat "$1" --json | json_field engine; }
+
+# --engine on a command other than create and switch-engine never switches the table: a
+# different engine is refused (exit 2, both engines and switch-engine named, nothing
+# changed); the same engine is fine. (Before, `get --engine striped` switched it for good.)
+"$shmht" create "$name-eng" --capacity 100 --engine seqlock >/dev/null
+"$shmht" put "$name-eng" k v
+expect_status 2 "$shmht" get "$name-eng" k --engine striped
+[ "$(active_engine "$name-eng")" = seqlock ] || fail "get --engine striped switched the table to $(active_engine "$name-eng")"
+grep -q "active with engine 'seqlock', not 'striped'" /tmp/shmht-cli-out.$$ && grep -q "shmht switch-engine $name-eng striped" /tmp/shmht-cli-out.$$ ||
+  fail "a refused --engine did not name both engines and the switch command: $(cat /tmp/shmht-cli-out.$$)"
+for command in "stat @" "check @" "dump @" "put @ k other" "del @ k" "take @ k" "add @ n" "load @"; do
+  # shellcheck disable=SC2086  # the command's words; @ is the table
+  expect_status 2 "$shmht" ${command/@/$name-eng} --engine global </dev/null
+done
+[ "$(active_engine "$name-eng")" = seqlock ] || fail "a refused --engine switched the table to $(active_engine "$name-eng")"
+[ "$("$shmht" get "$name-eng" k)" = v ] || fail "a refused put/del/take changed the value"
+[ "$("$shmht" get "$name-eng" k --engine seqlock)" = v ] || fail "get with the table's own --engine failed"
+expect_status 0 "$shmht" check "$name-eng" --engine seqlock
+# switch-engine is the one command that switches; not while another process is attached.
+expect_status 0 "$shmht" switch-engine "$name-eng" striped
+[ "$(active_engine "$name-eng")" = striped ] || fail "switch-engine did not switch: $(active_engine "$name-eng")"
+grep -q "from engine seqlock to striped" /tmp/shmht-cli-out.$$ || fail "switch-engine did not say what it did: $(cat /tmp/shmht-cli-out.$$)"
+expect_status 2 "$shmht" switch-engine "$name-eng" nosuch
+sleep 30 | "$shmht" load "$name-eng" &
+holder=$!
+for _ in $(seq 100); do "$shmht" stat "$name-eng" | grep -q "attached pids   $holder" && break; sleep 0.1; done
+expect_status 3 "$shmht" switch-engine "$name-eng" global
+grep -q engine_mismatch /tmp/shmht-cli-out.$$ || fail "switch-engine while attached did not say engine_mismatch: $(cat /tmp/shmht-cli-out.$$)"
+kill "$holder" 2>/dev/null || true
+pkill -P $$ sleep 2>/dev/null || true
+wait "$holder" 2>/dev/null || true
+[ "$(active_engine "$name-eng")" = striped ] || fail "a refused switch-engine changed the engine"
+
+# Exit codes: a missing table is 1 for every command (was 3, as for a corrupt one); a
+# file that is not a valid table is 4.
+for command in "get @ k" "stat @" "dump @" "check @" "put @ k v" "del @ k" "load @"; do
+  # shellcheck disable=SC2086
+  expect_status 1 "$shmht" ${command/@/$name-absent} </dev/null
+  grep -q "no such table" /tmp/shmht-cli-out.$$ || fail "$command of a missing table did not say so: $(cat /tmp/shmht-cli-out.$$)"
+done
+"$shmht" create "$name-trunc" --capacity 100 >/dev/null
+truncate -s 8192 "/dev/shm/$name-trunc"
+expect_status 4 "$shmht" get "$name-trunc" k
+grep -q truncated /tmp/shmht-cli-out.$$ || fail "a truncated table was not reported as truncated: $(cat /tmp/shmht-cli-out.$$)"
+expect_status 4 "$shmht" check "$name-trunc"
+"$shmht" --help | grep -q "4 corrupt" || fail "--help does not give the exit status table"
+
+# --json on get and check: stable field names.
+"$shmht" put "$name-eng" bin "$(printf 'a\tb\377')"
+"$shmht" get "$name-eng" k --json | /usr/bin/python3 -c '
+import json,sys; d=json.load(sys.stdin)
+assert list(d) == ["table","key","key_escaped","found","value","value_escaped","value_bytes"], d
+assert d["found"] is True and d["value"] == "v" and d["value_bytes"] == 1 and d["table"].endswith(sys.argv[1]), d' "$name-eng" ||
+  fail "get --json: $("$shmht" get "$name-eng" k --json)"
+"$shmht" get "$name-eng" bin --json | /usr/bin/python3 -c '
+import json,sys; d=json.load(sys.stdin)
+assert d["value"] is None and d["value_escaped"] == "a\\tb\\xff" and d["value_bytes"] == 4, d' ||
+  fail "get --json of a value that is not UTF-8: $("$shmht" get "$name-eng" bin --json)"
+expect_status 1 "$shmht" get "$name-eng" nokey --json
+/usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["found"] is False and d["value"] is None, d' /tmp/shmht-cli-out.$$ ||
+  fail "get --json of an absent key: $(cat /tmp/shmht-cli-out.$$)"
+expect_status 0 "$shmht" check "$name-eng" --json
+/usr/bin/python3 -c '
+import json,sys; d=json.load(open(sys.argv[1]))
+for f in ["table","clean","problems","items","counted_items","free_records","free_record_bytes","live_record_bytes",
+          "unaccounted_bytes","other_attachments","repaired_shifts","reclaimed_bytes","not_reclaimed_because",
+          "displacements","past_home_bucket"]:
+    assert f in d, f
+assert d["clean"] is True and d["problems"] == [] and d["items"] == 2 and sum(d["displacements"]) == 2, d' /tmp/shmht-cli-out.$$ ||
+  fail "check --json: $(cat /tmp/shmht-cli-out.$$)"
+
+# put KEY - reads the value from stdin, every byte: a 1 MB value (too long for argv).
+"$shmht" create "$name-big" --capacity 10 --max-value-bytes 2000000 >/dev/null
+head -c 1048576 /dev/urandom >"$scratch/big"
+"$shmht" put "$name-big" big - <"$scratch/big" || fail "put KEY - of a 1 MB value failed"
+"$shmht" get "$name-big" big >"$scratch/big.out"   # the value, then get's newline
+head -c 1048576 "$scratch/big.out" | cmp -s - "$scratch/big" && [ "$(stat -c %s "$scratch/big.out")" -eq 1048577 ] ||
+  fail "put KEY - did not store stdin's bytes exactly"
+printf 'two\nlines\n' | "$shmht" put "$name-big" text -
+[ "$("$shmht" get "$name-big" text --json | json_field value_escaped)" = 'two\nlines\n' ] || fail "put KEY - dropped or changed bytes"
+
+# dump/load: every byte value in keys and values, written as escapes (dump's output is
+# ASCII) and read back exactly: load(dump(t)) dumps the same, and the bytes are the same.
+"$shmht" create "$name-bytes" --capacity 100 >/dev/null
+/usr/bin/python3 -c 'import sys; sys.stdout.buffer.write(bytes(range(256)))' >"$scratch/all"
+"$shmht" put "$name-bytes" all - <"$scratch/all"
+# A key holding every byte gets in through load's \xNN (argv cannot carry a NUL).
+/usr/bin/python3 - "$scratch/expected" <<'PY'
+import sys
+def escape(bs):  # what dump must write (src/cli/escape.hpp)
+    special = {9: "\\t", 10: "\\n", 13: "\\r", 92: "\\\\"}
+    return "".join(special.get(b) or (chr(b) if 0x20 <= b < 0x7f else "\\x%02x" % b) for b in bs)
+allbytes = bytes(range(256))
+with open(sys.argv[1], "w") as out:
+    out.write(escape(allbytes) + "\t" + escape(b"reversed " + allbytes[::-1]) + "\n")
+    out.write("all\t" + escape(allbytes) + "\n")
+PY
+head -1 "$scratch/expected" | "$shmht" load "$name-bytes" 2>/dev/null || fail "load of a key with every byte failed"
+"$shmht" dump "$name-bytes" | sort >"$scratch/dump1"
+sort "$scratch/expected" | cmp -s - "$scratch/dump1" || fail "dump did not write every byte as expected: $(diff <(sort "$scratch/expected") "$scratch/dump1" | head -5)"
+LC_ALL=C grep -q '[^ -~	]' "$scratch/dump1" && fail "dump wrote a byte outside printable ASCII and tab"
+"$shmht" create "$name-bytes2" --capacity 100 >/dev/null
+"$shmht" load "$name-bytes2" <"$scratch/dump1" 2>/dev/null || fail "load of dump's output failed"
+"$shmht" dump "$name-bytes2" | sort | cmp -s - "$scratch/dump1" || fail "load(dump) did not dump the same"
+"$shmht" get "$name-bytes2" all >"$scratch/all.out"
+head -c 256 "$scratch/all.out" | cmp -s - "$scratch/all" || fail "load(dump) changed a value's bytes"
+
+# stat: numbers a person reads (no 1.76538e+06 B/item), and not itself as attached.
+"$shmht" stat "$name-bytes" >"$scratch/stat"
+grep -q 'e+' "$scratch/stat" && fail "stat printed a number in e-notation: $(cat "$scratch/stat")"
+grep -Eq '^file +[0-9.]+ (B|KiB|MiB|GiB) apparent, [0-9.]+ (B|KiB|MiB|GiB) resident, [0-9.]+ (B|KiB|MiB|GiB) per item$' "$scratch/stat" ||
+  fail "stat's file line is not in units: $(grep '^file' "$scratch/stat")"
+grep -q '^attached pids   none besides this command$' "$scratch/stat" || fail "stat listed its own pid: $(grep '^attached' "$scratch/stat")"
+# Messages: "1 byte", not "1 bytes"; the flag is --force.
+"$shmht" create "$name-tiny" --capacity 10 --max-value-bytes 0 >/dev/null
+expect_status 3 "$shmht" put "$name-tiny" k x
+grep -q "value is 1 byte;" /tmp/shmht-cli-out.$$ || fail "a 1-byte value was not '1 byte': $(cat /tmp/shmht-cli-out.$$)"
+sleep 30 | "$shmht" load "$name-tiny" &
+holder=$!
+for _ in $(seq 100); do "$shmht" stat "$name-tiny" | grep -q "attached pids   $holder" && break; sleep 0.1; done
+expect_status 3 "$shmht" rm "$name-tiny"
+grep -q -- "rm --force" /tmp/shmht-cli-out.$$ || fail "rm of a table in use did not name --force: $(cat /tmp/shmht-cli-out.$$)"
+kill "$holder" 2>/dev/null || true
+pkill -P $$ sleep 2>/dev/null || true
+wait "$holder" 2>/dev/null || true
+
+# ls [DIR]: tables with engine, items, bytes and pids; a truncated table listed as
+# corrupt, a garbage file and the lock files skipped; nothing changed; a held admin lock
+# reported as busy without waiting.
+lsdir="$scratch/ls"
+mkdir "$lsdir"
+"$shmht" create "$lsdir/alpha" --capacity 100 --engine striped >/dev/null
+printf 'a\t1\nb\t2\n' | "$shmht" load "$lsdir/alpha" 2>/dev/null
+"$shmht" create "$lsdir/beta" --capacity 100 >/dev/null
+head -c 8192 "$lsdir/beta" >"$lsdir/cut"          # the magic, then nothing
+head -c 100000 /dev/urandom >"$lsdir/garbage"
+echo 'not a table' >"$lsdir/notes.txt"
+before=$(cd "$lsdir" && sha256sum alpha beta cut garbage && stat -c '%n %s %Y' alpha beta)
+timeout 20 "$shmht" ls "$lsdir" --json >"$scratch/ls.json" || fail "ls --json exited $?"
+/usr/bin/python3 - "$scratch/ls.json" <<'PY' || fail "ls --json: $(cat "$scratch/ls.json")"
+import json, sys
+rows = {r["name"]: r for r in json.load(open(sys.argv[1]))}
+assert sorted(rows) == ["alpha", "beta", "cut"], sorted(rows)
+a = rows["alpha"]
+assert (a["state"], a["engine"], a["items"], a["attached_pids"]) == ("ok", "striped", 2, []), a
+assert a["apparent_bytes"] > 0 and a["resident_bytes"] > 0, a
+assert rows["beta"]["engine"] == "seqlock" and rows["beta"]["items"] == 0, rows["beta"]
+assert rows["cut"]["state"] == "corrupt" and "truncated" in rows["cut"]["problem"], rows["cut"]
+PY
+timeout 20 "$shmht" ls "$lsdir" >"$scratch/ls.txt" || fail "ls exited $?"
+grep -Eq '^alpha +striped +2 +[0-9.]+ (B|KiB|MiB) +[0-9.]+ (B|KiB|MiB) +\(none\)$' "$scratch/ls.txt" || fail "ls's text: $(cat "$scratch/ls.txt")"
+grep -q 'garbage\|notes\|shmht-lock' "$scratch/ls.txt" && fail "ls listed a file that is not a table: $(cat "$scratch/ls.txt")"
+[ "$(cd "$lsdir" && sha256sum alpha beta cut garbage && stat -c '%n %s %Y' alpha beta)" = "$before" ] || fail "ls changed a file"
+# A process holding alpha's admin lock (a POSIX write lock on the lock file's byte 0
+# conflicts with the OFD lock attach takes): ls says busy at once rather than waiting.
+/usr/bin/python3 -c 'import fcntl,sys,time; f=open(sys.argv[1],"r+"); fcntl.lockf(f, fcntl.LOCK_EX, 1, 0); print("held", flush=True); time.sleep(30)' \
+  "$lsdir/alpha.shmht-lock" >"$scratch/locked" &
+locker=$!
+for _ in $(seq 100); do grep -q held "$scratch/locked" && break; sleep 0.1; done
+started=$(date +%s)
+timeout 20 "$shmht" ls "$lsdir" >"$scratch/ls.txt" || fail "ls with a held admin lock exited $?"
+[ $(($(date +%s) - started)) -le 3 ] || fail "ls waited for a held admin lock"
+grep -q '^alpha .*busy: its admin lock is held' "$scratch/ls.txt" || fail "ls did not say busy: $(cat "$scratch/ls.txt")"
+kill "$locker" 2>/dev/null || true
+wait "$locker" 2>/dev/null || true
+expect_status 1 "$shmht" ls "$scratch/no-such-dir"
+"$shmht" ls "$scratch" | grep -q "no shmht tables in" || fail "ls of a directory without tables did not say so"
+for t in eng trunc big bytes bytes2 tiny; do "$shmht" rm --force "$name-$t" >/dev/null 2>&1 || true; done
+
 rm -f /tmp/shmht-cli-out.$$
 
 if [ "$failures" -ne 0 ]; then echo "$failures failed"; exit 1; fi

@@ -2,24 +2,25 @@
 //
 //   shmht create NAME [--capacity N] [--max-key-bytes N] [--max-value-bytes N]
 //                     [--max-bytes N] [--max-processes N] [--mode OCTAL] [--engine E]
-//   shmht stat NAME [--json]          shmht check NAME (also: how far items sit from home)
-//   shmht get NAME KEY                shmht put NAME KEY VALUE
-//   shmht del NAME KEY                shmht rm NAME
+//   shmht stat NAME [--json]          shmht check NAME [--json] [--repair]
+//   shmht get NAME KEY [--json]       shmht put NAME KEY VALUE   (VALUE "-": read stdin)
+//   shmht del NAME KEY                shmht rm NAME [--force]
+//   shmht add | take | cas NAME KEY ...
 //   shmht load NAME  < key<TAB>value lines       shmht dump NAME  > same format
+//   shmht ls [DIR] [--json]           the tables in DIR (default /dev/shm), attaching to none
+//   shmht switch-engine NAME E        the only command that changes a table's engine
 //   shmht --help | --version          shmht COMMAND --help
 //
-// NAME is a bare name (/dev/shm/NAME) or an absolute path. Every command that opens a
-// table takes --engine E (global | striped | seqlock | lockfree); without it, the engine
-// the table is active with is used. A KEY or VALUE that starts with '-' goes after `--`.
-// In load/dump lines, a tab, newline, carriage return or backslash inside a key or value
-// is written \t, \n, \r or \\, and any other control byte (below 0x20, and 0x7f) and
-// every byte from 0x80 up as \xNN (two hex digits), so that dumping a table never sends
-// its bytes to a terminal as escape sequences (C1 controls, U+0080..U+009F, are c2 80..
-// c2 9f in UTF-8: CSI and OSC among them); dump's output is ASCII. load reads all of
-// these back and drops one \r at the end of each line (CRLF files). get prints a value,
-// when its output is a terminal, escaped the same way except that a valid UTF-8 sequence
-// of a printable code point (not C0, DEL or C1) shows as itself, so "é" prints; every
-// other byte is \xNN. A pipe or file gets the exact bytes.
+// NAME is a bare name (/dev/shm/NAME) or an absolute path. A command that opens a table
+// uses the engine the table is active with. `--engine E` on such a command only states
+// what the caller expects: if the table is active with another engine the command
+// refuses (exit 2), naming both engines and `shmht switch-engine`, and changes nothing;
+// a read (get, stat, check, dump) never switches an engine. A KEY or VALUE that starts
+// with '-' goes after `--`. load/dump escape bytes as cli/escape.hpp says
+// (\t \n \r \\ \xNN; dump's output is ASCII, and load reads back exactly what dump writes). get prints
+// a value, when its output is a terminal, escaped the same way except that a valid UTF-8
+// sequence of a printable code point shows as itself, so "é" prints; a pipe or file gets
+// the exact bytes.
 //
 // A table that another user owns is refused when it could be a plant (OpenOptions::
 // trust_foreign_owner says when); --trust-owner opens it anyway.
@@ -27,13 +28,21 @@
 // Options are parsed by CLI11: --help prints to stdout; a bad flag or argument gets one
 // line saying what is wrong and where to find help, on stderr.
 //
-// Exit status: 0 success (--help and --version too); 1 key not found (get, del), no such
-// table (rm) or check found problems; 2 usage error, or a malformed line in load's input;
-// 3 the table reported an error (message on stderr).
+// Exit status (one table for every command; --help's footer and README.md say the same):
+//   0  done (--help and --version too)
+//   1  not found: the key (get, del, take), the table (any command; ls: the directory),
+//      or cas's condition did not hold
+//   2  usage: a bad command line, a malformed line in load's input, or an --engine other
+//      than the table's
+//   3  the table refused or failed the operation (full, too large, in use, permission,
+//      not a counter, ...): the message and the error's code name on stderr
+//   4  corrupt: the file is not a valid table of this build (damaged, another layout
+//      version), or check found problems
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <charconv>
+#include <filesystem>
 #include <cstdint>
 #include <cstdio>
 #include <iostream>
@@ -46,7 +55,10 @@
 #include <utility>
 #include <vector>
 
+#include "cli/escape.hpp"
+#include "cli/ls.hpp"
 #include "cli/number_option.hpp"
+#include "cli/readable.hpp"
 #include "shmht/check.hpp"
 #include "shmht/table.hpp"
 
@@ -60,13 +72,24 @@ using shmht::Engine;
 using shmht::Error;
 using shmht::Table;
 
-constexpr int kExitOk = 0, kExitMissing = 1, kExitUsage = 2, kExitError = 3;
+using shmht::cli::bytes_text;
+using shmht::cli::count_of;
+using shmht::cli::escape;
+using shmht::cli::escape_for_terminal;
+using shmht::cli::MalformedLine;
+using shmht::cli::parse_line;
 
-// "1 item", "2 items"; `plural` for a noun that does not just take an "s".
-std::string count_of(std::uint64_t n, std::string_view noun, std::string_view plural = {}) {
-  std::string text = std::to_string(n) + " ";
-  if (n == 1) return text.append(noun);
-  return plural.empty() ? text.append(noun).append("s") : text.append(plural);
+// The exit status table (top of this file).
+constexpr int kExitOk = 0, kExitNotFound = 1, kExitUsage = 2, kExitError = 3, kExitCorrupt = 4;
+
+// The exit status for an error the table reported.
+int exit_status_of(const Error& e) {
+  switch (e.code()) {
+    case shmht::ErrorCode::kNotFound: return kExitNotFound;
+    case shmht::ErrorCode::kCorrupt:
+    case shmht::ErrorCode::kVersionMismatch: return kExitCorrupt;
+    default: return kExitError;
+  }
 }
 
 // What the command line gave; each command reads what its subcommand declared.
@@ -75,6 +98,8 @@ struct Arguments {
   std::optional<Engine> engine;
   shmht::CreateOptions create;
   bool json = false;
+  std::string directory = "/dev/shm";  // ls's DIR
+  std::optional<Engine> switch_to;     // switch-engine's ENGINE
   bool read_only = false;  // --read-only
   bool repair = false;     // check --repair
   bool force = false;      // rm --force
@@ -110,26 +135,57 @@ void add_engine_option(CLI::App& command, Arguments& a, const std::string& descr
       ->type_name("E");
 }
 
-const char* const kOpenEngineHelp = "open with engine E (global, striped, seqlock, lockfree); default: the table's";
+const char* const kOpenEngineHelp =
+    "the engine you expect the table to be active with (global, striped, seqlock, lockfree): if it is active with "
+    "another, refuse (exit 2) and change nothing; `shmht switch-engine` switches";
 
+// --engine given to a command other than create and switch-engine, naming an engine the
+// table is not active with: the command refuses and changes nothing. (Before, such an
+// --engine switched the table for good, even for get or stat.)
+struct EngineRefused {
+  std::string message;
+};
+
+[[noreturn]] void refuse_engine(const Arguments& a, Engine active) {
+  const std::string wanted(shmht::engine_name(*a.engine)), has(shmht::engine_name(active));
+  throw EngineRefused{a.table + " is active with engine '" + has + "', not '" + wanted +
+                      "' (--engine); nothing was changed. To switch it (only while no other process is attached): "
+                      "shmht switch-engine " + a.table + " " + wanted};
+}
+
+// Refuses unless --engine is unset or names the table's active engine.
+void require_expected_engine(const Arguments& a) {
+  if (!a.engine) return;
+  if (const Engine active = Table::active_engine(a.table); active != *a.engine) refuse_engine(a, active);
+}
+
+// The engine a handle got: another process may have switched the table between
+// require_expected_engine and the open.
+Table expect_engine(const Arguments& a, Table table) {
+  if (a.engine && table.engine() != *a.engine) refuse_engine(a, table.engine());
+  return table;
+}
+
+// Opens with the table's active engine, never another (OpenOptions::engine unset).
 Table open_table(const Arguments& a) {
-  return Table::open(a.table, {.engine = a.engine, .trust_foreign_owner = a.trust_owner});
+  require_expected_engine(a);
+  return expect_engine(a, Table::open(a.table, {.engine = std::nullopt, .trust_foreign_owner = a.trust_owner}));
 }
 
 // For the commands that only read (stat, get, dump): read-only if asked, or if this user
 // may not write the file (a 0644 table of another user, a read-only filesystem).
 Table open_for_reading(const Arguments& a) {
+  require_expected_engine(a);
   shmht::OpenOptions read_only;
-  read_only.engine = a.engine;
   read_only.read_only = true;
   read_only.trust_foreign_owner = a.trust_owner;
-  if (a.read_only) return Table::open(a.table, read_only);
+  if (a.read_only) return expect_engine(a, Table::open(a.table, read_only));
   try {
-    return open_table(a);
+    return expect_engine(a, Table::open(a.table, {.engine = std::nullopt, .trust_foreign_owner = a.trust_owner}));
   } catch (const Error& e) {
     if (e.code() != shmht::ErrorCode::kPermissionDenied) throw;
     try {
-      return Table::open(a.table, read_only);
+      return expect_engine(a, Table::open(a.table, read_only));
     } catch (const Error& read_only_error) {
       // Not a seqlock table: why read-write was refused (no write access, or a table that
       // needs --trust-owner) is the news, not why read-only is no way round it.
@@ -140,113 +196,6 @@ Table open_for_reading(const Arguments& a) {
 }
 
 // --- load / dump ----------------------------------------------------------------------
-
-// A byte that a terminal may act on rather than show (C0 controls and DEL).
-bool is_control(char c) { return static_cast<unsigned char>(c) < 0x20 || c == '\x7f'; }
-
-// Writes `s` with \t \n \r \\ for those bytes, and \xNN for each byte that is not in a
-// run keep(s, i) says to show as it is (it returns that run's length at i; 0: escape the
-// byte at i).
-template <class Keep>
-std::string escape_with(std::string_view s, Keep&& keep) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size();) {
-    switch (s[i]) {
-      case '\t': out += "\\t"; ++i; continue;
-      case '\n': out += "\\n"; ++i; continue;
-      case '\r': out += "\\r"; ++i; continue;
-      case '\\': out += "\\\\"; ++i; continue;
-      default: break;
-    }
-    if (const std::size_t n = keep(s, i); n != 0) {
-      out += s.substr(i, n);
-      i += n;
-    } else {
-      const auto byte = static_cast<unsigned char>(s[i++]);
-      out += {'\\', 'x', kHex[byte >> 4], kHex[byte & 0xf]};
-    }
-  }
-  return out;
-}
-
-// dump's escaping: only printable ASCII as itself, so no terminal acts on a dump.
-std::string escape(std::string_view s) {
-  return escape_with(s, [](std::string_view t, std::size_t i) -> std::size_t {
-    return static_cast<unsigned char>(t[i]) < 0x80 && !is_control(t[i]) ? 1 : 0;
-  });
-}
-
-// The length of the valid UTF-8 sequence at s[i] if it encodes a printable code point
-// (not C0, DEL or C1 U+0080..U+009F; not overlong, a surrogate or past U+10FFFF), else 0.
-std::size_t printable_utf8_at(std::string_view s, std::size_t i) {
-  const auto lead = static_cast<unsigned char>(s[i]);
-  if (lead < 0x80) return is_control(s[i]) ? 0 : 1;
-  std::size_t length = 0;
-  char32_t code = 0, smallest = 0;
-  if ((lead & 0xE0) == 0xC0) {
-    length = 2, code = lead & 0x1F, smallest = 0x80;
-  } else if ((lead & 0xF0) == 0xE0) {
-    length = 3, code = lead & 0x0F, smallest = 0x800;
-  } else if ((lead & 0xF8) == 0xF0) {
-    length = 4, code = lead & 0x07, smallest = 0x10000;
-  } else {
-    return 0;  // a continuation byte, or 0xf8..0xff: never a lead
-  }
-  if (s.size() - i < length) return 0;
-  for (std::size_t k = 1; k < length; ++k) {
-    const auto next = static_cast<unsigned char>(s[i + k]);
-    if ((next & 0xC0) != 0x80) return 0;
-    code = (code << 6) | (next & 0x3F);
-  }
-  if (code < smallest || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return 0;
-  return code <= 0x9F ? 0 : length;  // C1 controls
-}
-
-// get's escaping on a terminal: printable UTF-8 as itself, every other byte escaped.
-std::string escape_for_terminal(std::string_view s) { return escape_with(s, printable_utf8_at); }
-
-// A line of load's input that cannot be read as KEY<TAB>VALUE; what() says why.
-struct MalformedLine : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-// The byte that two hex digits (\xNN's NN) name.
-char hex_byte(std::string_view digits) {
-  unsigned value = 0;
-  const auto parsed = std::from_chars(digits.data(), digits.data() + digits.size(), value, 16);
-  if (digits.size() != 2 || parsed.ec != std::errc() || parsed.ptr != digits.data() + 2) {
-    throw MalformedLine("\\x needs two hex digits");
-  }
-  return static_cast<char>(value);
-}
-
-std::string unescape(std::string_view s) {
-  std::string out;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '\\') {
-      out += s[i];
-      continue;
-    }
-    if (++i == s.size()) throw MalformedLine("dangling backslash");
-    switch (s[i]) {
-      case 't': out += '\t'; break;
-      case 'n': out += '\n'; break;
-      case 'r': out += '\r'; break;
-      case '\\': out += '\\'; break;
-      case 'x': out += hex_byte(s.substr(i + 1, 2)); i += 2; break;
-      default: throw MalformedLine(std::string("unknown escape \\") + s[i] + " (known: \\t \\n \\r \\\\ \\xNN)");
-    }
-  }
-  return out;
-}
-
-std::pair<std::string, std::string> parse_line(std::string_view line) {
-  const auto tab = line.find('\t');
-  if (tab == std::string_view::npos) throw MalformedLine("no tab between key and value");
-  return {unescape(line.substr(0, tab)), unescape(line.substr(tab + 1))};
-}
 
 int cmd_load(const Arguments& a) {
   Table table = open_table(a);
@@ -268,7 +217,7 @@ int cmd_load(const Arguments& a) {
     } catch (const MalformedLine& e) {
       return stop(e.what(), kExitUsage);
     } catch (const Error& e) {
-      return stop(std::string(e.what()) + " [" + std::string(shmht::error_code_name(e.code())) + "]", kExitError);
+      return stop(std::string(e.what()) + " [" + std::string(shmht::error_code_name(e.code())) + "]", exit_status_of(e));
     }
     ++loaded;
   }
@@ -296,21 +245,20 @@ int cmd_create(const Arguments& a) {
 // The load factor is items / home slots. Probes never wrap: shmht::kOverflowSlots slots
 // follow the last home slot, so more items than home slots fit and the factor can pass 1.
 std::string load_factor_text(const shmht::Stats& s) {
-  std::ostringstream text;
-  text << "load factor " << s.load_factor;
+  std::string text = "load factor " + shmht::cli::ratio_text(s.load_factor);
   if (s.load_factor > 1) {
-    text << " = items / home slots; above 1 because the " << shmht::kOverflowSlots
-         << " overflow slots after the last home slot hold the excess";
+    text += " = items / home slots; above 1 because the " + std::to_string(shmht::kOverflowSlots) +
+            " overflow slots after the last home slot hold the excess";
   }
-  return text.str();
+  return text;
 }
 
-// Free records per size class ("3 x 64 B, 1 x 1024 B"): how fragmented the free space is.
+// Free records per size class ("3 x 64 B, 1 x 1.0 KiB"): how fragmented the free space is.
 std::string free_classes_text(const shmht::Stats& s) {
   if (s.free_by_class.empty()) return "(none)";
   std::string text;
   for (const shmht::FreeClass& c : s.free_by_class) {
-    text += (text.empty() ? "" : ", ") + std::to_string(c.records) + " x " + std::to_string(c.record_bytes) + " B";
+    text += (text.empty() ? "" : ", ") + std::to_string(c.records) + " x " + bytes_text(c.record_bytes);
   }
   return text;
 }
@@ -321,12 +269,20 @@ nlohmann::ordered_json free_classes_json(const shmht::Stats& s) {
   return classes;
 }
 
+// Pids as "123 456", or "(none)".
+std::string pid_list_text(const std::vector<pid_t>& pids) {
+  std::string text;
+  for (pid_t p : pids) text += (text.empty() ? "" : " ") + std::to_string(p);
+  return text.empty() ? "(none)" : text;
+}
+
 int cmd_stat(const Arguments& a) {
   Table table = open_for_reading(a);
   const shmht::Stats s = table.stats();
+  // This command's own attachment is not news: it is gone when the command exits.
   std::vector<pid_t> others;
   for (pid_t p : s.attached_pids) {
-    if (p != getpid()) others.push_back(p);  // this command's own attachment is not news
+    if (p != getpid()) others.push_back(p);
   }
   const double per_item = s.items ? static_cast<double>(s.apparent_bytes) / static_cast<double>(s.items) : 0.0;
   if (a.json) {
@@ -358,22 +314,20 @@ int cmd_stat(const Arguments& a) {
             << "engine          " << shmht::engine_name(s.engine) << "\n"
             << "items           " << s.items << " of capacity " << s.capacity << " (" << count_of(s.slots, "home slot")
             << ", " << load_factor_text(s) << ")\n"
-            << "limits          key " << s.max_key_bytes << " B, value " << s.max_value_bytes << " B, file "
-            << s.max_bytes << " B, " << count_of(s.max_processes, "handle") << " at once\n"
-            << "file            " << s.apparent_bytes << " B apparent, " << s.resident_bytes << " B resident, "
-            << per_item << " B/item\n"
-            << "arena           " << s.arena_bytes << " B in chunks: " << s.live_record_bytes << " B live records, "
-            << s.free_record_bytes << " B free for reuse\n"
+            << "limits          key " << bytes_text(s.max_key_bytes) << ", value " << bytes_text(s.max_value_bytes)
+            << ", file " << bytes_text(s.max_bytes) << ", " << count_of(s.max_processes, "handle") << " at once\n"
+            << "file            " << bytes_text(s.apparent_bytes) << " apparent, " << bytes_text(s.resident_bytes)
+            << " resident" << (s.items ? ", " + bytes_text(per_item) + " per item" : std::string()) << "\n"
+            << "arena           " << bytes_text(s.arena_bytes) << " in chunks: " << bytes_text(s.live_record_bytes)
+            << " live records, " << bytes_text(s.free_record_bytes) << " free for reuse\n"
             << "free records    " << free_classes_text(s) << "\n"
-            << "attached pids   ";
-  for (std::size_t i = 0; i < others.size(); ++i) std::cout << (i ? " " : "") << others[i];
-  std::cout << (others.empty() ? "(none)\n" : "\n");
+            << "attached pids   " << (others.empty() ? "none besides this command" : pid_list_text(others)) << "\n";
   return kExitOk;
 }
 
 int key_not_found() {
   std::cerr << "shmht: key not found\n";
-  return kExitMissing;
+  return kExitNotFound;
 }
 
 // get and take: print the value, or say the key was not there.
@@ -386,11 +340,55 @@ int print_value(const std::optional<std::string>& value) {
   return kExitOk;
 }
 
-int cmd_get(const Arguments& a) { return print_value(open_for_reading(a).get(a.key)); }
+// Bytes in a JSON document: a string when they are UTF-8, else null (the "_escaped"
+// field beside it always has them, lossless, as dump writes them).
+nlohmann::ordered_json utf8_or_null(std::string_view bytes) {
+  return shmht::cli::is_valid_utf8(bytes) ? nlohmann::ordered_json(std::string(bytes)) : nlohmann::ordered_json(nullptr);
+}
+
+// get --json: one object, the same fields found or not (README "Command line"):
+//   {"table", "key", "key_escaped", "found", "value", "value_escaped", "value_bytes"}
+// "key"/"value": the bytes as a JSON string if they are UTF-8, else null; "*_escaped":
+// always, in dump's escapes (ASCII; load reads them); value fields are null when absent.
+int print_value_json(const Arguments& a, const std::string& path, const std::optional<std::string>& value) {
+  nlohmann::ordered_json j = {
+      {"table", path},
+      {"key", utf8_or_null(a.key)},
+      {"key_escaped", escape(a.key)},
+      {"found", value.has_value()},
+      {"value", value ? utf8_or_null(*value) : nullptr},
+      {"value_escaped", value ? nlohmann::ordered_json(escape(*value)) : nullptr},
+      {"value_bytes", value ? nlohmann::ordered_json(value->size()) : nullptr},
+  };
+  std::cout << j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
+  return value ? kExitOk : kExitNotFound;
+}
+
+int cmd_get(const Arguments& a) {
+  Table table = open_for_reading(a);
+  const std::optional<std::string> value = table.get(a.key);
+  return a.json ? print_value_json(a, table.path(), value) : print_value(value);
+}
+
+// put's VALUE "-": the value is all of stdin, byte for byte (a trailing newline too), so a
+// value larger than the argument list allows (a 1 MB one) or with any bytes can be stored.
+std::string read_all_of_stdin() {
+  std::string value;
+  char buffer[64 * 1024];
+  while (std::cin.read(buffer, sizeof buffer) || std::cin.gcount() > 0) {
+    value.append(buffer, static_cast<std::size_t>(std::cin.gcount()));
+  }
+  if (std::cin.bad()) throw Error(shmht::ErrorCode::kSystem, "reading the value from stdin failed");
+  return value;
+}
 
 int cmd_put(const Arguments& a) {
   Table table = open_table(a);
-  table.assign(a.key, a.value);
+  if (a.value == "-") {
+    table.assign(a.key, read_all_of_stdin());
+  } else {
+    table.assign(a.key, a.value);
+  }
   return kExitOk;
 }
 
@@ -424,7 +422,7 @@ int cmd_cas(const Arguments& a) {
   const auto view = [](const std::optional<std::string>& v) { return v ? std::optional<std::string_view>(*v) : std::nullopt; };
   if (table.compare_and_set(a.key, view(a.expected), view(a.desired), &current)) return kExitOk;
   std::cerr << "shmht: not applied: the key " << (current ? "holds '" + escape_for_terminal(*current) + "'" : std::string("is absent")) << "\n";
-  return kExitMissing;
+  return kExitNotFound;
 }
 
 // Bytes allocated but linked from no slot: a live writer's record on its way in (or out),
@@ -454,29 +452,130 @@ std::string displacement_summary(const shmht::CheckReport& r) {
          "; past their home bucket: " + percent(r.past_home_bucket);
 }
 
+// check --json: one object (README "Command line"): {"table", "clean", "problems",
+// "items", "counted_items", "free_records", "free_record_bytes", "live_record_bytes",
+// "unaccounted_bytes", "other_attachments", "repaired_shifts", "reclaimed_bytes",
+// "not_reclaimed_because" (null unless --repair was refused), "displacements" (items per
+// distance from home, index = slots), "past_home_bucket"}.
+nlohmann::ordered_json check_json(const std::string& table, const shmht::CheckReport& r) {
+  return {
+      {"table", table},
+      {"clean", r.clean},
+      {"problems", r.problems},
+      {"items", r.items},
+      {"counted_items", r.counted_items},
+      {"free_records", r.free_records},
+      {"free_record_bytes", r.free_record_bytes},
+      {"live_record_bytes", r.live_record_bytes},
+      {"unaccounted_bytes", r.unaccounted_bytes},
+      {"other_attachments", r.other_attachments},
+      {"repaired_shifts", r.repaired_shifts},
+      {"reclaimed_bytes", r.reclaimed_bytes},
+      {"not_reclaimed_because", r.not_reclaimed_because.empty() ? nlohmann::ordered_json(nullptr)
+                                                                : nlohmann::ordered_json(r.not_reclaimed_because)},
+      {"displacements", r.displacements},
+      {"past_home_bucket", r.past_home_bucket},
+  };
+}
+
 int cmd_check(const Arguments& a) {
-  if (a.engine && *a.engine != Table::active_engine(a.table)) {
-    open_table(a);  // switches the engine, or reports who uses the other one
-  }
+  require_expected_engine(a);  // check uses the active engine; a different --engine is refused
   const shmht::CheckReport r =
       shmht::check_table(a.table, {.reclaim_leaked = a.repair, .trust_foreign_owner = a.trust_owner});
+  const int status = r.clean ? kExitOk : kExitCorrupt;
+  if (a.json) {
+    std::cout << check_json(shmht::resolve_table_path(a.table), r).dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
+    return status;
+  }
   for (const auto& p : r.problems) std::cout << "problem: " << p << "\n";
   std::cout << (r.clean ? "clean" : "NOT CLEAN") << ": " << count_of(r.items, "item") << ", "
-            << count_of(r.free_records, "free record") << " (" << r.free_record_bytes << " B), " << r.live_record_bytes
-            << " B live, " << r.unaccounted_bytes << " B allocated but not linked";
+            << count_of(r.free_records, "free record") << " (" << bytes_text(r.free_record_bytes) << "), "
+            << bytes_text(r.live_record_bytes) << " live, " << bytes_text(r.unaccounted_bytes)
+            << " allocated but not linked";
   if (r.unaccounted_bytes) std::cout << " (" << unlinked_bytes_cause(r) << ")";
   if (r.repaired_shifts) std::cout << ", " << count_of(r.repaired_shifts, "interrupted operation") << " repaired";
-  if (r.reclaimed_bytes) std::cout << ", " << r.reclaimed_bytes << " B leaked by crashed writers put back on the free lists";
+  if (r.reclaimed_bytes) {
+    std::cout << ", " << bytes_text(r.reclaimed_bytes) << " leaked by crashed writers put back on the free lists";
+  }
   std::cout << "\n";
   if (r.items > 0) std::cout << displacement_summary(r) << "\n";
   if (!r.not_reclaimed_because.empty()) std::cout << "not repaired: " << r.not_reclaimed_because << "\n";
-  return r.clean ? kExitOk : kExitMissing;
+  return status;
+}
+
+// ls: one row per table; what the columns mean is in cli/ls.hpp.
+nlohmann::ordered_json listing_json(const shmht::cli::TableListing& t) {
+  const auto or_null = [](const auto& optional) {
+    return optional ? nlohmann::ordered_json(*optional) : nlohmann::ordered_json(nullptr);
+  };
+  return {
+      {"name", t.name},
+      {"path", t.path},
+      {"state", t.state},
+      {"problem", t.problem.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(t.problem)},
+      {"engine", t.engine ? nlohmann::ordered_json(shmht::engine_name(*t.engine)) : nlohmann::ordered_json(nullptr)},
+      {"items", or_null(t.items)},
+      {"apparent_bytes", t.state == "ok" ? nlohmann::ordered_json(t.apparent_bytes) : nlohmann::ordered_json(nullptr)},
+      {"resident_bytes", t.state == "ok" ? nlohmann::ordered_json(t.resident_bytes) : nlohmann::ordered_json(nullptr)},
+      {"attached_pids", or_null(t.attached_pids)},
+  };
+}
+
+int cmd_ls(const Arguments& a) {
+  std::vector<shmht::cli::TableListing> tables;
+  try {
+    tables = shmht::cli::list_tables(a.directory);
+  } catch (const std::filesystem::filesystem_error& e) {
+    std::cerr << "shmht: cannot list " << a.directory << ": " << e.code().message() << "\n";
+    return e.code() == std::errc::no_such_file_or_directory ? kExitNotFound : kExitError;
+  }
+  if (a.json) {
+    nlohmann::ordered_json rows = nlohmann::ordered_json::array();
+    for (const auto& t : tables) rows.push_back(listing_json(t));
+    std::cout << rows.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
+    return kExitOk;
+  }
+  if (tables.empty()) {
+    std::cout << "no shmht tables in " << a.directory << "\n";
+    return kExitOk;
+  }
+  std::size_t width = 4;
+  for (const auto& t : tables) width = std::max(width, escape_for_terminal(t.name).size());
+  const auto column = [](std::string text, std::size_t w) { return text.size() < w ? text.append(w - text.size(), ' ') : text; };
+  std::cout << column("NAME", width) << "  " << column("ENGINE", 8) << "  " << column("ITEMS", 10) << "  "
+            << column("SIZE", 10) << "  " << column("RESIDENT", 10) << "  ATTACHED PIDS\n";
+  for (const auto& t : tables) {
+    std::cout << column(escape_for_terminal(t.name), width) << "  ";
+    if (t.state != "ok") {
+      std::cout << t.state << ": " << t.problem << "\n";
+      continue;
+    }
+    std::cout << column(std::string(shmht::engine_name(*t.engine)), 8) << "  "
+              << column(t.items ? std::to_string(*t.items) : "? (writing)", 10) << "  " << column(bytes_text(t.apparent_bytes), 10)
+              << "  " << column(bytes_text(t.resident_bytes), 10) << "  "
+              << (t.attached_pids ? pid_list_text(*t.attached_pids) : "? (lock file not trusted)") << "\n";
+  }
+  return kExitOk;
+}
+
+// The one command that changes a table's engine (OpenOptions::engine): allowed only while
+// no other process is attached; the library refuses otherwise (engine_mismatch, exit 3).
+int cmd_switch_engine(const Arguments& a) {
+  const Engine before = Table::active_engine(a.table);
+  Table table = Table::open(a.table, {.engine = a.switch_to, .trust_foreign_owner = a.trust_owner});
+  if (before == *a.switch_to) {
+    std::cout << table.path() << " is already active with engine " << shmht::engine_name(before) << "\n";
+  } else {
+    std::cout << "switched " << table.path() << " from engine " << shmht::engine_name(before) << " to "
+              << shmht::engine_name(table.engine()) << "\n";
+  }
+  return kExitOk;
 }
 
 int cmd_rm(const Arguments& a) {
   if (Table::remove(a.table, {.force = a.force})) return kExitOk;
   std::cerr << "shmht: no such table\n";
-  return kExitMissing;
+  return kExitNotFound;
 }
 
 // --- the command line -----------------------------------------------------------------
@@ -532,15 +631,19 @@ std::vector<Subcommand> declare_commands(CLI::App& app, Arguments& a) {
     sub.add_flag("--read-only", a.read_only,
                  "open the file read-only (seqlock tables); done anyway when it may not be written");
   };
-  CLI::App& stat = opening("stat", "sizes, load, free records per size class and attached processes", cmd_stat);
+  CLI::App& stat = opening("stat", "sizes, load, free records per size class and attached processes (besides itself)", cmd_stat);
   stat.add_flag("--json", a.json, "one JSON object instead of text");
   read_only(stat);
 
   CLI::App& get = keyed("get", "print the value of KEY (exit 1 if absent)", cmd_get);
+  get.add_flag("--json", a.json,
+               "one JSON object: table, key, key_escaped, found, value (null unless UTF-8), value_escaped, value_bytes");
   read_only(get);
 
   CLI::App& put = keyed("put", "insert or overwrite KEY", cmd_put);
-  put.add_option("VALUE", a.value, "the value (after -- if it starts with '-')")->required();
+  put.add_option("VALUE", a.value,
+                 "the value; - reads it from stdin, every byte (a value that starts with '-' goes after --)")
+      ->required();
 
   keyed("del", "erase KEY (exit 1 if absent)", cmd_del);
 
@@ -564,12 +667,36 @@ std::vector<Subcommand> declare_commands(CLI::App& app, Arguments& a) {
   read_only(dump);
 
   CLI::App& check = opening("check", "verify every invariant (exit 0 only if clean; needs write access)", cmd_check);
+  check.add_flag("--json", a.json, "one JSON object (clean, problems, items, bytes, displacements...) instead of text");
   check.add_flag("--repair", a.repair,
                  "also put bytes leaked by crashed writers back on the free lists (only when no other process is "
                  "attached; new ones wait meanwhile)");
 
   CLI::App& rm = command("rm", "delete the table's file: only a shmht table, and not while processes are attached", cmd_rm);
   rm.add_flag("--force", a.force, "remove it even while processes are attached (they keep using the removed file)");
+
+  CLI::App& switch_engine = command(
+      "switch-engine", "switch the table to engine E for every process that opens it (only while no other is attached)",
+      cmd_switch_engine);
+  switch_engine
+      .add_option_function<std::string>(
+          "ENGINE",
+          [&a](const std::string& name) {
+            a.switch_to = shmht::parse_engine(name);
+            if (!a.switch_to) throw CLI::ValidationError("ENGINE", "unknown engine '" + name + "'; choose " + engine_choices());
+          },
+          "the engine: " + engine_choices())
+      ->required();
+  switch_engine.add_flag("--trust-owner", a.trust_owner, "open the table although another user owns it (see put --help)");
+
+  // ls names no table: declared apart from the commands above.
+  CLI::App* ls = app.add_subcommand(
+      "ls", "list the shmht tables in DIR with engine, items, bytes and attached pids, attaching to none of them");
+  ls->add_option("DIR", a.directory, "the directory (default /dev/shm)");
+  ls->add_flag("--json", a.json,
+               "one JSON array: name, path, state (ok, busy, corrupt, other-version, unreadable, error), problem, "
+               "engine, items, apparent_bytes, resident_bytes, attached_pids");
+  commands.push_back({ls, cmd_ls});
   return commands;
 }
 
@@ -602,8 +729,9 @@ int main(int argc, char** argv) {
   CLI::App app("shmht - a hash table in shared memory, used by many processes at once", "shmht");
   app.footer(
       "NAME: a bare name lives in /dev/shm; an absolute path is a regular file.\n"
-      "Exit status: 0 ok; 1 key not found, no such table, or check found problems; 2 usage error or a\n"
-      "malformed load line; 3 the table reported an error.\n"
+      "Exit status: 0 ok; 1 not found (the key, the table, ls's directory) or cas not applied; 2 usage error,\n"
+      "a malformed load line, or an --engine other than the table's (switch-engine switches); 3 the table\n"
+      "refused or failed the operation; 4 corrupt table, or check found problems.\n"
       "Run 'shmht COMMAND --help' for a command's arguments and options.");
   app.set_version_flag("--version", "shmht " SHMHT_VERSION);
   app.require_subcommand(1);
@@ -624,8 +752,11 @@ int main(int argc, char** argv) {
       if (c.app->parsed()) return c.run(arguments);
     }
     return kExitUsage;  // unreachable: require_subcommand(1)
+  } catch (const EngineRefused& refused) {
+    std::cerr << "shmht: " << refused.message << "\n";
+    return kExitUsage;
   } catch (const Error& e) {
     std::cerr << "shmht: " << e.what() << " [" << shmht::error_code_name(e.code()) << "]\n";
-    return kExitError;
+    return exit_status_of(e);
   }
 }

@@ -1,0 +1,180 @@
+// cli/ls.hpp - `shmht ls [DIR]`: the shmht tables in a directory, with their engine,
+// items, bytes and attached processes, read without attaching to any of them.
+//
+// WHAT IT MAY DO TO A TABLE: nothing. Each file is opened O_RDONLY and mapped PROT_READ
+// (Region::open's read-only mode: no attachment entry, no liveness lock, no lock file
+// created), so listing cannot start a cold-start recovery, switch an engine or take a
+// slot in the process table. It reads the header, the attachments' item counters and,
+// through the lock file, which attachment locks are held.
+//
+// WHAT IT MAY MEET:
+// - Any file at all (a directory such as /dev/shm is shared by every program): only a
+//   regular file whose first 8 bytes are shmht's magic is listed; everything else, lock
+//   files (*.shmht-lock) and files this user may not read included, is skipped. A file
+//   with the magic that fails validation (truncated, overwritten) is listed as corrupt
+//   with the reason Region::open gives, never read past its validated size.
+// - A table whose admin lock is held (a process attaching, recovering or switching it,
+//   or one stopped while doing so): it is listed as busy with the holder's pid, and not
+//   read further; ls never waits for that lock (F_OFD_GETLK asks without waiting).
+// - A lock-free table mid-operation: a counter word may hold an operation's reference
+//   (engines/lockfree/kcas.hpp), which a reader that may not write cannot finish; the
+//   item count is then unknown (null, "?") rather than a guess.
+#pragma once
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "engines/engine.hpp"
+#include "engines/lockfree/kcas.hpp"
+#include "layout/header.hpp"
+#include "liveness.hpp"
+#include "region.hpp"
+#include "shmht/engine.hpp"
+#include "shmht/error.hpp"
+
+namespace shmht::cli {
+
+// One table as ls found it. `state` is "ok", or why the rest is missing: "busy" (its
+// admin lock is held), "corrupt", "other-version" (another layout or ABI), "unreadable"
+// or "error"; `problem` then says what exactly.
+struct TableListing {
+  std::string name;  // the file's name in the directory
+  std::string path;
+  std::string state = "ok";
+  std::string problem;
+  std::optional<Engine> engine;
+  std::optional<std::uint64_t> items;  // nullopt: unknown (busy, damaged, an operation in flight)
+  std::uint64_t apparent_bytes = 0;    // ls -l
+  std::uint64_t resident_bytes = 0;    // du: on tmpfs, memory
+  std::optional<std::vector<pid_t>> attached_pids;  // nullopt: could not be asked
+};
+
+// Closes a descriptor on every path.
+struct ListingFd {
+  int fd;
+  explicit ListingFd(int f) : fd(f) {}
+  ~ListingFd() {
+    if (fd >= 0) ::close(fd);
+  }
+  ListingFd(const ListingFd&) = delete;
+  ListingFd& operator=(const ListingFd&) = delete;
+};
+
+// True when `path` is a regular file that starts with shmht's magic. O_NONBLOCK: opening
+// a FIFO must not wait for a writer; O_NOFOLLOW: a symlink is not one of this directory's
+// tables.
+inline bool starts_with_table_magic(const std::string& path) {
+  const ListingFd file(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
+  if (file.fd < 0) return false;
+  struct stat st{};
+  if (fstat(file.fd, &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  char magic[sizeof layout::kMagic];
+  return pread(file.fd, magic, sizeof magic, 0) == static_cast<ssize_t>(sizeof magic) &&
+         std::memcmp(magic, layout::kMagic, sizeof magic) == 0;
+}
+
+// The pid holding the table's admin lock, 0 when none recorded, nullopt when nobody holds
+// it (or there is no lock file: nobody ever attached). Asks with F_OFD_GETLK, which never
+// waits; a lock file this user may not open answers nullopt (nothing known).
+inline std::optional<pid_t> admin_lock_holder(const std::string& table_path) {
+  const std::string lock_path = liveness::lock_file_path(table_path);
+  if (lock_path.empty()) return std::nullopt;
+  const ListingFd file(::open(lock_path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
+  if (file.fd < 0) return std::nullopt;
+  struct stat st{};
+  if (fstat(file.fd, &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
+  struct flock range{};
+  range.l_type = F_RDLCK;  // conflicts with the holder's write lock only
+  range.l_whence = SEEK_SET;
+  range.l_start = static_cast<off_t>(layout::kAdminLockByte);
+  range.l_len = 1;
+  if (fcntl(file.fd, F_OFD_GETLK, &range) != 0 || range.l_type == F_UNLCK) return std::nullopt;
+  liveness::LockFileHeader header{};
+  if (pread(file.fd, &header, sizeof header, 0) != static_cast<ssize_t>(sizeof header)) return pid_t{0};
+  return static_cast<pid_t>(header.admin_holder_pid);
+}
+
+// The items the attachments' counters add up to, or nullopt when a lock-free counter
+// holds a running operation's reference (see above).
+inline std::optional<std::uint64_t> items_without_attaching(const Region& region) {
+  bool in_flight = false;
+  const std::int64_t total = counted_items(region, [&](const std::atomic<std::uint64_t>& word) -> std::uint64_t {
+    const std::uint64_t value = word.load(std::memory_order_acquire);
+    if (lockfree::is_ref(value)) in_flight = true;
+    return in_flight ? 0 : value;
+  });
+  if (in_flight) return std::nullopt;
+  return total < 0 ? 0 : static_cast<std::uint64_t>(total);
+}
+
+inline std::string listing_state_of(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kCorrupt: return "corrupt";
+    case ErrorCode::kVersionMismatch: return "other-version";
+    case ErrorCode::kPermissionDenied: return "unreadable";
+    case ErrorCode::kNotFound: return "removed";  // between the listing and the open
+    default: return "error";
+  }
+}
+
+// Reads one file that starts with the magic. Never throws shmht::Error: a table that
+// cannot be read is a row saying why.
+inline TableListing describe_table(const std::string& name, const std::string& path) {
+  TableListing row;
+  row.name = name;
+  row.path = path;
+  if (const std::optional<pid_t> holder = admin_lock_holder(path)) {
+    row.state = "busy";
+    row.problem = "its admin lock is held" + (*holder > 0 ? " by pid " + std::to_string(*holder) : std::string()) +
+                  " (attaching, recovering or switching engines; held for seconds, the holder may be stopped)";
+    return row;
+  }
+  try {
+    // trust_foreign_owner: nothing stored is read, only the header and counters.
+    const Region region = Region::open(path, /*read_only=*/true, /*trust_foreign_owner=*/true);
+    row.engine = static_cast<Engine>(region.header().active_engine.load(std::memory_order_acquire));
+    row.items = items_without_attaching(region);
+    row.apparent_bytes = region.apparent_bytes();
+    row.resident_bytes = region.allocated_bytes();
+    try {
+      row.attached_pids = region.attached_pids();
+    } catch (const Error&) {
+      row.attached_pids.reset();  // an untrusted lock file: not asked
+    }
+  } catch (const Error& e) {
+    row.state = listing_state_of(e.code());
+    row.problem = e.what();
+  }
+  return row;
+}
+
+// The tables in `directory`, by name. Throws std::filesystem::filesystem_error when the
+// directory cannot be read.
+inline std::vector<TableListing> list_tables(const std::filesystem::path& directory) {
+  std::vector<TableListing> rows;
+  for (const std::filesystem::directory_entry& entry : std::filesystem::directory_iterator(directory)) {
+    std::error_code ignored;
+    if (!entry.is_regular_file(ignored) || entry.is_symlink(ignored)) continue;
+    const std::string name = entry.path().filename().string();
+    if (name.ends_with(".shmht-lock")) continue;  // a table's companion lock file (liveness.hpp)
+    const std::string path = entry.path().string();
+    if (!starts_with_table_magic(path)) continue;
+    rows.push_back(describe_table(name, path));
+  }
+  std::sort(rows.begin(), rows.end(), [](const TableListing& a, const TableListing& b) { return a.name < b.name; });
+  return rows;
+}
+
+}  // namespace shmht::cli
