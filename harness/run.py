@@ -1,17 +1,26 @@
 #!/usr/bin/python3
 """Runs a benchmark sweep of shmht and its peers, then draws the plots.
 
-    harness/run.py                     the `quick` sweep (under 3 minutes on 2 cores), then plots
+    harness/run.py                     the `quick` sweep, then plots, in a new run directory
     harness/run.py --sweep scaling     another sweep from experiments/<name>.toml
     harness/run.py --list              the sweeps there
     harness/run.py --dry-run           print the cells, run nothing
     harness/run.py --engines global,lmdb --procs 1,2    run only those stores / process counts
+    harness/run.py --reps 1 --duration 0.5              fewer repetitions, shorter cells
+    harness/run.py --publish           write where the README's figures come from (below)
 
 It builds what is missing (scripts/bootstrap.sh build, ninja -C build), runs every cell
 `repetitions` times (repetitions interleaved, so a burst of foreign load hits one copy of
 a cell rather than all of them), prints a progress line per run, and appends one JSON
-object per run to experiments/results/<sweep>/<timestamp>.jsonl: the driver's result
-(schema "shmht-harness-run/1") plus the sweep, cell, repetition and noise records.
+object per run to a results file: the driver's result (schema "shmht-harness-run/1") plus
+the sweep, cell, repetition and noise records.
+
+Where it writes (output_paths): by default a new run directory,
+experiments/runs/<UTC timestamp>-<sweep>/ (git ignores it), holding results.jsonl and
+plots/; its path is printed at the end. The committed results and figures that README.md
+and paper/ cite (experiments/results/<sweep>/<timestamp>.jsonl, plots/<sweep>/*.png) are
+written only with --publish, so a default run never overwrites a figure the README shows.
+--results DIR (results in DIR/<sweep>/<timestamp>.jsonl) and --plots DIR override either.
 
 Noise guard: before each run, /proc/stat is sampled while nothing of ours runs; during the
 run, the machine's busy time minus the driver's own CPU time is the foreign load. A run
@@ -41,7 +50,9 @@ sys.path.insert(0, str(HARNESS))
 import sweep as sweeps  # noqa: E402  (after the path tweak above)
 
 EXPERIMENTS = ROOT / "experiments"
-RESULTS = EXPERIMENTS / "results"
+RESULTS = EXPERIMENTS / "results"  # committed: what the docs cite (--publish)
+RUNS = EXPERIMENTS / "runs"        # one directory per default run; in .gitignore
+PLOTS = ROOT / "plots"             # committed figures, plots/<sweep>/ (--publish)
 BUILD = ROOT / "build"
 PLOT_SCRIPT = ROOT / "plots" / "plot.py"
 SHM = Path("/dev/shm")
@@ -238,14 +249,12 @@ def git_describe() -> dict[str, Any]:
 # The sweep
 
 
-def run_sweep(sweep: sweeps.Sweep, cells: list[sweeps.Cell], driver: Path, results_dir: Path) -> Path:
-    started_at = datetime.datetime.now(datetime.timezone.utc)
-    out_dir = results_dir / sweep.name
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out_path = out_dir / f"{started_at.strftime('%Y%m%dT%H%M%SZ')}.jsonl"
+def run_sweep(sweep: sweeps.Sweep, cells: list[sweeps.Cell], driver: Path, out_path: Path,
+              started_at: datetime.datetime, overrides: dict[str, Any]) -> Path:
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     sweep_record = {"name": sweep.name, "file": str(sweep.path.relative_to(ROOT)) if sweep.path.is_relative_to(ROOT)
                     else str(sweep.path), "started": started_at.isoformat(timespec="seconds"),
-                    "repetitions": sweep.repetitions, **git_describe()}
+                    "repetitions": sweep.repetitions, "overrides": overrides, **git_describe()}
     threshold = sweep.noise["max_foreign_cores"]
     planned = len(cells) * sweep.repetitions
     skipped_cells: set[str] = set()
@@ -300,10 +309,39 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--engines", help="comma-separated stores to keep (engines, peers or baselines)")
     parser.add_argument("--procs", help="comma-separated process counts to keep")
     parser.add_argument("--driver", help="shmht-driver to use (default: build it in build/)")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="results directory (default: experiments/results)")
-    parser.add_argument("--plots", type=Path, help="plot directory (default: plots/<sweep>)")
+    parser.add_argument("--reps", type=int, help="repetitions of each cell (default: the sweep file's)")
+    parser.add_argument("--duration", type=float,
+                        help="seconds each cell runs, instead of its workload's ops or duration (seed cells run to the end)")
+    parser.add_argument("--out", type=Path,
+                        help="run directory for results.jsonl and plots/ (default: experiments/runs/<timestamp>-<sweep>)")
+    parser.add_argument("--publish", action="store_true",
+                        help="write the committed files the docs cite: experiments/results/<sweep>/<timestamp>.jsonl "
+                             "and plots/<sweep>/")
+    parser.add_argument("--results", type=Path, help="results directory: the file goes to DIR/<sweep>/<timestamp>.jsonl")
+    parser.add_argument("--plots", type=Path, help="plot directory")
     parser.add_argument("--no-plots", action="store_true", help="do not draw plots after the sweep")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.reps is not None and args.reps < 1:
+        parser.error(f"--reps must be at least 1; got {args.reps}")
+    if args.duration is not None and not args.duration > 0:
+        parser.error(f"--duration must be a positive number of seconds; got {args.duration}")
+    if args.publish and args.out:
+        parser.error("--publish writes to the committed places; --out names a run directory: give one of them")
+    return args
+
+
+def output_paths(args: argparse.Namespace, sweep_name: str, started_at: datetime.datetime) -> tuple[Path, Path]:
+    """(results file, plot directory) for this run: a new run directory by default, the
+    committed places with --publish, and --results / --plots over either."""
+    stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
+    if args.publish:
+        results_file, plot_dir = RESULTS / sweep_name / f"{stamp}.jsonl", PLOTS / sweep_name
+    else:
+        run_dir = args.out or RUNS / f"{stamp}-{sweep_name}"
+        results_file, plot_dir = run_dir / "results.jsonl", run_dir / "plots"
+    if args.results:
+        results_file = args.results / sweep_name / f"{stamp}.jsonl"
+    return results_file, args.plots or plot_dir
 
 
 def sweep_path(name: str) -> Path:
@@ -344,25 +382,53 @@ def main(argv: list[str]) -> int:
     if unknown:
         sys.exit(f"run.py: --engines: unknown store(s) {', '.join(unknown)}; known: {', '.join(stores)}")
     cells = sweeps.filter_cells(sweep.cells, stores_filter, procs_filter)
+    overrides: dict[str, Any] = {}
+    if args.reps is not None:
+        sweep.repetitions = overrides["repetitions"] = args.reps
+    if args.duration is not None:
+        cells = sweeps.with_duration(cells, args.duration)
+        overrides["duration_s"] = args.duration
+    if not cells:
+        # --dry-run too: an empty plan is a mistake in the filters, not a plan.
+        filters = " ".join(f"{flag} {value}" for flag, value in (("--engines", args.engines), ("--procs", args.procs))
+                           if value)
+        log(f"run.py: no cell of sweep '{sweep.name}' ({len(sweep.cells)} cells) matches {filters or 'the filters'}")
+        return 1
 
     if args.dry_run:
         for i, cell in enumerate(cells, 1):
-            print(f"{i:4} {cell.id}")
+            print(f"{i:4} {cell.id}  ({describe_length(cell.workload)})")
         for cell, reason in sweep.not_applicable:
             print(f"   - {cell.id}  (not applicable: {reason})")
         print(f"{len(cells)} cells x {sweep.repetitions} repetitions")
         return 0
-    if not cells:
-        sys.exit("run.py: the filters leave no cell to run")
 
-    results_file = run_sweep(sweep, cells, driver, args.results)
+    started_at = datetime.datetime.now(datetime.timezone.utc)
+    results_file, plot_dir = output_paths(args, sweep.name, started_at)
+    run_sweep(sweep, cells, driver, results_file, started_at, overrides)
     if not args.no_plots:
-        plot_dir = args.plots or ROOT / "plots" / sweep.name
         plotted = subprocess.run(["/usr/bin/python3", str(PLOT_SCRIPT), str(results_file), "--out", str(plot_dir)])
         if plotted.returncode != 0:
             log("run.py: plotting failed (the results are written; re-run plots/plot.py on them)")
             return 1
+    print(f"\nresults: {display_path(results_file)}")
+    if not args.no_plots:
+        print(f"plots:   {display_path(plot_dir)}/")
+    if not args.publish:
+        print("(committed figures unchanged; --publish writes experiments/results/ and plots/)")
     return 0
+
+
+def describe_length(workload: sweeps.Workload) -> str:
+    if workload.scenario == "seed":
+        return "runs to completion"
+    return f"{workload.ops} ops" if workload.ops is not None else f"{workload.duration_s:g} s"
+
+
+def display_path(path: Path) -> str:
+    """Relative to the repository when inside it: what a user pastes into the next command."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ Errors are SweepError with a message naming the file and the field.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import tomllib
 from dataclasses import dataclass, field
@@ -429,6 +430,17 @@ def filter_cells(cells: list[Cell], stores: list[str] | None, processes: list[in
         for c in cells
         if (not stores or c.store in stores) and (not processes or c.processes in processes)
     ]
+
+
+def with_duration(cells: list[Cell], duration_s: float) -> list[Cell]:
+    """run.py --duration: every cell runs for `duration_s` seconds instead of its
+    workload's ops or duration_s. A seed-scenario cell runs to completion whatever the
+    duration, so it stays as it is."""
+    if not duration_s > 0:
+        raise SweepError(f"--duration must be a positive number of seconds; got {duration_s}")
+    return [c if c.workload.scenario == "seed" else
+            dataclasses.replace(c, workload=dataclasses.replace(c.workload, ops=None, duration_s=duration_s))
+            for c in cells]
 
 
 def sweeps_in(directory: Path) -> dict[str, Path]:
