@@ -49,10 +49,11 @@ std::string bytes_text(T bytes) {
   return bytes_text(static_cast<double>(bytes));
 }
 
-// A ratio such as a load factor: three decimals ("0.003", "1.250").
+// A ratio such as a load factor: three decimals ("0.003", "1.250"), or six below 0.001
+// so that a nearly empty table does not read as empty ("0.000034"); never e-notation.
 inline std::string ratio_text(double ratio) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.3f", ratio);
+  char text[64];
+  std::snprintf(text, sizeof text, ratio > 0 && ratio < 0.001 ? "%.6f" : "%.3f", ratio);
   return text;
 }
 
