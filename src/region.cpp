@@ -434,7 +434,7 @@ Region Region::open(const std::string& path, bool read_only, bool trust_foreign_
 
   const std::uint64_t size = fd_size(fd, path);
   if (size < kPageBytes) {
-    corrupt(path, "file is " + std::to_string(size) + " bytes; a shmht table is at least " +
+    corrupt(path, "file is " + std::to_string(size) + (size == 1 ? " byte" : " bytes") + "; a shmht table is at least " +
                       std::to_string(kPageBytes) + " (truncated, or not a shmht table)");
   }
   ImmutableHeader f{};

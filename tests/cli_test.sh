@@ -352,6 +352,9 @@ grep -q '^attached pids   none besides this command$' "$scratch/stat" || fail "s
 "$shmht" create "$name-tiny" --capacity 10 --max-value-bytes 0 >/dev/null
 expect_status 3 "$shmht" put "$name-tiny" k x
 grep -q "value is 1 byte;" /tmp/shmht-cli-out.$$ || fail "a 1-byte value was not '1 byte': $(cat /tmp/shmht-cli-out.$$)"
+printf x >"/dev/shm/$name-onebyte"
+expect_status 4 "$shmht" stat "$name-onebyte"
+grep -q "file is 1 byte;" /tmp/shmht-cli-out.$$ || fail "a 1-byte file was not '1 byte': $(cat /tmp/shmht-cli-out.$$)"
 sleep 30 | "$shmht" load "$name-tiny" &
 holder=$!
 for _ in $(seq 100); do "$shmht" stat "$name-tiny" | grep -q "attached pids   $holder" && break; sleep 0.1; done
