@@ -16,11 +16,11 @@
 // what the caller expects: if the table is active with another engine the command
 // refuses (exit 2), naming both engines and `shmht switch-engine`, and changes nothing;
 // a read (get, stat, check, dump) never switches an engine. A KEY or VALUE that starts
-// with '-' goes after `--`. load/dump escape bytes as cli/escape.hpp says
-// (\t \n \r \\ \xNN; dump's output is ASCII, and load reads back exactly what dump writes). get prints
-// a value, when its output is a terminal, escaped the same way except that a valid UTF-8
-// sequence of a printable code point shows as itself, so "é" prints; a pipe or file gets
-// the exact bytes.
+// with '-' goes after `--`. load and dump escape bytes as cli/escape.hpp says (\t \n
+// \r \\ \xNN): dump's output is ASCII, and load reads back exactly what dump writes. get
+// prints a value, when its output is a terminal, escaped the same way except that a valid
+// UTF-8 sequence of a printable code point shows as itself, so "é" prints; a pipe or file
+// gets the exact bytes.
 //
 // A table that another user owns is refused when it could be a plant (OpenOptions::
 // trust_foreign_owner says when); --trust-owner opens it anyway.
@@ -42,9 +42,9 @@
 
 #include <CLI/CLI.hpp>
 #include <charconv>
-#include <filesystem>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
