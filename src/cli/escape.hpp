@@ -55,11 +55,17 @@ inline std::string escape(std::string_view s) {
   });
 }
 
-// The length of the valid UTF-8 sequence at s[i] if it encodes a printable code point
-// (not C0, DEL or C1 U+0080..U+009F; not overlong, a surrogate or past U+10FFFF), else 0.
-inline std::size_t printable_utf8_at(std::string_view s, std::size_t i) {
+// One UTF-8 sequence: its length in bytes (0: s[i] starts no valid sequence: a stray
+// continuation byte, 0xf8..0xff, a truncated, overlong or surrogate sequence, or one past
+// U+10FFFF) and the code point it encodes.
+struct Utf8Sequence {
+  std::size_t length;
+  char32_t code;
+};
+
+inline Utf8Sequence utf8_sequence_at(std::string_view s, std::size_t i) {
   const auto lead = static_cast<unsigned char>(s[i]);
-  if (lead < 0x80) return is_control(s[i]) ? 0 : 1;
+  if (lead < 0x80) return {1, lead};
   std::size_t length = 0;
   char32_t code = 0, smallest = 0;
   if ((lead & 0xE0) == 0xC0) {
@@ -69,16 +75,24 @@ inline std::size_t printable_utf8_at(std::string_view s, std::size_t i) {
   } else if ((lead & 0xF8) == 0xF0) {
     length = 4, code = lead & 0x07, smallest = 0x10000;
   } else {
-    return 0;  // a continuation byte, or 0xf8..0xff: never a lead
+    return {0, 0};  // a continuation byte, or 0xf8..0xff: never a lead
   }
-  if (s.size() - i < length) return 0;
+  if (s.size() - i < length) return {0, 0};
   for (std::size_t k = 1; k < length; ++k) {
     const auto next = static_cast<unsigned char>(s[i + k]);
-    if ((next & 0xC0) != 0x80) return 0;
+    if ((next & 0xC0) != 0x80) return {0, 0};
     code = (code << 6) | (next & 0x3F);
   }
-  if (code < smallest || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return 0;
-  return code <= 0x9F ? 0 : length;  // C1 controls
+  if (code < smallest || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return {0, 0};
+  return {length, code};
+}
+
+// The length of the valid UTF-8 sequence at s[i] if it encodes a printable code point
+// (not C0, DEL or C1 U+0080..U+009F), else 0.
+inline std::size_t printable_utf8_at(std::string_view s, std::size_t i) {
+  const Utf8Sequence at = utf8_sequence_at(s, i);
+  if (at.length == 0 || at.code < 0x20 || (at.code >= 0x7f && at.code <= 0x9f)) return 0;
+  return at.length;
 }
 
 // get's escaping on a terminal: printable UTF-8 as itself, every other byte escaped.
@@ -125,31 +139,12 @@ inline std::pair<std::string, std::string> parse_line(std::string_view line) {
   return {unescape(line.substr(0, tab)), unescape(line.substr(tab + 1))};
 }
 
-// True when `s` is well-formed UTF-8 (no overlong form, surrogate or code point past
-// U+10FFFF): then JSON can carry it as a string, controls escaped by the JSON writer.
+// True when `s` is well-formed UTF-8: then JSON can carry it as a string (the JSON writer
+// escapes its controls).
 inline bool is_valid_utf8(std::string_view s) {
   for (std::size_t i = 0; i < s.size();) {
-    const auto lead = static_cast<unsigned char>(s[i]);
-    std::size_t length = 1;
-    char32_t code = lead, smallest = 0;
-    if (lead >= 0x80) {
-      if ((lead & 0xE0) == 0xC0) {
-        length = 2, code = lead & 0x1F, smallest = 0x80;
-      } else if ((lead & 0xF0) == 0xE0) {
-        length = 3, code = lead & 0x0F, smallest = 0x800;
-      } else if ((lead & 0xF8) == 0xF0) {
-        length = 4, code = lead & 0x07, smallest = 0x10000;
-      } else {
-        return false;
-      }
-      if (s.size() - i < length) return false;
-      for (std::size_t k = 1; k < length; ++k) {
-        const auto next = static_cast<unsigned char>(s[i + k]);
-        if ((next & 0xC0) != 0x80) return false;
-        code = (code << 6) | (next & 0x3F);
-      }
-      if (code < smallest || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return false;
-    }
+    const std::size_t length = utf8_sequence_at(s, i).length;
+    if (length == 0) return false;
     i += length;
   }
   return true;
