@@ -79,17 +79,66 @@ std::vector<FreeClass> free_by_class(const Region& r) {
   return classes;
 }
 
-// What Table::add stores: `seen` (the key's value; absent counts as 0) plus delta.
-std::int64_t counter_sum(const std::optional<std::string>& seen, std::int64_t delta) {
-  if (seen && seen->size() != kCounterBytes) {
-    throw Error(ErrorCode::kNotACounter,
-                "add: the key's value is " + std::to_string(seen->size()) + " bytes, not a counter (a counter is exactly " +
-                    std::to_string(kCounterBytes) + " bytes, a little-endian two's-complement int64: encode_counter)");
+// ---- Counters: the decimal text of an int64 (table.hpp) ------------------------------
+
+// `bytes` for a message: printable ASCII as it is, anything else (and \ and ') as \xNN,
+// cut after kShownBytes with the full length named, so neither a binary nor a 64 KiB
+// value floods the message.
+std::string shown_bytes(std::string_view bytes) {
+  constexpr std::size_t kShownBytes = 40;
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "'";
+  for (const char c : bytes.substr(0, kShownBytes)) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u < 0x7f && c != '\\' && c != '\'') {
+      out += c;
+    } else {
+      out += "\\x";
+      out += kHex[u >> 4];
+      out += kHex[u & 0xF];
+    }
   }
-  const std::int64_t before = seen ? decode_counter(*seen) : 0;
+  out += "'";
+  if (bytes.size() > kShownBytes) out += "... (" + std::to_string(bytes.size()) + " bytes)";
+  return out;
+}
+
+// The int64 whose canonical decimal text `bytes` is, or nullopt.
+std::optional<std::int64_t> parse_counter(std::string_view bytes) {
+  const bool negative = !bytes.empty() && bytes.front() == '-';
+  const std::string_view digits = bytes.substr(negative ? 1 : 0);
+  if (digits.empty() || digits.size() > 19) return std::nullopt;  // 19 digits hold INT64_MAX
+  if (digits.front() == '0' && (digits.size() > 1 || negative)) return std::nullopt;  // "007", "-0"
+  // Accumulate negatively: INT64_MIN's magnitude does not fit a positive int64.
+  std::int64_t value = 0;
+  for (const char c : digits) {
+    if (c < '0' || c > '9') return std::nullopt;
+    if (__builtin_mul_overflow(value, 10, &value) || __builtin_sub_overflow(value, c - '0', &value)) return std::nullopt;
+  }
+  if (negative) return value;
+  if (value == INT64_MIN) return std::nullopt;  // "9223372036854775808"
+  return -value;
+}
+
+[[noreturn]] void throw_not_a_counter(std::string_view what, std::string_view bytes) {
+  throw Error(ErrorCode::kNotACounter,
+              std::string(what) + " is " + shown_bytes(bytes) +
+                  ", not a counter: a counter is the decimal text of a signed 64-bit integer (\"42\", \"-7\"; no '+', "
+                  "spaces or leading zeros), as Redis INCR keeps it");
+}
+
+// What Table::add stores for `key`: `seen` (its value; absent counts as 0) plus delta.
+std::int64_t counter_sum(std::string_view key, const std::optional<std::string>& seen, std::int64_t delta) {
+  std::int64_t before = 0;
+  if (seen) {
+    const std::optional<std::int64_t> parsed = parse_counter(*seen);
+    if (!parsed) throw_not_a_counter("add: the value of key " + shown_bytes(key), *seen);
+    before = *parsed;
+  }
   std::int64_t after = 0;
   if (__builtin_add_overflow(before, delta, &after)) {
-    throw Error(ErrorCode::kCounterOverflow, "add: " + std::to_string(before) + " + " + std::to_string(delta) +
+    throw Error(ErrorCode::kCounterOverflow, "add: key " + shown_bytes(key) + ": " + std::to_string(before) + " + " +
+                                                 std::to_string(delta) +
                                                  " does not fit in a signed 64-bit counter; the counter is unchanged");
   }
   return after;
@@ -97,22 +146,11 @@ std::int64_t counter_sum(const std::optional<std::string>& seen, std::int64_t de
 
 }  // namespace
 
-std::string encode_counter(std::int64_t value) {
-  std::string bytes(kCounterBytes, '\0');
-  const auto bits = static_cast<std::uint64_t>(value);
-  for (std::size_t i = 0; i < kCounterBytes; ++i) bytes[i] = static_cast<char>((bits >> (8 * i)) & 0xFF);
-  return bytes;
-}
+std::string encode_counter(std::int64_t value) { return std::to_string(value); }
 
 std::int64_t decode_counter(std::string_view bytes) {
-  if (bytes.size() != kCounterBytes) {
-    throw Error(ErrorCode::kNotACounter, "a counter value is exactly " + std::to_string(kCounterBytes) +
-                                             " bytes (a little-endian two's-complement int64); this one is " +
-                                             std::to_string(bytes.size()));
-  }
-  std::uint64_t bits = 0;
-  for (std::size_t i = 0; i < kCounterBytes; ++i) bits |= std::uint64_t{static_cast<unsigned char>(bytes[i])} << (8 * i);
-  return static_cast<std::int64_t>(bits);
+  if (const std::optional<std::int64_t> value = parse_counter(bytes)) return *value;
+  throw_not_a_counter("decode_counter: the value", bytes);
 }
 
 class TableImpl {
@@ -202,6 +240,14 @@ class TableImpl {
       throw Error(ErrorCode::kValueTooLarge, "value is " + std::to_string(value.size()) +
                                                  " bytes; this table's maximum is " +
                                                  std::to_string(context_.fixed().max_value_bytes));
+    }
+  }
+
+  // A read-only handle (OpenOptions::read_only) refuses `operation` by its own name.
+  void check_writable(const char* operation) const {
+    if (!attached_) {
+      throw Error(ErrorCode::kPermissionDenied,
+                  std::string(operation) + ": this table handle was opened read-only (" + context_.region().path() + ")");
     }
   }
 
@@ -644,11 +690,12 @@ std::optional<std::string> Table::take(std::string_view key) {
 }
 
 std::int64_t Table::add(std::string_view key, std::int64_t delta) {
-  const HashedKey k = impl().key(key);
+  impl().check_writable("add");  // before compare_and_set could name itself as the refused writer
+  const HashedKey k = impl_->key(key);
   std::optional<std::string> seen;
   if (std::string value; impl_->engine().get(k, &value)) seen = std::move(value);
   for (;;) {
-    const std::int64_t next = counter_sum(seen, delta);
+    const std::int64_t next = counter_sum(key, seen, delta);
     const std::string desired = encode_counter(next);
     impl_->check_value(desired);  // a table whose values are shorter than a counter
     // `expected` views `seen`, so the value a failed attempt reports goes elsewhere first.
