@@ -14,6 +14,7 @@
 
 #include "shmht/check.hpp"
 #include "shmht/table.hpp"
+#include "table_access.hpp"
 #include "test_support.hpp"
 
 namespace shmht::test {
@@ -488,6 +489,42 @@ TYPED_TEST_P(Conformance, AddCountsInDecimalText) {
   this->expect_clean();
 }
 
+TYPED_TEST_P(Conformance, TakeAnyDrainsEveryItemOnceScanningEachSlotAFewTimes) {
+  constexpr int kItems = 3000;
+  Table t = this->make({.capacity = 100'000});
+  EXPECT_FALSE(t.take_any()) << "an empty table";
+  std::map<std::string, std::string> stored;
+  for (int i = 0; i < kItems; ++i) {
+    stored["job-" + std::to_string(i)] = "payload-" + std::to_string(i * 7);
+    t.insert("job-" + std::to_string(i), stored["job-" + std::to_string(i)]);
+  }
+  const std::uint64_t slots = t.stats().slots;
+  std::map<std::string, std::string> taken;
+  for (int i = 0; i < kItems; ++i) {
+    // Items inserted behind the cursor while draining are found on a later lap.
+    if (i == kItems / 2) {
+      for (int j = 0; j < 50; ++j) {
+        stored["late-" + std::to_string(j)] = "l" + std::to_string(j);
+        t.insert("late-" + std::to_string(j), stored["late-" + std::to_string(j)]);
+      }
+    }
+    auto item = t.take_any();
+    ASSERT_TRUE(item) << "table emptied after " << i << " items";
+    EXPECT_TRUE(taken.emplace(item->first, item->second).second) << item->first << " taken twice";
+    EXPECT_FALSE(t.contains(item->first)) << "take_any removes what it returns";
+  }
+  while (auto item = t.take_any()) EXPECT_TRUE(taken.emplace(item->first, item->second).second) << item->first;
+  EXPECT_EQ(taken, stored) << "each pair returned is exactly what was stored, each once";
+  EXPECT_EQ(t.size(), 0u);
+  EXPECT_FALSE(t.take_any());
+  // The cursor resumes where it stopped: draining costs a few laps (items, one lap to see
+  // the late keys, an empty lap or two), not a walk from slot 0 per item (3000 laps).
+  const std::uint64_t scanned = TableAccess::take_any_slots_scanned(t);
+  EXPECT_LE(scanned, 5 * slots) << "slots " << slots << ", items " << kItems;
+  EXPECT_GE(scanned, slots) << "the hook counts";
+  this->expect_clean();
+}
+
 TYPED_TEST_P(Conformance, HoldsItsCapacityThenReportsFull) {
   constexpr std::uint64_t kCapacity = 5000;
   Table t = this->make({.capacity = kCapacity, .max_key_bytes = 32, .max_value_bytes = 32});
@@ -587,7 +624,7 @@ REGISTER_TYPED_TEST_SUITE_P(Conformance, EmptyTableHasNothing, ASmallTableTakesL
                             SeedSizedTableTakesAtMost64BytesPerItem, CompareAndSetAppliesOnlyWhenTheValueIsExpected,
                             CompareAndSetWithOversizeArgumentsChangesNothing,
                             CompareAndSetOnAFullTableReportsFullAndLeaksNothing, TakeReturnsTheValueItErased,
-                            AddCountsInDecimalText, BatchedLookupsMatchSingleOnes, BatchedLookupCallbackSeesEachPresentKeyOnce,
+                            AddCountsInDecimalText, TakeAnyDrainsEveryItemOnceScanningEachSlotAFewTimes, BatchedLookupsMatchSingleOnes, BatchedLookupCallbackSeesEachPresentKeyOnce,
                             BatchedLookupsReturnLongValuesWhole, CheckReportsEachItemsDisplacement);
 
 // Every engine that is built. A new engine adds its tag here and passes this suite.

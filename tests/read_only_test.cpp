@@ -62,6 +62,7 @@ TEST(ReadOnly, ReadsWorkWritesAreRefusedAndTheMappingIsReadOnly) {
   expect_error(ErrorCode::kPermissionDenied, "read-only", [&] { r.add("counter", 1); });
   // add names itself, not the compare_and_set it is made of (issue 21).
   expect_error(ErrorCode::kPermissionDenied, "add: this table handle was opened read-only", [&] { r.add("counter", 1); });
+  expect_error(ErrorCode::kPermissionDenied, "take_any: this table handle was opened read-only", [&] { r.take_any(); });
   EXPECT_EQ(r.size(), 100u);
 }
 

@@ -32,6 +32,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "shmht/engine.hpp"
@@ -180,6 +181,15 @@ class Table {
   // leaves [INT64_MIN, INT64_MAX]: like Redis INCRBY, a counter never wraps around. A
   // read-only handle throws kPermissionDenied.
   std::int64_t add(std::string_view key, std::int64_t delta);
+
+  // Removes some item and returns it, in one atomic take(): the pair returned is exactly
+  // what this call removed. nullopt when a full lap of the table since this handle last
+  // found an item finds none (an item present for the whole call is found). Amortised
+  // O(1): the handle keeps a cursor over home slots and a batch of keys it has seen, and
+  // resumes where it stopped, so draining n items from a table of s home slots scans
+  // O(n + s) slots, not O(n * s). Several processes may take_any at once: each item goes
+  // to exactly one of them. (Python's Table.popitem; a work queue's "take any job".)
+  std::optional<std::pair<std::string, std::string>> take_any();
 
   // Calls fn(key, value) for every entry. Weakly consistent: a key present for the whole
   // iteration is seen exactly once; keys inserted or erased meanwhile may or may not be.
