@@ -50,6 +50,13 @@ def test_read_only_reads_and_every_write_raises_permission_denied(seqlock_table,
     assert dict(seqlock_table.items()) == {b"k": b"new"}, "the refused writes changed nothing"
 
 
+def test_read_only_add_is_refused_in_its_own_name(seqlock_table, table_name):
+    with shmht.Table(table_name, read_only=True) as r:
+        with pytest.raises(shmht.PermissionDeniedError) as info:
+            r.add(b"c")
+        assert str(info.value).startswith("add: ") and "compare_and_set" not in str(info.value), str(info.value)
+
+
 def test_read_only_handle_survives_pickling_as_read_only(seqlock_table, table_name):
     with shmht.Table(table_name, read_only=True) as r:
         again = pickle.loads(pickle.dumps(r))

@@ -70,12 +70,13 @@ PYBIND11_MODULE(_shmht, m) {
         return py::bytes(shmht::encode_counter(v));
       },
       py::arg("value"),
-      "encode_counter(value)\n--\n\nThe 8 bytes Table.add stores for `value`: a little-endian two's-complement int64.");
+      "encode_counter(value)\n--\n\nThe bytes Table.add stores for `value`: its decimal text (b\"-7\"), as Redis INCR.");
   m.def(
       "counter_value", [](const py::bytes& value) { return shmht::decode_counter(std::string(value)); },
       py::arg("value"),
       "counter_value(value)\n--\n\n"
-      "The int a counter value (8 bytes, as Table.add stores) holds; NotACounterError if it is not 8 bytes.");
+      "The int a counter value (the decimal text of an int64, as Table.add stores) holds; NotACounterError\n"
+      "if it is anything else (b\"+1\", b\"007\", b\" 1\", b\"-0\", past the int64 range).");
   m.def(
       "unlink",
       [](const std::string& name, bool force) { return shmht::Table::remove(name, {.force = force}); },
