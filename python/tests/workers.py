@@ -140,15 +140,17 @@ def keep_copy_and_write(table, i):
 
 
 def pop_until_empty(table, results):
-    """popitem until KeyError; every (key, value) popped goes to `results` (a queue)."""
-    popped = []
+    """popitem until KeyError; each pair popped is counted in the table `results`
+    (b"n:" + key: how often it was popped) with its value (b"v:" + key)."""
     while True:
         try:
-            popped.append(table.popitem())
+            key, value = table.popitem()
         except KeyError:
             break
-    results.put(popped)
+        results.add(b"n:" + key)
+        results[b"v:" + key] = value
     table.close()
+    results.close()
 
 
 def use_temporary(table, key):
