@@ -248,9 +248,9 @@ class Table(_shmht._TableBase, MutableMapping):
     changed the table.
 
     Atomic operations: every single-key method is one atomic step: t[k], t[k] = v,
-    del t[k], get, insert, discard, pop, setdefault, compare_and_set, add (see each
-    docstring). update_value is a compare_and_set retry loop (fn may run more than once);
-    update, popitem and clear are several atomic steps, not one.
+    del t[k], get, insert, discard, pop, popitem, setdefault, compare_and_set, add (see
+    each docstring). update_value is a compare_and_set retry loop (fn may run more than
+    once); update and clear are several atomic steps, not one.
 
     Errors: KeyError for a missing key; KeyTooLargeError / ValueTooLargeError (both
     ValueError) when a key or value to store exceeds the table's limit, with both sizes

@@ -776,25 +776,6 @@ PyObject* table_keys_iter(PyObject* object, PyObject*) { return snapshot(as_tabl
 PyObject* table_values_iter(PyObject* object, PyObject*) { return snapshot(as_table(object), SnapshotKind::kValues); }
 PyObject* table_items_iter(PyObject* object, PyObject*) { return snapshot(as_table(object), SnapshotKind::kItems); }
 
-// Some (key, value) pair, or None when the table is empty: stops the walk at the first.
-PyObject* table_first_item(PyObject* object, PyObject*) {
-  shmht::Table* table = handle(as_table(object));
-  if (table == nullptr) return nullptr;
-  struct Found {
-    std::string key, value;
-  };
-  try {
-    table->for_each([](std::string_view key, std::string_view value) { throw Found{std::string(key), std::string(value)}; });
-  } catch (const Found& found) {
-    PyRef k(bytes_from(found.key)), v(bytes_from(found.value));
-    if (!k || !v) return nullptr;
-    return PyTuple_Pack(2, k.get(), v.get());
-  } catch (const shmht::Error& e) {
-    return set_python_error(e);
-  }
-  Py_RETURN_NONE;
-}
-
 // ---------------------------------------------------------------------------------------
 // Methods
 
@@ -1235,7 +1216,6 @@ PyMethodDef g_methods[] = {
      "_values($self, /)\n--\n\nAn iterator over the values of one weakly consistent walk."},
     {"_items", table_items_iter, METH_NOARGS,
      "_items($self, /)\n--\n\nAn iterator over (key, value) pairs of one weakly consistent walk."},
-    {"_first_item", table_first_item, METH_NOARGS, "_first_item($self, /)\n--\n\nSome (key, value) pair, or None if empty."},
     {"_take_any", table_take_any, METH_NOARGS,
      "_take_any($self, /)\n--\n\nRemove and return some (key, value) pair atomically, or None if empty (popitem)."},
     {"_shares_handle_with", table_shares_handle_with, METH_O,
