@@ -40,7 +40,8 @@ def test_read_only_reads_and_every_write_raises_permission_denied(seqlock_table,
         assert r.stats()["attached_pids"] == [os.getpid()], "only the writer's handle: a read-only one does not attach"
         writes = [lambda: r.__setitem__(b"k", b"w"), lambda: r.__delitem__(b"k"), lambda: r.insert(b"n", b"v"),
                   lambda: r.discard(b"k"), lambda: r.pop(b"k"), lambda: r.add(b"c"), lambda: r.update({b"n": b"v"}),
-                  lambda: r.compare_and_set(b"k", b"v", b"w"), lambda: r.setdefault(b"n", b"v"), lambda: r.clear()]
+                  lambda: r.compare_and_set(b"k", b"v", b"w"), lambda: r.setdefault(b"n", b"v"), lambda: r.clear(),
+                  lambda: r.popitem()]
         for write in writes:
             with pytest.raises(shmht.PermissionDeniedError) as e:
                 write()
