@@ -235,6 +235,8 @@ void release(SharedHandle* h) {
 // ---------------------------------------------------------------------------------------
 // The object
 
+extern PyTypeObject g_table_type;  // _TableBase, defined with its slots at the end
+
 struct TableObject {
   PyObject_HEAD
   SharedHandle* handle;     // nullptr before _attach, after close(), or after a failed re-open
@@ -603,7 +605,7 @@ PyObject* table_close(PyObject* object, PyObject*) {
 
 // _shares_handle_with(other) -> True if both objects use one attachment (tests).
 PyObject* table_shares_handle_with(PyObject* object, PyObject* other) {
-  if (!PyObject_TypeCheck(other, Py_TYPE(object)) && !PyObject_TypeCheck(object, Py_TYPE(other))) Py_RETURN_FALSE;
+  if (!PyObject_TypeCheck(other, &g_table_type)) Py_RETURN_FALSE;
   const SharedHandle* mine = as_table(object)->handle;
   return PyBool_FromLong(mine != nullptr && mine == as_table(other)->handle);
 }
