@@ -69,7 +69,7 @@ def test_add_counts_in_decimal_text_as_redis_incr(table):
         table.add(b"max")
     assert isinstance(info.value, OverflowError) and info.value.code == "counter_overflow"
     assert shmht.counter_value(table[b"max"]) == 2**63 - 1
-    with pytest.raises(OverflowError):
+    with pytest.raises(shmht.CounterOverflowError, match=r"outside the int64 range \[-9223372036854775808, "):
         shmht.encode_counter(-(2**63) - 1)
     with pytest.raises(TypeError, match="delta must be an int, not float"):
         table.add(b"n", 1.5)

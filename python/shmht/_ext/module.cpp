@@ -65,8 +65,14 @@ PYBIND11_MODULE(_shmht, m) {
   m.def(
       "encode_counter",
       [](const py::int_& value) {
-        const long long v = PyLong_AsLongLong(value.ptr());  // OverflowError beyond int64
+        int overflow = 0;
+        const long long v = PyLong_AsLongLongAndOverflow(value.ptr(), &overflow);
         if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
+        if (overflow != 0) {
+          throw shmht::Error(shmht::ErrorCode::kCounterOverflow,
+                             "encode_counter: " + py::str(static_cast<const py::handle&>(value)).cast<std::string>() +
+                                 " is outside the int64 range [-9223372036854775808, 9223372036854775807] of counters");
+        }
         return py::bytes(shmht::encode_counter(v));
       },
       py::arg("value"),
