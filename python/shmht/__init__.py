@@ -307,7 +307,8 @@ class Table(_shmht._TableBase, MutableMapping):
     @classmethod
     def temporary(cls, *, capacity=None, engine=None, max_key_bytes=None, max_value_bytes=None, max_bytes=None,
                   max_processes=None, codec=None):
-        """A new table with no name in /dev/shm, removed when its creator closes it or exits.
+        """A new table with no name in /dev/shm, removed when its creator closes it (and
+        every copy of it unpickled in the creator's process) or exits.
 
         It lives in an anonymous memory file (C++ Table::create_anonymous): nothing is left
         in /dev/shm even when the process is killed with SIGKILL, as the kernel frees the
