@@ -79,17 +79,66 @@ std::vector<FreeClass> free_by_class(const Region& r) {
   return classes;
 }
 
-// What Table::add stores: `seen` (the key's value; absent counts as 0) plus delta.
-std::int64_t counter_sum(const std::optional<std::string>& seen, std::int64_t delta) {
-  if (seen && seen->size() != kCounterBytes) {
-    throw Error(ErrorCode::kNotACounter,
-                "add: the key's value is " + std::to_string(seen->size()) + " bytes, not a counter (a counter is exactly " +
-                    std::to_string(kCounterBytes) + " bytes, a little-endian two's-complement int64: encode_counter)");
+// ---- Counters: the decimal text of an int64 (table.hpp) ------------------------------
+
+// `bytes` for a message: printable ASCII as it is, anything else (and \ and ') as \xNN,
+// cut after kShownBytes with the full length named, so neither a binary nor a 64 KiB
+// value floods the message.
+std::string shown_bytes(std::string_view bytes) {
+  constexpr std::size_t kShownBytes = 40;
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "'";
+  for (const char c : bytes.substr(0, kShownBytes)) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u < 0x7f && c != '\\' && c != '\'') {
+      out += c;
+    } else {
+      out += "\\x";
+      out += kHex[u >> 4];
+      out += kHex[u & 0xF];
+    }
   }
-  const std::int64_t before = seen ? decode_counter(*seen) : 0;
+  out += "'";
+  if (bytes.size() > kShownBytes) out += "... (" + std::to_string(bytes.size()) + " bytes)";
+  return out;
+}
+
+// The int64 whose canonical decimal text `bytes` is, or nullopt.
+std::optional<std::int64_t> parse_counter(std::string_view bytes) {
+  const bool negative = !bytes.empty() && bytes.front() == '-';
+  const std::string_view digits = bytes.substr(negative ? 1 : 0);
+  if (digits.empty() || digits.size() > 19) return std::nullopt;  // 19 digits hold INT64_MAX
+  if (digits.front() == '0' && (digits.size() > 1 || negative)) return std::nullopt;  // "007", "-0"
+  // Accumulate negatively: INT64_MIN's magnitude does not fit a positive int64.
+  std::int64_t value = 0;
+  for (const char c : digits) {
+    if (c < '0' || c > '9') return std::nullopt;
+    if (__builtin_mul_overflow(value, 10, &value) || __builtin_sub_overflow(value, c - '0', &value)) return std::nullopt;
+  }
+  if (negative) return value;
+  if (value == INT64_MIN) return std::nullopt;  // "9223372036854775808"
+  return -value;
+}
+
+[[noreturn]] void throw_not_a_counter(std::string_view what, std::string_view bytes) {
+  throw Error(ErrorCode::kNotACounter,
+              std::string(what) + " is " + shown_bytes(bytes) +
+                  ", not a counter: a counter is the decimal text of a signed 64-bit integer (\"42\", \"-7\"; no '+', "
+                  "spaces or leading zeros), as Redis INCR keeps it");
+}
+
+// What Table::add stores for `key`: `seen` (its value; absent counts as 0) plus delta.
+std::int64_t counter_sum(std::string_view key, const std::optional<std::string>& seen, std::int64_t delta) {
+  std::int64_t before = 0;
+  if (seen) {
+    const std::optional<std::int64_t> parsed = parse_counter(*seen);
+    if (!parsed) throw_not_a_counter("add: the value of key " + shown_bytes(key), *seen);
+    before = *parsed;
+  }
   std::int64_t after = 0;
   if (__builtin_add_overflow(before, delta, &after)) {
-    throw Error(ErrorCode::kCounterOverflow, "add: " + std::to_string(before) + " + " + std::to_string(delta) +
+    throw Error(ErrorCode::kCounterOverflow, "add: key " + shown_bytes(key) + ": " + std::to_string(before) + " + " +
+                                                 std::to_string(delta) +
                                                  " does not fit in a signed 64-bit counter; the counter is unchanged");
   }
   return after;
@@ -97,22 +146,11 @@ std::int64_t counter_sum(const std::optional<std::string>& seen, std::int64_t de
 
 }  // namespace
 
-std::string encode_counter(std::int64_t value) {
-  std::string bytes(kCounterBytes, '\0');
-  const auto bits = static_cast<std::uint64_t>(value);
-  for (std::size_t i = 0; i < kCounterBytes; ++i) bytes[i] = static_cast<char>((bits >> (8 * i)) & 0xFF);
-  return bytes;
-}
+std::string encode_counter(std::int64_t value) { return std::to_string(value); }
 
 std::int64_t decode_counter(std::string_view bytes) {
-  if (bytes.size() != kCounterBytes) {
-    throw Error(ErrorCode::kNotACounter, "a counter value is exactly " + std::to_string(kCounterBytes) +
-                                             " bytes (a little-endian two's-complement int64); this one is " +
-                                             std::to_string(bytes.size()));
-  }
-  std::uint64_t bits = 0;
-  for (std::size_t i = 0; i < kCounterBytes; ++i) bits |= std::uint64_t{static_cast<unsigned char>(bytes[i])} << (8 * i);
-  return static_cast<std::int64_t>(bits);
+  if (const std::optional<std::int64_t> value = parse_counter(bytes)) return *value;
+  throw_not_a_counter("decode_counter: the value", bytes);
 }
 
 class TableImpl {
@@ -206,6 +244,14 @@ class TableImpl {
     }
   }
 
+  // A read-only handle (OpenOptions::read_only) refuses `operation` by its own name.
+  void check_writable(const char* operation) const {
+    if (!attached_) {
+      throw Error(ErrorCode::kPermissionDenied,
+                  std::string(operation) + ": this table handle was opened read-only (" + context_.region().path() + ")");
+    }
+  }
+
   void check_usable() const {
     if (inherited_across_fork()) [[unlikely]] {
       throw Error(ErrorCode::kInvalidArgument,
@@ -260,6 +306,32 @@ class TableImpl {
     }
   }
 
+  // ---- take_any: a cursor over home slots, kept by this handle (Table::take_any) -----
+
+  std::optional<std::pair<std::string, std::string>> take_any() {
+    check_writable("take_any");
+    check_usable();
+    const std::uint64_t home_slots = context_.slots().home_slots();
+    for (;;) {
+      while (!take_cursor_.keys.empty()) {
+        std::string key = std::move(take_cursor_.keys.back());
+        take_cursor_.keys.pop_back();
+        // Taken since it was seen (by another process, or erased): on to the next.
+        std::string value;
+        if (!engine_->take(HashedKey{key, hash_key(key, context_.fixed().hash_seed)}, &value)) continue;
+        take_cursor_.scanned_since_found = 0;
+        return std::pair{std::move(key), std::move(value)};
+      }
+      if (take_cursor_.scanned_since_found >= home_slots) {
+        take_cursor_.scanned_since_found = 0;  // the next call looks a full lap again
+        return std::nullopt;
+      }
+      scan_for_take(home_slots);
+    }
+  }
+
+  std::uint64_t take_any_slots_scanned() const noexcept { return take_cursor_.slots_scanned; }
+
   EngineBase& engine() { return *engine_; }
   TableContext& context() { return context_; }
   Engine engine_kind() const { return engine_kind_; }
@@ -268,6 +340,33 @@ class TableImpl {
  private:
   TableImpl(Region region, Engine engine, std::uint32_t entry)
       : context_(std::move(region), entry), engine_kind_(engine) {}
+
+  // Where take_any resumes. It copies one range of home slots at a time and keeps only
+  // the keys (a value is copied again by the take that removes it), so a call that finds
+  // an item early costs one take, not a walk from slot 0 (issue 21: 20,000 popitems
+  // walked a default table 20,000 times).
+  struct TakeCursor {
+    std::uint64_t next_slot = 0;            // first home slot of the next range to scan
+    std::vector<std::string> keys;          // seen in the last range, not yet tried (back first)
+    std::uint64_t scanned_since_found = 0;  // home slots scanned since take_any last found one
+    std::uint64_t slots_scanned = 0;        // in all, for TableAccess (tests count the work)
+  };
+  // Home slots per range: small enough that a cached key is rarely stale when many
+  // handles drain one table, large enough that scanning is a sequential read.
+  static constexpr std::uint64_t kTakeAnyRangeSlots = 256;
+
+  void scan_for_take(std::uint64_t home_slots) {
+    const std::uint64_t begin = take_cursor_.next_slot % home_slots;
+    const std::uint64_t end = std::min(home_slots, begin + kTakeAnyRangeSlots);
+    std::vector<KeyValue> found;
+    engine_->copy_home_range(begin, end, &found);
+    for (auto it = found.rbegin(); it != found.rend(); ++it) take_cursor_.keys.push_back(std::move(it->first));
+    take_cursor_.next_slot = end == home_slots ? 0 : end;
+    take_cursor_.scanned_since_found += end - begin;
+    take_cursor_.slots_scanned += end - begin;
+  }
+
+  TakeCursor take_cursor_;
 
   TableContext context_;
   Engine engine_kind_;
@@ -651,11 +750,12 @@ std::optional<std::string> Table::take(std::string_view key) {
 }
 
 std::int64_t Table::add(std::string_view key, std::int64_t delta) {
-  const HashedKey k = impl().key(key);
+  impl().check_writable("add");  // before compare_and_set could name itself as the refused writer
+  const HashedKey k = impl_->key(key);
   std::optional<std::string> seen;
   if (std::string value; impl_->engine().get(k, &value)) seen = std::move(value);
   for (;;) {
-    const std::int64_t next = counter_sum(seen, delta);
+    const std::int64_t next = counter_sum(key, seen, delta);
     const std::string desired = encode_counter(next);
     impl_->check_value(desired);  // a table whose values are shorter than a counter
     // `expected` views `seen`, so the value a failed attempt reports goes elsewhere first.
@@ -664,6 +764,10 @@ std::int64_t Table::add(std::string_view key, std::int64_t delta) {
     seen = std::move(now);
   }
 }
+
+std::optional<std::pair<std::string, std::string>> Table::take_any() { return impl().take_any(); }
+
+std::uint64_t TableAccess::take_any_slots_scanned(Table& table) { return table.impl().take_any_slots_scanned(); }
 
 std::uint64_t Table::size() { return impl().size(); }
 

@@ -150,6 +150,10 @@ grep -q "readers" /tmp/shmht-cli-out.$$ || fail "get --read-only on a global tab
 [ "$("$shmht" add "$name-rmw" hits)" = 1 ] || fail "add on an absent key did not give 1"
 [ "$("$shmht" add "$name-rmw" hits 41)" = 42 ] || fail "add 41 did not give 42"
 [ "$("$shmht" add "$name-rmw" hits -- -2)" = 40 ] || fail "add -2 did not give 40"
+# Counters are decimal text (issue 21): a number put as text counts, and get shows the count.
+"$shmht" put "$name-rmw" date 20261206
+[ "$("$shmht" add "$name-rmw" date)" = 20261207 ] || fail "add on '20261206' did not give 20261207"
+[ "$("$shmht" get "$name-rmw" date)" = 20261207 ] || fail "get after add did not print 20261207"
 expect_status 0 "$shmht" cas "$name-rmw" job --absent --desired mine
 expect_status 1 "$shmht" cas "$name-rmw" job --absent --desired theirs
 grep -q "holds 'mine'" /tmp/shmht-cli-out.$$ || fail "a failed cas did not say what the key holds: $(cat /tmp/shmht-cli-out.$$)"

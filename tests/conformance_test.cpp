@@ -14,6 +14,7 @@
 
 #include "shmht/check.hpp"
 #include "shmht/table.hpp"
+#include "table_access.hpp"
 #include "test_support.hpp"
 
 namespace shmht::test {
@@ -278,8 +279,9 @@ TYPED_TEST_P(Conformance, CompareAndSetWithOversizeArgumentsChangesNothing) {
   EXPECT_EQ(t.size(), 1u);
   ScopedName tiny_name;
   Table tiny = Table::create(tiny_name, {.capacity = 10, .max_value_bytes = 4, .engine = TypeParam::kEngine});
-  expect_code(ErrorCode::kValueTooLarge, [&] { tiny.add("n", 1); });
-  EXPECT_FALSE(tiny.get("n")) << "a table whose values cannot hold a counter stores none";
+  expect_code(ErrorCode::kValueTooLarge, [&] { tiny.add("n", 12345); });
+  EXPECT_FALSE(tiny.get("n")) << "a counter whose text does not fit the table's values is not stored";
+  EXPECT_EQ(tiny.add("m", 1234), 1234) << "one that fits is";
   this->expect_clean();
 }
 
@@ -429,38 +431,49 @@ TYPED_TEST_P(Conformance, CheckReportsEachItemsDisplacement) {
   EXPECT_LT(full.past_home_bucket, full.items);
 }
 
-TYPED_TEST_P(Conformance, AddCountsInEightByteIntegers) {
+TYPED_TEST_P(Conformance, AddCountsInDecimalText) {
   Table t = this->make({.capacity = 100});
   EXPECT_EQ(t.add("n", 5), 5) << "an absent counter counts from zero";
+  EXPECT_EQ(t.get("n"), "5") << "a counter is stored as decimal text, as Redis INCR stores it";
   EXPECT_EQ(t.add("n", -7), -2);
+  EXPECT_EQ(t.get("n"), "-2");
   EXPECT_EQ(t.get("n"), encode_counter(-2));
   EXPECT_EQ(decode_counter(*t.get("n")), -2);
-  EXPECT_EQ(encode_counter(1), std::string("\x01\0\0\0\0\0\0\0", 8)) << "little-endian";
-  EXPECT_EQ(encode_counter(-2), std::string("\xfe\xff\xff\xff\xff\xff\xff\xff", 8)) << "two's complement";
-  EXPECT_EQ(decode_counter(encode_counter(INT64_MIN)), INT64_MIN);
   EXPECT_EQ(t.add("n", 0), -2);
+  EXPECT_EQ(t.add("n", 2), 0);
+  EXPECT_EQ(t.get("n"), "0");
 
-  // Not a counter: a clear error naming the length, and the value stays.
-  t.assign("text", "12");
+  // A number the user stored as text is a counter: the date that became garbage.
+  t.assign("date", "20261206");
+  EXPECT_EQ(t.add("date", 1), 20261207);
+  EXPECT_EQ(t.get("date"), "20261207");
+
+  // Not a counter: a clear error naming the key and showing the value, and the value stays.
+  t.assign("text", "12ab");
   try {
     t.add("text", 1);
-    ADD_FAILURE() << "add on a 2-byte value";
+    ADD_FAILURE() << "add on '12ab'";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kNotACounter);
-    EXPECT_NE(std::string(e.what()).find("2 bytes"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("'text'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("'12ab'"), std::string::npos) << e.what();
   }
-  EXPECT_EQ(t.get("text"), "12");
+  EXPECT_EQ(t.get("text"), "12ab");
+  // Eight bytes are no longer special: a former binary counter is not decimal text.
+  t.assign("binary", std::string("\x07\0\0\0\0\0\0\0", 8));
   try {
-    decode_counter("1234567");
-    ADD_FAILURE() << "decode_counter of 7 bytes";
+    t.add("binary", 1);
+    ADD_FAILURE() << "add on 8 binary bytes";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kNotACounter);
-    EXPECT_NE(std::string(e.what()).find("7"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("\\x07"), std::string::npos) << "binary bytes are shown escaped: " << e.what();
   }
+  EXPECT_EQ(t.get("binary"), std::string("\x07\0\0\0\0\0\0\0", 8));
 
   // Overflow: an error, the counter unchanged (never a silent wrap).
   t.assign("big", encode_counter(INT64_MAX - 1));
   EXPECT_EQ(t.add("big", 1), INT64_MAX);
+  EXPECT_EQ(t.get("big"), "9223372036854775807");
   try {
     t.add("big", 1);
     ADD_FAILURE() << "INT64_MAX + 1 was accepted";
@@ -469,9 +482,46 @@ TYPED_TEST_P(Conformance, AddCountsInEightByteIntegers) {
   }
   EXPECT_EQ(decode_counter(*t.get("big")), INT64_MAX);
   EXPECT_EQ(t.add("small", INT64_MIN), INT64_MIN);
+  EXPECT_EQ(t.get("small"), "-9223372036854775808");
   EXPECT_THROW(t.add("small", -1), Error);
   EXPECT_EQ(decode_counter(*t.get("small")), INT64_MIN);
-  EXPECT_EQ(t.size(), 4u);
+  EXPECT_EQ(t.size(), 6u);
+  this->expect_clean();
+}
+
+TYPED_TEST_P(Conformance, TakeAnyDrainsEveryItemOnceScanningEachSlotAFewTimes) {
+  constexpr int kItems = 3000;
+  Table t = this->make({.capacity = 100'000});
+  EXPECT_FALSE(t.take_any()) << "an empty table";
+  std::map<std::string, std::string> stored;
+  for (int i = 0; i < kItems; ++i) {
+    stored["job-" + std::to_string(i)] = "payload-" + std::to_string(i * 7);
+    t.insert("job-" + std::to_string(i), stored["job-" + std::to_string(i)]);
+  }
+  const std::uint64_t slots = t.stats().slots;
+  std::map<std::string, std::string> taken;
+  for (int i = 0; i < kItems; ++i) {
+    // Items inserted behind the cursor while draining are found on a later lap.
+    if (i == kItems / 2) {
+      for (int j = 0; j < 50; ++j) {
+        stored["late-" + std::to_string(j)] = "l" + std::to_string(j);
+        t.insert("late-" + std::to_string(j), stored["late-" + std::to_string(j)]);
+      }
+    }
+    auto item = t.take_any();
+    ASSERT_TRUE(item) << "table emptied after " << i << " items";
+    EXPECT_TRUE(taken.emplace(item->first, item->second).second) << item->first << " taken twice";
+    EXPECT_FALSE(t.contains(item->first)) << "take_any removes what it returns";
+  }
+  while (auto item = t.take_any()) EXPECT_TRUE(taken.emplace(item->first, item->second).second) << item->first;
+  EXPECT_EQ(taken, stored) << "each pair returned is exactly what was stored, each once";
+  EXPECT_EQ(t.size(), 0u);
+  EXPECT_FALSE(t.take_any());
+  // The cursor resumes where it stopped: draining costs a few laps (items, one lap to see
+  // the late keys, an empty lap or two), not a walk from slot 0 per item (3000 laps).
+  const std::uint64_t scanned = TableAccess::take_any_slots_scanned(t);
+  EXPECT_LE(scanned, 5 * slots) << "slots " << slots << ", items " << kItems;
+  EXPECT_GE(scanned, slots) << "the hook counts";
   this->expect_clean();
 }
 
@@ -574,7 +624,7 @@ REGISTER_TYPED_TEST_SUITE_P(Conformance, EmptyTableHasNothing, ASmallTableTakesL
                             SeedSizedTableTakesAtMost64BytesPerItem, CompareAndSetAppliesOnlyWhenTheValueIsExpected,
                             CompareAndSetWithOversizeArgumentsChangesNothing,
                             CompareAndSetOnAFullTableReportsFullAndLeaksNothing, TakeReturnsTheValueItErased,
-                            AddCountsInEightByteIntegers, BatchedLookupsMatchSingleOnes, BatchedLookupCallbackSeesEachPresentKeyOnce,
+                            AddCountsInDecimalText, TakeAnyDrainsEveryItemOnceScanningEachSlotAFewTimes, BatchedLookupsMatchSingleOnes, BatchedLookupCallbackSeesEachPresentKeyOnce,
                             BatchedLookupsReturnLongValuesWhole, CheckReportsEachItemsDisplacement);
 
 // Every engine that is built. A new engine adds its tag here and passes this suite.
@@ -588,6 +638,40 @@ struct EngineTagName {
   }
 };
 INSTANTIATE_TYPED_TEST_SUITE_P(Engines, Conformance, BuiltEngines, EngineTagName);
+
+// What counts as a counter (engine-independent): the canonical decimal text of an int64,
+// as Redis INCR accepts it. Anything else is kNotACounter, whose message shows the value.
+TEST(CounterText, AcceptsExactlyTheCanonicalDecimalTextOfAnInt64) {
+  EXPECT_EQ(decode_counter("0"), 0);
+  EXPECT_EQ(decode_counter("7"), 7);
+  EXPECT_EQ(decode_counter("-7"), -7);
+  EXPECT_EQ(decode_counter("20261206"), 20261206);
+  EXPECT_EQ(decode_counter("9223372036854775807"), INT64_MAX);
+  EXPECT_EQ(decode_counter("-9223372036854775808"), INT64_MIN);
+  for (const std::int64_t v : {std::int64_t{0}, std::int64_t{1}, std::int64_t{-1}, INT64_MAX, INT64_MIN}) {
+    EXPECT_EQ(decode_counter(encode_counter(v)), v);
+    EXPECT_EQ(encode_counter(v), std::to_string(v));
+  }
+  // Not canonical, or not an int64: each refused, with the value in the message.
+  for (const std::string_view text : {"", "-", "-0", "007", "00", "+1", " 1", "1 ", "1\n", "1.0", "1e3", "0x10", "abc",
+                                      "9223372036854775808", "-9223372036854775809", "99999999999999999999999"}) {
+    try {
+      decode_counter(text);
+      ADD_FAILURE() << "'" << text << "' was accepted as a counter";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kNotACounter) << text;
+      EXPECT_NE(std::string(e.what()).find("decimal"), std::string::npos) << e.what();
+    }
+  }
+  // A long or binary value is shown escaped and cut short, not dumped whole.
+  try {
+    decode_counter(std::string(1000, 'x') + std::string("\x01", 1));
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_LT(std::string(e.what()).size(), 300u) << e.what();
+    EXPECT_NE(std::string(e.what()).find("1001 bytes"), std::string::npos) << e.what();
+  }
+}
 
 }  // namespace
 }  // namespace shmht::test

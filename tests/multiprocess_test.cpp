@@ -242,6 +242,37 @@ TEST_P(MultiProcess, JobsClaimedWithCompareAndSetAreNeverClaimedTwice) {
   EXPECT_TRUE(report.clean) << (report.problems.empty() ? "" : report.problems.front());
 }
 
+// take_any as the claim: four processes drain a queue without naming the jobs; every
+// job reaches exactly one of them, with the value it was stored with.
+TEST_P(MultiProcess, TakeAnyByManyProcessesHandsEachJobToExactlyOne) {
+  constexpr int kChildren = 4, kJobs = 3000;
+  Table parent = make(kJobs);
+  for (int j = 0; j < kJobs; ++j) parent.insert("job-" + std::to_string(j), encode_counter(j));
+  SharedArray<std::atomic<int>> taken(kJobs);
+  StartLine start(kChildren);
+  for (int c = 0; c < kChildren; ++c) {
+    children_.spawn([&] {
+      Table t = open_in_child();
+      if (!start.arrive_and_wait()) return 2;
+      while (const auto job = t.take_any()) {
+        const int j = std::stoi(job->first.substr(4));
+        if (j < 0 || j >= kJobs || decode_counter(job->second) != j) return 1;
+        taken[static_cast<std::size_t>(j)].fetch_add(1);
+      }
+      return 0;
+    });
+  }
+  children_.expect_all_succeed();
+  int lost = 0, twice = 0;
+  for (int j = 0; j < kJobs; ++j) {
+    lost += taken[static_cast<std::size_t>(j)].load() == 0;
+    twice += taken[static_cast<std::size_t>(j)].load() > 1;
+  }
+  EXPECT_EQ(lost, 0);
+  EXPECT_EQ(twice, 0);
+  EXPECT_EQ(parent.size(), 0u);
+}
+
 // The same with take as the claim: a queue of jobs drained by four processes at once.
 // Each job's value reaches exactly one process.
 TEST_P(MultiProcess, JobsTakenByManyProcessesReachExactlyOne) {

@@ -60,6 +60,9 @@ TEST(ReadOnly, ReadsWorkWritesAreRefusedAndTheMappingIsReadOnly) {
   expect_error(ErrorCode::kPermissionDenied, "read-only", [&] { r.take(key_of(1)); });
   expect_error(ErrorCode::kPermissionDenied, "read-only", [&] { r.compare_and_set(key_of(1), "v1", "w"); });
   expect_error(ErrorCode::kPermissionDenied, "read-only", [&] { r.add("counter", 1); });
+  // add names itself, not the compare_and_set it is made of (issue 21).
+  expect_error(ErrorCode::kPermissionDenied, "add: this table handle was opened read-only", [&] { r.add("counter", 1); });
+  expect_error(ErrorCode::kPermissionDenied, "take_any: this table handle was opened read-only", [&] { r.take_any(); });
   EXPECT_EQ(r.size(), 100u);
 }
 

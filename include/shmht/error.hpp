@@ -30,7 +30,7 @@ enum class ErrorCode {
                        // recovering or switching it (liveness::kAdminLockWait)
   kInvalidArgument,    // bad option or argument from the caller
   kSystem,             // an unexpected OS error (errno in the message)
-  kNotACounter,        // Table::add / decode_counter met a value that is not an 8-byte counter
+  kNotACounter,        // Table::add / decode_counter met a value that is not an int64's decimal text
   kCounterOverflow,    // Table::add would take a counter past the range of std::int64_t
 };
 

@@ -32,6 +32,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "shmht/engine.hpp"
@@ -76,14 +77,19 @@ struct OperationCounters {
   std::uint64_t helped = 0;
 };
 
-// Counters (Table::add): a counter value is these 8 bytes, a little-endian
-// two's-complement std::int64_t, whatever the machine's byte order, so every process and
-// language reads the same number.
-inline constexpr std::size_t kCounterBytes = 8;
-// The value Table::add stores for `value`.
+// ---- Counters (Table::add) -------------------------------------------------------
+// A counter value is the decimal text of a std::int64_t, as Redis INCR stores it, so a
+// number stored as text ("20261206") is a counter, and every process, language and the
+// CLI read the same bytes: an optional '-', then digits; no '+', no spaces, no leading
+// zeros ("0" itself excepted) and no "-0"; within [INT64_MIN, INT64_MAX]. At most 20
+// bytes ("-9223372036854775808").
+// (Counters used to be 8 binary bytes (a little-endian int64); such a value
+// is now kNotACounter. The table layout is unchanged: values are opaque to it.)
+inline constexpr std::size_t kMaxCounterBytes = 20;
+// The value Table::add stores for `value`: its canonical decimal text.
 std::string encode_counter(std::int64_t value);
-// The number a counter value holds. Throws Error(kNotACounter) unless `bytes` is exactly
-// kCounterBytes long (the message names its length).
+// The number a counter value holds. Throws Error(kNotACounter) unless `bytes` is the
+// canonical decimal text of an int64 (the message shows the value, escaped and cut short).
 std::int64_t decode_counter(std::string_view bytes);
 
 class TableImpl;
@@ -166,14 +172,24 @@ class Table {
   std::optional<std::string> take(std::string_view key);
 
   // Adds `delta` to the counter stored at `key` and returns the new value; an absent key
-  // counts as 0 (so the first add stores delta). A counter value is exactly
-  // kCounterBytes bytes: a little-endian two's-complement std::int64_t (encode_counter /
-  // decode_counter). A compare_and_set retry loop: under contention some attempts fail
-  // and are repeated, but every call adds exactly once.
-  // Throws kNotACounter (changing nothing) if the key holds a value of another length,
-  // and kCounterOverflow (changing nothing) if the sum leaves [INT64_MIN, INT64_MAX]:
-  // like Redis INCRBY, a counter never wraps around silently.
+  // counts as 0 (so the first add stores delta). A counter value is the decimal text of
+  // an int64 ("42", "-7"; see encode_counter above), as Redis INCRBY keeps it. A
+  // compare_and_set retry loop: under contention some attempts fail and are repeated,
+  // but every call adds exactly once.
+  // Throws kNotACounter (changing nothing; the message names the key and shows its value)
+  // if the key holds anything else, and kCounterOverflow (changing nothing) if the sum
+  // leaves [INT64_MIN, INT64_MAX]: like Redis INCRBY, a counter never wraps around. A
+  // read-only handle throws kPermissionDenied.
   std::int64_t add(std::string_view key, std::int64_t delta);
+
+  // Removes some item and returns it, in one atomic take(): the pair returned is exactly
+  // what this call removed. nullopt when a full lap of the table since this handle last
+  // found an item finds none (an item present for the whole call is found). Amortised
+  // O(1): the handle keeps a cursor over home slots and a batch of keys it has seen, and
+  // resumes where it stopped, so draining n items from a table of s home slots scans
+  // O(n + s) slots, not O(n * s). Several processes may take_any at once: each item goes
+  // to exactly one of them. (Python's Table.popitem; a work queue's "take any job".)
+  std::optional<std::pair<std::string, std::string>> take_any();
 
   // Calls fn(key, value) for every entry. Weakly consistent: a key present for the whole
   // iteration is seen exactly once; keys inserted or erased meanwhile may or may not be.

@@ -224,9 +224,23 @@ class Table(_shmht._TableBase, MutableMapping):
     None accepts whatever the table has. A value outside its range raises
     InvalidArgumentError naming the field and the range (never wrapped to fit).
 
+    codec
+        How values (and keys) are turned into the table's bytes, for this handle only
+        (the table stores bytes; each handle may read them its own way):
+        None     bytes in, bytes out (the default and the fastest path);
+        "text"   keys and values come back as str (UTF-8), as redis-py's
+                 decode_responses: json.dumps(dict(t)) and t == {"a": "1"} work. str or
+                 bytes are accepted; a stored value that is not UTF-8 raises
+                 UnicodeDecodeError when read;
+        "pickle" values are any picklable object, stored pickled (keys stay bytes/str,
+                 and come back as bytes); compare_and_set and update_value compare the
+                 pickled bytes. Only unpickle tables whose writers you trust. add works
+                 on decimal text, not pickles: read a counter with add(key, 0).
+
     Keys and values are bytes. A str is accepted anywhere a key or value is expected and
     is encoded as UTF-8 (so "a" and b"a" are the same key); so is any object with the
-    buffer protocol (bytearray, memoryview). Values and keys come back as bytes.
+    buffer protocol (bytearray, memoryview). Values and keys come back as bytes (unless
+    codec says otherwise).
 
     Iteration, keys(), values() and items() walk the table once and iterate over a
     snapshot: a key present during the whole walk is seen exactly once; keys inserted or
@@ -234,9 +248,9 @@ class Table(_shmht._TableBase, MutableMapping):
     changed the table.
 
     Atomic operations: every single-key method is one atomic step: t[k], t[k] = v,
-    del t[k], get, insert, discard, pop, setdefault, compare_and_set, add (see each
-    docstring). update_value is a compare_and_set retry loop (fn may run more than once);
-    update, popitem and clear are several atomic steps, not one.
+    del t[k], get, insert, discard, pop, popitem, setdefault, compare_and_set, add (see
+    each docstring). update_value is a compare_and_set retry loop (fn may run more than
+    once); update and clear are several atomic steps, not one.
 
     Errors: KeyError for a missing key; KeyTooLargeError / ValueTooLargeError (both
     ValueError) when a key or value to store exceeds the table's limit, with both sizes
@@ -246,17 +260,24 @@ class Table(_shmht._TableBase, MutableMapping):
     shmht.Error.
 
     With multiprocessing, pass the Table itself: under fork the child re-attaches on first
-    use, under spawn it pickles as (path, engine, read_only, trust_foreign_owner) and re-attaches (never
-    re-creates).
+    use, under spawn it pickles as (path, engine, read_only, trust_foreign_owner, codec) and
+    re-attaches (never re-creates). The copies unpickled in one process share one
+    attachment (one of max_processes), detached when the last of them is closed or
+    collected; closing one copy leaves the others working. A Table opened explicitly with
+    Table(...) is an attachment of its own.
     """
 
     __slots__ = ()
 
+    #: The value codec of this handle: None (bytes), "text" or "pickle" (see help(Table)).
+    codec = None
+
     def __init__(self, name, *, capacity=None, engine=None, create=True, read_only=False, mode=DEFAULT_MODE,
                  max_key_bytes=None, max_value_bytes=None, max_bytes=None, max_processes=None,
-                 trust_foreign_owner=False):
+                 trust_foreign_owner=False, codec=None):
         """Open the table `name`, creating it unless it exists, create=False or
         read_only=True (see help(shmht.Table) for every parameter)."""
+        codec_class = _codec_class(codec)  # a bad codec fails before anything is opened
         path = _path_bytes(name)
         read_only = bool(read_only)
         if read_only:  # opens only: None adopts the table's engine
@@ -269,7 +290,7 @@ class Table(_shmht._TableBase, MutableMapping):
         self._attach(
             path,
             engine,
-            bool(create) and not read_only,
+            "create" if create and not read_only else "open",
             read_only,
             bool(trust_foreign_owner),
             DEFAULT_CAPACITY if capacity is None else capacity,
@@ -281,6 +302,39 @@ class Table(_shmht._TableBase, MutableMapping):
         )
         if given:
             _check_created_with(self, given)
+        _set_codec(self, codec_class)
+
+    @classmethod
+    def temporary(cls, *, capacity=None, engine=None, max_key_bytes=None, max_value_bytes=None, max_bytes=None,
+                  max_processes=None, codec=None):
+        """A new table with no name in /dev/shm, removed when its creator closes it (and
+        every copy of it unpickled in the creator's process) or exits.
+
+        It lives in an anonymous memory file (C++ Table::create_anonymous): nothing is left
+        in /dev/shm even when the process is killed with SIGKILL, as the kernel frees the
+        memory when the last process using it goes. `path` is /proc/<pid>/fd/<n>, through
+        which other processes of this user can attach while the creator keeps it open:
+        children forked from it, and pickled copies (multiprocessing under spawn or
+        forkserver, a Pool). Once the creator has closed it or exited, it can no longer be
+        opened (TableNotFoundError); processes attached already keep using it until they
+        close it. Parameters are those of Table() for a new table."""
+        codec_class = _codec_class(codec)
+        self = cls.__new__(cls)
+        self._attach(
+            b"",
+            _checked_engine(default_engine() if engine is None else engine),
+            "temporary",
+            False,
+            False,
+            DEFAULT_CAPACITY if capacity is None else capacity,
+            DEFAULT_MAX_KEY_BYTES if max_key_bytes is None else max_key_bytes,
+            DEFAULT_MAX_VALUE_BYTES if max_value_bytes is None else max_value_bytes,
+            DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,
+            DEFAULT_MAX_PROCESSES if max_processes is None else max_processes,
+            DEFAULT_MODE,
+        )
+        _set_codec(self, codec_class)
+        return self
 
     # -- views -------------------------------------------------------------------------
 
@@ -331,18 +385,16 @@ class Table(_shmht._TableBase, MutableMapping):
     def popitem(self):
         """Remove and return some (key, value) pair; KeyError if the table is empty.
 
-        Each removal is atomic (pop: read and erase in one step), so the pair returned is
-        exactly what this call removed. Choosing the key is a separate walk: if another
-        process removes it first, another key is chosen."""
-        while True:
-            item = self._first_item()
-            if item is None:
-                raise KeyError("popitem(): shmht.Table is empty")
-            key, _ = item
-            value = self.pop(key, None)
-            if value is not None:
-                return key, value
-            # Another process removed that key first: try again.
+        Atomic: the pair is removed in one step (C++ Table::take_any), so it is exactly
+        what this call removed, and of several processes popping at once each pair goes to
+        one of them. Amortised O(1): the handle keeps a cursor over the table and resumes
+        where the last call stopped, so draining n items costs about n pops plus a walk of
+        the table, not a walk per pop. KeyError once a full walk since the last item found
+        finds none (an item present for the whole call is found)."""
+        item = self._take_any()
+        if item is None:
+            raise KeyError("popitem(): shmht.Table is empty")
+        return item
 
     def update_value(self, key, fn, default=None):
         """Replace the value of `key` with fn(value) atomically; return what was stored.
@@ -389,10 +441,12 @@ class Table(_shmht._TableBase, MutableMapping):
         # spawn / pickling: re-attach by path in the other process, never re-create.
         if self.closed:
             raise ValueError("cannot pickle a closed shmht.Table")
-        return (_reattach, (self.path, self.engine, self.read_only, self.trust_foreign_owner))
+        return (_reattach, (self.path, self.engine, self.read_only, self.trust_foreign_owner, self.codec))
 
     def __repr__(self):
         state = "closed" if self.closed else f"engine={self.engine!r}" + (" read_only" if self.read_only else "")
+        if self.codec is not None:
+            state += f" codec={self.codec!r}"
         return f"<shmht.Table {self.path!r} {state}>"
 
 
@@ -403,9 +457,18 @@ def _as_bytes(value):
     return value.encode("utf-8") if isinstance(value, str) else memoryview(value).tobytes()
 
 
-def _reattach(path, engine, read_only=False, trust_foreign_owner=False):
-    """Unpickling: attach to the existing table `path` with `engine`."""
-    return Table(path, engine=engine, create=False, read_only=read_only, trust_foreign_owner=trust_foreign_owner)
+def _reattach(path, engine, read_only=False, trust_foreign_owner=False, codec=None):
+    """Unpickling: attach to the existing table `path` with `engine`, sharing the
+    attachment this process has already for these arguments (so that the copies a pool
+    worker receives, one per task, hold one of the table's max_processes entries, not one
+    each; closing one copy leaves the others working)."""
+    table = Table.__new__(Table)
+    table._attach(_path_bytes(path), _checked_engine(engine), "share", bool(read_only), bool(trust_foreign_owner),
+                  DEFAULT_CAPACITY, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES, DEFAULT_MAX_BYTES,
+                  DEFAULT_MAX_PROCESSES, DEFAULT_MODE)
+    _set_codec(table, _codec_class(codec))
+    return table
 
 
+from ._codec import _codec_class, _set_codec  # noqa: E402  (needs Table)
 from ._compat import close, error, foreach, getval, open, remove, setval  # noqa: E402  (needs Table)

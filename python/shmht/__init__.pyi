@@ -3,7 +3,7 @@
 # names with the runtime module (python/tests/test_packaging.py).
 import os
 from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, MutableMapping, ValuesView
-from typing import Any, Final, Self, TypeVar, overload
+from typing import Any, Final, Literal, Self, TypeVar, overload
 
 _T = TypeVar("_T")
 # What a key or value argument may be: bytes, str (stored as UTF-8) or a buffer.
@@ -46,6 +46,7 @@ def built_engines() -> list[str]: ...
 def engine_names() -> list[str]: ...
 def active_engine(name: _Name) -> str: ...
 def unlink(name: _Name, *, force: bool = False) -> bool: ...
+# Counters are the decimal text of an int64 (b"-7"), as Table.add stores them.
 def encode_counter(value: int) -> bytes: ...
 def counter_value(value: bytes) -> int: ...
 
@@ -64,7 +65,25 @@ class Table(MutableMapping[bytes, bytes]):
         max_bytes: int | None = None,
         max_processes: int | None = None,
         trust_foreign_owner: bool = False,
+        codec: Literal["text", "pickle"] | None = None,
     ) -> None: ...
+    # A table in an anonymous memory file, removed when its creator closes it or exits.
+    @classmethod
+    def temporary(
+        cls,
+        *,
+        capacity: int | None = None,
+        engine: str | None = None,
+        max_key_bytes: int | None = None,
+        max_value_bytes: int | None = None,
+        max_bytes: int | None = None,
+        max_processes: int | None = None,
+        codec: Literal["text", "pickle"] | None = None,
+    ) -> Self: ...
+    # None: bytes; "text": keys and values come back as str; "pickle": values are objects.
+    # The annotations below describe the default (bytes); a codec handle returns str or
+    # unpickled objects instead.
+    codec: Literal["text", "pickle"] | None
     @property
     def path(self) -> str: ...
     @property

@@ -40,7 +40,8 @@ def test_read_only_reads_and_every_write_raises_permission_denied(seqlock_table,
         assert r.stats()["attached_pids"] == [os.getpid()], "only the writer's handle: a read-only one does not attach"
         writes = [lambda: r.__setitem__(b"k", b"w"), lambda: r.__delitem__(b"k"), lambda: r.insert(b"n", b"v"),
                   lambda: r.discard(b"k"), lambda: r.pop(b"k"), lambda: r.add(b"c"), lambda: r.update({b"n": b"v"}),
-                  lambda: r.compare_and_set(b"k", b"v", b"w"), lambda: r.setdefault(b"n", b"v"), lambda: r.clear()]
+                  lambda: r.compare_and_set(b"k", b"v", b"w"), lambda: r.setdefault(b"n", b"v"), lambda: r.clear(),
+                  lambda: r.popitem()]
         for write in writes:
             with pytest.raises(shmht.PermissionDeniedError) as e:
                 write()
@@ -48,6 +49,13 @@ def test_read_only_reads_and_every_write_raises_permission_denied(seqlock_table,
         seqlock_table[b"k"] = b"new"  # a writer's change is seen
         assert r[b"k"] == b"new"
     assert dict(seqlock_table.items()) == {b"k": b"new"}, "the refused writes changed nothing"
+
+
+def test_read_only_add_is_refused_in_its_own_name(seqlock_table, table_name):
+    with shmht.Table(table_name, read_only=True) as r:
+        with pytest.raises(shmht.PermissionDeniedError) as info:
+            r.add(b"c")
+        assert str(info.value).startswith("add: ") and "compare_and_set" not in str(info.value), str(info.value)
 
 
 def test_read_only_handle_survives_pickling_as_read_only(seqlock_table, table_name):
@@ -254,7 +262,8 @@ TABLE_METHODS = {
     "setdefault": ["self", "key", "default"], "popitem": ["self"], "update_value": ["self", "key", "fn", "default"],
     "clear": ["self"], "unlink": ["self"], "__init__": ["self", "name", "capacity", "engine", "create", "read_only",
                                                         "mode", "max_key_bytes", "max_value_bytes", "max_bytes",
-                                                        "max_processes", "trust_foreign_owner"],
+                                                        "max_processes", "trust_foreign_owner", "codec"],
+    "temporary": ["capacity", "engine", "max_key_bytes", "max_value_bytes", "max_bytes", "max_processes", "codec"],
 }
 MODULE_FUNCTIONS = {
     "unlink": ["name", "force"], "active_engine": ["name"], "built_engines": [], "engine_names": [],
@@ -326,7 +335,7 @@ def test_the_type_stubs_cover_the_runtime_api():
     for name, parameters in TABLE_METHODS.items():
         assert name in table, f"__init__.pyi lacks Table.{name}"
         for overload in table[name]:  # every overload names the runtime parameters, in order
-            declared = stub_parameters(overload)
+            declared = [p for p in stub_parameters(overload) if p != "cls"]  # a classmethod's cls is bound
             assert declared == parameters[:len(declared)] and len(declared) >= len(parameters) - 1, (name, declared)
     for name in ("path", "engine", "read_only", "closed"):
         assert name in table and hasattr(shmht.Table, name), name

@@ -45,31 +45,58 @@ def test_compare_and_set_applies_only_when_the_value_is_expected(table):
     assert len(table) == 1
 
 
-def test_add_counts_in_eight_byte_integers(table):
+def test_add_counts_in_decimal_text_as_redis_incr(table):
     assert table.add(b"n") == 1  # an absent counter counts from 0
+    assert table[b"n"] == b"1", "a counter is decimal text"
     assert table.add(b"n", 41) == 42
     assert table.add(b"n", -50) == -8
-    assert table[b"n"] == shmht.encode_counter(-8) == (-8).to_bytes(8, "little", signed=True)
+    assert table[b"n"] == shmht.encode_counter(-8) == b"-8"
     assert shmht.counter_value(table[b"n"]) == -8
-    table[b"text"] = b"12"
-    with pytest.raises(shmht.NotACounterError, match="2 bytes") as info:
+    table[b"date"] = b"20261206"  # issue 21: this became garbage and b"30261206"
+    assert table.add(b"date") == 20261207 and table[b"date"] == b"20261207"
+    table["hits"] = "41"  # text written by update_value or another language counts too
+    assert table.add("hits") == 42 and table.update_value("hits", lambda v: b"%d" % (int(v) + 1)) == b"43"
+    table[b"text"] = b"12ab"
+    with pytest.raises(shmht.NotACounterError, match=r"key 'text' is '12ab', not a counter") as info:
         table.add(b"text")
     assert isinstance(info.value, ValueError) and info.value.code == "not_a_counter"
-    assert table[b"text"] == b"12", "a failed add changes nothing"
-    with pytest.raises(shmht.NotACounterError):
-        shmht.counter_value(b"1234567")
+    assert table[b"text"] == b"12ab", "a failed add changes nothing"
+    table[b"binary"] = (7).to_bytes(8, "little")  # a counter of the old binary format
+    with pytest.raises(shmht.NotACounterError, match=r"\\x07\\x00"):
+        table.add(b"binary")
     table[b"max"] = shmht.encode_counter(2**63 - 1)
     with pytest.raises(shmht.CounterOverflowError) as info:
         table.add(b"max")
     assert isinstance(info.value, OverflowError) and info.value.code == "counter_overflow"
     assert shmht.counter_value(table[b"max"]) == 2**63 - 1
-    with pytest.raises(OverflowError):
-        table.add(b"n", 2**63)  # not an int64 delta
-    with pytest.raises(OverflowError):
+    with pytest.raises(shmht.CounterOverflowError, match=r"outside the int64 range \[-9223372036854775808, "):
         shmht.encode_counter(-(2**63) - 1)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="delta must be an int, not float"):
         table.add(b"n", 1.5)
     assert shmht.counter_value(table[b"n"]) == -8
+
+
+@pytest.mark.parametrize("delta", [2**63, -(2**63) - 1, 10**30])
+def test_add_of_a_delta_past_int64_names_the_range(table, delta):
+    with pytest.raises(shmht.CounterOverflowError,
+                       match=r"delta -?\d+ is outside the int64 range \[-9223372036854775808, 9223372036854775807\]"):
+        table.add(b"n", delta)
+    assert b"n" not in table
+    assert table.add(b"n", 2**63 - 1) == 2**63 - 1 and table.add(b"m", -(2**63)) == -(2**63), "the range's ends work"
+
+
+@pytest.mark.parametrize("text", [b"", b"-", b"-0", b"007", b"+1", b" 1", b"1 ", b"1.0", b"0x1",
+                                  b"9223372036854775808", b"-9223372036854775809"])
+def test_counter_value_refuses_what_is_not_canonical_int64_text(text):
+    with pytest.raises(shmht.NotACounterError, match="decimal text"):
+        shmht.counter_value(text)
+
+
+def test_counter_value_reads_the_int64_range():
+    assert shmht.counter_value(b"0") == 0 and shmht.counter_value(b"-7") == -7
+    assert shmht.counter_value(b"9223372036854775807") == 2**63 - 1
+    assert shmht.counter_value(b"-9223372036854775808") == -(2**63)
+    assert shmht.encode_counter(-(2**63)) == b"-9223372036854775808"
 
 
 def test_update_value_retries_fn_on_a_conflict_and_applies_once(table):
@@ -112,7 +139,7 @@ def _run_counter(table_name, engine, worker):
 
 
 def test_four_processes_adding_count_exactly_8000(table_name, engine):
-    assert shmht.counter_value(_run_counter(table_name, engine, workers.add_to_counter)) == 8000
+    assert _run_counter(table_name, engine, workers.add_to_counter) == b"8000"
 
 
 def test_four_processes_updating_a_text_counter_count_exactly_8000(table_name, engine):

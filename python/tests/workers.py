@@ -124,3 +124,38 @@ def record_history(table, barrier, path, process, ops, keys, seed, use_old_pop):
     with open(path, "wb") as f:
         pickle.dump(records, f)
     table.close()
+
+
+# -- shared handles and popitem (issue 21) ---------------------------------------------------
+
+_kept = []  # the copies a pool worker keeps, as a long-lived worker with a cache would
+
+
+def keep_copy_and_write(table, i):
+    """A pool task that keeps its unpickled Table: each copy used to hold an entry of its
+    own until max_processes ran out and the pool hung."""
+    _kept.append(table)
+    table[f"task-{i}"] = str(os.getpid())
+    return os.getpid()
+
+
+def pop_until_empty(table, results):
+    """popitem until KeyError; each pair popped is counted in the table `results`
+    (b"n:" + key: how often it was popped) with its value (b"v:" + key)."""
+    while True:
+        try:
+            key, value = table.popitem()
+        except KeyError:
+            break
+        results.add(b"n:" + key)
+        results[b"v:" + key] = value
+    table.close()
+    results.close()
+
+
+def use_temporary(table, key):
+    """Attach to a temporary table through its pickled copy; write to it."""
+    assert table.path.startswith("/proc/"), table.path
+    assert table[b"from-creator"] in (b"yes", "yes")  # whatever codec the copy kept
+    table[key] = b"child"
+    table.close()

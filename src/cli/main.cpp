@@ -647,7 +647,7 @@ std::vector<Subcommand> declare_commands(CLI::App& app, Arguments& a) {
 
   keyed("del", "erase KEY (exit 1 if absent)", cmd_del);
 
-  CLI::App& add = keyed("add", "add DELTA (default 1) to KEY's 8-byte counter atomically; print the new value", cmd_add);
+  CLI::App& add = keyed("add", "add DELTA (default 1) to KEY's counter (decimal text, as Redis INCR) atomically; print the new value", cmd_add);
   add.add_option("DELTA", a.delta, "a signed 64-bit integer (after -- if negative)");
 
   keyed("take", "erase KEY and print the value erased, in one atomic step (exit 1 if absent)", cmd_take);

@@ -57,9 +57,11 @@ const std::array<ErrorClassSpec, 17> kSpecs = {{
     {ErrorCode::kSystem, "SystemCallError", &PyExc_OSError,
      "An unexpected operating-system error; the message carries errno's text."},
     {ErrorCode::kNotACounter, "NotACounterError", &PyExc_ValueError,
-     "Table.add or counter_value met a value that is not an 8-byte counter (the message names its length)."},
+     "Table.add or counter_value met a value that is not the decimal text of an int64 (the message "
+     "names the key and shows the value)."},
     {ErrorCode::kCounterOverflow, "CounterOverflowError", &PyExc_OverflowError,
-     "Table.add would take a counter past the int64 range; the counter is unchanged."},
+     "Table.add would take a counter past the int64 range, or its delta is outside it; the counter is "
+     "unchanged."},
 }};
 
 PyObject* g_base = nullptr;                                // shmht.Error

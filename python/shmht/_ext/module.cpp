@@ -65,17 +65,24 @@ PYBIND11_MODULE(_shmht, m) {
   m.def(
       "encode_counter",
       [](const py::int_& value) {
-        const long long v = PyLong_AsLongLong(value.ptr());  // OverflowError beyond int64
+        int overflow = 0;
+        const long long v = PyLong_AsLongLongAndOverflow(value.ptr(), &overflow);
         if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
+        if (overflow != 0) {
+          throw shmht::Error(shmht::ErrorCode::kCounterOverflow,
+                             "encode_counter: " + py::str(static_cast<const py::handle&>(value)).cast<std::string>() +
+                                 " is outside the int64 range [-9223372036854775808, 9223372036854775807] of counters");
+        }
         return py::bytes(shmht::encode_counter(v));
       },
       py::arg("value"),
-      "encode_counter(value)\n--\n\nThe 8 bytes Table.add stores for `value`: a little-endian two's-complement int64.");
+      "encode_counter(value)\n--\n\nThe bytes Table.add stores for `value`: its decimal text (b\"-7\"), as Redis INCR.");
   m.def(
       "counter_value", [](const py::bytes& value) { return shmht::decode_counter(std::string(value)); },
       py::arg("value"),
       "counter_value(value)\n--\n\n"
-      "The int a counter value (8 bytes, as Table.add stores) holds; NotACounterError if it is not 8 bytes.");
+      "The int a counter value (the decimal text of an int64, as Table.add stores) holds; NotACounterError\n"
+      "if it is anything else (b\"+1\", b\"007\", b\" 1\", b\"-0\", past the int64 range).");
   m.def(
       "unlink",
       [](const std::string& name, bool force) { return shmht::Table::remove(name, {.force = force}); },

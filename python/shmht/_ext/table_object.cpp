@@ -2,12 +2,14 @@
 #include "table_object.hpp"
 
 #include <pthread.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <deque>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -85,7 +87,10 @@ class BytesArg {
       view_ = {static_cast<const char*>(buffer_.buf), static_cast<std::size_t>(buffer_.len)};
       return true;
     }
-    PyErr_Format(PyExc_TypeError, "shmht.Table %s must be bytes or str, not %.200s", what, Py_TYPE(object)->tp_name);
+    PyErr_Format(PyExc_TypeError,
+                 "shmht.Table %s must be bytes, str (stored as UTF-8), bytearray or memoryview (any object with "
+                 "the buffer protocol), not %.200s",
+                 what, Py_TYPE(object)->tp_name);
     return false;
   }
 
@@ -130,19 +135,116 @@ PyObject* bytes_from(std::string_view bytes) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Shared attachments
+//
+// Every unpickled copy of a Table (multiprocessing sends one per task) used to attach
+// again, holding one of the table's max_processes entries each until it was collected:
+// a pool worker ran out of entries and Pool.map hung (issue 21). Now copies share one
+// attachment per process and (path, engine, read_only, trust_foreign_owner): a
+// SharedHandle, reference-counted by the Table objects using it, detached when the last
+// of them closes. Table(...) itself opens a handle of its own (two Tables opened
+// explicitly are two attachments, as before) and offers it to later copies.
+//
+// Everything here runs with the GIL held, which also serialises the single operations of
+// threads on one shared shmht::Table (a C++ handle is single-threaded). Batch calls that
+// release the GIL mark the handle `busy` and hold its mutex, and every other user of the
+// handle, whichever Table object it comes through, waits for them (run_batch).
+
+struct HandleKey {
+  std::string path;  // resolved (Table::path())
+  shmht::Engine engine;
+  bool read_only;
+  bool trust_foreign_owner;
+  auto operator<=>(const HandleKey&) const = default;
+};
+
+struct SharedHandle {
+  shmht::Table table;
+  HandleKey key;
+  std::uint64_t generation;  // fork generation it was opened under
+  long refs = 1;             // Table objects using it
+  bool busy = false;         // a batch call is using `table` with the GIL released
+  // Held by that batch call. Shared so that a waiter keeps it alive while a closing
+  // thread drops the handle.
+  std::shared_ptr<std::mutex> batch_mutex = std::make_shared<std::mutex>();
+  bool has_file_id = false;  // the file `key.path` named when opened (a name reused by
+  dev_t device = 0;          // a new table must not find the old handle)
+  ino_t inode = 0;
+};
+
+// The handles that later copies may share, for the current fork generation only: a
+// child starts with an empty registry (the inherited handles belong to the parent).
+struct Registry {
+  std::map<HandleKey, SharedHandle*> handles;
+  std::uint64_t generation = 0;
+};
+Registry& registry() {
+  static Registry* r = new Registry;  // never destroyed: handles may outlive module teardown
+  if (r->generation != fork_generation()) {
+    r->handles.clear();  // forgets the parent's handles; their objects release them
+    r->generation = fork_generation();
+  }
+  return *r;
+}
+
+bool same_file(const SharedHandle& h) {
+  struct stat st{};
+  return h.has_file_id && ::stat(h.key.path.c_str(), &st) == 0 && st.st_dev == h.device && st.st_ino == h.inode;
+}
+
+// Offers `h` to later copies, unless an equivalent handle is offered already.
+void register_handle(SharedHandle* h) {
+  struct stat st{};
+  if (::stat(h->key.path.c_str(), &st) == 0) {
+    h->has_file_id = true;
+    h->device = st.st_dev;
+    h->inode = st.st_ino;
+  }
+  Registry& r = registry();
+  const auto it = r.handles.find(h->key);
+  if (it == r.handles.end() || !same_file(*it->second)) r.handles[h->key] = h;
+}
+
+// A handle equivalent to `key` that this process has open on the file `key.path` names
+// now, with one more reference; nullptr if there is none.
+SharedHandle* find_shared(const HandleKey& key) {
+  Registry& r = registry();
+  const auto it = r.handles.find(key);
+  if (it == r.handles.end() || !same_file(*it->second)) return nullptr;
+  ++it->second->refs;
+  return it->second;
+}
+
+// Drops one reference; the last detaches (in a forked child, an inherited handle is
+// deleted without detaching, as Table's destructor does by itself).
+void release(SharedHandle* h) {
+  if (h == nullptr || --h->refs > 0) return;
+  const bool inherited = h->generation != fork_generation();
+  if (!inherited) {
+    Registry& r = registry();
+    const auto it = r.handles.find(h->key);
+    if (it != r.handles.end() && it->second == h) r.handles.erase(it);
+  } else {
+    // The inherited mutex may be held by a parent thread that does not exist here: leak
+    // it (a few bytes per fork) rather than destroy a locked mutex.
+    new std::shared_ptr<std::mutex>(std::move(h->batch_mutex));
+  }
+  delete h;
+}
+
+// ---------------------------------------------------------------------------------------
 // The object
+
+extern PyTypeObject g_table_type;  // _TableBase, defined with its slots at the end
 
 struct TableObject {
   PyObject_HEAD
-  shmht::Table* table;      // nullptr before _attach, after close(), or after a failed re-open
+  SharedHandle* handle;     // nullptr before _attach, after close(), or after a failed re-open
   std::string* path;        // resolved path, to re-open after fork; nullptr before _attach
-  shmht::Engine engine;     // the engine `table` uses (re-opened with it after fork)
-  std::uint64_t generation; // fork generation `table` was opened under
+  shmht::Engine engine;     // the engine the handle uses (re-opened with it after fork)
   bool read_only;           // opened with OpenOptions::read_only
   bool trust_foreign_owner; // opened with OpenOptions::trust_foreign_owner (kept for re-opens)
   bool closed;              // close() was called
-  bool busy;                // a batch call is using `table` with the GIL released
-  std::mutex* batch_mutex;  // held by that batch call
 };
 
 TableObject* as_table(PyObject* object) { return reinterpret_cast<TableObject*>(object); }
@@ -169,29 +271,41 @@ shmht::Table open_trusted_or_create(const char* name, const shmht::OpenOptions& 
   return shmht::Table::open_or_create(name, create);
 }
 
-// Re-attaches in a forked child. The inherited handle must not be used; deleting it in
-// the child is harmless (it leaves the parent's attachment alone).
+// A new handle around `table`, offered to later copies; throws like new.
+SharedHandle* adopt(shmht::Table table, bool read_only, bool trust_foreign_owner) {
+  HandleKey key{table.path(), table.engine(), read_only, trust_foreign_owner};
+  auto* h = new SharedHandle{std::move(table), std::move(key), fork_generation()};
+  register_handle(h);
+  return h;
+}
+
+// The handle for `key`: one this process has open already, else a new attachment.
+// Throws shmht::Error.
+SharedHandle* shared_or_open(const HandleKey& key) {
+  if (SharedHandle* h = find_shared(key)) return h;
+  return adopt(shmht::Table::open(key.path, open_options(key.engine, key.read_only, key.trust_foreign_owner)),
+               key.read_only, key.trust_foreign_owner);
+}
+
+// Re-attaches in a forked child (sharing with the child's other objects on the table).
 bool reopen_after_fork(TableObject* self) {
-  delete self->table;
-  self->table = nullptr;
-  // The inherited mutex may be held by a parent thread that does not exist here: leak it
-  // (a few bytes per fork) rather than destroy a locked mutex.
-  self->batch_mutex = new std::mutex;
-  self->busy = false;
+  release(self->handle);
+  self->handle = nullptr;
   try {
-    self->table = new shmht::Table(
-        shmht::Table::open(*self->path, open_options(self->engine, self->read_only, self->trust_foreign_owner)));
+    self->handle = shared_or_open({*self->path, self->engine, self->read_only, self->trust_foreign_owner});
   } catch (const shmht::Error& e) {
     set_python_error(e);
     return false;
+  } catch (const std::bad_alloc&) {
+    PyErr_NoMemory();
+    return false;
   }
-  self->generation = fork_generation();
   return true;
 }
 
 // Waits, with the GIL released, until the batch call using the handle has finished.
-void wait_for_batch(TableObject* self) {
-  std::mutex* mutex = self->batch_mutex;
+void wait_for_batch(SharedHandle* h) {
+  const std::shared_ptr<std::mutex> mutex = h->batch_mutex;
   Py_BEGIN_ALLOW_THREADS
   mutex->lock();
   mutex->unlock();
@@ -199,24 +313,23 @@ void wait_for_batch(TableObject* self) {
 }
 
 shmht::Table* handle_slow(TableObject* self) {
-  if (self->path == nullptr || self->closed) {
-    set_closed_error();
-    return nullptr;
+  for (;;) {
+    if (self->path == nullptr || self->closed) {
+      set_closed_error();
+      return nullptr;
+    }
+    if ((self->handle == nullptr || self->handle->generation != fork_generation()) && !reopen_after_fork(self)) {
+      return nullptr;
+    }
+    if (!self->handle->busy) return &self->handle->table;
+    wait_for_batch(self->handle);  // then look again: it may have been closed meanwhile
   }
-  if (self->generation != fork_generation() && !reopen_after_fork(self)) return nullptr;
-  while (self->busy) wait_for_batch(self);
-  if (self->table == nullptr) {  // closed by another thread while we waited
-    set_closed_error();
-    return nullptr;
-  }
-  return self->table;
 }
 
 // The handle this thread may use now (GIL held), or nullptr with a Python error set.
 inline shmht::Table* handle(TableObject* self) {
-  if (self->table != nullptr && !self->busy && self->generation == fork_generation()) [[likely]] {
-    return self->table;
-  }
+  SharedHandle* h = self->handle;
+  if (h != nullptr && !h->busy && h->generation == fork_generation()) [[likely]] return &h->table;
   return handle_slow(self);
 }
 
@@ -256,8 +369,9 @@ template <typename Work>
 bool run_batch(TableObject* self, Work&& work) {
   shmht::Table* table = handle(self);
   if (table == nullptr) return false;
-  std::mutex* mutex = self->batch_mutex;
-  self->busy = true;
+  SharedHandle* shared = self->handle;  // close() waits for `busy`: it stays
+  const std::shared_ptr<std::mutex> mutex = shared->batch_mutex;
+  shared->busy = true;
   mutex->lock();
   std::optional<shmht::Error> failure;
   bool out_of_memory = false, interrupted = false;
@@ -277,7 +391,7 @@ bool run_batch(TableObject* self, Work&& work) {
     interrupted = true;
   }
   PyEval_RestoreThread(saved);
-  self->busy = false;
+  shared->busy = false;
   mutex->unlock();
   if (interrupted) return false;  // the signal handler's exception is set
   if (failure) {
@@ -340,27 +454,19 @@ PyObject* table_new(PyTypeObject* type, PyObject*, PyObject*) {
   PyObject* object = type->tp_alloc(type, 0);
   if (object == nullptr) return nullptr;
   TableObject* self = as_table(object);
-  self->table = nullptr;
+  self->handle = nullptr;
   self->path = nullptr;
   self->engine = shmht::Engine::kGlobalLock;
-  self->generation = fork_generation();
   self->read_only = false;
   self->trust_foreign_owner = false;
   self->closed = false;
-  self->busy = false;
-  self->batch_mutex = new (std::nothrow) std::mutex;
-  if (self->batch_mutex == nullptr) {
-    Py_DECREF(object);
-    return PyErr_NoMemory();
-  }
   return object;
 }
 
 void table_dealloc(PyObject* object) {
   TableObject* self = as_table(object);
-  delete self->table;  // detaches; in a forked child, harmlessly does not
+  release(self->handle);  // the last user detaches; in a forked child, harmlessly does not
   delete self->path;
-  delete self->batch_mutex;
   Py_TYPE(object)->tp_free(object);
 }
 
@@ -414,21 +520,32 @@ bool create_options_from(PyObject* const* numbers, shmht::CreateOptions* options
   return true;
 }
 
-// _attach(path, engine, create, read_only, trust_foreign_owner, capacity, max_key_bytes,
+// _attach(path, engine, how, read_only, trust_foreign_owner, capacity, max_key_bytes,
 //         max_value_bytes, max_bytes, max_processes, mode)
 // path is bytes (os.fsencode of the name); engine a name or None (the table's active
-// engine; only for opening). Policy (defaults, engine choice, parameter checks) lives in
-// shmht/__init__.py; this only does it.
+// engine; only for opening). `how`:
+//   "open"      an existing table, a handle of this object's own;
+//   "create"    open it, creating it first if it does not exist (needs an engine);
+//   "share"     an existing table, sharing the attachment this process already has on
+//               it with the same engine and flags (unpickled copies: see above);
+//   "temporary" a new anonymous table (Table::create_anonymous; `path` is ignored).
+// Policy (defaults, engine choice, parameter checks) lives in shmht/__init__.py; this
+// only does it.
 PyObject* table_attach(PyObject* object, PyObject* args) {
   TableObject* self = as_table(object);
   const char* name = nullptr;
   const char* engine_name = nullptr;
-  int create = 0, read_only = 0, trust_foreign_owner = 0;
+  const char* how_text = nullptr;
+  int read_only = 0, trust_foreign_owner = 0;
   PyObject* numbers[6] = {};
-  if (!PyArg_ParseTuple(args, "yzpppOOOOOO:_attach", &name, &engine_name, &create, &read_only, &trust_foreign_owner,
+  if (!PyArg_ParseTuple(args, "yzsppOOOOOO:_attach", &name, &engine_name, &how_text, &read_only, &trust_foreign_owner,
                         &numbers[0], &numbers[1],
                         &numbers[2], &numbers[3], &numbers[4], &numbers[5])) {
     return nullptr;
+  }
+  const std::string_view how = how_text;
+  if (how != "open" && how != "create" && how != "share" && how != "temporary") {
+    return PyErr_Format(PyExc_ValueError, "_attach: how must be 'open', 'create', 'share' or 'temporary', not '%s'", how_text);
   }
   std::optional<shmht::Engine> engine;
   if (engine_name != nullptr) {
@@ -438,38 +555,59 @@ PyObject* table_attach(PyObject* object, PyObject* args) {
   }
   shmht::CreateOptions options;
   if (!create_options_from(numbers, &options)) return nullptr;
-  if (self->busy) return PyErr_Format(PyExc_RuntimeError, "_attach while a batch call uses this table");
-  if (create && (read_only || !engine)) return PyErr_Format(PyExc_ValueError, "_attach: creating needs an engine, read-write");
+  if (self->handle != nullptr && self->handle->busy) {
+    return PyErr_Format(PyExc_RuntimeError, "_attach while a batch call uses this table");
+  }
+  const bool creates = how == "create" || how == "temporary";
+  if (creates && (read_only || !engine)) return PyErr_Format(PyExc_ValueError, "_attach: creating needs an engine, read-write");
+  if (how == "share" && !engine) return PyErr_Format(PyExc_ValueError, "_attach: sharing needs the engine");
   if (engine) options.engine = *engine;
-  shmht::Table* table = nullptr;
+  SharedHandle* h = nullptr;
   try {
     const shmht::OpenOptions open = open_options(engine, read_only != 0, trust_foreign_owner != 0);
-    table = new shmht::Table(create ? open_trusted_or_create(name, open, options) : shmht::Table::open(name, open));
-    std::string* path = new std::string(table->path());
-    delete self->table;
+    if (how == "share") {
+      h = shared_or_open({name, *engine, read_only != 0, trust_foreign_owner != 0});
+    } else {
+      h = adopt(how == "create"      ? open_trusted_or_create(name, open, options)
+                : how == "temporary" ? shmht::Table::create_anonymous(options)
+                                     : shmht::Table::open(name, open),
+                read_only != 0, trust_foreign_owner != 0);
+    }
+    std::string* path = new std::string(h->table.path());
+    release(self->handle);
     delete self->path;
-    self->table = table;
+    self->handle = h;
     self->path = path;
   } catch (const shmht::Error& e) {
-    delete table;
+    release(h);
     return set_python_error(e);
+  } catch (const std::bad_alloc&) {
+    release(h);
+    return PyErr_NoMemory();
   }
-  self->engine = table->engine();
+  self->engine = h->table.engine();
   self->read_only = read_only != 0;
   self->trust_foreign_owner = trust_foreign_owner != 0;
-  self->generation = fork_generation();
   self->closed = false;
   Py_RETURN_NONE;
 }
 
 PyObject* table_close(PyObject* object, PyObject*) {
   TableObject* self = as_table(object);
-  while (self->busy) wait_for_batch(self);
-  // In a forked child the inherited handle is deleted without detaching, as it must be.
-  delete self->table;
-  self->table = nullptr;
+  while (self->handle != nullptr && self->handle->busy) wait_for_batch(self->handle);
+  // The last object using the handle detaches it; in a forked child the inherited handle
+  // is deleted without detaching, as it must be. Other copies keep theirs.
+  release(self->handle);
+  self->handle = nullptr;
   self->closed = true;
   Py_RETURN_NONE;
+}
+
+// _shares_handle_with(other) -> True if both objects use one attachment (tests).
+PyObject* table_shares_handle_with(PyObject* object, PyObject* other) {
+  if (!PyObject_TypeCheck(other, &g_table_type)) Py_RETURN_FALSE;
+  const SharedHandle* mine = as_table(object)->handle;
+  return PyBool_FromLong(mine != nullptr && mine == as_table(other)->handle);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -640,25 +778,6 @@ PyObject* table_keys_iter(PyObject* object, PyObject*) { return snapshot(as_tabl
 PyObject* table_values_iter(PyObject* object, PyObject*) { return snapshot(as_table(object), SnapshotKind::kValues); }
 PyObject* table_items_iter(PyObject* object, PyObject*) { return snapshot(as_table(object), SnapshotKind::kItems); }
 
-// Some (key, value) pair, or None when the table is empty: stops the walk at the first.
-PyObject* table_first_item(PyObject* object, PyObject*) {
-  shmht::Table* table = handle(as_table(object));
-  if (table == nullptr) return nullptr;
-  struct Found {
-    std::string key, value;
-  };
-  try {
-    table->for_each([](std::string_view key, std::string_view value) { throw Found{std::string(key), std::string(value)}; });
-  } catch (const Found& found) {
-    PyRef k(bytes_from(found.key)), v(bytes_from(found.value));
-    if (!k || !v) return nullptr;
-    return PyTuple_Pack(2, k.get(), v.get());
-  } catch (const shmht::Error& e) {
-    return set_python_error(e);
-  }
-  Py_RETURN_NONE;
-}
-
 // ---------------------------------------------------------------------------------------
 // Methods
 
@@ -756,8 +875,23 @@ PyObject* table_add(PyObject* object, PyObject* const* args, Py_ssize_t nargs) {
   if (!k.parse(args[0], "keys")) return nullptr;
   long long delta = 1;
   if (nargs > 1) {
-    delta = PyLong_AsLongLong(args[1]);  // OverflowError beyond int64, TypeError for a non-integer
+    if (!PyLong_Check(args[1])) {
+      return PyErr_Format(PyExc_TypeError, "add: delta must be an int, not %.200s", Py_TYPE(args[1])->tp_name);
+    }
+    int overflow = 0;
+    delta = PyLong_AsLongLongAndOverflow(args[1], &overflow);
     if (delta == -1 && PyErr_Occurred()) return nullptr;
+    if (overflow != 0) {
+      // Not Python's generic "int too big to convert": say what range a delta has.
+      PyRef text(PyObject_Str(args[1]));
+      const char* digits = text ? PyUnicode_AsUTF8(text.get()) : nullptr;
+      if (digits == nullptr) return nullptr;
+      return set_python_error(shmht::Error(
+          shmht::ErrorCode::kCounterOverflow,
+          std::string("add: delta ") + digits +
+              " is outside the int64 range [-9223372036854775808, 9223372036854775807] that counters have; the "
+              "counter is unchanged"));
+    }
   }
   shmht::Table* table = handle(as_table(object));
   if (table == nullptr) return nullptr;
@@ -766,6 +900,24 @@ PyObject* table_add(PyObject* object, PyObject* const* args, Py_ssize_t nargs) {
   } catch (const shmht::Error& e) {
     return set_python_error(e);
   }
+}
+
+// _take_any() -> (key, value) removed in one atomic step, or None if a full lap of the
+// table since this handle last found one finds nothing (Table::take_any: a per-handle
+// cursor, so draining a table is amortised O(1) per item).
+PyObject* table_take_any(PyObject* object, PyObject*) {
+  shmht::Table* table = handle(as_table(object));
+  if (table == nullptr) return nullptr;
+  std::optional<std::pair<std::string, std::string>> item;
+  try {
+    item = table->take_any();
+  } catch (const shmht::Error& e) {
+    return set_python_error(e);
+  }
+  if (!item) Py_RETURN_NONE;
+  PyRef k(bytes_from(item->first)), v(bytes_from(item->second));
+  if (!k || !v) return nullptr;
+  return PyTuple_Pack(2, k.get(), v.get());
 }
 
 // insert(key, value) -> bool: stores only if the key is absent (atomically).
@@ -1041,11 +1193,12 @@ PyMethodDef g_methods[] = {
     {"add", fastcall<table_add>(), METH_FASTCALL,
      "add($self, key, delta=1, /)\n--\n\n"
      "Add `delta` to the counter at `key` and return its new value (an int).\n\n"
-     "Atomic: adds `delta` to the 8-byte counter at `key` (an absent key counts as 0); of many\n"
-     "processes adding at once, every add counts exactly once. A counter is stored as 8 bytes,\n"
-     "a little-endian two's-complement int64 (shmht.encode_counter, shmht.counter_value).\n"
-     "NotACounterError (a ValueError) if the value has another length; CounterOverflowError\n"
-     "(an OverflowError) if the sum leaves the int64 range. Either way nothing changes."},
+     "Atomic: adds `delta` to the counter at `key` (an absent key counts as 0); of many\n"
+     "processes adding at once, every add counts exactly once. A counter is stored as the\n"
+     "decimal text of an int64, as Redis INCR keeps it: b\"41\" becomes b\"42\" (shmht.encode_counter,\n"
+     "shmht.counter_value). NotACounterError (a ValueError) if the value is not such text;\n"
+     "CounterOverflowError (an OverflowError) if delta or the sum leaves the int64 range.\n"
+     "Either way nothing changes."},
     {"insert", fastcall<table_insert>(), METH_FASTCALL,
      "insert($self, key, value, /)\n--\n\n"
      "Store `value` only if `key` is absent (atomically): True if stored, False (changing\n"
@@ -1065,7 +1218,10 @@ PyMethodDef g_methods[] = {
      "_values($self, /)\n--\n\nAn iterator over the values of one weakly consistent walk."},
     {"_items", table_items_iter, METH_NOARGS,
      "_items($self, /)\n--\n\nAn iterator over (key, value) pairs of one weakly consistent walk."},
-    {"_first_item", table_first_item, METH_NOARGS, "_first_item($self, /)\n--\n\nSome (key, value) pair, or None if empty."},
+    {"_take_any", table_take_any, METH_NOARGS,
+     "_take_any($self, /)\n--\n\nRemove and return some (key, value) pair atomically, or None if empty (popitem)."},
+    {"_shares_handle_with", table_shares_handle_with, METH_O,
+     "_shares_handle_with($self, other, /)\n--\n\nTrue if both use one attachment (unpickled copies share one)."},
     {"stats", table_stats, METH_NOARGS,
      "stats($self, /)\n--\n\n"
      "A dict: path, engine, capacity, slots, items, load_factor, max_key_bytes,\n"

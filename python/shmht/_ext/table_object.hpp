@@ -9,18 +9,23 @@
 //   from this type and from collections.abc.MutableMapping; CPython copies the C slot
 //   pointers into the subclass, so the subclass pays nothing for being Python.
 //
-// ONE HANDLE, MANY THREADS, FORK
+// ONE HANDLE, MANY THREADS, MANY COPIES, FORK
 //   A shmht::Table handle is used by one thread at a time. Single operations run with the
 //   GIL held, which serialises them. Batch calls (get_many, _assign_many, _erase_all)
-//   release the GIL: they set `busy` and hold `batch_mutex`; any other call that finds
-//   `busy` set waits on the mutex with the GIL released.
+//   release the GIL: they set the handle's `busy` and hold its `batch_mutex`; any other
+//   call that finds `busy` set waits on the mutex with the GIL released.
+//   The C++ handle lives in a reference-counted SharedHandle: the copies of a Table
+//   unpickled in one process (one per multiprocessing task) share one attachment per
+//   (path, engine, read_only, trust_foreign_owner) instead of one each, and `busy` is the
+//   handle's, so threads using different copies still take turns on it.
 //   What a batch reads with the GIL released it owns: a strong reference to every bytes or
 //   str it views in place (BytesBatch), a copy of anything else. The caller's list is no
 //   guarantee, since another thread may clear or mutate it meanwhile.
 //   A handle must not be used in a child after fork(). A pthread_atfork child handler
-//   bumps a generation counter; a call that finds its object's generation stale re-opens
-//   the table by path with the same engine first, so multiprocessing's fork start method
-//   works without the user doing anything.
+//   bumps a generation counter; a call that finds its handle's generation stale re-opens
+//   the table by path with the same engine first (sharing with the child's other copies;
+//   the registry of shareable handles starts empty in the child), so multiprocessing's
+//   fork start method works without the user doing anything.
 #pragma once
 
 #include <Python.h>

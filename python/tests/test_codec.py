@@ -1,0 +1,73 @@
+"""Opt-in value codecs (issue 21): codec="text" (str keys and values, as redis-py's
+decode_responses) and codec="pickle" (any picklable value)."""
+
+import json
+import pickle
+
+import pytest
+
+import shmht
+
+
+@pytest.fixture
+def text_table(table_name):
+    with shmht.Table(table_name, capacity=1000, codec="text") as t:
+        yield t
+
+
+def test_text_codec_gives_str_so_json_and_dict_equality_work(text_table):
+    t = text_table
+    t["a"] = "1"
+    assert t == {"a": "1"} and dict(t) == {"a": "1"}
+    assert json.dumps(dict(t)) == '{"a": "1"}'
+    t[b"b"] = b"\xc3\xa9t\xc3\xa9"  # bytes go in as for every Table
+    assert t["b"] == "été" and t.get("b") == "été" and t.get("x") is None and t.get("x", "d") == "d"
+    assert sorted(t) == ["a", "b"] and sorted(t.keys()) == ["a", "b"]
+    assert sorted(t.values()) == ["1", "été"] and sorted(t.items()) == [("a", "1"), ("b", "été")]
+    assert t.get_many(["a", "x"], "-") == ["1", "-"]
+    assert t.setdefault("a", "9") == "1" and t.setdefault("c", "3") == "3"
+    assert t.update_value("a", lambda v: str(int(v) + 1)) == "2"
+    assert t.add("n", 5) == 5 and t["n"] == "5", "a counter reads as its decimal text"
+    assert t.compare_and_set("a", "2", "3") and t["a"] == "3"
+    assert t.pop("a") == "3" and t.pop("a", None) is None
+    t.update({"u": "v"}, w="x")
+    assert t["u"] == "v" and t["w"] == "x"
+    popped = dict(t.popitem() for _ in range(len(t)))
+    assert popped == {"b": "été", "c": "3", "n": "5", "u": "v", "w": "x"}
+    assert t.codec == "text" and "codec='text'" in repr(t) and isinstance(t, shmht.Table)
+
+
+def test_text_codec_raises_on_a_value_that_is_not_utf8(text_table):
+    with shmht.Table(text_table.path) as raw:
+        raw[b"bin"] = b"\xff"
+    with pytest.raises(UnicodeDecodeError):
+        text_table["bin"]
+
+
+def test_pickle_codec_stores_any_picklable_value(table_name):
+    with shmht.Table(table_name, capacity=1000, codec="pickle") as t:
+        t["job"] = {"id": 7, "args": [1, 2.5, None]}
+        assert t["job"] == {"id": 7, "args": [1, 2.5, None]}
+        assert t.insert("other", (1, 2)) and not t.insert("other", 3)
+        assert dict(t.items()) == {b"job": {"id": 7, "args": [1, 2.5, None]}, b"other": (1, 2)}
+        assert t.update_value("other", lambda v: v + (3,)) == (1, 2, 3)
+        assert t.compare_and_set("other", (1, 2, 3), "done") and t.get("other") == "done"
+        copy = pickle.loads(pickle.dumps(t))
+        assert copy.codec == "pickle" and copy["other"] == "done"
+        copy.close()
+        key, value = t.popitem()
+        assert (key, value) in [(b"job", {"id": 7, "args": [1, 2.5, None]}), (b"other", "done")]
+        with shmht.Table(table_name) as raw:  # the bytes are the pickle
+            assert pickle.loads(next(iter(raw.values()))) is not None
+
+
+def test_a_bad_codec_or_value_type_names_what_is_accepted(table_name, text_table):
+    with pytest.raises(ValueError, match=r"unknown codec 'json'; the codecs are None \(bytes\), 'text', 'pickle'"):
+        shmht.Table(table_name, codec="json")
+    with shmht.Table(table_name) as t:
+        with pytest.raises(TypeError, match=r"must be bytes, str \(stored as UTF-8\), bytearray or memoryview.*not int"):
+            t[b"k"] = 1
+        with pytest.raises(TypeError, match=r"keys must be bytes, str .*bytearray or memoryview.*not float"):
+            t[1.5] = b"v"
+    with pytest.raises(TypeError, match=r"codec='text'\) values must be str, bytes, bytearray or memoryview, not dict"):
+        text_table["k"] = {}
