@@ -28,6 +28,12 @@ struct shmht_iter {
 
 namespace {
 
+// SHMHT_ENGINE_* are shmht::Engine's values, so that they convert with a cast both ways.
+static_assert(SHMHT_ENGINE_GLOBAL == static_cast<int>(shmht::Engine::kGlobalLock), "C and C++ engine numbers differ");
+static_assert(SHMHT_ENGINE_STRIPED == static_cast<int>(shmht::Engine::kStripedRwLock), "C and C++ engine numbers differ");
+static_assert(SHMHT_ENGINE_SEQLOCK == static_cast<int>(shmht::Engine::kSeqlock), "C and C++ engine numbers differ");
+static_assert(SHMHT_ENGINE_LOCKFREE == static_cast<int>(shmht::Engine::kLockFreeRobinHood), "C and C++ engine numbers differ");
+
 // ---- Errors ------------------------------------------------------------------------------
 
 // The message of this thread's last error. Assigning it may itself fail to allocate; then

@@ -15,6 +15,8 @@
 #   pip-config  configure with pyproject.toml's meson-python arguments and check that the
 #               build holds only the library, the CLI and the extension: no test,
 #               benchmark, harness or fuzz target, and none of their dependencies.
+#   pip         pip install --no-build-isolation --target TMP SOURCE_ROOT: compiles no test,
+#               benchmark, harness, fuzz or example object; the package and CLI work.
 #
 # Builds are -Dbuildtype=plain (no optimisation): what is checked is that they work, and
 # unoptimised they compile fastest.
@@ -161,10 +163,34 @@ if tests:
 EOF
 }
 
+step_pip() {
+  # -v: meson-python's build log, one line per object compiled.
+  "$python" -m pip install -v --no-build-isolation --no-deps --no-cache-dir --target "$tmp/site" "$src" >"$tmp/pip.log" 2>&1 \
+    || { tail -50 "$tmp/pip.log"; fail "pip install --no-build-isolation"; }
+  grep -E "Compiling (C|C\+\+) object" "$tmp/pip.log" >"$tmp/objects.txt" || fail "pip's log shows no compiled object"
+  echo "pip compiled $(wc -l <"$tmp/objects.txt") objects"
+  if grep -E "(tests|bench|harness|fuzz|examples)/" "$tmp/objects.txt"; then
+    fail "pip compiled a test, benchmark, harness, fuzz or example object (above)"
+  fi
+  if find "$tmp/site" -name 'libshmht*' -o -name '*.h' -o -name '*.hpp' -o -name '*.pc' | grep .; then
+    fail "the pip install holds C/C++ library files (above): the wheel is the Python package and the CLI"
+  fi
+  PYTHONPATH="$tmp/site" PYTHONDONTWRITEBYTECODE=1 "$python" - "$table" <<'EOF'
+import sys, shmht
+with shmht.Table(sys.argv[1], capacity=100) as t:
+    t[b"k"] = b"v"
+    assert t[b"k"] == b"v", t[b"k"]
+shmht.unlink(sys.argv[1])
+print("pip-installed shmht works:", shmht.__file__)
+EOF
+  "$tmp/site/bin/shmht" --version | grep -q 0.2.0 || fail "the pip-installed CLI does not run"
+}
+
 case $step in
   installed) step_installed ;;
   subproject) step_subproject ;;
   pip-config) step_pip_config ;;
-  *) fail "unknown step $step (installed, subproject, pip-config)" ;;
+  pip) step_pip ;;
+  *) fail "unknown step $step (installed, subproject, pip-config, pip)" ;;
 esac
 echo "install test $step: ok"
