@@ -72,6 +72,7 @@ step_installed() {
     [ -e "$prefix/$f" ] || fail "not installed: $f"
   done
   [ ! -e "$prefix/include/shmht/testing.hpp" ] || fail "shmht/testing.hpp (fault injection for the tests) was installed"
+  ! grep -q xxhash "$prefix/lib/pkgconfig/shmht.pc" || fail "shmht.pc requires xxhash (compiled in, header-only)"
   readelf -d "$prefix/lib/libshmht.so" | grep -q 'SONAME.*\[libshmht\.so\.0\]' || fail "libshmht.so has no soname libshmht.so.0"
   "$prefix/bin/shmht" --version | grep -q "0.2.0" || fail "the installed CLI does not run"
 
@@ -96,10 +97,10 @@ step_installed() {
     || fail "the C++ program does not build with pkg-config shmht"
   readelf -d "$tmp/c_side" | grep -q 'NEEDED.*libshmht\.so\.0' || fail "the C program is not linked to libshmht.so.0"
   LD_LIBRARY_PATH="$prefix/lib" run_programs "$tmp"
-  # Statically, too: pkg-config --static adds the private libraries (threads).
+  # Statically, too: libshmht.a in place of -lshmht, with pkg-config --static's private flags.
   # shellcheck disable=SC2046
   "$cxx" -std=c++20 "$src/tests/install/consumer.cpp" -o "$tmp/consumer-static" \
-    $(pkg-config --cflags shmht) "$prefix/lib/libshmht.a" $(pkg-config --static --libs-only-l shmht | sed 's/-lshmht//') \
+    $(pkg-config --cflags shmht) $(pkg-config --static --libs shmht | sed "s|-lshmht|$prefix/lib/libshmht.a|") \
     || fail "the C++ program does not link libshmht.a"
   "$tmp/consumer-static" "$table-cxx" >/dev/null || fail "the statically linked C++ program failed"
 }
