@@ -1,7 +1,7 @@
 // demo.cpp - shmht in one screen: create a table in /dev/shm, let several processes
 // hammer it at once, then print what `shmht stat` shows and check its invariants.
 //
-//   build/examples/demo [PROCESSES] [OPS_PER_PROCESS]
+//   build/demo [PROCESSES] [OPS_PER_PROCESS]      (scripts/demo.sh builds and runs it)
 #include <sys/wait.h>
 #include <unistd.h>
 

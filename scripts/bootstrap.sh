@@ -15,6 +15,7 @@ packages=(
   libboost-dev libhwloc-dev hwloc liblmdb-dev
   libcli11-dev nlohmann-json3-dev libxxhash-dev
   python3-dev pybind11-dev python3-pybind11 python3-mesonpy
+  python3-pip  # tests/install: a real `pip install --no-build-isolation`
   python3-matplotlib python3-pytest
   # The fuzz build (fuzz/README.md): clang, and the sanitizer and libFuzzer runtimes,
   # which clang only recommends (and recommends are not installed here).

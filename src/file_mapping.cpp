@@ -83,6 +83,10 @@ std::shared_ptr<FileMapping> FileMapping::of(int fd, const std::string& path, st
   // Declared before the lock: if mapping fails, the mapping may die here, and its
   // destructor takes the registry's mutex, so it must die after the lock is released.
   std::shared_ptr<FileMapping> mapping;
+  // Likewise a new mapping whose shared_ptr control block fails to allocate: it stays
+  // here, to die after the lock is released (mapping.reset(new ...) would destroy it
+  // under the lock, and its destructor would wait on the lock forever).
+  std::unique_ptr<FileMapping> made;
   std::exception_ptr failed;
   {
     std::lock_guard lock(r.mutex);
@@ -90,7 +94,9 @@ std::shared_ptr<FileMapping> FileMapping::of(int fd, const std::string& path, st
     if (mapping) {
       ::close(fd);
     } else {
-      mapping.reset(new FileMapping(fd, path, reserve_bytes, st.st_dev, st.st_ino, writable));
+      r.live.reserve(r.live.size() + 1);  // so that the push_back below cannot throw
+      made.reset(new FileMapping(fd, path, reserve_bytes, st.st_dev, st.st_ino, writable));
+      mapping = std::move(made);  // on failure `made` keeps it
       r.live.push_back(mapping.get());  // its destructor removes it
     }
     try {

@@ -293,17 +293,17 @@ class TableImpl {
     return s;
   }
 
-  void for_each(const std::function<void(std::string_view, std::string_view)>& fn) {
+  // One batch of iteration (Table::items, for_each): appends the items whose home slot
+  // is in [begin, begin + kForEachBatchSlots) to *out and returns the next batch's first
+  // slot; nullopt, copying nothing, once `begin` is past the last home slot.
+  std::optional<std::uint64_t> copy_items_batch(std::uint64_t begin, std::vector<KeyValue>* out) {
     check_usable();
     const std::uint64_t home_slots = context_.slots().home_slots();
-    std::vector<KeyValue> batch;
-    for (std::uint64_t begin = 0; begin < home_slots; begin += kForEachBatchSlots) {
-      batch.clear();
-      const std::uint64_t end = std::min(home_slots, begin + kForEachBatchSlots);
-      batch::prefetch_records_in(context_, begin, end);
-      engine_->copy_home_range(begin, end, &batch);
-      for (const auto& [k, v] : batch) fn(k, v);
-    }
+    if (begin >= home_slots) return std::nullopt;
+    const std::uint64_t end = std::min(home_slots, begin + kForEachBatchSlots);
+    batch::prefetch_records_in(context_, begin, end);
+    engine_->copy_home_range(begin, end, out);
+    return end;
   }
 
   // ---- take_any: a cursor over home slots, kept by this handle (Table::take_any) -----
@@ -771,7 +771,37 @@ std::uint64_t TableAccess::take_any_slots_scanned(Table& table) { return table.i
 
 std::uint64_t Table::size() { return impl().size(); }
 
-void Table::for_each(const std::function<void(std::string_view, std::string_view)>& fn) { impl().for_each(fn); }
+void Table::for_each(const std::function<void(std::string_view, std::string_view)>& fn) {
+  for (const auto& [key, value] : items()) fn(key, value);
+}
+
+// ---- Table::items() ------------------------------------------------------------------
+
+ItemRange Table::items() {
+  impl();  // a closed handle throws here, not at the first begin()
+  return ItemRange(this);
+}
+
+ItemIterator::ItemIterator(Table* table) : table_(table) { fill(); }
+
+ItemIterator& ItemIterator::operator++() {
+  if (++index_ >= batch_.size()) fill();
+  return *this;
+}
+
+void ItemIterator::fill() {
+  batch_.clear();
+  index_ = 0;
+  TableImpl& impl = table_->impl();
+  while (batch_.empty()) {
+    const std::optional<std::uint64_t> next = impl.copy_items_batch(next_slot_, &batch_);
+    if (!next) {
+      table_ = nullptr;  // the end
+      return;
+    }
+    next_slot_ = *next;
+  }
+}
 
 Stats Table::stats() { return impl().stats(); }
 

@@ -24,9 +24,12 @@
 
 #include <sys/types.h>
 
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <span>
@@ -93,6 +96,7 @@ std::string encode_counter(std::int64_t value);
 std::int64_t decode_counter(std::string_view bytes);
 
 class TableImpl;
+class ItemRange;
 
 class Table {
  public:
@@ -114,6 +118,22 @@ class Table {
   // processes are attached it throws kInUse naming their pids, unless options.force;
   // forced, they keep their mappings of the removed file and new openers get a new table.
   static bool remove(const std::string& name, const RemoveOptions& options = {});
+
+  // ---- The same, naming the table by a std::filesystem::path --------------------------
+  // (Templates so that a string literal still picks the std::string overloads above,
+  // rather than being ambiguous between std::string and path.)
+  template <std::same_as<std::filesystem::path> Path>
+  static Table create(const Path& name, const CreateOptions& options = {}) { return create(name.string(), options); }
+  template <std::same_as<std::filesystem::path> Path>
+  static Table open(const Path& name, const OpenOptions& options = {}) { return open(name.string(), options); }
+  template <std::same_as<std::filesystem::path> Path>
+  static Table open_or_create(const Path& name, const CreateOptions& create_options = {}) {
+    return open_or_create(name.string(), create_options);
+  }
+  template <std::same_as<std::filesystem::path> Path>
+  static Engine active_engine(const Path& name) { return active_engine(name.string()); }
+  template <std::same_as<std::filesystem::path> Path>
+  static bool remove(const Path& name, const RemoveOptions& options = {}) { return remove(name.string(), options); }
 
   Table(Table&&) noexcept;
   Table& operator=(Table&&) noexcept;
@@ -196,6 +216,14 @@ class Table {
   // fn runs without any lock held and may call this table.
   void for_each(const std::function<void(std::string_view key, std::string_view value)>& fn);
 
+  // The items as an input range, with for_each's guarantee (a key present for the whole
+  // walk is seen exactly once), so that a loop can stop early:
+  //   for (const auto& [key, value] : table.items()) if (key.starts_with("job:")) break;
+  // It copies a batch of home slots' items at a time (as for_each does) and holds no lock
+  // between batches: the loop body may read and write this table. The table must stay
+  // open, and not be moved, while the range or an iterator of it is in use.
+  ItemRange items();
+
   Stats stats();
   OperationCounters counters();
   const std::string& path() const;
@@ -209,9 +237,54 @@ class Table {
 
  private:
   friend struct TableAccess;  // internal: the checker and tests reach the engine
+  friend class ItemIterator;  // copies batches of items (Table::items)
   explicit Table(std::unique_ptr<TableImpl> impl) noexcept;
   TableImpl& impl();
   std::unique_ptr<TableImpl> impl_;
+};
+
+// ---- Table::items(): iteration as a range ----------------------------------------------
+
+using Item = std::pair<std::string, std::string>;  // (key, value)
+
+// An input iterator over a table's items; it compares equal to std::default_sentinel at
+// the end. Each item is a copy: it stays valid until the iterator moves on.
+class ItemIterator {
+ public:
+  using iterator_category = std::input_iterator_tag;
+  using value_type = Item;
+  using difference_type = std::ptrdiff_t;
+  using reference = const Item&;
+  using pointer = const Item*;
+
+  ItemIterator() = default;  // the end
+  reference operator*() const { return batch_[index_]; }
+  pointer operator->() const { return &batch_[index_]; }
+  ItemIterator& operator++();
+  void operator++(int) { ++*this; }
+  friend bool operator==(const ItemIterator& it, std::default_sentinel_t) noexcept { return it.table_ == nullptr; }
+
+ private:
+  friend class ItemRange;
+  explicit ItemIterator(Table* table);
+  // Copies the next batches of home slots until one holds an item, or the table ends.
+  void fill();
+
+  Table* table_ = nullptr;       // nullptr at the end
+  std::uint64_t next_slot_ = 0;  // the first home slot of the next batch
+  std::vector<Item> batch_;
+  std::size_t index_ = 0;
+};
+
+class ItemRange {
+ public:
+  explicit ItemRange(Table* table) noexcept : table_(table) {}
+  // Each begin() starts a new walk.
+  ItemIterator begin() { return ItemIterator(table_); }
+  std::default_sentinel_t end() const noexcept { return std::default_sentinel; }
+
+ private:
+  Table* table_;
 };
 
 }  // namespace shmht
