@@ -169,6 +169,15 @@ int shmht_del(shmht_table *t, const void *key, size_t klen);
  * value is the one returned) or after it (it stays). */
 int shmht_take(shmht_table *t, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen);
 
+/* Erases some item and returns it, in one atomic step (a work queue's pop: several
+ * processes taking items each get different ones): SHMHT_OK with *key, *klen,
+ * *value and *vlen set, or SHMHT_NOT_FOUND when a full walk found the table empty. The
+ * returned bytes belong to the handle and stay valid until its next shmht_take_any or
+ * shmht_close, so no buffer can be too small and no item is lost. Amortised O(1): the
+ * handle keeps a cursor and resumes where it found the last item (C++ Table::take_any,
+ * Python popitem). */
+int shmht_take_any(shmht_table *t, const void **key, size_t *klen, const void **value, size_t *vlen);
+
 /* Adds delta to the counter stored at key (an absent key counts as 0) and sets *result
  * (may be NULL) to the new value. Counters are the values shmht::Table::add and Python's
  * Table.add use. SHMHT_NOT_A_COUNTER or SHMHT_COUNTER_OVERFLOW change nothing. */

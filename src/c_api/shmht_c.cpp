@@ -19,6 +19,7 @@
 
 struct shmht_table {
   shmht::Table table;
+  std::optional<shmht::Item> taken;  // what shmht_take_any returned last: its bytes are the caller's until the next call
 };
 
 struct shmht_iter {
@@ -246,7 +247,7 @@ int shmht_open(const char* name, const shmht_options* opts, shmht_table** out) {
     shmht::Table table = open_table(name, options);
     // Should this allocation fail, `table` closes as the exception leaves: no attachment
     // is left behind without a handle.
-    auto* handle = new shmht_table{std::move(table)};
+    auto* handle = new shmht_table{std::move(table), std::nullopt};
     *out = handle;
     return SHMHT_OK;
   });
@@ -310,6 +311,25 @@ int shmht_take(shmht_table* t, const void* key, size_t klen, void* buf, size_t c
       }
       if (table.compare_and_set(k, std::string_view(out, *length), std::nullopt)) return SHMHT_OK;
     }
+  });
+}
+
+int shmht_take_any(shmht_table* t, const void** key, size_t* klen, const void** value, size_t* vlen) {
+  return guarded([&]() -> int {
+    require(t != nullptr, "shmht_take_any: the table handle is NULL");
+    require(key != nullptr && klen != nullptr && value != nullptr && vlen != nullptr,
+            "shmht_take_any: an out-parameter is NULL");
+    t->taken.reset();  // the previous item's bytes were the caller's until this call
+    std::optional<shmht::Item> item = t->table.take_any();
+    if (!item) return SHMHT_NOT_FOUND;
+    // Moving the taken strings into the handle cannot fail, so the item is never dropped
+    // between being erased and being handed over.
+    t->taken = std::move(item);
+    *key = t->taken->first.data();
+    *klen = t->taken->first.size();
+    *value = t->taken->second.data();
+    *vlen = t->taken->second.size();
+    return SHMHT_OK;
   });
 }
 

@@ -163,6 +163,51 @@ static void test_take(void) {
   CHECK_RC(shmht_unlink(name), SHMHT_OK);
 }
 
+/* take_any hands out every item exactly once, then SHMHT_NOT_FOUND; the bytes it returns
+ * stay valid until the next call. */
+static void test_take_any(uint32_t engine) {
+  char name[64];
+  new_name(name);
+  shmht_table *t = open_small(name, engine);
+  if (t == NULL) return;
+  const void *key = NULL, *value = NULL;
+  size_t klen = 0, vlen = 0;
+  CHECK_RC(shmht_take_any(t, &key, &klen, &value, &vlen), SHMHT_NOT_FOUND);
+  enum { kItems = 300 };
+  for (int i = 0; i < kItems; ++i) {
+    char k[16], v[16];
+    int kl = snprintf(k, sizeof k, "job%d", i), vl = snprintf(v, sizeof v, "v%d", i);
+    CHECK_RC(shmht_put(t, k, (size_t)kl, v, (size_t)vl), SHMHT_OK);
+  }
+  static char seen[kItems];
+  memset(seen, 0, sizeof seen);
+  int taken = 0;
+  while (shmht_take_any(t, &key, &klen, &value, &vlen) == SHMHT_OK) {
+    char k[16] = {0}, v[16] = {0};
+    CHECK(klen < sizeof k && vlen < sizeof v);
+    if (klen >= sizeof k || vlen >= sizeof v) break;
+    memcpy(k, key, klen);
+    memcpy(v, value, vlen);
+    int i = -1;
+    CHECK(sscanf(k, "job%d", &i) == 1 && i >= 0 && i < kItems);
+    if (i < 0 || i >= kItems) break;
+    CHECK(!seen[i]);
+    seen[i] = 1;
+    char expected[16];
+    snprintf(expected, sizeof expected, "v%d", i);
+    CHECK(strcmp(v, expected) == 0);
+    ++taken;
+  }
+  CHECK(taken == kItems);
+  uint64_t size = 1;
+  CHECK_RC(shmht_size(t, &size), SHMHT_OK);
+  CHECK(size == 0);
+  CHECK_RC(shmht_take_any(NULL, &key, &klen, &value, &vlen), SHMHT_INVALID_ARGUMENT);
+  CHECK_RC(shmht_take_any(t, NULL, &klen, &value, &vlen), SHMHT_INVALID_ARGUMENT);
+  shmht_close(t);
+  CHECK_RC(shmht_unlink(name), SHMHT_OK);
+}
+
 static void test_add(void) {
   char name[64];
   new_name(name);
@@ -594,6 +639,7 @@ int main(void) {
   for (size_t e = 0; e < sizeof engines / sizeof engines[0]; ++e) {
     test_basic_operations(engines[e]);
     test_iterator(engines[e]);
+    test_take_any(engines[e]);
   }
   test_buffer_too_small();
   test_take();
