@@ -35,13 +35,18 @@
 //   2  usage: a bad command line, a malformed line in load's input, or an --engine other
 //      than the table's
 //   3  the table refused or failed the operation (full, too large, in use, permission,
-//      not a counter, ...): the message and the error's code name on stderr
+//      not a counter, ...): the message and the error's code name on stderr; or stdin
+//      could not be read, or stdout not written (cli/stdio.hpp: /dev/full, a closed
+//      stdout), or memory ran out
 //   4  corrupt: the file is not a valid table of this build (damaged, another layout
 //      version), or check found problems
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <charconv>
+#include <cstring>
+#include <exception>
+#include <new>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -59,6 +64,7 @@
 #include "cli/ls.hpp"
 #include "cli/number_option.hpp"
 #include "cli/readable.hpp"
+#include "cli/stdio.hpp"
 #include "shmht/check.hpp"
 #include "shmht/table.hpp"
 
@@ -78,6 +84,8 @@ using shmht::cli::escape;
 using shmht::cli::escape_for_terminal;
 using shmht::cli::MalformedLine;
 using shmht::cli::parse_line;
+using shmht::cli::StdinReader;
+using shmht::cli::StdoutWriter;
 
 // The exit status table (top of this file).
 constexpr int kExitOk = 0, kExitNotFound = 1, kExitUsage = 2, kExitError = 3, kExitCorrupt = 4;
@@ -90,6 +98,35 @@ int exit_status_of(const Error& e) {
     case shmht::ErrorCode::kVersionMismatch: return kExitCorrupt;
     default: return kExitError;
   }
+}
+
+// Which of fd 0, 1, 2 were closed at start (main opens /dev/null onto them first).
+shmht::cli::ClosedAtStart closed_at_start;
+
+// std::cout writes through this (main installs it), so a failed write is known.
+StdoutWriter& stdout_writer() {
+  static StdoutWriter writer(STDOUT_FILENO, closed_at_start.out);
+  return writer;
+}
+
+StdinReader& stdin_reader() {
+  static StdinReader reader(STDIN_FILENO, closed_at_start.in);
+  return reader;
+}
+
+// Flushes std::cout; true if everything written so far reached stdout.
+bool stdout_written() {
+  std::cout.flush();
+  return stdout_writer().error() == 0;
+}
+
+bool stdout_error_reported = false;  // take reports its own
+
+std::string stdout_error_text() {
+  stdout_error_reported = true;
+  const int err = stdout_writer().error();
+  return std::string("writing to stdout failed: ") + std::strerror(err) +
+         (err == EBADF && closed_at_start.out ? " (stdout was closed)" : "");
 }
 
 // What the command line gave; each command reads what its subcommand declared.
@@ -197,8 +234,19 @@ Table open_for_reading(const Arguments& a) {
 
 // --- load / dump ----------------------------------------------------------------------
 
+// The table's fixed limits, read from its validated header without attaching.
+shmht::layout::ImmutableHeader table_limits(const Arguments& a) {
+  // trust_foreign_owner: only the limits are read; the command's own open applies the rules.
+  return shmht::Region::open(shmht::resolve_table_path(a.table), /*read_only=*/true, /*trust_foreign_owner=*/true).fixed();
+}
+
 int cmd_load(const Arguments& a) {
   Table table = open_table(a);
+  // The longest line a storable item can take: every byte escaped as \xNN, a tab, a CR.
+  // A longer one is refused when it gets that long, not read to its end (it may not end).
+  const shmht::layout::ImmutableHeader limits = table_limits(a);
+  const std::size_t longest = 4 * (std::size_t{limits.max_key_bytes} + limits.max_value_bytes) + 2;
+  StdinReader& in = stdin_reader();
   std::string line;
   std::uint64_t number = 0, loaded = 0;
   // Every line before the failing one is stored; it and the rest are not.
@@ -207,8 +255,22 @@ int cmd_load(const Arguments& a) {
               << count_of(loaded, "item") << " stored from the lines before it, none from it on\n";
     return status;
   };
-  while (std::getline(std::cin, line)) {
-    ++number;
+  auto error_text = [](const Error& e) { return std::string(e.what()) + " [" + std::string(shmht::error_code_name(e.code())) + "]"; };
+  for (;;) {
+    try {
+      ++number;
+      if (!in.next_line(line, longest)) break;
+    } catch (const Error& e) {  // a read error is not the end of the input
+      return stop(error_text(e), exit_status_of(e));
+    } catch (const std::bad_alloc&) {
+      return stop("out of memory reading it", kExitError);
+    }
+    if (line.size() > longest) {
+      return stop("longer than " + bytes_text(longest) + ", the longest line an item of this table can take (max_key_bytes " +
+                      std::to_string(limits.max_key_bytes) + ", max_value_bytes " + std::to_string(limits.max_value_bytes) +
+                      ", every byte escaped) [value_too_large]",
+                  kExitError);
+    }
     if (!line.empty() && line.back() == '\r') line.pop_back();  // CRLF input
     if (line.empty()) continue;
     try {
@@ -217,7 +279,7 @@ int cmd_load(const Arguments& a) {
     } catch (const MalformedLine& e) {
       return stop(e.what(), kExitUsage);
     } catch (const Error& e) {
-      return stop(std::string(e.what()) + " [" + std::string(shmht::error_code_name(e.code())) + "]", exit_status_of(e));
+      return stop(error_text(e), exit_status_of(e));
     }
     ++loaded;
   }
@@ -307,7 +369,7 @@ int cmd_stat(const Arguments& a) {
         {"free_by_class", free_classes_json(s)},
         {"attached_pids", others},
     };
-    std::cout << j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
+    std::cout << j.dump(-1, ' ', /*ensure_ascii=*/true, nlohmann::ordered_json::error_handler_t::replace) << "\n";
     return kExitOk;
   }
   std::cout << "table           " << s.path << "\n"
@@ -360,7 +422,7 @@ int print_value_json(const Arguments& a, const std::string& path, const std::opt
       {"value_escaped", value ? nlohmann::ordered_json(escape(*value)) : nullptr},
       {"value_bytes", value ? nlohmann::ordered_json(value->size()) : nullptr},
   };
-  std::cout << j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
+  std::cout << j.dump(-1, ' ', /*ensure_ascii=*/true, nlohmann::ordered_json::error_handler_t::replace) << "\n";
   return value ? kExitOk : kExitNotFound;
 }
 
@@ -372,23 +434,25 @@ int cmd_get(const Arguments& a) {
 
 // put's VALUE "-": the value is all of stdin, byte for byte (a trailing newline too), so a
 // value larger than the argument list allows (a 1 MB one) or with any bytes can be stored.
-std::string read_all_of_stdin() {
+// Read before attaching (a slow writer on the pipe holds no attachment), and at most one
+// byte more than the table's max_value_bytes: a larger value is refused once that byte
+// arrives, without reading (or holding in memory) the rest. A read error is an error,
+// never an empty or shortened value.
+std::string read_value_from_stdin(const Arguments& a) {
+  const std::uint32_t max_value_bytes = table_limits(a).max_value_bytes;
   std::string value;
-  char buffer[64 * 1024];
-  while (std::cin.read(buffer, sizeof buffer) || std::cin.gcount() > 0) {
-    value.append(buffer, static_cast<std::size_t>(std::cin.gcount()));
+  stdin_reader().read_up_to(value, std::size_t{max_value_bytes} + 1);
+  if (value.size() > max_value_bytes) {
+    throw Error(shmht::ErrorCode::kValueTooLarge,
+                "the value on stdin is longer than " + count_of(max_value_bytes, "byte") +
+                    ", this table's max_value_bytes (read no further; nothing was stored)");
   }
-  if (std::cin.bad()) throw Error(shmht::ErrorCode::kSystem, "reading the value from stdin failed");
   return value;
 }
 
 int cmd_put(const Arguments& a) {
-  Table table = open_table(a);
-  if (a.value == "-") {
-    table.assign(a.key, read_all_of_stdin());
-  } else {
-    table.assign(a.key, a.value);
-  }
+  const std::string value = a.value == "-" ? read_value_from_stdin(a) : a.value;
+  open_table(a).assign(a.key, value);
   return kExitOk;
 }
 
@@ -410,7 +474,25 @@ int cmd_add(const Arguments& a) {
   return kExitOk;
 }
 
-int cmd_take(const Arguments& a) { return print_value(open_table(a).take(a.key)); }
+// take erases the key and prints what it held, in one atomic step, so of two processes
+// taking one key exactly one gets the value. Erasing cannot wait for the output to be
+// written, so a value that could not be written (stdout full or closed) is put back
+// (compare_and_set from absent): the key holds it again unless another process stored
+// the key in between; then the value goes to stderr, escaped as dump writes it. Either
+// way take exits 3.
+int cmd_take(const Arguments& a) {
+  Table table = open_table(a);
+  const std::optional<std::string> value = table.take(a.key);
+  const int status = print_value(value);
+  if (!value || stdout_written()) return status;
+  std::cerr << "shmht: " << stdout_error_text() << "; the value taken from " << escape_for_terminal(a.key);
+  if (table.compare_and_set(a.key, std::nullopt, *value)) {
+    std::cerr << " was put back\n";
+  } else {
+    std::cerr << " could not be put back (the key was stored again meanwhile); it was, escaped:\n" << escape(*value) << "\n";
+  }
+  return kExitError;
+}
 
 int cmd_cas(const Arguments& a) {
   if (a.expected.has_value() == a.absent || a.desired.has_value() == a.erase) {
@@ -484,7 +566,7 @@ int cmd_check(const Arguments& a) {
       shmht::check_table(a.table, {.reclaim_leaked = a.repair, .trust_foreign_owner = a.trust_owner});
   const int status = r.clean ? kExitOk : kExitCorrupt;
   if (a.json) {
-    std::cout << check_json(shmht::resolve_table_path(a.table), r).dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
+    std::cout << check_json(shmht::resolve_table_path(a.table), r).dump(-1, ' ', /*ensure_ascii=*/true, nlohmann::ordered_json::error_handler_t::replace) << "\n";
     return status;
   }
   for (const auto& p : r.problems) std::cout << "problem: " << p << "\n";
@@ -532,7 +614,7 @@ int cmd_ls(const Arguments& a) {
   if (a.json) {
     nlohmann::ordered_json rows = nlohmann::ordered_json::array();
     for (const auto& t : tables) rows.push_back(listing_json(t));
-    std::cout << rows.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
+    std::cout << rows.dump(-1, ' ', /*ensure_ascii=*/true, nlohmann::ordered_json::error_handler_t::replace) << "\n";
     return kExitOk;
   }
   if (tables.empty()) {
@@ -547,7 +629,7 @@ int cmd_ls(const Arguments& a) {
   for (const auto& t : tables) {
     std::cout << column(escape_for_terminal(t.name), width) << "  ";
     if (t.state != "ok") {
-      std::cout << t.state << ": " << t.problem << "\n";
+      std::cout << t.state << ": " << escape_for_terminal(t.problem) << "\n";  // it names the file
       continue;
     }
     std::cout << column(std::string(shmht::engine_name(*t.engine)), 8) << "  "
@@ -723,9 +805,8 @@ int usage_error(const CLI::App& app, const CLI::ParseError& e) {
   return kExitUsage;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+// The command line, parsed and run: main's status unless stdout could not be written.
+int run(int argc, char** argv) {
   CLI::App app("shmht - a hash table in shared memory, used by many processes at once", "shmht");
   app.footer(
       "NAME: a bare name lives in /dev/shm; an absolute path is a regular file.\n"
@@ -758,5 +839,23 @@ int main(int argc, char** argv) {
   } catch (const Error& e) {
     std::cerr << "shmht: " << e.what() << " [" << shmht::error_code_name(e.code()) << "]\n";
     return exit_status_of(e);
+  } catch (const std::bad_alloc&) {
+    std::cerr << "shmht: out of memory\n";
+    return kExitError;
+  } catch (const std::exception& e) {  // none is expected; a message, never std::terminate
+    std::cerr << "shmht: " << e.what() << "\n";
+    return kExitError;
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Before anything is opened: a closed fd 0-2 would be the next file's number.
+  if (!shmht::cli::occupy_closed_stdio(closed_at_start)) return kExitError;
+  std::cout.rdbuf(&stdout_writer());
+  const int status = run(argc, argv);
+  if (stdout_written() || stdout_error_reported) return status;
+  std::cerr << "shmht: " << stdout_error_text() << "\n";
+  return kExitError;
 }
