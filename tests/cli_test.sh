@@ -118,9 +118,10 @@ expect_status 0 "$shmht" rm "$name-full"
   fail "stat --json lacks free_by_class"
 expect_status 0 "$shmht" check --repair "$name-free"
 
-# rm removes only shmht tables, and not while in use unless --force.
+# rm removes only shmht tables (a file that is not one: exit 4, as for get), and not
+# while in use unless --force.
 echo 'echo not a table' > "/tmp/shmht-cli-script.$$"
-expect_status 3 "$shmht" rm "/tmp/shmht-cli-script.$$"
+expect_status 4 "$shmht" rm "/tmp/shmht-cli-script.$$"   # not a table: 4, as get and check say of it
 grep -q "not a shmht table" /tmp/shmht-cli-out.$$ || fail "rm of a script did not refuse: $(cat /tmp/shmht-cli-out.$$)"
 [ -f "/tmp/shmht-cli-script.$$" ] || fail "rm deleted a file that is not a table"
 rm -f "/tmp/shmht-cli-script.$$"
@@ -530,6 +531,31 @@ while kill -0 "$shrinker" 2>/dev/null; do
 done
 wait "$shrinker" 2>/dev/null || true
 [ "$crashes" -eq 0 ] || fail "ls failed $crashes of $runs times while a table was truncated under it"
+
+# ls --json: absolute paths (`ls .` gave "./t", which get refuses), and names that are
+# not UTF-8 kept apart by name_escaped (both were "ok\ufffd").
+mkdir "$scratch/jsonls"
+"$shmht" create "$scratch/jsonls/t" --capacity 10 >/dev/null
+head -c 8 "$scratch/fdref" >"$scratch/jsonls/$(printf 'ok\376')"
+head -c 8 "$scratch/fdref" >"$scratch/jsonls/$(printf 'ok\377')"
+shmht_path=$(realpath "$shmht")
+(cd "$scratch/jsonls" && timeout 20 "$shmht_path" ls . --json) >"$scratch/jsonls.json" || fail "ls . --json exited $?"
+/usr/bin/python3 - "$scratch/jsonls.json" "$scratch/jsonls" <<'PY' || fail "ls --json names and paths: $(cat "$scratch/jsonls.json")"
+import json, os, sys
+rows = {r["name_escaped"]: r for r in json.load(open(sys.argv[1]))}
+assert sorted(rows) == ["ok\\xfe", "ok\\xff", "t"], sorted(rows)
+t = rows["t"]
+assert t["name"] == "t" and t["path"] == os.path.join(os.path.realpath(sys.argv[2]), "t") == t["path_escaped"], t
+assert rows["ok\\xfe"]["name"] is None and rows["ok\\xfe"]["path_escaped"].endswith("/ok\\xfe"), rows["ok\\xfe"]
+PY
+# Item counters that add up to more than the table has slots are damage, not a count.
+"$shmht" create "$scratch/jsonls/damaged" --capacity 100 >/dev/null
+"$shmht" put "$scratch/jsonls/damaged" k v
+printf '\0\0\0\0\0\0\0\177' | dd of="$scratch/jsonls/damaged" bs=1 seek=4112 conv=notrunc status=none  # entry 0's item_delta
+"$shmht" stat "$scratch/jsonls/damaged" | grep -q "IMPOSSIBLE: more than the table's 373 slots" ||
+  fail "stat showed damaged item counters as a count: $("$shmht" stat "$scratch/jsonls/damaged" | grep items)"
+"$shmht" stat "$scratch/jsonls/damaged" --json | json_field items_impossible | grep -qx true || fail "stat --json lacks items_impossible"
+timeout 20 "$shmht" ls "$scratch/jsonls" | grep -q '^damaged .*? (damaged)' || fail "ls showed damaged item counters as a count: $("$shmht" ls "$scratch/jsonls")"
 
 rm -f /tmp/shmht-cli-out.$$
 

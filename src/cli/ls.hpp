@@ -61,7 +61,8 @@ namespace shmht::cli {
 
 // One table as ls found it. `state` is "ok", or why the rest is missing: "busy" (its
 // admin lock is held), "corrupt", "other-version" (another layout or ABI), "unreadable"
-// or "error"; `problem` then says what exactly.
+// or "error"; `problem` then says what exactly. An "ok" row's problem is empty, or says
+// why its items are unknown.
 struct TableListing {
   std::string name;  // the file's name in the directory
   std::string path;
@@ -176,6 +177,12 @@ inline TableListing describe_table(const std::string& name, const std::string& p
     const Region region = Region::open(path, /*read_only=*/true, /*trust_foreign_owner=*/true);
     row.engine = static_cast<Engine>(region.header().active_engine.load(std::memory_order_acquire));
     row.items = items_without_attaching(region);
+    // The counters are in the shared file: anyone who may write it may damage them.
+    if (const std::uint64_t slots = region.fixed().home_slots + kOverflowSlots; row.items && *row.items > slots) {
+      row.problem = "its item counters add up to " + std::to_string(*row.items) + ", more than its " + std::to_string(slots) +
+                    " slots: they are damaged (shmht check counts the slots)";
+      row.items.reset();
+    }
     row.apparent_bytes = region.apparent_bytes();
     row.resident_bytes = region.allocated_bytes();
     try {

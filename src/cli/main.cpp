@@ -347,6 +347,8 @@ int cmd_stat(const Arguments& a) {
     if (p != getpid()) others.push_back(p);
   }
   const double per_item = s.items ? static_cast<double>(s.apparent_bytes) / static_cast<double>(s.items) : 0.0;
+  // The item counters live in the shared file: anyone who may write it may damage them.
+  const bool items_impossible = s.items > s.slots + shmht::kOverflowSlots;
   if (a.json) {
     const nlohmann::ordered_json j = {
         {"path", s.path},
@@ -355,6 +357,7 @@ int cmd_stat(const Arguments& a) {
         {"slots", s.slots},
         {"overflow_slots", shmht::kOverflowSlots},
         {"items", s.items},
+        {"items_impossible", items_impossible},
         {"load_factor", s.load_factor},
         {"max_key_bytes", s.max_key_bytes},
         {"max_value_bytes", s.max_value_bytes},
@@ -374,8 +377,11 @@ int cmd_stat(const Arguments& a) {
   }
   std::cout << "table           " << s.path << "\n"
             << "engine          " << shmht::engine_name(s.engine) << "\n"
-            << "items           " << s.items << " of capacity " << s.capacity << " (" << count_of(s.slots, "home slot")
-            << ", " << load_factor_text(s) << ")\n"
+            << "items           " << s.items << " of capacity " << s.capacity << " ("
+            << (items_impossible ? "IMPOSSIBLE: more than the table's " + std::to_string(s.slots + shmht::kOverflowSlots) +
+                                       " slots; its item counters are damaged (shmht check counts the slots)"
+                                 : count_of(s.slots, "home slot") + ", " + load_factor_text(s))
+            << ")\n"
             << "limits          key " << bytes_text(s.max_key_bytes) << ", value " << bytes_text(s.max_value_bytes)
             << ", file " << bytes_text(s.max_bytes) << ", " << count_of(s.max_processes, "handle") << " at once\n"
             << "file            " << bytes_text(s.apparent_bytes) << " apparent, " << bytes_text(s.resident_bytes)
@@ -564,6 +570,10 @@ int cmd_check(const Arguments& a) {
   require_expected_engine(a);  // check uses the active engine; a different --engine is refused
   const shmht::CheckReport r =
       shmht::check_table(a.table, {.reclaim_leaked = a.repair, .trust_foreign_owner = a.trust_owner});
+  // The engine check_table opened with is the one active while it was attached (nobody
+  // can switch an attached table): asked again now, as the other commands ask their
+  // handle, a switch between require_expected_engine and the open is refused too.
+  require_expected_engine(a);
   const int status = r.clean ? kExitOk : kExitCorrupt;
   if (a.json) {
     std::cout << check_json(shmht::resolve_table_path(a.table), r).dump(-1, ' ', /*ensure_ascii=*/true, nlohmann::ordered_json::error_handler_t::replace) << "\n";
@@ -590,9 +600,13 @@ nlohmann::ordered_json listing_json(const shmht::cli::TableListing& t) {
   const auto or_null = [](const auto& optional) {
     return optional ? nlohmann::ordered_json(*optional) : nlohmann::ordered_json(nullptr);
   };
+  // name and path: a JSON string when they are UTF-8, else null; *_escaped always (dump's
+  // escapes), so two names that differ in a byte that is not UTF-8 stay apart.
   return {
-      {"name", t.name},
-      {"path", t.path},
+      {"name", utf8_or_null(t.name)},
+      {"name_escaped", escape(t.name)},
+      {"path", utf8_or_null(t.path)},
+      {"path_escaped", escape(t.path)},
       {"state", t.state},
       {"problem", t.problem.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(t.problem)},
       {"engine", t.engine ? nlohmann::ordered_json(shmht::engine_name(*t.engine)) : nlohmann::ordered_json(nullptr)},
@@ -606,7 +620,9 @@ nlohmann::ordered_json listing_json(const shmht::cli::TableListing& t) {
 int cmd_ls(const Arguments& a) {
   std::vector<shmht::cli::TableListing> tables;
   try {
-    tables = shmht::cli::list_tables(a.directory);
+    // Absolute: a listed path is one every command takes (a relative one is refused, or
+    // read as a bare name in /dev/shm).
+    tables = shmht::cli::list_tables(std::filesystem::absolute(a.directory).lexically_normal());
   } catch (const std::filesystem::filesystem_error& e) {
     std::cerr << "shmht: cannot list " << a.directory << ": " << e.code().message() << "\n";
     return e.code() == std::errc::no_such_file_or_directory ? kExitNotFound : kExitError;
@@ -633,7 +649,7 @@ int cmd_ls(const Arguments& a) {
       continue;
     }
     std::cout << column(std::string(shmht::engine_name(*t.engine)), 8) << "  "
-              << column(t.items ? std::to_string(*t.items) : "? (writing)", 10) << "  " << column(bytes_text(t.apparent_bytes), 10)
+              << column(t.items ? std::to_string(*t.items) : t.problem.empty() ? "? (writing)" : "? (damaged)", 10) << "  " << column(bytes_text(t.apparent_bytes), 10)
               << "  " << column(bytes_text(t.resident_bytes), 10) << "  "
               << (t.attached_pids ? pid_list_text(*t.attached_pids) : "? (lock file not trusted)") << "\n";
   }
@@ -655,7 +671,19 @@ int cmd_switch_engine(const Arguments& a) {
 }
 
 int cmd_rm(const Arguments& a) {
-  if (Table::remove(a.table, {.force = a.force})) return kExitOk;
+  bool removed = false;
+  try {
+    removed = Table::remove(a.table, {.force = a.force});
+  } catch (const Error& e) {
+    // A file that is not a table exits 4, as get, put and check say of it (the library
+    // refuses it as an invalid argument: removing it is what is refused).
+    if (e.code() != shmht::ErrorCode::kInvalidArgument || std::string_view(e.what()).find("is not a shmht table") == std::string_view::npos) {
+      throw;
+    }
+    std::cerr << "shmht: " << e.what() << " [" << shmht::error_code_name(shmht::ErrorCode::kCorrupt) << "]\n";
+    return kExitCorrupt;
+  }
+  if (removed) return kExitOk;
   std::cerr << "shmht: no such table\n";
   return kExitNotFound;
 }
@@ -732,7 +760,11 @@ std::vector<Subcommand> declare_commands(CLI::App& app, Arguments& a) {
   CLI::App& add = keyed("add", "add DELTA (default 1) to KEY's 8-byte counter atomically; print the new value", cmd_add);
   add.add_option("DELTA", a.delta, "a signed 64-bit integer (after -- if negative)");
 
-  keyed("take", "erase KEY and print the value erased, in one atomic step (exit 1 if absent)", cmd_take);
+  keyed("take",
+        "erase KEY and print the value erased, in one atomic step (exit 1 if absent). If the value cannot be written "
+        "to stdout (full, closed), it is put back unless the key was stored again meanwhile, and take exits 3: check "
+        "take's exit status before relying on its output",
+        cmd_take);
 
   CLI::App& cas = keyed("cas", "compare and set, atomically: exit 0 if applied, 1 (saying what it held) if not", cmd_cas);
   cas.add_option("--expected", a.expected, "apply only if KEY holds this value");
@@ -776,8 +808,9 @@ std::vector<Subcommand> declare_commands(CLI::App& app, Arguments& a) {
       "ls", "list the shmht tables in DIR with engine, items, bytes and attached pids, attaching to none of them");
   ls->add_option("DIR", a.directory, "the directory (default /dev/shm)");
   ls->add_flag("--json", a.json,
-               "one JSON array: name, path, state (ok, busy, corrupt, other-version, unreadable, error), problem, "
-               "engine, items, apparent_bytes, resident_bytes, attached_pids");
+               "one JSON array: name, name_escaped, path (absolute), path_escaped, state (ok, busy, initialising, "
+               "corrupt, other-version, unreadable, removed, error), problem, engine, items, apparent_bytes, "
+               "resident_bytes, attached_pids");
   commands.push_back({ls, cmd_ls});
   return commands;
 }
