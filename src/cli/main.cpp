@@ -39,7 +39,10 @@
 //      could not be read, or stdout not written (cli/stdio.hpp: /dev/full, a closed
 //      stdout), or memory ran out
 //   4  corrupt: the file is not a valid table of this build (damaged, another layout
-//      version), or check found problems
+//      version; rm of such a file too), or check found problems
+//
+// A command started with fd 0, 1 or 2 closed opens /dev/null there first, and reads
+// stdin and writes stdout through cli/stdio.hpp, which reports every error (exit 3).
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -845,7 +848,8 @@ int run(int argc, char** argv) {
       "NAME: a bare name lives in /dev/shm; an absolute path is a regular file.\n"
       "Exit status: 0 ok; 1 not found (the key, the table, ls's directory) or cas not applied; 2 usage error,\n"
       "a malformed load line, or an --engine other than the table's (switch-engine switches); 3 the table\n"
-      "refused or failed the operation; 4 corrupt table, or check found problems.\n"
+      "refused or failed the operation, or stdin could not be read or stdout not written; 4 corrupt table (rm\n"
+      "of a file that is not a table too), or check found problems.\n"
       "Run 'shmht COMMAND --help' for a command's arguments and options.");
   app.set_version_flag("--version", "shmht " SHMHT_VERSION);
   app.require_subcommand(1);
