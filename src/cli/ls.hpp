@@ -168,7 +168,9 @@ inline TableListing describe_table(const std::string& name, const std::string& p
   }
   if (const std::optional<pid_t> holder = admin_lock_holder(path)) {
     row.state = "busy";
-    row.problem = "its admin lock is held" + (*holder > 0 ? " by pid " + std::to_string(*holder) : std::string()) +
+    // The pid is what the lock file records (its writers may write anything there).
+    row.problem = "its admin lock is held" +
+                  (*holder > 0 ? " (the lock file names pid " + std::to_string(*holder) + ")" : std::string()) +
                   " (attaching, recovering or switching engines; held for seconds, the holder may be stopped)";
     return row;
   }

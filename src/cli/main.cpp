@@ -20,7 +20,7 @@
 // \r \\ \xNN): dump's output is ASCII, and load reads back exactly what dump writes. get
 // prints a value, when its output is a terminal, escaped the same way except that a valid
 // UTF-8 sequence of a printable code point shows as itself, so "é" prints; a pipe or file
-// gets the exact bytes.
+// gets the exact bytes, then a newline (as on a terminal).
 //
 // A table that another user owns is refused when it could be a plant (OpenOptions::
 // trust_foreign_owner says when); --trust-owner opens it anyway.
@@ -406,7 +406,7 @@ int print_value(const std::optional<std::string>& value) {
   if (!value) return key_not_found();
   // On a terminal a stored escape sequence would act (retitle it, move the cursor, fake
   // output): show control bytes (C0, DEL, C1) and stray bytes escaped, printable UTF-8 as
-  // itself. A pipe or a file gets the exact bytes.
+  // itself. A pipe or a file gets the exact bytes. Either way a newline follows.
   std::cout << (isatty(STDOUT_FILENO) ? escape_for_terminal(*value) : *value) << "\n";
   return kExitOk;
 }
