@@ -495,11 +495,17 @@ int cmd_take(const Arguments& a) {
   const int status = print_value(value);
   if (!value || stdout_written()) return status;
   std::cerr << "shmht: " << stdout_error_text() << "; the value taken from " << escape_for_terminal(a.key);
-  if (table.compare_and_set(a.key, std::nullopt, *value)) {
-    std::cerr << " was put back\n";
-  } else {
-    std::cerr << " could not be put back (the key was stored again meanwhile); it was, escaped:\n" << escape(*value) << "\n";
+  std::string why_not;
+  try {
+    if (table.compare_and_set(a.key, std::nullopt, *value)) {
+      std::cerr << " was put back\n";
+      return kExitError;
+    }
+    why_not = "the key was stored again meanwhile";
+  } catch (const Error& e) {  // the table full, say: the value must still not be lost
+    why_not = e.what();
   }
+  std::cerr << " could not be put back (" << why_not << "); it was, escaped as dump writes it:\n" << escape(*value) << "\n";
   return kExitError;
 }
 
@@ -891,6 +897,7 @@ int main(int argc, char** argv) {
   // Before anything is opened: a closed fd 0-2 would be the next file's number.
   if (!shmht::cli::occupy_closed_stdio(closed_at_start)) return kExitError;
   std::cout.rdbuf(&stdout_writer());
+  if (isatty(STDOUT_FILENO)) std::cout.setf(std::ios::unitbuf);  // a person sees each line as it comes
   const int status = run(argc, argv);
   if (stdout_written() || stdout_error_reported) return status;
   std::cerr << "shmht: " << stdout_error_text() << "\n";
