@@ -1,5 +1,6 @@
 #include "file_mapping.hpp"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -17,6 +18,16 @@
 #include "shmht/error.hpp"
 
 namespace shmht {
+
+int keep_off_stdio(int fd) noexcept {
+  if (fd < 0 || fd > STDERR_FILENO) return fd;
+  const int moved = fcntl(fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+  const int err = errno;
+  ::close(fd);
+  errno = err;
+  return moved;
+}
+
 namespace {
 
 using FileId = std::tuple<unsigned long, unsigned long, bool>;  // device, inode, writable

@@ -25,6 +25,14 @@
 
 namespace shmht {
 
+// Every descriptor this library keeps (a table file, a lock file, a memfd, a staging file)
+// goes through this: a process started with stdin, stdout or stderr closed gets its next
+// open() at 0, 1 or 2, and whatever it then prints (printf, a log line, std::cerr) would
+// be written into the table's header. Returns `fd` when it is 3 or above, or negative (a
+// failed open: errno is kept); else a copy at 3 or above (F_DUPFD_CLOEXEC), the original
+// closed. If copying fails, closes `fd` and returns -1 with errno set.
+int keep_off_stdio(int fd) noexcept;
+
 class FileMapping {
  public:
   // The mapping of the file open on `fd`: this process's existing one if the file is

@@ -18,6 +18,7 @@
 #include <thread>
 #include <utility>
 
+#include "file_mapping.hpp"
 #include "layout/header.hpp"
 #include "shmht/error.hpp"
 
@@ -146,7 +147,7 @@ bool publish_fresh_lock_file(const std::string& path, const TableIdentity& table
   char suffix[32];
   std::snprintf(suffix, sizeof suffix, "%08x%08x", random(), random());
   const std::string staging = path + ".creating-" + suffix;
-  const int fd = ::open(staging.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  const int fd = keep_off_stdio(::open(staging.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (fd < 0) throw_system("creating the lock file " + staging, errno);
   struct Cleanup {
     int fd;
@@ -187,14 +188,19 @@ std::string lock_file_path(const std::string& table_path) {
 std::optional<LockFile> LockFile::open(const TableIdentity& table, int table_fd, bool for_writer, bool* may_not_open) {
   if (is_anonymous(table.path)) {
     // A memfd: its own bytes, asked through a descriptor of our own description (a dup
-    // of the mapping's would share its description, which holds no lock either: fine).
-    const int fd = fcntl(table_fd, F_DUPFD_CLOEXEC, 0);
+    // of the mapping's would share its description, which holds no lock either: fine),
+    // numbered 3 or above (keep_off_stdio says why).
+    const int fd = fcntl(table_fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
     if (fd < 0) throw_system("duplicating the descriptor of " + table.path, errno);
     return LockFile(fd, table.path, table.device, table.inode, false);
   }
   const std::string path = lock_file_path(table.path);
   for (int attempt = 0;; ++attempt) {
-    const int fd = ::open(path.c_str(), (for_writer ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC);
+    // O_NONBLOCK: anyone who may write the directory may put a FIFO at this name, and
+    // opening one O_RDONLY would wait for a writer for ever (distrust() then refuses
+    // anything but a regular file). It changes nothing for a regular file's reads,
+    // writes or locks.
+    const int fd = keep_off_stdio(::open(path.c_str(), (for_writer ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
     if (fd < 0) {
       const int err = errno;
       if (err == ENOENT && !for_writer) return std::nullopt;
@@ -259,7 +265,7 @@ void LockFile::replace_with_fresh(const TableIdentity& table) const { publish_fr
 void remove_lock_file(const std::string& table_path, std::uint64_t table_device, std::uint64_t table_inode) noexcept {
   if (is_anonymous(table_path)) return;
   const std::string path = lock_file_path(table_path);
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  const int fd = keep_off_stdio(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
   if (fd < 0) return;
   LockFileHeader found{};
   struct stat opened{}, now{};
@@ -303,7 +309,9 @@ struct Registry {
 
 AttachmentFd::AttachmentFd(const LockFile& file) : path_(file.path()), companion_(file.companion()) {
   // /proc/<pid>/fd/<n> (an anonymous table's name) is a symlink by design: follow it.
-  fd_ = ::open(path_.c_str(), O_RDWR | O_CLOEXEC | (file.companion() ? O_NOFOLLOW : 0));
+  // O_NONBLOCK: the name may have been replaced by a FIFO since LockFile::open (the
+  // identity check below refuses it).
+  fd_ = keep_off_stdio(::open(path_.c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK | (file.companion() ? O_NOFOLLOW : 0)));
   if (fd_ < 0) throw_system("opening " + path_ + " for its attachment lock", errno);
   struct stat st{};
   if (fstat(fd_, &st) != 0 || st.st_dev != file.device() || st.st_ino != file.inode()) {

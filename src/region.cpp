@@ -212,7 +212,7 @@ StagingFile create_staging_file(const std::string& path, std::uint32_t mode) {
   // An O_TMPFILE is linked through /proc/self/fd (linkat's AT_EMPTY_PATH needs a
   // capability): without /proc (some containers), use a random name.
   const bool proc_fd_links = ::access("/proc/self/fd", X_OK) == 0;
-  staging.fd = proc_fd_links ? ::open(directory.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, mode) : -1;
+  staging.fd = proc_fd_links ? keep_off_stdio(::open(directory.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, mode)) : -1;
   if (staging.fd >= 0) return staging;
   if (proc_fd_links && errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
     if (errno == ENOENT) throw_not_found("creating " + path, path);
@@ -223,7 +223,7 @@ StagingFile create_staging_file(const std::string& path, std::uint32_t mode) {
   for (int attempt = 0;; ++attempt) {
     std::snprintf(suffix, sizeof suffix, "%08x%08x", random(), random());
     staging.name = directory + "/.shmht-creating-" + suffix;
-    staging.fd = ::open(staging.name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+    staging.fd = keep_off_stdio(::open(staging.name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
     if (staging.fd >= 0) return staging;
     if (errno != EEXIST || attempt == 8) {
       const int err = errno;
@@ -338,7 +338,7 @@ Region Region::create(const std::string& path, const CreateOptions& options, Eng
 Region Region::create_anonymous(const CreateOptions& options, EngineStateInit init_engine) {
   validate_options(options);
   Region region;
-  const int fd = memfd_create("shmht", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  const int fd = keep_off_stdio(memfd_create("shmht", MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (fd < 0) throw_errno("memfd_create", errno);
   // The name other processes (forked children) can open while this one holds the fd.
   region.path_ = "/proc/" + std::to_string(getpid()) + "/fd/" + std::to_string(fd);
@@ -409,8 +409,8 @@ Region Region::open(const std::string& path, bool read_only, bool trust_foreign_
   const bool proc_fd = path.rfind("/proc/", 0) == 0;
   // O_NONBLOCK until the file is known to be regular: opening a FIFO would otherwise wait
   // for a writer (forever, for a read-only open).
-  const int fd = ::open(path.c_str(),
-                        (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK | (proc_fd ? 0 : O_NOFOLLOW));
+  const int fd = keep_off_stdio(
+      ::open(path.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK | (proc_fd ? 0 : O_NOFOLLOW)));
   if (fd < 0) {
     if (errno == ENOENT) throw_not_found("opening " + path, path);
     throw_errno("opening " + path, errno);

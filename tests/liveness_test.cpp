@@ -1,10 +1,12 @@
 // liveness_test.cpp - the pieces of crash recovery that recovery_test.cpp's scenarios do
 // not reach on their own: descriptors inherited across fork, adopting the active engine,
 // lock words naming the asker, chunks claimed by a process that died, chunk tails,
-// and a cold start (engine switch) that is itself interrupted.
+// a cold start (engine switch) that is itself interrupted, and a FIFO planted where the
+// lock file goes.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -289,6 +291,36 @@ TEST(ColdStart, AnInterruptedSwitchIsCompletedByTheNextOpener) {
   for (int i = 0; i < 3000; ++i) ASSERT_TRUE(t.get(key_of(i))) << "key " << i;
   t.close();
   expect_clean(name);
+}
+
+// Anyone who may write the table's directory may put a FIFO at NAME.shmht-lock. Opening
+// one O_RDONLY waits for a writer for ever: a read-only handle asking who is attached
+// (stats(), `shmht ls`, `stat --read-only`) hung. The lock file is opened O_NONBLOCK and,
+// not being a regular file, refused (kPermissionDenied, "not to be trusted"); a writer
+// is refused the same way.
+TEST(LockFile, AFifoInItsPlaceIsRefusedNotWaitedOn) {
+  ScopedName name;
+  Table::create(name, {.capacity = 100}).assign("k", "v");
+  const std::string lock_path = path_of(name) + ".shmht-lock";
+  ASSERT_EQ(::unlink(lock_path.c_str()), 0);
+  ASSERT_EQ(::mkfifo(lock_path.c_str(), 0600), 0);
+  Children children;
+  children.spawn([&]() -> int {
+    try {
+      Table reader = Table::open(name, {.read_only = true});
+      reader.stats();  // asks the lock file which attachments are live
+      return 10;       // a FIFO trusted as a lock file
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kPermissionDenied || std::string(e.what()).find("not a regular file") == std::string::npos) return 11;
+    }
+    try {
+      Table::open(name);
+      return 12;
+    } catch (const Error& e) {
+      return e.code() == ErrorCode::kPermissionDenied ? 0 : 13;
+    }
+  });
+  children.expect_all_succeed(std::chrono::seconds(10));  // a hang is killed here and fails
 }
 
 }  // namespace

@@ -1,6 +1,9 @@
 // mapping_test.cpp - how a table is mapped: at a huge-page-aligned address, advised
-// MADV_HUGEPAGE (so shmem THP set to "advise" backs a large table with 2 MiB pages).
+// MADV_HUGEPAGE (so shmem THP set to "advise" backs a large table with 2 MiB pages); and
+// which descriptor numbers the files it keeps get.
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <sstream>
@@ -8,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include "shmht/check.hpp"
 #include "shmht/table.hpp"
 #include "test_support.hpp"
 
@@ -53,6 +57,37 @@ TEST(Mapping, IsHugePageAlignedAndAdvisedHugePages) {
   ASSERT_NE(info.start, 0u) << "no mapping of " << t.path() << " in /proc/self/smaps";
   EXPECT_EQ(info.start % (2u << 20), 0u) << "the file's offset 0 must sit on a 2 MiB boundary";
   EXPECT_NE(info.vm_flags.find(" hg"), std::string::npos) << "not advised MADV_HUGEPAGE: " << info.vm_flags;
+}
+
+// A process started with stdin, stdout and stderr closed (a daemon, `cmd >&-`) gets its
+// next open() at 0, 1 or 2. A table file, lock file, memfd or staging file kept there
+// would take every later printf or log line into the table's header. So the library keeps
+// none of them below 3 (file_mapping.hpp keep_off_stdio), and what such a process writes
+// to 0, 1 and 2 changes no table.
+TEST(Mapping, KeepsNoDescriptorAtStdinStdoutOrStderr) {
+  ScopedName existing, created;
+  Table::create(existing, {.capacity = 100}).assign("k", "v");
+  Children children;
+  children.spawn([&]() -> int {
+    for (int fd = 0; fd <= 2; ++fd) ::close(fd);
+    Table opened = Table::open(existing);            // Region::open, the lock file, the attachment
+    Table made = Table::create(created, {.capacity = 100});  // the O_TMPFILE staging file
+    Table anonymous = Table::create_anonymous({.capacity = 100});  // the memfd
+    made.assign("k", "v");
+    anonymous.assign("k", "v");
+    for (int fd = 0; fd <= 2; ++fd) {
+      if (fcntl(fd, F_GETFD) != -1) return 10 + fd;  // a descriptor of the library's sits there
+      const char junk[] = "printed with stdio closed";
+      [[maybe_unused]] const ssize_t ignored = ::write(fd, junk, sizeof junk);
+    }
+    if (opened.get("k") != "v" || made.get("k") != "v" || anonymous.get("k") != "v") return 20;
+    return 0;
+  });
+  children.expect_all_succeed(std::chrono::seconds(30));
+  for (const ScopedName* name : {&existing, &created}) {
+    EXPECT_TRUE(check_table(*name).clean) << name->str() << " was damaged";
+    EXPECT_EQ(Table::open(*name).get("k"), "v") << name->str();
+  }
 }
 
 }  // namespace

@@ -87,15 +87,25 @@ inline Utf8Sequence utf8_sequence_at(std::string_view s, std::size_t i) {
   return {length, code};
 }
 
+// Bidirectional formatting controls: shown as themselves they reorder the text after them
+// on the terminal, so "evil\u202Etxt.exe" reads as "evilexe.txt" (CVE-2021-42574,
+// "Trojan Source"). U+061C ALM, U+200E LRM, U+200F RLM, U+202A..U+202E LRE RLE PDF LRO
+// RLO, U+2066..U+2069 LRI RLI FSI PDI.
+inline bool is_bidi_control(char32_t code) {
+  return code == 0x061C || code == 0x200E || code == 0x200F || (code >= 0x202A && code <= 0x202E) ||
+         (code >= 0x2066 && code <= 0x2069);
+}
+
 // The length of the valid UTF-8 sequence at s[i] if it encodes a printable code point
-// (not C0, DEL or C1 U+0080..U+009F), else 0.
+// (not C0, DEL, C1 U+0080..U+009F or a bidi control), else 0.
 inline std::size_t printable_utf8_at(std::string_view s, std::size_t i) {
   const Utf8Sequence at = utf8_sequence_at(s, i);
-  if (at.length == 0 || at.code < 0x20 || (at.code >= 0x7f && at.code <= 0x9f)) return 0;
+  if (at.length == 0 || at.code < 0x20 || (at.code >= 0x7f && at.code <= 0x9f) || is_bidi_control(at.code)) return 0;
   return at.length;
 }
 
-// get's escaping on a terminal: printable UTF-8 as itself, every other byte escaped.
+// get's escaping on a terminal (and ls's names and problems, cas's message): printable
+// UTF-8 as itself, every other byte escaped (a bidi control's bytes too).
 inline std::string escape_for_terminal(std::string_view s) { return escape_with(s, printable_utf8_at); }
 
 // A line of load's input that cannot be read as KEY<TAB>VALUE; what() says why.

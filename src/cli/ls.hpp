@@ -19,10 +19,21 @@
 // - A lock-free table mid-operation: a counter word may hold an operation's reference
 //   (engines/lockfree/kcas.hpp), which a reader that may not write cannot finish; the
 //   item count is then unknown (null, "?") rather than a guess.
+// - A file whose creator has not set its header's state to ready (it died while
+//   creating it, or the file was made to look so): listed as initialising at once, read
+//   no further (Region::open would wait 2 s for it).
+// - A file truncated while it is read: a mapped page past the new end raises SIGBUS. So
+//   each file is read in a forked child (describe_isolated), which sends its row back
+//   through a pipe; a child killed by a signal (or still reading after
+//   kDescribeSeconds) leaves a row saying so, and ls goes on with the next file.
+// - A lock file that is not a regular file (a FIFO: opening it would wait for a writer):
+//   not trusted (LockFile::open opens it O_NONBLOCK), so its pids are "?".
 #pragma once
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,8 +41,10 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <cstddef>
 #include <filesystem>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -48,7 +61,8 @@ namespace shmht::cli {
 
 // One table as ls found it. `state` is "ok", or why the rest is missing: "busy" (its
 // admin lock is held), "corrupt", "other-version" (another layout or ABI), "unreadable"
-// or "error"; `problem` then says what exactly.
+// or "error"; `problem` then says what exactly. An "ok" row's problem is empty, or says
+// why its items are unknown.
 struct TableListing {
   std::string name;  // the file's name in the directory
   std::string path;
@@ -129,15 +143,34 @@ inline std::string listing_state_of(ErrorCode code) {
   }
 }
 
+// True when the header's state word (read with pread, not through a mapping) says the
+// creator finished initialising the file.
+inline bool header_says_ready(const std::string& path) {
+  const ListingFd file(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
+  std::uint32_t state = 0;
+  return file.fd >= 0 &&
+         pread(file.fd, &state, sizeof state, offsetof(layout::Header, state)) == static_cast<ssize_t>(sizeof state) &&
+         state == layout::kStateReady;
+}
+
 // Reads one file that starts with the magic. Never throws shmht::Error: a table that
-// cannot be read is a row saying why.
+// cannot be read is a row saying why. Reads through a mapping: call it in a child
+// (describe_isolated).
 inline TableListing describe_table(const std::string& name, const std::string& path) {
   TableListing row;
   row.name = name;
   row.path = path;
+  if (!header_says_ready(path)) {
+    row.state = "initialising";
+    row.problem = "its header is not marked ready: its creator is still writing it, or died doing so (remove it if "
+                  "it stays so)";
+    return row;
+  }
   if (const std::optional<pid_t> holder = admin_lock_holder(path)) {
     row.state = "busy";
-    row.problem = "its admin lock is held" + (*holder > 0 ? " by pid " + std::to_string(*holder) : std::string()) +
+    // The pid is what the lock file records (its writers may write anything there).
+    row.problem = "its admin lock is held" +
+                  (*holder > 0 ? " (the lock file names pid " + std::to_string(*holder) + ")" : std::string()) +
                   " (attaching, recovering or switching engines; held for seconds, the holder may be stopped)";
     return row;
   }
@@ -146,6 +179,12 @@ inline TableListing describe_table(const std::string& name, const std::string& p
     const Region region = Region::open(path, /*read_only=*/true, /*trust_foreign_owner=*/true);
     row.engine = static_cast<Engine>(region.header().active_engine.load(std::memory_order_acquire));
     row.items = items_without_attaching(region);
+    // The counters are in the shared file: anyone who may write it may damage them.
+    if (const std::uint64_t slots = region.fixed().home_slots + kOverflowSlots; row.items && *row.items > slots) {
+      row.problem = "its item counters add up to " + std::to_string(*row.items) + ", more than its " + std::to_string(slots) +
+                    " slots: they are damaged (shmht check counts the slots)";
+      row.items.reset();
+    }
     row.apparent_bytes = region.apparent_bytes();
     row.resident_bytes = region.allocated_bytes();
     try {
@@ -156,6 +195,106 @@ inline TableListing describe_table(const std::string& name, const std::string& p
   } catch (const Error& e) {
     row.state = listing_state_of(e.code());
     row.problem = e.what();
+  }
+  return row;
+}
+
+// describe_table's row less name and path, as the child sends it to the parent: six
+// lines (state; engine number or -; items or -; apparent bytes; resident bytes; pids or
+// -), then the problem's bytes up to the end.
+inline std::string encode_row(const TableListing& row) {
+  std::ostringstream out;
+  out << row.state << "\n";
+  out << (row.engine ? std::to_string(static_cast<std::uint32_t>(*row.engine)) : "-") << "\n";
+  out << (row.items ? std::to_string(*row.items) : "-") << "\n" << row.apparent_bytes << "\n" << row.resident_bytes << "\n";
+  if (!row.attached_pids) out << "-";
+  for (pid_t p : row.attached_pids.value_or(std::vector<pid_t>{})) out << p << " ";
+  out << "\n" << row.problem;
+  return out.str();
+}
+
+inline bool decode_row(const std::string& bytes, TableListing& row) {
+  std::istringstream in(bytes);
+  std::string engine, items, pids;
+  if (!std::getline(in, row.state) || !std::getline(in, engine) || !std::getline(in, items) ||
+      !(in >> row.apparent_bytes >> row.resident_bytes) || in.get() != '\n' || !std::getline(in, pids)) {
+    return false;
+  }
+  if (engine != "-") row.engine = static_cast<Engine>(std::stoul(engine));
+  if (items != "-") row.items = std::stoull(items);
+  if (pids != "-") {
+    std::istringstream list(pids);
+    row.attached_pids.emplace();
+    for (pid_t p = 0; list >> p;) row.attached_pids->push_back(p);
+  }
+  const std::streamoff problem_at = in.tellg();
+  row.problem = problem_at < 0 ? "" : bytes.substr(static_cast<std::size_t>(problem_at));
+  return true;
+}
+
+// How long a child may take over one file before it is killed (Region::open waits up to
+// 2 s for a header whose state changes back under it; nothing else waits).
+inline constexpr unsigned kDescribeSeconds = 10;
+
+// describe_table in a forked child, so that a SIGBUS (the file truncated under the
+// mapping) or a hang costs one row, not the listing.
+inline TableListing describe_isolated(const std::string& name, const std::string& path) {
+  TableListing row;
+  row.name = name;
+  row.path = path;
+  row.state = "error";
+  int pipe_fds[2];
+  if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
+    row.problem = std::string("cannot make a pipe to read it in a child: ") + std::strerror(errno);
+    return row;
+  }
+  const pid_t child = fork();
+  if (child == 0) {
+    ::close(pipe_fds[0]);
+    alarm(kDescribeSeconds);
+    std::string bytes;
+    try {
+      bytes = encode_row(describe_table(name, path));
+    } catch (...) {
+      _exit(3);
+    }
+    for (std::size_t sent = 0; sent < bytes.size();) {
+      const ssize_t n = ::write(pipe_fds[1], bytes.data() + sent, bytes.size() - sent);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) _exit(4);
+      sent += static_cast<std::size_t>(n);
+    }
+    _exit(0);  // not exit(): the parent's buffered output must not be written twice
+  }
+  const int fork_error = errno;
+  ::close(pipe_fds[1]);
+  std::string bytes;
+  char buffer[4096];
+  for (;;) {
+    const ssize_t n = ::read(pipe_fds[0], buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    bytes.append(buffer, static_cast<std::size_t>(n));
+  }
+  ::close(pipe_fds[0]);
+  if (child < 0) {
+    row.problem = std::string("cannot fork a child to read it: ") + std::strerror(fork_error);
+    return row;
+  }
+  int status = 0;
+  while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && decode_row(bytes, row)) return row;
+  row.state = "error";
+  if (WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS) {
+    row.problem = "the file shrank while it was read (SIGBUS): it is being truncated or replaced; list again";
+  } else if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM) {
+    row.problem = "reading it took more than " + std::to_string(kDescribeSeconds) + " s; not read";
+  } else {
+    row.problem = "reading it failed (" +
+                  (WIFSIGNALED(status) ? "signal " + std::to_string(WTERMSIG(status))
+                                       : "exit status " + std::to_string(WEXITSTATUS(status))) +
+                  ")";
   }
   return row;
 }
@@ -171,7 +310,7 @@ inline std::vector<TableListing> list_tables(const std::filesystem::path& direct
     if (name.ends_with(".shmht-lock")) continue;  // a table's companion lock file (liveness.hpp)
     const std::string path = entry.path().string();
     if (!starts_with_table_magic(path)) continue;
-    rows.push_back(describe_table(name, path));
+    rows.push_back(describe_isolated(name, path));
   }
   std::sort(rows.begin(), rows.end(), [](const TableListing& a, const TableListing& b) { return a.name < b.name; });
   return rows;

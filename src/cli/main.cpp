@@ -20,7 +20,7 @@
 // \r \\ \xNN): dump's output is ASCII, and load reads back exactly what dump writes. get
 // prints a value, when its output is a terminal, escaped the same way except that a valid
 // UTF-8 sequence of a printable code point shows as itself, so "é" prints; a pipe or file
-// gets the exact bytes.
+// gets the exact bytes, then a newline (as on a terminal).
 //
 // A table that another user owns is refused when it could be a plant (OpenOptions::
 // trust_foreign_owner says when); --trust-owner opens it anyway.
@@ -35,13 +35,21 @@
 //   2  usage: a bad command line, a malformed line in load's input, or an --engine other
 //      than the table's
 //   3  the table refused or failed the operation (full, too large, in use, permission,
-//      not a counter, ...): the message and the error's code name on stderr
+//      not a counter, ...): the message and the error's code name on stderr; or stdin
+//      could not be read, or stdout not written (cli/stdio.hpp: /dev/full, a closed
+//      stdout), or memory ran out
 //   4  corrupt: the file is not a valid table of this build (damaged, another layout
-//      version), or check found problems
+//      version; rm of such a file too), or check found problems
+//
+// A command started with fd 0, 1 or 2 closed opens /dev/null there first, and reads
+// stdin and writes stdout through cli/stdio.hpp, which reports every error (exit 3).
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <charconv>
+#include <cstring>
+#include <exception>
+#include <new>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -59,6 +67,7 @@
 #include "cli/ls.hpp"
 #include "cli/number_option.hpp"
 #include "cli/readable.hpp"
+#include "cli/stdio.hpp"
 #include "shmht/check.hpp"
 #include "shmht/table.hpp"
 
@@ -78,6 +87,8 @@ using shmht::cli::escape;
 using shmht::cli::escape_for_terminal;
 using shmht::cli::MalformedLine;
 using shmht::cli::parse_line;
+using shmht::cli::StdinReader;
+using shmht::cli::StdoutWriter;
 
 // The exit status table (top of this file).
 constexpr int kExitOk = 0, kExitNotFound = 1, kExitUsage = 2, kExitError = 3, kExitCorrupt = 4;
@@ -90,6 +101,35 @@ int exit_status_of(const Error& e) {
     case shmht::ErrorCode::kVersionMismatch: return kExitCorrupt;
     default: return kExitError;
   }
+}
+
+// Which of fd 0, 1, 2 were closed at start (main opens /dev/null onto them first).
+shmht::cli::ClosedAtStart closed_at_start;
+
+// std::cout writes through this (main installs it), so a failed write is known.
+StdoutWriter& stdout_writer() {
+  static StdoutWriter writer(STDOUT_FILENO, closed_at_start.out);
+  return writer;
+}
+
+StdinReader& stdin_reader() {
+  static StdinReader reader(STDIN_FILENO, closed_at_start.in);
+  return reader;
+}
+
+// Flushes std::cout; true if everything written so far reached stdout.
+bool stdout_written() {
+  std::cout.flush();
+  return stdout_writer().error() == 0;
+}
+
+bool stdout_error_reported = false;  // take reports its own
+
+std::string stdout_error_text() {
+  stdout_error_reported = true;
+  const int err = stdout_writer().error();
+  return std::string("writing to stdout failed: ") + std::strerror(err) +
+         (err == EBADF && closed_at_start.out ? " (stdout was closed)" : "");
 }
 
 // What the command line gave; each command reads what its subcommand declared.
@@ -197,8 +237,19 @@ Table open_for_reading(const Arguments& a) {
 
 // --- load / dump ----------------------------------------------------------------------
 
+// The table's fixed limits, read from its validated header without attaching.
+shmht::layout::ImmutableHeader table_limits(const Arguments& a) {
+  // trust_foreign_owner: only the limits are read; the command's own open applies the rules.
+  return shmht::Region::open(shmht::resolve_table_path(a.table), /*read_only=*/true, /*trust_foreign_owner=*/true).fixed();
+}
+
 int cmd_load(const Arguments& a) {
   Table table = open_table(a);
+  // The longest line a storable item can take: every byte escaped as \xNN, a tab, a CR.
+  // A longer one is refused when it gets that long, not read to its end (it may not end).
+  const shmht::layout::ImmutableHeader limits = table_limits(a);
+  const std::size_t longest = 4 * (std::size_t{limits.max_key_bytes} + limits.max_value_bytes) + 2;
+  StdinReader& in = stdin_reader();
   std::string line;
   std::uint64_t number = 0, loaded = 0;
   // Every line before the failing one is stored; it and the rest are not.
@@ -207,8 +258,22 @@ int cmd_load(const Arguments& a) {
               << count_of(loaded, "item") << " stored from the lines before it, none from it on\n";
     return status;
   };
-  while (std::getline(std::cin, line)) {
-    ++number;
+  auto error_text = [](const Error& e) { return std::string(e.what()) + " [" + std::string(shmht::error_code_name(e.code())) + "]"; };
+  for (;;) {
+    try {
+      ++number;
+      if (!in.next_line(line, longest)) break;
+    } catch (const Error& e) {  // a read error is not the end of the input
+      return stop(error_text(e), exit_status_of(e));
+    } catch (const std::bad_alloc&) {
+      return stop("out of memory reading it", kExitError);
+    }
+    if (line.size() > longest) {
+      return stop("longer than " + bytes_text(longest) + ", the longest line an item of this table can take (max_key_bytes " +
+                      std::to_string(limits.max_key_bytes) + ", max_value_bytes " + std::to_string(limits.max_value_bytes) +
+                      ", every byte escaped) [value_too_large]",
+                  kExitError);
+    }
     if (!line.empty() && line.back() == '\r') line.pop_back();  // CRLF input
     if (line.empty()) continue;
     try {
@@ -217,7 +282,7 @@ int cmd_load(const Arguments& a) {
     } catch (const MalformedLine& e) {
       return stop(e.what(), kExitUsage);
     } catch (const Error& e) {
-      return stop(std::string(e.what()) + " [" + std::string(shmht::error_code_name(e.code())) + "]", exit_status_of(e));
+      return stop(error_text(e), exit_status_of(e));
     }
     ++loaded;
   }
@@ -285,6 +350,8 @@ int cmd_stat(const Arguments& a) {
     if (p != getpid()) others.push_back(p);
   }
   const double per_item = s.items ? static_cast<double>(s.apparent_bytes) / static_cast<double>(s.items) : 0.0;
+  // The item counters live in the shared file: anyone who may write it may damage them.
+  const bool items_impossible = s.items > s.slots + shmht::kOverflowSlots;
   if (a.json) {
     const nlohmann::ordered_json j = {
         {"path", s.path},
@@ -293,6 +360,7 @@ int cmd_stat(const Arguments& a) {
         {"slots", s.slots},
         {"overflow_slots", shmht::kOverflowSlots},
         {"items", s.items},
+        {"items_impossible", items_impossible},
         {"load_factor", s.load_factor},
         {"max_key_bytes", s.max_key_bytes},
         {"max_value_bytes", s.max_value_bytes},
@@ -307,13 +375,16 @@ int cmd_stat(const Arguments& a) {
         {"free_by_class", free_classes_json(s)},
         {"attached_pids", others},
     };
-    std::cout << j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
+    std::cout << j.dump(-1, ' ', /*ensure_ascii=*/true, nlohmann::ordered_json::error_handler_t::replace) << "\n";
     return kExitOk;
   }
   std::cout << "table           " << s.path << "\n"
             << "engine          " << shmht::engine_name(s.engine) << "\n"
-            << "items           " << s.items << " of capacity " << s.capacity << " (" << count_of(s.slots, "home slot")
-            << ", " << load_factor_text(s) << ")\n"
+            << "items           " << s.items << " of capacity " << s.capacity << " ("
+            << (items_impossible ? "IMPOSSIBLE: more than the table's " + std::to_string(s.slots + shmht::kOverflowSlots) +
+                                       " slots; its item counters are damaged (shmht check counts the slots)"
+                                 : count_of(s.slots, "home slot") + ", " + load_factor_text(s))
+            << ")\n"
             << "limits          key " << bytes_text(s.max_key_bytes) << ", value " << bytes_text(s.max_value_bytes)
             << ", file " << bytes_text(s.max_bytes) << ", " << count_of(s.max_processes, "handle") << " at once\n"
             << "file            " << bytes_text(s.apparent_bytes) << " apparent, " << bytes_text(s.resident_bytes)
@@ -335,7 +406,7 @@ int print_value(const std::optional<std::string>& value) {
   if (!value) return key_not_found();
   // On a terminal a stored escape sequence would act (retitle it, move the cursor, fake
   // output): show control bytes (C0, DEL, C1) and stray bytes escaped, printable UTF-8 as
-  // itself. A pipe or a file gets the exact bytes.
+  // itself. A pipe or a file gets the exact bytes. Either way a newline follows.
   std::cout << (isatty(STDOUT_FILENO) ? escape_for_terminal(*value) : *value) << "\n";
   return kExitOk;
 }
@@ -360,7 +431,7 @@ int print_value_json(const Arguments& a, const std::string& path, const std::opt
       {"value_escaped", value ? nlohmann::ordered_json(escape(*value)) : nullptr},
       {"value_bytes", value ? nlohmann::ordered_json(value->size()) : nullptr},
   };
-  std::cout << j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
+  std::cout << j.dump(-1, ' ', /*ensure_ascii=*/true, nlohmann::ordered_json::error_handler_t::replace) << "\n";
   return value ? kExitOk : kExitNotFound;
 }
 
@@ -372,23 +443,25 @@ int cmd_get(const Arguments& a) {
 
 // put's VALUE "-": the value is all of stdin, byte for byte (a trailing newline too), so a
 // value larger than the argument list allows (a 1 MB one) or with any bytes can be stored.
-std::string read_all_of_stdin() {
+// Read before attaching (a slow writer on the pipe holds no attachment), and at most one
+// byte more than the table's max_value_bytes: a larger value is refused once that byte
+// arrives, without reading (or holding in memory) the rest. A read error is an error,
+// never an empty or shortened value.
+std::string read_value_from_stdin(const Arguments& a) {
+  const std::uint32_t max_value_bytes = table_limits(a).max_value_bytes;
   std::string value;
-  char buffer[64 * 1024];
-  while (std::cin.read(buffer, sizeof buffer) || std::cin.gcount() > 0) {
-    value.append(buffer, static_cast<std::size_t>(std::cin.gcount()));
+  stdin_reader().read_up_to(value, std::size_t{max_value_bytes} + 1);
+  if (value.size() > max_value_bytes) {
+    throw Error(shmht::ErrorCode::kValueTooLarge,
+                "the value on stdin is longer than " + count_of(max_value_bytes, "byte") +
+                    ", this table's max_value_bytes (read no further; nothing was stored)");
   }
-  if (std::cin.bad()) throw Error(shmht::ErrorCode::kSystem, "reading the value from stdin failed");
   return value;
 }
 
 int cmd_put(const Arguments& a) {
-  Table table = open_table(a);
-  if (a.value == "-") {
-    table.assign(a.key, read_all_of_stdin());
-  } else {
-    table.assign(a.key, a.value);
-  }
+  const std::string value = a.value == "-" ? read_value_from_stdin(a) : a.value;
+  open_table(a).assign(a.key, value);
   return kExitOk;
 }
 
@@ -410,7 +483,31 @@ int cmd_add(const Arguments& a) {
   return kExitOk;
 }
 
-int cmd_take(const Arguments& a) { return print_value(open_table(a).take(a.key)); }
+// take erases the key and prints what it held, in one atomic step, so of two processes
+// taking one key exactly one gets the value. Erasing cannot wait for the output to be
+// written, so a value that could not be written (stdout full or closed) is put back
+// (compare_and_set from absent): the key holds it again unless another process stored
+// the key in between; then the value goes to stderr, escaped as dump writes it. Either
+// way take exits 3.
+int cmd_take(const Arguments& a) {
+  Table table = open_table(a);
+  const std::optional<std::string> value = table.take(a.key);
+  const int status = print_value(value);
+  if (!value || stdout_written()) return status;
+  std::cerr << "shmht: " << stdout_error_text() << "; the value taken from " << escape_for_terminal(a.key);
+  std::string why_not;
+  try {
+    if (table.compare_and_set(a.key, std::nullopt, *value)) {
+      std::cerr << " was put back\n";
+      return kExitError;
+    }
+    why_not = "the key was stored again meanwhile";
+  } catch (const Error& e) {  // the table full, say: the value must still not be lost
+    why_not = e.what();
+  }
+  std::cerr << " could not be put back (" << why_not << "); it was, escaped as dump writes it:\n" << escape(*value) << "\n";
+  return kExitError;
+}
 
 int cmd_cas(const Arguments& a) {
   if (a.expected.has_value() == a.absent || a.desired.has_value() == a.erase) {
@@ -482,9 +579,13 @@ int cmd_check(const Arguments& a) {
   require_expected_engine(a);  // check uses the active engine; a different --engine is refused
   const shmht::CheckReport r =
       shmht::check_table(a.table, {.reclaim_leaked = a.repair, .trust_foreign_owner = a.trust_owner});
+  // The engine check_table opened with is the one active while it was attached (nobody
+  // can switch an attached table): asked again now, as the other commands ask their
+  // handle, a switch between require_expected_engine and the open is refused too.
+  require_expected_engine(a);
   const int status = r.clean ? kExitOk : kExitCorrupt;
   if (a.json) {
-    std::cout << check_json(shmht::resolve_table_path(a.table), r).dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
+    std::cout << check_json(shmht::resolve_table_path(a.table), r).dump(-1, ' ', /*ensure_ascii=*/true, nlohmann::ordered_json::error_handler_t::replace) << "\n";
     return status;
   }
   for (const auto& p : r.problems) std::cout << "problem: " << p << "\n";
@@ -508,9 +609,13 @@ nlohmann::ordered_json listing_json(const shmht::cli::TableListing& t) {
   const auto or_null = [](const auto& optional) {
     return optional ? nlohmann::ordered_json(*optional) : nlohmann::ordered_json(nullptr);
   };
+  // name and path: a JSON string when they are UTF-8, else null; *_escaped always (dump's
+  // escapes), so two names that differ in a byte that is not UTF-8 stay apart.
   return {
-      {"name", t.name},
-      {"path", t.path},
+      {"name", utf8_or_null(t.name)},
+      {"name_escaped", escape(t.name)},
+      {"path", utf8_or_null(t.path)},
+      {"path_escaped", escape(t.path)},
       {"state", t.state},
       {"problem", t.problem.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(t.problem)},
       {"engine", t.engine ? nlohmann::ordered_json(shmht::engine_name(*t.engine)) : nlohmann::ordered_json(nullptr)},
@@ -524,7 +629,9 @@ nlohmann::ordered_json listing_json(const shmht::cli::TableListing& t) {
 int cmd_ls(const Arguments& a) {
   std::vector<shmht::cli::TableListing> tables;
   try {
-    tables = shmht::cli::list_tables(a.directory);
+    // Absolute: a listed path is one every command takes (a relative one is refused, or
+    // read as a bare name in /dev/shm).
+    tables = shmht::cli::list_tables(std::filesystem::absolute(a.directory).lexically_normal());
   } catch (const std::filesystem::filesystem_error& e) {
     std::cerr << "shmht: cannot list " << a.directory << ": " << e.code().message() << "\n";
     return e.code() == std::errc::no_such_file_or_directory ? kExitNotFound : kExitError;
@@ -532,7 +639,7 @@ int cmd_ls(const Arguments& a) {
   if (a.json) {
     nlohmann::ordered_json rows = nlohmann::ordered_json::array();
     for (const auto& t : tables) rows.push_back(listing_json(t));
-    std::cout << rows.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
+    std::cout << rows.dump(-1, ' ', /*ensure_ascii=*/true, nlohmann::ordered_json::error_handler_t::replace) << "\n";
     return kExitOk;
   }
   if (tables.empty()) {
@@ -547,11 +654,11 @@ int cmd_ls(const Arguments& a) {
   for (const auto& t : tables) {
     std::cout << column(escape_for_terminal(t.name), width) << "  ";
     if (t.state != "ok") {
-      std::cout << t.state << ": " << t.problem << "\n";
+      std::cout << t.state << ": " << escape_for_terminal(t.problem) << "\n";  // it names the file
       continue;
     }
     std::cout << column(std::string(shmht::engine_name(*t.engine)), 8) << "  "
-              << column(t.items ? std::to_string(*t.items) : "? (writing)", 10) << "  " << column(bytes_text(t.apparent_bytes), 10)
+              << column(t.items ? std::to_string(*t.items) : t.problem.empty() ? "? (writing)" : "? (damaged)", 10) << "  " << column(bytes_text(t.apparent_bytes), 10)
               << "  " << column(bytes_text(t.resident_bytes), 10) << "  "
               << (t.attached_pids ? pid_list_text(*t.attached_pids) : "? (lock file not trusted)") << "\n";
   }
@@ -573,7 +680,19 @@ int cmd_switch_engine(const Arguments& a) {
 }
 
 int cmd_rm(const Arguments& a) {
-  if (Table::remove(a.table, {.force = a.force})) return kExitOk;
+  bool removed = false;
+  try {
+    removed = Table::remove(a.table, {.force = a.force});
+  } catch (const Error& e) {
+    // A file that is not a table exits 4, as get, put and check say of it (the library
+    // refuses it as an invalid argument: removing it is what is refused).
+    if (e.code() != shmht::ErrorCode::kInvalidArgument || std::string_view(e.what()).find("is not a shmht table") == std::string_view::npos) {
+      throw;
+    }
+    std::cerr << "shmht: " << e.what() << " [" << shmht::error_code_name(shmht::ErrorCode::kCorrupt) << "]\n";
+    return kExitCorrupt;
+  }
+  if (removed) return kExitOk;
   std::cerr << "shmht: no such table\n";
   return kExitNotFound;
 }
@@ -650,7 +769,11 @@ std::vector<Subcommand> declare_commands(CLI::App& app, Arguments& a) {
   CLI::App& add = keyed("add", "add DELTA (default 1) to KEY's counter (decimal text, as Redis INCR) atomically; print the new value", cmd_add);
   add.add_option("DELTA", a.delta, "a signed 64-bit integer (after -- if negative)");
 
-  keyed("take", "erase KEY and print the value erased, in one atomic step (exit 1 if absent)", cmd_take);
+  keyed("take",
+        "erase KEY and print the value erased, in one atomic step (exit 1 if absent). If the value cannot be written "
+        "to stdout (full, closed), it is put back unless the key was stored again meanwhile, and take exits 3: check "
+        "take's exit status before relying on its output",
+        cmd_take);
 
   CLI::App& cas = keyed("cas", "compare and set, atomically: exit 0 if applied, 1 (saying what it held) if not", cmd_cas);
   cas.add_option("--expected", a.expected, "apply only if KEY holds this value");
@@ -694,8 +817,9 @@ std::vector<Subcommand> declare_commands(CLI::App& app, Arguments& a) {
       "ls", "list the shmht tables in DIR with engine, items, bytes and attached pids, attaching to none of them");
   ls->add_option("DIR", a.directory, "the directory (default /dev/shm)");
   ls->add_flag("--json", a.json,
-               "one JSON array: name, path, state (ok, busy, corrupt, other-version, unreadable, error), problem, "
-               "engine, items, apparent_bytes, resident_bytes, attached_pids");
+               "one JSON array: name, name_escaped, path (absolute), path_escaped, state (ok, busy, initialising, "
+               "corrupt, other-version, unreadable, removed, error), problem, engine, items, apparent_bytes, "
+               "resident_bytes, attached_pids");
   commands.push_back({ls, cmd_ls});
   return commands;
 }
@@ -723,15 +847,15 @@ int usage_error(const CLI::App& app, const CLI::ParseError& e) {
   return kExitUsage;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+// The command line, parsed and run: main's status unless stdout could not be written.
+int run(int argc, char** argv) {
   CLI::App app("shmht - a hash table in shared memory, used by many processes at once", "shmht");
   app.footer(
       "NAME: a bare name lives in /dev/shm; an absolute path is a regular file.\n"
       "Exit status: 0 ok; 1 not found (the key, the table, ls's directory) or cas not applied; 2 usage error,\n"
       "a malformed load line, or an --engine other than the table's (switch-engine switches); 3 the table\n"
-      "refused or failed the operation; 4 corrupt table, or check found problems.\n"
+      "refused or failed the operation, or stdin could not be read or stdout not written; 4 corrupt table (rm\n"
+      "of a file that is not a table too), or check found problems.\n"
       "Run 'shmht COMMAND --help' for a command's arguments and options.");
   app.set_version_flag("--version", "shmht " SHMHT_VERSION);
   app.require_subcommand(1);
@@ -758,5 +882,24 @@ int main(int argc, char** argv) {
   } catch (const Error& e) {
     std::cerr << "shmht: " << e.what() << " [" << shmht::error_code_name(e.code()) << "]\n";
     return exit_status_of(e);
+  } catch (const std::bad_alloc&) {
+    std::cerr << "shmht: out of memory\n";
+    return kExitError;
+  } catch (const std::exception& e) {  // none is expected; a message, never std::terminate
+    std::cerr << "shmht: " << e.what() << "\n";
+    return kExitError;
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Before anything is opened: a closed fd 0-2 would be the next file's number.
+  if (!shmht::cli::occupy_closed_stdio(closed_at_start)) return kExitError;
+  std::cout.rdbuf(&stdout_writer());
+  if (isatty(STDOUT_FILENO)) std::cout.setf(std::ios::unitbuf);  // a person sees each line as it comes
+  const int status = run(argc, argv);
+  if (stdout_written() || stdout_error_reported) return status;
+  std::cerr << "shmht: " << stdout_error_text() << "\n";
+  return kExitError;
 }
