@@ -307,7 +307,7 @@ TEST(LockFile, AFifoInItsPlaceIsRefusedNotWaitedOn) {
   Children children;
   children.spawn([&]() -> int {
     try {
-      Table reader = Table::open(name, {.read_only = true});
+      Table reader = Table::open(name, {.engine = std::nullopt, .read_only = true});
       reader.stats();  // asks the lock file which attachments are live
       return 10;       // a FIFO trusted as a lock file
     } catch (const Error& e) {
