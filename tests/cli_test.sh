@@ -161,6 +161,18 @@ grep -q "holds 'mine'" /tmp/shmht-cli-out.$$ || fail "a failed cas did not say w
 expect_status 2 "$shmht" cas "$name-rmw" job --desired x
 [ "$("$shmht" take "$name-rmw" job)" = mine ] || fail "take did not print the erased value"
 expect_status 1 "$shmht" take "$name-rmw" job
+# take without KEY: some item, as one dump line; every item exactly once, then exit 1.
+"$shmht" create "$name-any" --capacity 100 >/dev/null
+"$shmht" put "$name-any" q1 'a b'
+"$shmht" put "$name-any" "$(printf 'q\t2')" v2
+taken=$({ "$shmht" take "$name-any"; "$shmht" take "$name-any"; } | sort)
+[ "$taken" = "$(printf 'q1\ta b\nq\\t2\tv2')" ] || fail "take without KEY did not print each item once as a dump line: $taken"
+expect_status 1 "$shmht" take "$name-any"
+grep -q "empty" /tmp/shmht-cli-out.$$ || fail "take on an empty table did not say it is empty"
+"$shmht" put "$name-any" q3 precious
+set +e; "$shmht" take "$name-any" >/dev/full 2>/tmp/shmht-cli-out.$$; got=$?; set -e
+[ "$got" = 3 ] || fail "take without KEY to /dev/full exited $got, expected 3"
+[ "$("$shmht" get "$name-any" q3)" = precious ] || fail "take without KEY to /dev/full lost the item: $(cat /tmp/shmht-cli-out.$$)"
 "$shmht" put "$name-rmw" text hello
 expect_status 3 "$shmht" add "$name-rmw" text
 grep -q not_a_counter /tmp/shmht-cli-out.$$ || fail "add on a non-counter did not say not_a_counter"

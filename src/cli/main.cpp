@@ -5,7 +5,7 @@
 //   shmht stat NAME [--json]          shmht check NAME [--json] [--repair]
 //   shmht get NAME KEY [--json]       shmht put NAME KEY VALUE   (VALUE "-": read stdin)
 //   shmht del NAME KEY                shmht rm NAME [--force]
-//   shmht add | take | cas NAME KEY ...
+//   shmht add | take | cas NAME KEY ...   shmht take NAME   (no KEY: some item, a queue's pop)
 //   shmht load NAME  < key<TAB>value lines       shmht dump NAME  > same format
 //   shmht ls [DIR] [--json]           the tables in DIR (default /dev/shm), attaching to none
 //   shmht switch-engine NAME E        the only command that changes a table's engine
@@ -30,8 +30,8 @@
 //
 // Exit status (one table for every command; --help's footer and README.md say the same):
 //   0  done (--help and --version too)
-//   1  not found: the key (get, del, take), the table (any command; ls: the directory),
-//      or cas's condition did not hold
+//   1  not found: the key (get, del, take; take without KEY: an empty table), the table
+//      (any command; ls: the directory), or cas's condition did not hold
 //   2  usage: a bad command line, a malformed line in load's input, or an --engine other
 //      than the table's
 //   3  the table refused or failed the operation (full, too large, in use, permission,
@@ -147,6 +147,7 @@ struct Arguments {
   std::string delta = "1";                        // add's DELTA
   std::optional<std::string> expected, desired;   // cas --expected / --desired
   bool absent = false, erase = false;             // cas --absent / --erase
+  bool any_key = false;  // take without KEY: some item (Table::take_any)
 };
 
 // "global, striped, seqlock or lockfree"
@@ -489,7 +490,10 @@ int cmd_add(const Arguments& a) {
 // (compare_and_set from absent): the key holds it again unless another process stored
 // the key in between; then the value goes to stderr, escaped as dump writes it. Either
 // way take exits 3.
+int cmd_take_any(const Arguments& a);
+
 int cmd_take(const Arguments& a) {
+  if (a.any_key) return cmd_take_any(a);
   Table table = open_table(a);
   const std::optional<std::string> value = table.take(a.key);
   const int status = print_value(value);
@@ -506,6 +510,34 @@ int cmd_take(const Arguments& a) {
     why_not = e.what();
   }
   std::cerr << " could not be put back (" << why_not << "); it was, escaped as dump writes it:\n" << escape(*value) << "\n";
+  return kExitError;
+}
+
+// take without KEY erases some item (Table::take_any: a work queue's pop) and prints it as
+// one line, KEY<TAB>VALUE escaped as dump writes them (load reads it back); exit 1 if the
+// table is empty. An item that could not be written is put back as take's value is.
+int cmd_take_any(const Arguments& a) {
+  Table table = open_table(a);
+  const std::optional<shmht::Item> item = table.take_any();
+  if (!item) {
+    std::cerr << "shmht: the table is empty\n";
+    return kExitNotFound;
+  }
+  const std::string line = escape(item->first) + '\t' + escape(item->second);
+  std::cout << line << "\n";
+  if (stdout_written()) return kExitOk;
+  std::cerr << "shmht: " << stdout_error_text() << "; the item taken";
+  std::string why_not;
+  try {
+    if (table.compare_and_set(item->first, std::nullopt, item->second)) {
+      std::cerr << " was put back\n";
+      return kExitError;
+    }
+    why_not = "the key was stored again meanwhile";
+  } catch (const Error& e) {  // the table full, say: the item must still not be lost
+    why_not = e.what();
+  }
+  std::cerr << " could not be put back (" << why_not << "); it was, escaped as dump writes it:\n" << line << "\n";
   return kExitError;
 }
 
@@ -769,11 +801,15 @@ std::vector<Subcommand> declare_commands(CLI::App& app, Arguments& a) {
   CLI::App& add = keyed("add", "add DELTA (default 1) to KEY's counter (decimal text, as Redis INCR) atomically; print the new value", cmd_add);
   add.add_option("DELTA", a.delta, "a signed 64-bit integer (after -- if negative)");
 
-  keyed("take",
-        "erase KEY and print the value erased, in one atomic step (exit 1 if absent). If the value cannot be written "
-        "to stdout (full, closed), it is put back unless the key was stored again meanwhile, and take exits 3: check "
-        "take's exit status before relying on its output",
-        cmd_take);
+  CLI::App& take = opening(
+      "take",
+      "erase KEY and print the value erased, in one atomic step (exit 1 if absent). Without KEY: erase some item "
+      "and print it as KEY<TAB>VALUE, escaped as dump writes them (exit 1 if the table is empty), a work queue's "
+      "pop. If the output cannot be written to stdout (full, closed), what was taken is put back unless the key "
+      "was stored again meanwhile, and take exits 3: check take's exit status before relying on its output",
+      cmd_take);
+  CLI::Option* take_key = take.add_option("KEY", a.key, "the key (after -- if it starts with '-'); none: some item");
+  take.final_callback([&a, take_key] { a.any_key = take_key->count() == 0; });
 
   CLI::App& cas = keyed("cas", "compare and set, atomically: exit 0 if applied, 1 (saying what it held) if not", cmd_cas);
   cas.add_option("--expected", a.expected, "apply only if KEY holds this value");
@@ -852,7 +888,7 @@ int run(int argc, char** argv) {
   CLI::App app("shmht - a hash table in shared memory, used by many processes at once", "shmht");
   app.footer(
       "NAME: a bare name lives in /dev/shm; an absolute path is a regular file.\n"
-      "Exit status: 0 ok; 1 not found (the key, the table, ls's directory) or cas not applied; 2 usage error,\n"
+      "Exit status: 0 ok; 1 not found (the key, the table, ls's directory; take without KEY: nothing to take) or cas not applied; 2 usage error,\n"
       "a malformed load line, or an --engine other than the table's (switch-engine switches); 3 the table\n"
       "refused or failed the operation, or stdin could not be read or stdout not written; 4 corrupt table (rm\n"
       "of a file that is not a table too), or check found problems.\n"
