@@ -29,7 +29,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/shmht-install-test.XXXXXX")
 table="shmht-install-test-$$"
 cleanup() {
   rm -rf "$tmp"
-  rm -f "/dev/shm/$table" "/dev/shm/$table.shmht-lock" "/dev/shm/$table-cxx" "/dev/shm/$table-cxx.shmht-lock"
+  rm -f "/dev/shm/$table"*
 }
 trap cleanup EXIT
 
@@ -103,6 +103,15 @@ step_installed() {
     $(pkg-config --cflags shmht) $(pkg-config --static --libs shmht | sed "s|-lshmht|$prefix/lib/libshmht.a|") \
     || fail "the C++ program does not link libshmht.a"
   "$tmp/consumer-static" "$table-cxx" >/dev/null || fail "the statically linked C++ program failed"
+  # A C program linked statically with cc, which adds no C++ runtime: --static's private
+  # flags must name it (libstdc++), or operator new and the C++ ABI are undefined.
+  # shellcheck disable=SC2046
+  "$cc" -std=c11 -Wall -Werror "$src/examples/c_and_python/c_side.c" -o "$tmp/c_side-static" \
+    $(pkg-config --cflags shmht) $(pkg-config --static --libs shmht | sed "s|-lshmht|$prefix/lib/libshmht.a|") \
+    || fail "the C program does not link libshmht.a with cc and pkg-config --static"
+  "$tmp/c_side-static" "$table-c-static" write >/dev/null || fail "the statically linked C program failed"
+  [ -e "/dev/shm/$table-c-static" ] || fail "the statically linked C program made no table"
+  rm -f "/dev/shm/$table-c-static" "/dev/shm/$table-c-static.shmht-lock"
 }
 
 step_subproject() {
@@ -124,6 +133,14 @@ EOF
   fi
   meson compile -C "$tmp/build" >"$tmp/compile.log" || { tail -50 "$tmp/compile.log"; fail "building the superproject"; }
   run_programs "$tmp/build"
+  readelf -d "$tmp/build/c_side" | grep -q 'NEEDED.*libshmht' || fail "a default superproject did not link libshmht.so"
+  # A superproject that asks for static libraries gets libshmht.a linked in.
+  meson setup "$tmp/build-static" "$project" -Dbuildtype=plain -Ddefault_library=static --force-fallback-for=shmht \
+    >"$tmp/setup-static.log" || { cat "$tmp/setup-static.log"; fail "configuring a static superproject"; }
+  meson compile -C "$tmp/build-static" c_side >"$tmp/compile-static.log" || { tail -50 "$tmp/compile-static.log"; fail "building a static superproject"; }
+  ! readelf -d "$tmp/build-static/c_side" | grep -q 'NEEDED.*libshmht' || fail "a static superproject linked libshmht.so"
+  "$tmp/build-static/c_side" "$table-sub-static" write >/dev/null || fail "the static superproject's C program failed"
+  rm -f "/dev/shm/$table-sub-static" "/dev/shm/$table-sub-static.shmht-lock"
 }
 
 step_pip_config() {
