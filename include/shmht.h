@@ -146,6 +146,12 @@ int shmht_unlink(const char *name);
 int shmht_unlink_force(const char *name);
 
 /* ---- Operations (each one atomic) ----------------------------------------------------- */
+/* Oversize arguments: a key longer than the table's max_key_bytes cannot be in the table,
+ * so the calls that only look it up or remove it (shmht_get, shmht_del, shmht_take,
+ * shmht_cas with an expected value) answer as for an absent key (SHMHT_NOT_FOUND,
+ * SHMHT_CAS_MISMATCH); only a call that would store it (shmht_put, shmht_insert,
+ * shmht_add, shmht_cas inserting) fails with SHMHT_KEY_TOO_LARGE. A value to store longer
+ * than max_value_bytes is always SHMHT_VALUE_TOO_LARGE. */
 
 /* Stores value under key, inserting or overwriting. */
 int shmht_put(shmht_table *t, const void *key, size_t klen, const void *value, size_t vlen);
@@ -171,7 +177,8 @@ int shmht_take(shmht_table *t, const void *key, size_t klen, void *buf, size_t c
 
 /* Erases some item and returns it, in one atomic step (a work queue's pop: several
  * processes taking items each get different ones): SHMHT_OK with *key, *klen,
- * *value and *vlen set, or SHMHT_NOT_FOUND when a full walk found the table empty. The
+ * *value and *vlen set, or SHMHT_NOT_FOUND (the out-parameters untouched) when a full
+ * walk found the table empty. The
  * returned bytes belong to the handle and stay valid until its next shmht_take_any or
  * shmht_close, so no buffer can be too small and no item is lost. Amortised O(1): the
  * handle keeps a cursor and resumes where it found the last item (C++ Table::take_any,
@@ -179,8 +186,11 @@ int shmht_take(shmht_table *t, const void *key, size_t klen, void *buf, size_t c
 int shmht_take_any(shmht_table *t, const void **key, size_t *klen, const void **value, size_t *vlen);
 
 /* Adds delta to the counter stored at key (an absent key counts as 0) and sets *result
- * (may be NULL) to the new value. Counters are the values shmht::Table::add and Python's
- * Table.add use. SHMHT_NOT_A_COUNTER or SHMHT_COUNTER_OVERFLOW change nothing. */
+ * (may be NULL) to the new value. A counter is the decimal text of an int64, as Redis
+ * INCR keeps it ("20261206" + 1 stores "20261207"): an optional '-', then digits without
+ * leading zeros. shmht::Table::add, Python's Table.add and `shmht add` use the same text.
+ * A value that is not such a number (SHMHT_NOT_A_COUNTER) or a sum outside int64_t
+ * (SHMHT_COUNTER_OVERFLOW) changes nothing. */
 int shmht_add(shmht_table *t, const void *key, size_t klen, int64_t delta, int64_t *result);
 
 /* Compare-and-set: if key's value equals `expected`, makes it `desired`: SHMHT_OK; else
@@ -188,7 +198,8 @@ int shmht_add(shmht_table *t, const void *key, size_t klen, int64_t delta, int64
  * ignored), so an empty value (a non-NULL pointer, length 0) is distinct from no value:
  *   expected NULL, desired v:  insert v if the key is absent;
  *   expected e,    desired v:  overwrite with v if the value is e;
- *   expected e,    desired NULL: erase the key if its value is e. */
+ *   expected e,    desired NULL: erase the key if its value is e;
+ *   expected NULL, desired NULL: change nothing; SHMHT_OK if the key is absent. */
 int shmht_cas(shmht_table *t, const void *key, size_t klen, const void *expected, size_t elen,
               const void *desired, size_t dlen);
 
