@@ -441,7 +441,9 @@ class Table(_shmht._TableBase, MutableMapping):
         # spawn / pickling: re-attach by path in the other process, never re-create.
         if self.closed:
             raise ValueError("cannot pickle a closed shmht.Table")
-        return (_reattach, (self.path, self.engine, self.read_only, self.trust_foreign_owner, self.codec))
+        temporary_file = self._temporary_file()
+        arguments = (self.path, self.engine, self.read_only, self.trust_foreign_owner, self.codec)
+        return (_reattach, arguments if temporary_file is None else arguments + (temporary_file,))
 
     def __repr__(self):
         state = "closed" if self.closed else f"engine={self.engine!r}" + (" read_only" if self.read_only else "")
@@ -457,15 +459,19 @@ def _as_bytes(value):
     return value.encode("utf-8") if isinstance(value, str) else memoryview(value).tobytes()
 
 
-def _reattach(path, engine, read_only=False, trust_foreign_owner=False, codec=None):
+def _reattach(path, engine, read_only=False, trust_foreign_owner=False, codec=None, temporary_file=None):
     """Unpickling: attach to the existing table `path` with `engine`, sharing the
     attachment this process has already for these arguments (so that the copies a pool
     worker receives, one per task, hold one of the table's max_processes entries, not one
-    each; closing one copy leaves the others working)."""
+    each; closing one copy leaves the others working).
+
+    temporary_file: a Table.temporary's (device, inode). Its path, /proc/<pid>/fd/<n>,
+    names whatever the creator's fd <n> is now, so the file is checked: once the creator
+    has closed the table, TableNotFoundError, never another table or file."""
     table = Table.__new__(Table)
     table._attach(_path_bytes(path), _checked_engine(engine), "share", bool(read_only), bool(trust_foreign_owner),
                   DEFAULT_CAPACITY, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES, DEFAULT_MAX_BYTES,
-                  DEFAULT_MAX_PROCESSES, DEFAULT_MODE)
+                  DEFAULT_MAX_PROCESSES, DEFAULT_MODE, None if temporary_file is None else tuple(temporary_file))
     _set_codec(table, _codec_class(codec))
     return table
 
