@@ -99,8 +99,10 @@ class _CodecTable(Table):
         key, data = super().popitem()
         try:
             decoded_key = self._decode_key(key)
-        except Exception:
-            self._put_back(key, data)
+        except Exception as error:
+            put_back = self._put_back(key, data)
+            _name_key_in(error, key, "the item was put back in the table" if put_back else
+                         "it could not be put back (the key holds a newer value)", what="key")
             raise
         return decoded_key, self._decode_removed(key, data)
 
@@ -186,12 +188,12 @@ class _PickleTable(_CodecTable):
 _CLASSES = {None: Table, "text": _TextTable, "pickle": _PickleTable}
 
 
-def _name_key_in(error, key, afterwards=""):
+def _name_key_in(error, key, afterwards="", what="value of key"):
     """Make the message of `error`, raised decoding the value of `key`, name the key (and
     say `afterwards`, what became of the item): UnicodeDecodeError's text is made from its
     reason; an exception with one str argument (UnpicklingError) from it; any other gets
     a note (shown under its traceback)."""
-    where = f" (the value of key {_as_bytes(key)!r}" + (f"; {afterwards})" if afterwards else ")")
+    where = f" (the {what} {_as_bytes(key)!r}" + (f"; {afterwards})" if afterwards else ")")
     if isinstance(error, UnicodeDecodeError):
         error.reason += where
     elif len(error.args) == 1 and isinstance(error.args[0], str):

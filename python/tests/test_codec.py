@@ -124,3 +124,11 @@ def test_a_value_the_codec_cannot_decode_is_named_by_its_key(table_name, codec, 
                      lambda: list(t.items())):
             with pytest.raises(_decode_error(codec), match="value of key b'bin'"):
                 read()
+
+
+def test_popitem_keeps_an_item_whose_key_is_not_utf8(table_name):
+    with shmht.Table(table_name, capacity=64) as raw, shmht.Table(table_name, codec="text") as t:
+        raw[b"\xff"] = b"v"
+        with pytest.raises(UnicodeDecodeError, match=r"the key b'\\xff'; the item was put back"):
+            t.popitem()
+        assert dict(raw) == {b"\xff": b"v"}
