@@ -166,3 +166,33 @@ def test_unlink_of_a_temporary_removes_nothing_and_says_so():
         t[b"k"] = b"v"
         assert t.unlink() is False, "a temporary has no name; it goes when its last handle closes"
         assert t[b"k"] == b"v"
+
+
+def _pass_on_after_parent_closed(table, parent_done, queue):
+    parent_done.wait(30)
+    try:
+        assert dict(table) == {b"table": b"first"}  # re-opened through this child's own fd
+        queue.put(_unpickle_in_another_process(pickle.dumps(table)))
+    except Exception as e:  # noqa: BLE001 (reported to the parent)
+        queue.put(f"{type(e).__name__} {e}")
+
+
+def test_a_forked_child_can_pass_its_temporary_on_after_the_parent_closed_it():
+    """The child names the table by its own descriptor (/proc/<child>/fd/<n>), kept open
+    while its handle lives, so a process it pickles the table to can attach."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    queue, parent_done = ctx.Queue(), ctx.Event()
+    with shmht.Table.temporary(capacity=64) as first:
+        first[b"table"] = b"first"
+        child = ctx.Process(target=_pass_on_after_parent_closed, args=(first, parent_done, queue), daemon=True)
+        child.start()
+    try:
+        parent_done.set()
+        assert queue.get(timeout=60) == "attached {b'table': b'first'}"
+    finally:
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+            child.join(5)
+    assert child.exitcode == 0

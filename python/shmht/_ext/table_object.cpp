@@ -176,7 +176,9 @@ std::optional<FileId> file_named(const std::string& path) {
   return FileId{st.st_dev, st.st_ino};
 }
 
-// The file `table` has open (fstat of its own descriptor). Throws shmht::Error.
+// The file `table` has open (fstat of its own descriptor, through stats(): tens of
+// microseconds, so only for anonymous tables, whose name is the least stable). Throws
+// shmht::Error.
 FileId file_of(shmht::Table& table) {
   const shmht::Stats s = table.stats();
   return {s.file_device, s.file_inode};
@@ -186,7 +188,9 @@ struct SharedHandle {
   shmht::Table table;
   HandleKey key;
   std::uint64_t generation;  // fork generation it was opened under
-  FileId file;               // the file `table` has open
+  // The file `table` has open: for an anonymous table, fstat of its descriptor; for a
+  // named one, what its path named just after opening (nullopt if that failed).
+  std::optional<FileId> file;
   long refs = 1;             // Table objects using it
   bool busy = false;         // a batch call is using `table` with the GIL released
   unsigned long busy_thread = 0;  // the thread running that batch (PyThread_get_thread_ident)
@@ -218,7 +222,7 @@ Registry& registry() {
 }
 
 // True if `h` has open the file its path names now (not one the name named before).
-bool same_file(const SharedHandle& h) { return file_named(h.key.path) == h.file; }
+bool same_file(const SharedHandle& h) { return h.file && file_named(h.key.path) == h.file; }
 
 // Offers `h` to later copies, unless an equivalent handle is offered already.
 void register_handle(SharedHandle* h) {
@@ -236,7 +240,7 @@ SharedHandle* find_shared(const HandleKey& key, const std::optional<FileId>& fil
   SharedHandle* found = nullptr;
   if (file) {
     for (const auto& [k, h] : r.handles) {
-      if (h->file == *file && k.engine == key.engine && k.read_only == key.read_only &&
+      if (h->file == file && k.engine == key.engine && k.read_only == key.read_only &&
           k.trust_foreign_owner == key.trust_foreign_owner) {
         found = h;
         break;
@@ -308,10 +312,12 @@ shmht::Table open_trusted_or_create(const char* name, const shmht::OpenOptions& 
   return shmht::Table::open_or_create(name, create);
 }
 
-// A new handle around `table`, offered to later copies; throws like new.
-SharedHandle* adopt(shmht::Table table, bool read_only, bool trust_foreign_owner, int kept_fd = -1) {
+// A new handle around `table`, offered to later copies; throws like new. `file`: the
+// file it has open, if known (else what its path names now).
+SharedHandle* adopt(shmht::Table table, bool read_only, bool trust_foreign_owner, std::optional<FileId> file = std::nullopt,
+                    int kept_fd = -1) {
   HandleKey key{table.path(), table.engine(), read_only, trust_foreign_owner};
-  const FileId file = file_of(table);
+  if (!file) file = file_named(key.path);
   auto* h = new SharedHandle{std::move(table), std::move(key), fork_generation(), file};
   h->kept_fd = kept_fd;
   register_handle(h);
@@ -342,7 +348,7 @@ SharedHandle* shared_or_open(const HandleKey& key, const std::optional<FileId>& 
   if (file && file_named(key.path) != file) throw_temporary_gone(key.path);
   shmht::Table table = shmht::Table::open(key.path, open_options(key.engine, key.read_only, key.trust_foreign_owner));
   if (file && file_of(table) != *file) throw_temporary_gone(key.path);  // replaced between the two looks
-  SharedHandle* h = adopt(std::move(table), key.read_only, key.trust_foreign_owner, kept.fd);
+  SharedHandle* h = adopt(std::move(table), key.read_only, key.trust_foreign_owner, file, kept.fd);
   kept.fd = -1;
   return h;
 }
@@ -690,14 +696,16 @@ PyObject* table_attach(PyObject* object, PyObject* args) {
     if (how == "share") {
       h = shared_or_open({name, *engine, read_only != 0, trust_foreign_owner != 0}, expected_file);
     } else {
-      h = adopt(how == "create"      ? open_trusted_or_create(name, open, options)
-                : how == "temporary" ? shmht::Table::create_anonymous(options)
-                                     : shmht::Table::open(name, open),
-                read_only != 0, trust_foreign_owner != 0);
+      shmht::Table table = how == "create"      ? open_trusted_or_create(name, open, options)
+                           : how == "temporary" ? shmht::Table::create_anonymous(options)
+                                                : shmht::Table::open(name, open);
+      std::optional<FileId> file;
+      if (how == "temporary") file = file_of(table);
+      h = adopt(std::move(table), read_only != 0, trust_foreign_owner != 0, file);
     }
     std::unique_ptr<std::string> path = std::make_unique<std::string>(h->table.path());
     std::unique_ptr<FileId> file;
-    if (how == "temporary" || expected_file) file = std::make_unique<FileId>(h->file);
+    if (how == "temporary" || expected_file) file = std::make_unique<FileId>(*h->file);
     release(self->handle);
     delete self->path;
     delete self->temporary_file;
