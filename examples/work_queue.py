@@ -62,6 +62,9 @@ def main(argv=None):
     ctx = multiprocessing.get_context(args.start_method)
     processes = args.producers + args.consumers + 1
     # Three tables; pickled to each child (which attaches by path while we hold them open).
+    # The job table's capacity is the backlog, not the default 1,048,576: a popitem on a
+    # nearly empty table walks about capacity / items slots (a full lap when it is empty),
+    # so a small table keeps the consumers' empty looks cheap (python/README.md, popitem).
     with shmht.Table.temporary(capacity=args.jobs + 16, max_processes=processes, codec="text") as jobs, \
          shmht.Table.temporary(capacity=16, max_processes=processes, codec="text") as control, \
          shmht.Table.temporary(capacity=args.jobs + args.consumers + 16, max_processes=processes,

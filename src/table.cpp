@@ -234,6 +234,7 @@ class TableImpl {
     return {bytes, hash_key(bytes, context_.fixed().hash_seed)};
   }
 
+  std::uint32_t max_value_bytes() const noexcept { return context_.fixed().max_value_bytes; }
   bool value_fits(std::string_view value) const noexcept { return value.size() <= context_.fixed().max_value_bytes; }
 
   void check_value(std::string_view value) const {
@@ -290,6 +291,10 @@ class TableImpl {
     s.free_record_bytes = 0;
     for (const FreeClass& c : s.free_by_class) s.free_record_bytes += c.records * c.record_bytes;
     s.attached_pids = r.attached_pids();
+    struct stat st{};
+    if (fstat(r.fd(), &st) != 0) throw Error(ErrorCode::kSystem, "fstat " + s.path + ": " + std::strerror(errno));
+    s.file_device = st.st_dev;
+    s.file_inode = st.st_ino;
     return s;
   }
 
@@ -757,7 +762,11 @@ std::int64_t Table::add(std::string_view key, std::int64_t delta) {
   for (;;) {
     const std::int64_t next = counter_sum(key, seen, delta);
     const std::string desired = encode_counter(next);
-    impl_->check_value(desired);  // a table whose values are shorter than a counter
+    if (!impl_->value_fits(desired)) {  // a table whose values are shorter than a counter
+      throw Error(ErrorCode::kValueTooLarge, "add: the counter " + shown_bytes(key) + " would be " + desired + " (" +
+                                                 std::to_string(desired.size()) + " bytes); this table's maximum value is " +
+                                                 std::to_string(impl_->max_value_bytes()) + " bytes");
+    }
     // `expected` views `seen`, so the value a failed attempt reports goes elsewhere first.
     std::optional<std::string> now;
     if (impl_->engine().compare_and_set(k, seen, desired, &now)) return next;

@@ -69,6 +69,10 @@ struct Stats {
   std::uint64_t free_record_bytes;  // in free lists, ready for reuse
   std::vector<FreeClass> free_by_class;  // the classes with free records, smallest first
   std::vector<pid_t> attached_pids;
+  // The file this handle has open (fstat of its own descriptor): what a name such as an
+  // anonymous table's /proc/<pid>/fd/<n>, which any file may take over, named when opened.
+  std::uint64_t file_device;
+  std::uint64_t file_inode;
 };
 
 // What this handle's operations cost in coordination (the lock-free engine counts; the

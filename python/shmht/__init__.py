@@ -234,8 +234,14 @@ class Table(_shmht._TableBase, MutableMapping):
                  UnicodeDecodeError when read;
         "pickle" values are any picklable object, stored pickled (keys stay bytes/str,
                  and come back as bytes); compare_and_set and update_value compare the
-                 pickled bytes. Only unpickle tables whose writers you trust. add works
-                 on decimal text, not pickles: read a counter with add(key, 0).
+                 pickled bytes. Reading a value runs the code its pickle names: anyone
+                 who can write the table can run code in this process. Use it only on
+                 tables whose every writer you trust. add works on decimal text, not
+                 pickles: read a counter with add(key, 0).
+        A value the codec cannot decode raises the codec's error (UnicodeDecodeError,
+        pickle.UnpicklingError, ...) naming the key; pop and popitem put that item back
+        (or, if the key holds a newer value by then, attach the removed bytes to the
+        exception as shmht_key and shmht_value), so nothing is lost.
 
     Keys and values are bytes. A str is accepted anywhere a key or value is expected and
     is encoded as UTF-8 (so "a" and b"a" are the same key); so is any object with the
@@ -317,7 +323,15 @@ class Table(_shmht._TableBase, MutableMapping):
         children forked from it, and pickled copies (multiprocessing under spawn or
         forkserver, a Pool). Once the creator has closed it or exited, it can no longer be
         opened (TableNotFoundError); processes attached already keep using it until they
-        close it. Parameters are those of Table() for a new table."""
+        close it. Parameters are those of Table() for a new table.
+
+        /proc/<pid>/fd/<n> names whatever the creator's descriptor n is now, which its next
+        file may reuse: a pickle therefore carries the table's file identity (device,
+        inode), and attaching checks it, raising TableNotFoundError ("closed by its
+        creator") rather than opening another table or file. A forked child re-opens it
+        through the descriptor it inherited, so it keeps the table after the parent closes
+        it. In another PID namespace /proc/<pid> is another process: attaching fails
+        there. unlink() returns False: there is no name to remove."""
         codec_class = _codec_class(codec)
         self = cls.__new__(cls)
         self._attach(
@@ -390,7 +404,11 @@ class Table(_shmht._TableBase, MutableMapping):
         one of them. Amortised O(1): the handle keeps a cursor over the table and resumes
         where the last call stopped, so draining n items costs about n pops plus a walk of
         the table, not a walk per pop. KeyError once a full walk since the last item found
-        finds none (an item present for the whole call is found)."""
+        finds none (an item present for the whole call is found).
+
+        Nearly empty, a pop walks about capacity / items slots to the next item, and on an
+        empty table a whole lap (5.7 ms at the default capacity; python/README.md): size a
+        queue's capacity near its backlog, and wait after a KeyError rather than poll."""
         item = self._take_any()
         if item is None:
             raise KeyError("popitem(): shmht.Table is empty")
@@ -428,7 +446,9 @@ class Table(_shmht._TableBase, MutableMapping):
         return False, deleting nothing, if the name is gone or names another file now.
 
         Other attached processes are not asked (use shmht.unlink(name) for that check):
-        they keep using the removed file, as this handle does until it is closed."""
+        they keep using the removed file, as this handle does until it is closed.
+        A temporary table (Table.temporary) has no name: False; it goes when its last
+        handle closes."""
         return self._unlink_if_same()
 
     def __enter__(self):
@@ -441,7 +461,9 @@ class Table(_shmht._TableBase, MutableMapping):
         # spawn / pickling: re-attach by path in the other process, never re-create.
         if self.closed:
             raise ValueError("cannot pickle a closed shmht.Table")
-        return (_reattach, (self.path, self.engine, self.read_only, self.trust_foreign_owner, self.codec))
+        temporary_file = self._temporary_file()
+        arguments = (self.path, self.engine, self.read_only, self.trust_foreign_owner, self.codec)
+        return (_reattach, arguments if temporary_file is None else arguments + (temporary_file,))
 
     def __repr__(self):
         state = "closed" if self.closed else f"engine={self.engine!r}" + (" read_only" if self.read_only else "")
@@ -457,15 +479,19 @@ def _as_bytes(value):
     return value.encode("utf-8") if isinstance(value, str) else memoryview(value).tobytes()
 
 
-def _reattach(path, engine, read_only=False, trust_foreign_owner=False, codec=None):
+def _reattach(path, engine, read_only=False, trust_foreign_owner=False, codec=None, temporary_file=None):
     """Unpickling: attach to the existing table `path` with `engine`, sharing the
     attachment this process has already for these arguments (so that the copies a pool
     worker receives, one per task, hold one of the table's max_processes entries, not one
-    each; closing one copy leaves the others working)."""
+    each; closing one copy leaves the others working).
+
+    temporary_file: a Table.temporary's (device, inode). Its path, /proc/<pid>/fd/<n>,
+    names whatever the creator's fd <n> is now, so the file is checked: once the creator
+    has closed the table, TableNotFoundError, never another table or file."""
     table = Table.__new__(Table)
     table._attach(_path_bytes(path), _checked_engine(engine), "share", bool(read_only), bool(trust_foreign_owner),
                   DEFAULT_CAPACITY, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES, DEFAULT_MAX_BYTES,
-                  DEFAULT_MAX_PROCESSES, DEFAULT_MODE)
+                  DEFAULT_MAX_PROCESSES, DEFAULT_MODE, None if temporary_file is None else tuple(temporary_file))
     _set_codec(table, _codec_class(codec))
     return table
 

@@ -9,7 +9,7 @@ codec.
 
 import pickle
 
-from . import Table
+from . import Table, _as_bytes
 
 _CODECS = ("text", "pickle")
 
@@ -36,27 +36,39 @@ class _CodecTable(Table):
     def _encode_optional(self, value):
         return None if value is None else self._encode(value)
 
+    def _decode_value_of(self, key, data, afterwards=""):
+        """self._decode(data), the value of `key`; an error it raises names the key (a
+        table may hold one bad value among many), and says `afterwards` (what became of
+        the item)."""
+        try:
+            return self._decode(data)
+        except Exception as error:
+            _name_key_in(error, key, afterwards)
+            raise
+
     # -- reads ---------------------------------------------------------------------------
 
     def __getitem__(self, key):
-        return self._decode(super().__getitem__(key))
+        return self._decode_value_of(key, super().__getitem__(key))
 
     def get(self, key, default=None):
         data = super().get(key)
-        return default if data is None else self._decode(data)
+        return default if data is None else self._decode_value_of(key, data)
 
     def get_many(self, keys, default=None):
+        keys = list(keys)
         missing = object()
-        return [default if data is missing else self._decode(data) for data in super().get_many(keys, missing)]
+        return [default if data is missing else self._decode_value_of(key, data)
+                for key, data in zip(keys, super().get_many(keys, missing))]
 
     def __iter__(self):
         return map(self._decode_key, super().__iter__())
 
     def _values(self):
-        return map(self._decode, super()._values())
+        return (self._decode_value_of(k, v) for k, v in super()._items())
 
     def _items(self):
-        return ((self._decode_key(k), self._decode(v)) for k, v in super()._items())
+        return ((self._decode_key(k), self._decode_value_of(k, v)) for k, v in super()._items())
 
     # -- writes --------------------------------------------------------------------------
 
@@ -78,14 +90,42 @@ class _CodecTable(Table):
     def pop(self, key, default=_missing):
         data = super().pop(key, None)
         if data is not None:
-            return self._decode(data)
+            return self._decode_removed(key, data)
         if default is _CodecTable._missing:
             raise KeyError(key)
         return default
 
     def popitem(self):
         key, data = super().popitem()
-        return self._decode_key(key), self._decode(data)
+        try:
+            decoded_key = self._decode_key(key)
+        except Exception as error:
+            put_back = self._put_back(key, data)
+            _name_key_in(error, key, "the item was put back in the table" if put_back else
+                         "it could not be put back (the key holds a newer value)", what="key")
+            raise
+        return decoded_key, self._decode_removed(key, data)
+
+    def _decode_removed(self, key, data):
+        """Decode the value of `key` that pop or popitem has just removed (atomically, as
+        bytes). If it cannot be decoded, the item must not be lost: it is put back, unless
+        the key holds a value again by then (another process stored one), in which case
+        the raw key and value ride on the exception as shmht_key and shmht_value."""
+        try:
+            return self._decode(data)
+        except Exception as error:
+            if self._put_back(key, data):
+                _name_key_in(error, key, "the item was put back in the table")
+            else:
+                error.shmht_key, error.shmht_value = _as_bytes(key), data
+                _name_key_in(error, key, "it could not be put back (the key holds a newer value): its bytes are "
+                                         "this exception's shmht_key and shmht_value")
+            raise
+
+    def _put_back(self, key, data):
+        """Store the raw `data` under `key` if the key is absent; True if it was."""
+        applied, _ = self._compare_and_set_seen(key, None, data)
+        return applied
 
     def setdefault(self, key, default=None):
         if default is None:
@@ -146,6 +186,20 @@ class _PickleTable(_CodecTable):
 
 
 _CLASSES = {None: Table, "text": _TextTable, "pickle": _PickleTable}
+
+
+def _name_key_in(error, key, afterwards="", what="value of key"):
+    """Make the message of `error`, raised decoding the value of `key`, name the key (and
+    say `afterwards`, what became of the item): UnicodeDecodeError's text is made from its
+    reason; an exception with one str argument (UnpicklingError) from it; any other gets
+    a note (shown under its traceback)."""
+    where = f" (the {what} {_as_bytes(key)!r}" + (f"; {afterwards})" if afterwards else ")")
+    if isinstance(error, UnicodeDecodeError):
+        error.reason += where
+    elif len(error.args) == 1 and isinstance(error.args[0], str):
+        error.args = (error.args[0] + where,)
+    else:
+        error.add_note("shmht:" + where[1:-1])
 
 
 def _codec_class(codec):

@@ -7,6 +7,7 @@ import pickle
 import pytest
 
 import shmht
+from shmht._codec import _TextTable
 
 
 @pytest.fixture
@@ -71,3 +72,63 @@ def test_a_bad_codec_or_value_type_names_what_is_accepted(table_name, text_table
             t[1.5] = b"v"
     with pytest.raises(TypeError, match=r"codec='text'\) values must be str, bytes, bytearray or memoryview, not dict"):
         text_table["k"] = {}
+
+
+# -- a value the codec cannot decode (review R-api F5, F9) -------------------------------------
+
+
+def _decode_error(codec):
+    return UnicodeDecodeError if codec == "text" else pickle.UnpicklingError
+
+
+@pytest.mark.parametrize("codec, junk", [("text", b"\xff\xfe"), ("pickle", b"not a pickle")])
+def test_pop_and_popitem_keep_an_item_they_cannot_decode(table_name, codec, junk):
+    with shmht.Table(table_name, capacity=64) as raw, shmht.Table(table_name, codec=codec) as t:
+        raw[b"bad"] = junk
+        with pytest.raises(_decode_error(codec), match="b'bad'.*put back") as info:
+            t.pop("bad")
+        assert raw[b"bad"] == junk, "pop lost the item it could not decode"
+        assert not hasattr(info.value, "shmht_value")
+        with pytest.raises(_decode_error(codec), match="b'bad'.*put back"):
+            t.popitem()
+        assert dict(raw) == {b"bad": junk}, "popitem lost the item it could not decode"
+
+
+def test_an_undecodable_item_restored_meanwhile_comes_with_the_error(table_name):
+    """If the key holds a new value by the time pop puts the old one back, the old bytes
+    go with the exception (nothing is overwritten, nothing silently dropped)."""
+    with shmht.Table(table_name, capacity=64) as raw:
+        class Racing(_TextTable):
+            __slots__ = ()
+
+            @staticmethod
+            def _decode(data):
+                raw[b"bad"] = b"newer"  # another process stores the key again meanwhile
+                return data.decode("utf-8")
+
+        t = shmht.Table(table_name)
+        t.__class__ = Racing
+        raw[b"bad"] = b"\xff"
+        with pytest.raises(UnicodeDecodeError, match="b'bad'.*could not be put back") as info:
+            t.pop("bad")
+        assert (info.value.shmht_key, info.value.shmht_value) == (b"bad", b"\xff")
+        assert raw[b"bad"] == b"newer"
+        t.close()
+
+
+@pytest.mark.parametrize("codec, junk", [("text", b"\xff"), ("pickle", b"junk")])
+def test_a_value_the_codec_cannot_decode_is_named_by_its_key(table_name, codec, junk):
+    with shmht.Table(table_name, capacity=64) as raw, shmht.Table(table_name, codec=codec) as t:
+        raw[b"bin"] = junk
+        for read in (lambda: t["bin"], lambda: t.get("bin"), lambda: t.get_many(["bin"]), lambda: list(t.values()),
+                     lambda: list(t.items())):
+            with pytest.raises(_decode_error(codec), match="value of key b'bin'"):
+                read()
+
+
+def test_popitem_keeps_an_item_whose_key_is_not_utf8(table_name):
+    with shmht.Table(table_name, capacity=64) as raw, shmht.Table(table_name, codec="text") as t:
+        raw[b"\xff"] = b"v"
+        with pytest.raises(UnicodeDecodeError, match=r"the key b'\\xff'; the item was put back"):
+            t.popitem()
+        assert dict(raw) == {b"\xff": b"v"}

@@ -8,6 +8,8 @@ batch stopped early (fewer items stored or walked than a full batch) and that
 `shmht check` finds the table clean."""
 
 import os
+import sys
+import textwrap
 import signal
 import subprocess
 import threading
@@ -74,3 +76,35 @@ def test_ctrl_c_stops_a_walk(big_table):
     assert interrupted_after < full_walk / 2, f"walk took {full_walk:.3f} s, interrupted after {interrupted_after:.3f} s"
     assert len(big_table) == ITEMS
     assert_check_clean(big_table.path)
+
+
+def test_a_signal_handler_using_the_table_during_a_batch_raises_instead_of_deadlocking(table_name):
+    """A handler runs on the thread whose batch holds the handle (SignalPoll); waiting for
+    that batch would wait for ever (review R-api F6: a timer handler reading a copy of the
+    table hung list(t.items())). Bounded by a subprocess timeout."""
+    script = textwrap.dedent(f"""
+        import pickle, signal, shmht
+        t = shmht.Table({table_name!r}, capacity=200_000)
+        t.update({{b"k%d" % i: b"v" for i in range(150_000)}})
+        copy = pickle.loads(pickle.dumps(t))  # shares t's handle
+        signal.signal(signal.SIGALRM, lambda *_: copy.get(b"k1"))
+        signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
+        try:
+            for _ in range(50):
+                list(t.items())
+            print("no signal arrived during a batch")
+        except RuntimeError as e:
+            print("RuntimeError", e)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        assert copy.get(b"k1") == b"v" and len(t) == 150_000, "the handle works after it"
+        copy.close(); t.close()
+    """)
+    try:
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    except subprocess.TimeoutExpired:
+        pytest.fail("deadlock: a signal handler using the table during a batch call hung for 60 s")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("RuntimeError") and "signal handler during a batch call" in result.stdout, \
+        result.stdout

@@ -341,3 +341,12 @@ def test_table_unlink_removes_only_its_own_file(table_name):
     finally:
         old.close()
         new.close()
+
+
+def test_add_past_a_small_max_value_bytes_names_the_key_and_the_counter(table_name):
+    with shmht.Table(table_name, capacity=64, max_value_bytes=4) as t:
+        t.add(b"hits", 9999)
+        with pytest.raises(shmht.ValueTooLargeError, match=r"add: the counter b?'hits' would be 10000 \(5 bytes\); "
+                                                            r"this table's maximum value is 4 bytes"):
+            t.add(b"hits")
+        assert t[b"hits"] == b"9999"

@@ -66,3 +66,133 @@ def test_a_sigkilled_creator_leaves_nothing_in_dev_shm():
     left = {name for name in set(os.listdir("/dev/shm")) - before if str(child.pid) in name}
     assert not left, f"SIGKILL left {left} in /dev/shm"
     assert not os.path.exists(path)
+
+
+# -- a temporary's identity (review R-api F1-F4) -------------------------------------------
+# /proc/<pid>/fd/<n> names whatever fd n is now: after the creator closes a temporary, its
+# next temporary, a named table or any other file may get the same number. A pickle (and
+# a forked child) of the old table must never attach to that.
+
+
+def _unpickle_in_another_process(blob):
+    """What a fresh interpreter makes of `blob`: ("attached", dict) or (error name, text)."""
+    script = textwrap.dedent("""
+        import pickle, sys, shmht
+        try:
+            t = pickle.loads(sys.stdin.buffer.read())
+            print("attached", dict(t))
+        except Exception as e:
+            print(type(e).__name__, e)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], input=blob, capture_output=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert result.returncode == 0, result.stderr
+    return result.stdout.decode().strip()
+
+
+def test_a_pickle_of_a_closed_temporary_never_attaches_to_the_next_one():
+    jobs = shmht.Table.temporary(capacity=64)
+    jobs[b"table"] = b"jobs"
+    blob = pickle.dumps(jobs)
+    jobs.close()
+    with shmht.Table.temporary(capacity=64) as secrets:
+        secrets[b"password"] = b"hunter2"
+        assert secrets.path == jobs.path, "the fd number was reused (the case under test)"
+        with pytest.raises(shmht.TableNotFoundError, match="closed by its creator"):
+            pickle.loads(blob)
+        shown = _unpickle_in_another_process(blob)
+        assert shown.startswith("TableNotFoundError") and "hunter2" not in shown, shown
+
+
+def test_a_pickle_of_a_closed_temporary_never_opens_a_named_table_or_a_file(table_name, tmp_path):
+    temporary = shmht.Table.temporary(capacity=64)
+    blob = pickle.dumps(temporary)
+    temporary.close()
+    with shmht.Table(table_name, capacity=64) as named:
+        named[b"who"] = b"named"
+        assert os.path.exists(temporary.path), "the fd number was reused (by the table or its lock file)"
+        with pytest.raises(shmht.TableNotFoundError, match="closed by its creator"):
+            pickle.loads(blob)
+        shown = _unpickle_in_another_process(blob)
+        assert shown.startswith("TableNotFoundError") and "named" not in shown, shown
+    # Before: InvalidArgumentError / CorruptTableError for a plain file in the fd's place.
+    temporary = shmht.Table.temporary(capacity=64)
+    blob = pickle.dumps(temporary)
+    temporary.close()
+    log = tmp_path / "log.txt"
+    with open(log, "w") as f:
+        f.write("important log\n" * 100)
+        f.flush()
+        assert os.readlink(temporary.path) == str(log), "the log file got the fd number"
+        with pytest.raises(shmht.TableNotFoundError, match="closed by its creator"):
+            pickle.loads(blob)
+        assert _unpickle_in_another_process(blob).startswith("TableNotFoundError")
+    assert log.read_text() == "important log\n" * 100
+
+
+def _report_after_parent_moved_on(table, parent_done, queue):
+    parent_done.wait(30)
+    try:
+        queue.put(("attached", dict(table)))
+    except Exception as e:  # noqa: BLE001 (reported to the parent)
+        queue.put((type(e).__name__, str(e)))
+
+
+def test_a_forked_child_keeps_its_temporary_after_the_parent_closes_it():
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    queue, parent_done = ctx.Queue(), ctx.Event()
+    first = shmht.Table.temporary(capacity=64)
+    first[b"table"] = b"first"
+    child = ctx.Process(target=_report_after_parent_moved_on, args=(first, parent_done, queue), daemon=True)
+    child.start()
+    try:
+        first.close()
+        with shmht.Table.temporary(capacity=64) as second:
+            second[b"table"] = b"second"
+            parent_done.set()
+            # Before the fix the child re-opened /proc/<parent>/fd/<n>: the parent's second table.
+            assert queue.get(timeout=60) == ("attached", {b"table": b"first"})
+    finally:
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+            child.join(5)
+    assert child.exitcode == 0
+
+
+def test_unlink_of_a_temporary_removes_nothing_and_says_so():
+    with shmht.Table.temporary(capacity=64) as t:
+        t[b"k"] = b"v"
+        assert t.unlink() is False, "a temporary has no name; it goes when its last handle closes"
+        assert t[b"k"] == b"v"
+
+
+def _pass_on_after_parent_closed(table, parent_done, queue):
+    parent_done.wait(30)
+    try:
+        assert dict(table) == {b"table": b"first"}  # re-opened through this child's own fd
+        queue.put(_unpickle_in_another_process(pickle.dumps(table)))
+    except Exception as e:  # noqa: BLE001 (reported to the parent)
+        queue.put(f"{type(e).__name__} {e}")
+
+
+def test_a_forked_child_can_pass_its_temporary_on_after_the_parent_closed_it():
+    """The child names the table by its own descriptor (/proc/<child>/fd/<n>), kept open
+    while its handle lives, so a process it pickles the table to can attach."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    queue, parent_done = ctx.Queue(), ctx.Event()
+    with shmht.Table.temporary(capacity=64) as first:
+        first[b"table"] = b"first"
+        child = ctx.Process(target=_pass_on_after_parent_closed, args=(first, parent_done, queue), daemon=True)
+        child.start()
+    try:
+        parent_done.set()
+        assert queue.get(timeout=60) == "attached {b'table': b'first'}"
+    finally:
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+            child.join(5)
+    assert child.exitcode == 0

@@ -2,7 +2,9 @@
 #include "table_object.hpp"
 
 #include <pthread.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -158,18 +160,50 @@ struct HandleKey {
   auto operator<=>(const HandleKey&) const = default;
 };
 
+// A file's identity: what a name named when it was opened. A name may come to name
+// another file: a table removed and created again, and above all an anonymous table's
+// /proc/<pid>/fd/<n>, which the next file its creator opens may take over.
+struct FileId {
+  std::uint64_t device = 0;
+  std::uint64_t inode = 0;
+  bool operator==(const FileId&) const = default;
+};
+
+// The file `path` names now; nullopt if it names none (or cannot be looked up).
+std::optional<FileId> file_named(const std::string& path) {
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  return FileId{st.st_dev, st.st_ino};
+}
+
+// The file `table` has open (fstat of its own descriptor, through stats(): tens of
+// microseconds, so only for anonymous tables, whose name is the least stable). Throws
+// shmht::Error.
+FileId file_of(shmht::Table& table) {
+  const shmht::Stats s = table.stats();
+  return {s.file_device, s.file_inode};
+}
+
 struct SharedHandle {
   shmht::Table table;
   HandleKey key;
   std::uint64_t generation;  // fork generation it was opened under
+  // The file `table` has open: for an anonymous table, fstat of its descriptor; for a
+  // named one, what its path named just after opening (nullopt if that failed).
+  std::optional<FileId> file;
   long refs = 1;             // Table objects using it
   bool busy = false;         // a batch call is using `table` with the GIL released
+  unsigned long busy_thread = 0;  // the thread running that batch (PyThread_get_thread_ident)
   // Held by that batch call. Shared so that a waiter keeps it alive while a closing
   // thread drops the handle.
   std::shared_ptr<std::mutex> batch_mutex = std::make_shared<std::mutex>();
-  bool has_file_id = false;  // the file `key.path` named when opened (a name reused by
-  dev_t device = 0;          // a new table must not find the old handle)
-  ino_t inode = 0;
+  // A forked child re-opens an anonymous table through a duplicate of the descriptor it
+  // inherited, which `key.path` (/proc/<child>/fd/<kept_fd>) names: kept open while the
+  // handle lives, so that copies the child pickles can attach. -1 if none.
+  int kept_fd = -1;
+  ~SharedHandle() {
+    if (kept_fd >= 0) ::close(kept_fd);
+  }
 };
 
 // The handles that later copies may share, for the current fork generation only: a
@@ -187,32 +221,36 @@ Registry& registry() {
   return *r;
 }
 
-bool same_file(const SharedHandle& h) {
-  struct stat st{};
-  return h.has_file_id && ::stat(h.key.path.c_str(), &st) == 0 && st.st_dev == h.device && st.st_ino == h.inode;
-}
+// True if `h` has open the file its path names now (not one the name named before).
+bool same_file(const SharedHandle& h) { return h.file && file_named(h.key.path) == h.file; }
 
 // Offers `h` to later copies, unless an equivalent handle is offered already.
 void register_handle(SharedHandle* h) {
-  struct stat st{};
-  if (::stat(h->key.path.c_str(), &st) == 0) {
-    h->has_file_id = true;
-    h->device = st.st_dev;
-    h->inode = st.st_ino;
-  }
   Registry& r = registry();
   const auto it = r.handles.find(h->key);
   if (it == r.handles.end() || !same_file(*it->second)) r.handles[h->key] = h;
 }
 
-// A handle equivalent to `key` that this process has open on the file `key.path` names
-// now, with one more reference; nullptr if there is none.
-SharedHandle* find_shared(const HandleKey& key) {
+// A handle equivalent to `key` that this process has open, with one more reference;
+// nullptr if there is none. Equivalent means the same engine and flags and the same file:
+// `file` if given (an anonymous table, whatever path this process knows it by), else the
+// file `key.path` names now. Never by path alone: the path may name another file now.
+SharedHandle* find_shared(const HandleKey& key, const std::optional<FileId>& file = std::nullopt) {
   Registry& r = registry();
-  const auto it = r.handles.find(key);
-  if (it == r.handles.end() || !same_file(*it->second)) return nullptr;
-  ++it->second->refs;
-  return it->second;
+  SharedHandle* found = nullptr;
+  if (file) {
+    for (const auto& [k, h] : r.handles) {
+      if (h->file == file && k.engine == key.engine && k.read_only == key.read_only &&
+          k.trust_foreign_owner == key.trust_foreign_owner) {
+        found = h;
+        break;
+      }
+    }
+  } else if (const auto it = r.handles.find(key); it != r.handles.end() && same_file(*it->second)) {
+    found = it->second;
+  }
+  if (found != nullptr) ++found->refs;
+  return found;
 }
 
 // Drops one reference; the last detaches (in a forked child, an inherited handle is
@@ -241,6 +279,9 @@ struct TableObject {
   PyObject_HEAD
   SharedHandle* handle;     // nullptr before _attach, after close(), or after a failed re-open
   std::string* path;        // resolved path, to re-open after fork; nullptr before _attach
+  // An anonymous table (Table.temporary, or a copy of one): the file it is, which every
+  // re-open checks, since its /proc/<pid>/fd/<n> path may come to name any other file.
+  FileId* temporary_file;  // nullptr for a named table
   shmht::Engine engine;     // the engine the handle uses (re-opened with it after fork)
   bool read_only;           // opened with OpenOptions::read_only
   bool trust_foreign_owner; // opened with OpenOptions::trust_foreign_owner (kept for re-opens)
@@ -271,36 +312,107 @@ shmht::Table open_trusted_or_create(const char* name, const shmht::OpenOptions& 
   return shmht::Table::open_or_create(name, create);
 }
 
-// A new handle around `table`, offered to later copies; throws like new.
-SharedHandle* adopt(shmht::Table table, bool read_only, bool trust_foreign_owner) {
+// A new handle around `table`, offered to later copies; throws like new. `file`: the
+// file it has open, if known (else what its path names now).
+SharedHandle* adopt(shmht::Table table, bool read_only, bool trust_foreign_owner, std::optional<FileId> file = std::nullopt,
+                    int kept_fd = -1) {
   HandleKey key{table.path(), table.engine(), read_only, trust_foreign_owner};
-  auto* h = new SharedHandle{std::move(table), std::move(key), fork_generation()};
+  if (!file) file = file_named(key.path);
+  auto* h = new SharedHandle{std::move(table), std::move(key), fork_generation(), file};
+  h->kept_fd = kept_fd;
   register_handle(h);
   return h;
 }
 
+// The error for an anonymous table that `path` no longer names (review R-api F1-F4).
+[[noreturn]] void throw_temporary_gone(const std::string& path) {
+  throw shmht::Error(shmht::ErrorCode::kNotFound,
+                     "the temporary table " + path + " was closed by its creator (or the creator exited): that name "
+                     "now names another file or none. A temporary table can be attached only while its creator keeps "
+                     "it open, and only from the creator's PID namespace");
+}
+
 // The handle for `key`: one this process has open already, else a new attachment.
+// `file`: the anonymous table the handle must be (checked before and after opening, so
+// that a reused /proc/<pid>/fd/<n> never attaches to another file). `kept_fd`: see
+// SharedHandle; the new handle owns it (closed here if no handle is made).
 // Throws shmht::Error.
-SharedHandle* shared_or_open(const HandleKey& key) {
-  if (SharedHandle* h = find_shared(key)) return h;
-  return adopt(shmht::Table::open(key.path, open_options(key.engine, key.read_only, key.trust_foreign_owner)),
-               key.read_only, key.trust_foreign_owner);
+SharedHandle* shared_or_open(const HandleKey& key, const std::optional<FileId>& file = std::nullopt, int kept_fd = -1) {
+  struct KeptFd {
+    int fd;
+    ~KeptFd() {
+      if (fd >= 0) ::close(fd);
+    }
+  } kept{kept_fd};
+  if (SharedHandle* h = find_shared(key, file)) return h;
+  if (file && file_named(key.path) != file) throw_temporary_gone(key.path);
+  shmht::Table table = shmht::Table::open(key.path, open_options(key.engine, key.read_only, key.trust_foreign_owner));
+  if (file && file_of(table) != *file) throw_temporary_gone(key.path);  // replaced between the two looks
+  SharedHandle* h = adopt(std::move(table), key.read_only, key.trust_foreign_owner, file, kept.fd);
+  kept.fd = -1;
+  return h;
+}
+
+// A forked child's way back to an anonymous table: its own inherited descriptor <n> of
+// the parent's /proc/<parent>/fd/<n>, if that is still the table (the parent may have
+// closed it since, and reused <n>). Duplicated, so that the child's name for it,
+// /proc/<child>/fd/<dup>, stays valid after the inherited handle goes. -1 if none.
+int inherited_fd_of(const std::string& path, const FileId& file) {
+  const auto slash = path.rfind('/');
+  if (path.rfind("/proc/", 0) != 0 || slash == std::string::npos) return -1;
+  int fd = 0;
+  for (const char c : path.substr(slash + 1)) {
+    if (c < '0' || c > '9' || fd > 1'000'000) return -1;
+    fd = fd * 10 + (c - '0');
+  }
+  struct stat st{};
+  if (::fstat(fd, &st) != 0 || FileId{st.st_dev, st.st_ino} != file) return -1;
+  return ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
 }
 
 // Re-attaches in a forked child (sharing with the child's other objects on the table).
+// The inherited handle goes only once the new one is open: an anonymous table is
+// re-opened through the descriptor the inherited handle holds.
 bool reopen_after_fork(TableObject* self) {
-  release(self->handle);
+  SharedHandle* inherited = self->handle;
   self->handle = nullptr;
   try {
-    self->handle = shared_or_open({*self->path, self->engine, self->read_only, self->trust_foreign_owner});
+    const HandleKey key{*self->path, self->engine, self->read_only, self->trust_foreign_owner};
+    const std::optional<FileId> file =
+        self->temporary_file != nullptr ? std::optional<FileId>(*self->temporary_file) : std::nullopt;
+    if (file) {
+      if (SharedHandle* h = find_shared(key, file)) {
+        self->handle = h;
+      } else if (const int kept = inherited_fd_of(key.path, *file); kept >= 0) {
+        const std::string own = "/proc/" + std::to_string(::getpid()) + "/fd/" + std::to_string(kept);
+        self->handle = shared_or_open({own, key.engine, key.read_only, key.trust_foreign_owner}, file, kept);
+      }
+    }
+    if (self->handle == nullptr) self->handle = shared_or_open(key, file);
+    *self->path = self->handle->table.path();
   } catch (const shmht::Error& e) {
+    release(inherited);
     set_python_error(e);
     return false;
   } catch (const std::bad_alloc&) {
+    release(inherited);
     PyErr_NoMemory();
     return false;
   }
+  release(inherited);
   return true;
+}
+
+// RuntimeError if the batch call using `h` runs on this thread: a signal handler (run
+// by the batch's SignalPoll) is using the table; waiting for the batch would wait for
+// ever. True if it is safe to wait.
+bool may_wait_for_batch(const SharedHandle* h) {
+  if (h->busy_thread != PyThread_get_thread_ident()) return true;
+  PyErr_SetString(PyExc_RuntimeError,
+                  "shmht.Table used from a signal handler during a batch call on the same handle (get_many, update, "
+                  "clear or iteration): it cannot wait for the batch it interrupted; keep table calls out of signal "
+                  "handlers, or set a flag there and act on it after the call");
+  return false;
 }
 
 // Waits, with the GIL released, until the batch call using the handle has finished.
@@ -322,6 +434,7 @@ shmht::Table* handle_slow(TableObject* self) {
       return nullptr;
     }
     if (!self->handle->busy) return &self->handle->table;
+    if (!may_wait_for_batch(self->handle)) return nullptr;
     wait_for_batch(self->handle);  // then look again: it may have been closed meanwhile
   }
 }
@@ -372,6 +485,7 @@ bool run_batch(TableObject* self, Work&& work) {
   SharedHandle* shared = self->handle;  // close() waits for `busy`: it stays
   const std::shared_ptr<std::mutex> mutex = shared->batch_mutex;
   shared->busy = true;
+  shared->busy_thread = PyThread_get_thread_ident();
   mutex->lock();
   std::optional<shmht::Error> failure;
   bool out_of_memory = false, interrupted = false;
@@ -392,6 +506,7 @@ bool run_batch(TableObject* self, Work&& work) {
   }
   PyEval_RestoreThread(saved);
   shared->busy = false;
+  shared->busy_thread = 0;
   mutex->unlock();
   if (interrupted) return false;  // the signal handler's exception is set
   if (failure) {
@@ -456,6 +571,7 @@ PyObject* table_new(PyTypeObject* type, PyObject*, PyObject*) {
   TableObject* self = as_table(object);
   self->handle = nullptr;
   self->path = nullptr;
+  self->temporary_file = nullptr;
   self->engine = shmht::Engine::kGlobalLock;
   self->read_only = false;
   self->trust_foreign_owner = false;
@@ -467,6 +583,7 @@ void table_dealloc(PyObject* object) {
   TableObject* self = as_table(object);
   release(self->handle);  // the last user detaches; in a forked child, harmlessly does not
   delete self->path;
+  delete self->temporary_file;
   Py_TYPE(object)->tp_free(object);
 }
 
@@ -521,7 +638,7 @@ bool create_options_from(PyObject* const* numbers, shmht::CreateOptions* options
 }
 
 // _attach(path, engine, how, read_only, trust_foreign_owner, capacity, max_key_bytes,
-//         max_value_bytes, max_bytes, max_processes, mode)
+//         max_value_bytes, max_bytes, max_processes, mode, temporary_file=None)
 // path is bytes (os.fsencode of the name); engine a name or None (the table's active
 // engine; only for opening). `how`:
 //   "open"      an existing table, a handle of this object's own;
@@ -529,6 +646,9 @@ bool create_options_from(PyObject* const* numbers, shmht::CreateOptions* options
 //   "share"     an existing table, sharing the attachment this process already has on
 //               it with the same engine and flags (unpickled copies: see above);
 //   "temporary" a new anonymous table (Table::create_anonymous; `path` is ignored).
+// temporary_file: with "share", the (device, inode) of the anonymous table `path` named
+// when pickled (_temporary_file()): a handle on any other file is refused with
+// TableNotFoundError.
 // Policy (defaults, engine choice, parameter checks) lives in shmht/__init__.py; this
 // only does it.
 PyObject* table_attach(PyObject* object, PyObject* args) {
@@ -538,10 +658,17 @@ PyObject* table_attach(PyObject* object, PyObject* args) {
   const char* how_text = nullptr;
   int read_only = 0, trust_foreign_owner = 0;
   PyObject* numbers[6] = {};
-  if (!PyArg_ParseTuple(args, "yzsppOOOOOO:_attach", &name, &engine_name, &how_text, &read_only, &trust_foreign_owner,
+  PyObject* temporary_file = Py_None;
+  if (!PyArg_ParseTuple(args, "yzsppOOOOOO|O:_attach", &name, &engine_name, &how_text, &read_only, &trust_foreign_owner,
                         &numbers[0], &numbers[1],
-                        &numbers[2], &numbers[3], &numbers[4], &numbers[5])) {
+                        &numbers[2], &numbers[3], &numbers[4], &numbers[5], &temporary_file)) {
     return nullptr;
+  }
+  std::optional<FileId> expected_file;
+  if (temporary_file != Py_None) {
+    unsigned long long device = 0, inode = 0;
+    if (!PyArg_ParseTuple(temporary_file, "KK:_attach temporary_file", &device, &inode)) return nullptr;
+    expected_file = FileId{device, inode};
   }
   const std::string_view how = how_text;
   if (how != "open" && how != "create" && how != "share" && how != "temporary") {
@@ -561,23 +688,30 @@ PyObject* table_attach(PyObject* object, PyObject* args) {
   const bool creates = how == "create" || how == "temporary";
   if (creates && (read_only || !engine)) return PyErr_Format(PyExc_ValueError, "_attach: creating needs an engine, read-write");
   if (how == "share" && !engine) return PyErr_Format(PyExc_ValueError, "_attach: sharing needs the engine");
+  if (expected_file && how != "share") return PyErr_Format(PyExc_ValueError, "_attach: temporary_file is for sharing");
   if (engine) options.engine = *engine;
   SharedHandle* h = nullptr;
   try {
     const shmht::OpenOptions open = open_options(engine, read_only != 0, trust_foreign_owner != 0);
     if (how == "share") {
-      h = shared_or_open({name, *engine, read_only != 0, trust_foreign_owner != 0});
+      h = shared_or_open({name, *engine, read_only != 0, trust_foreign_owner != 0}, expected_file);
     } else {
-      h = adopt(how == "create"      ? open_trusted_or_create(name, open, options)
-                : how == "temporary" ? shmht::Table::create_anonymous(options)
-                                     : shmht::Table::open(name, open),
-                read_only != 0, trust_foreign_owner != 0);
+      shmht::Table table = how == "create"      ? open_trusted_or_create(name, open, options)
+                           : how == "temporary" ? shmht::Table::create_anonymous(options)
+                                                : shmht::Table::open(name, open);
+      std::optional<FileId> file;
+      if (how == "temporary") file = file_of(table);
+      h = adopt(std::move(table), read_only != 0, trust_foreign_owner != 0, file);
     }
-    std::string* path = new std::string(h->table.path());
+    std::unique_ptr<std::string> path = std::make_unique<std::string>(h->table.path());
+    std::unique_ptr<FileId> file;
+    if (how == "temporary" || expected_file) file = std::make_unique<FileId>(*h->file);
     release(self->handle);
     delete self->path;
+    delete self->temporary_file;
     self->handle = h;
-    self->path = path;
+    self->path = path.release();
+    self->temporary_file = file.release();
   } catch (const shmht::Error& e) {
     release(h);
     return set_python_error(e);
@@ -594,13 +728,24 @@ PyObject* table_attach(PyObject* object, PyObject* args) {
 
 PyObject* table_close(PyObject* object, PyObject*) {
   TableObject* self = as_table(object);
-  while (self->handle != nullptr && self->handle->busy) wait_for_batch(self->handle);
+  while (self->handle != nullptr && self->handle->busy) {
+    if (!may_wait_for_batch(self->handle)) return nullptr;
+    wait_for_batch(self->handle);
+  }
   // The last object using the handle detaches it; in a forked child the inherited handle
   // is deleted without detaching, as it must be. Other copies keep theirs.
   release(self->handle);
   self->handle = nullptr;
   self->closed = true;
   Py_RETURN_NONE;
+}
+
+// _temporary_file() -> (device, inode) of an anonymous table (Table.temporary or a copy of
+// one), which its pickle carries; None for a named table.
+PyObject* table_temporary_file(PyObject* object, PyObject*) {
+  const FileId* file = as_table(object)->temporary_file;
+  if (file == nullptr) Py_RETURN_NONE;
+  return Py_BuildValue("(KK)", static_cast<unsigned long long>(file->device), static_cast<unsigned long long>(file->inode));
 }
 
 // _shares_handle_with(other) -> True if both objects use one attachment (tests).
@@ -1142,7 +1287,9 @@ PyObject* table_get_closed(PyObject* object, void*) {
 
 // _unlink_if_same() -> True if this handle's file was deleted; False if its name is gone
 // or now names another file (Table::unlink).
+// An anonymous table has no name to remove (it goes when its last handle closes): False.
 PyObject* table_unlink_if_same(PyObject* object, PyObject*) {
+  if (as_table(object)->temporary_file != nullptr && !as_table(object)->closed) Py_RETURN_FALSE;
   shmht::Table* table = handle(as_table(object));
   if (table == nullptr) return nullptr;
   try {
@@ -1220,6 +1367,8 @@ PyMethodDef g_methods[] = {
      "_items($self, /)\n--\n\nAn iterator over (key, value) pairs of one weakly consistent walk."},
     {"_take_any", table_take_any, METH_NOARGS,
      "_take_any($self, /)\n--\n\nRemove and return some (key, value) pair atomically, or None if empty (popitem)."},
+    {"_temporary_file", table_temporary_file, METH_NOARGS,
+     "_temporary_file($self, /)\n--\n\n(device, inode) of a temporary table, which its pickle carries; None if named."},
     {"_shares_handle_with", table_shares_handle_with, METH_O,
      "_shares_handle_with($self, other, /)\n--\n\nTrue if both use one attachment (unpickled copies share one)."},
     {"stats", table_stats, METH_NOARGS,

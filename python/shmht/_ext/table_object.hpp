@@ -25,7 +25,19 @@
 //   bumps a generation counter; a call that finds its handle's generation stale re-opens
 //   the table by path with the same engine first (sharing with the child's other copies;
 //   the registry of shareable handles starts empty in the child), so multiprocessing's
-//   fork start method works without the user doing anything.
+//   fork start method works without the user doing anything. An anonymous table
+//   (Table.temporary) is re-opened through the child's own inherited descriptor instead,
+//   as the parent's /proc/<pid>/fd/<n> may name another file by then.
+//
+// A TEMPORARY'S IDENTITY
+//   /proc/<pid>/fd/<n> names whatever descriptor n of the creator is now. A temporary's
+//   object keeps the (device, inode) of its file, its pickle carries it, and every
+//   attach (sharing included) checks it: TableNotFoundError, never another table or file.
+//
+// SIGNAL HANDLERS
+//   A batch runs Python's signal handlers on its own thread (to let Ctrl-C through). A
+//   handler using the same handle then raises RuntimeError: waiting for the batch it
+//   interrupted would never end.
 #pragma once
 
 #include <Python.h>
