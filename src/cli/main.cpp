@@ -106,10 +106,13 @@ int exit_status_of(const Error& e) {
 // Which of fd 0, 1, 2 were closed at start (main opens /dev/null onto them first).
 shmht::cli::ClosedAtStart closed_at_start;
 
-// std::cout writes through this (main installs it), so a failed write is known.
+// std::cout writes through this (main installs it), so a failed write is known. Never
+// destroyed: std::cout is flushed by the iostreams' own exit handler, which runs after
+// every static constructed in main is gone, and must still find its buffer alive
+// (ASan: a SEGV in ostream::flush at exit).
 StdoutWriter& stdout_writer() {
-  static StdoutWriter writer(STDOUT_FILENO, closed_at_start.out);
-  return writer;
+  static StdoutWriter* const writer = new StdoutWriter(STDOUT_FILENO, closed_at_start.out);
+  return *writer;
 }
 
 StdinReader& stdin_reader() {
