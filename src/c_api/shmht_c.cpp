@@ -201,13 +201,13 @@ shmht::Table open_table(const std::string& name, const shmht_options& o) {
       .max_bytes = o.max_bytes, .max_processes = o.max_processes, .mode = static_cast<mode_t>(o.mode),
       .engine = engine.value_or(shmht::kDefaultEngine), .stripes = o.stripes};
   if ((o.flags & SHMHT_OPEN_EXCL) != 0) return shmht::Table::create(name, create_options);
-  if (!engine) {
-    // Open with the active engine; create (with the default engine) only if missing.
-    try {
-      return shmht::Table::open(name, {.engine = std::nullopt, .stripes = o.stripes, .trust_foreign_owner = (o.flags & SHMHT_OPEN_TRUST_FOREIGN_OWNER) != 0});
-    } catch (const shmht::Error& e) {
-      if (e.code() != shmht::ErrorCode::kNotFound) throw;
-    }
+  // Open first (with the given engine, or the active one), so that
+  // SHMHT_OPEN_TRUST_FOREIGN_OWNER applies: CreateOptions cannot carry it. Create only if
+  // missing; open_or_create then handles a creator racing this one.
+  try {
+    return shmht::Table::open(name, {.engine = engine, .stripes = o.stripes, .trust_foreign_owner = (o.flags & SHMHT_OPEN_TRUST_FOREIGN_OWNER) != 0});
+  } catch (const shmht::Error& e) {
+    if (e.code() != shmht::ErrorCode::kNotFound) throw;
   }
   return shmht::Table::open_or_create(name, create_options);
 }

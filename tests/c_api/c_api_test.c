@@ -580,6 +580,36 @@ static void test_iterator_outlives_table(void) {
   CHECK_RC(shmht_unlink(name), SHMHT_OK);
 }
 
+/* SHMHT_OPEN_TRUST_FOREIGN_OWNER holds with SHMHT_OPEN_CREATE too, whatever the engine
+   option: a table whose file another user owns opens when the flag says so. Needs root to
+   give the file to another user (uid 65534); skipped otherwise. */
+static void test_trust_foreign_owner_with_create(void) {
+  if (getuid() != 0) {
+    printf("c_api: skipping the foreign-owner test (not root)\n");
+    return;
+  }
+  char name[64], path[96];
+  new_name(name);
+  shmht_table *t = open_small(name, SHMHT_ENGINE_SEQLOCK);
+  if (t == NULL) return;
+  shmht_close(t);
+  snprintf(path, sizeof path, "/dev/shm/%s", name);
+  CHECK(chown(path, 65534, 65534) == 0);
+  const uint32_t engines[] = {SHMHT_ENGINE_ACTIVE, SHMHT_ENGINE_SEQLOCK};
+  for (size_t e = 0; e < 2; ++e) {
+    shmht_options o;
+    shmht_options_init(&o);
+    o.engine = engines[e];
+    o.flags = SHMHT_OPEN_CREATE;
+    shmht_table *u = NULL;
+    CHECK_RC(shmht_open(name, &o, &u), SHMHT_PERMISSION_DENIED); /* no opt-in: refused */
+    o.flags = SHMHT_OPEN_CREATE | SHMHT_OPEN_TRUST_FOREIGN_OWNER;
+    CHECK_RC(shmht_open(name, &o, &u), SHMHT_OK);
+    shmht_close(u);
+  }
+  CHECK_RC(shmht_unlink(name), SHMHT_OK);
+}
+
 static void test_strerror(void) {
   const int codes[] = {SHMHT_OK, SHMHT_NOT_FOUND, SHMHT_KEY_EXISTS, SHMHT_CAS_MISMATCH, SHMHT_END,
                        SHMHT_KEY_TOO_LARGE, SHMHT_VALUE_TOO_LARGE, SHMHT_TABLE_FULL, SHMHT_NO_SPACE,
@@ -700,6 +730,7 @@ int main(void) {
   test_null_arguments();
   test_read_only();
   test_iterator_outlives_table();
+  test_trust_foreign_owner_with_create();
   test_strerror();
   test_processes_share_a_table();
   check_no_leftovers();
