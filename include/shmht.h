@@ -134,7 +134,9 @@ void shmht_options_init(shmht_options *opts);
  * range: the message names it), SHMHT_PERMISSION_DENIED, SHMHT_CORRUPT, ... */
 int shmht_open(const char *name, const shmht_options *opts, shmht_table **out);
 
-/* Detaches and frees the handle. NULL is ignored. The table stays (see shmht_unlink). */
+/* Detaches and frees the handle. NULL is ignored. The table stays (see shmht_unlink).
+ * Iterators still open on the handle are detached: their shmht_iter_next returns
+ * SHMHT_INVALID_ARGUMENT ("its table was closed"); shmht_iter_close still frees them. */
 void shmht_close(shmht_table *t);
 
 /* Deletes the table's file (a shmht table only). SHMHT_NO_SUCH_TABLE if there is none;
@@ -172,7 +174,9 @@ int shmht_del(shmht_table *t, const void *key, size_t klen);
  * queue's pop): SHMHT_NOT_FOUND if absent. The value is never lost: when it is longer
  * than cap the call returns SHMHT_BUFFER_TOO_SMALL with *vlen set to its length and the
  * key still in the table. A write by another process is either before the take (its
- * value is the one returned) or after it (it stays). */
+ * value is the one returned) or after it (it stays). On a read-only handle this and
+ * every other write (put, insert, del, take_any, add, cas) returns
+ * SHMHT_PERMISSION_DENIED, whether or not the key is present, touching no buffer. */
 int shmht_take(shmht_table *t, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen);
 
 /* Erases some item and returns it, in one atomic step (a work queue's pop: several
@@ -226,8 +230,8 @@ typedef struct shmht_iter shmht_iter;
 /* Walks the items of `t`, a batch of home slots at a time. Weakly consistent, like
  * shmht::Table::for_each: a key present for the whole walk is seen exactly once; keys
  * inserted or erased meanwhile may or may not be. No lock is held between calls, so the
- * loop may write the table and may stop at any time. `t` must stay open until
- * shmht_iter_close. */
+ * loop may write the table and may stop at any time. Once `t` is closed the iterator
+ * returns SHMHT_INVALID_ARGUMENT ("its table was closed"); close it as usual. */
 int shmht_iter_open(shmht_table *t, shmht_iter **out);
 /* The next item: SHMHT_OK with *key, *klen and *value, *vlen pointing at copies owned by
  * the iterator (valid until the next shmht_iter_next or shmht_iter_close), or SHMHT_END. */

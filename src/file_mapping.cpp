@@ -83,12 +83,16 @@ constexpr std::uint64_t kHugePageBytes = std::uint64_t{2} << 20;
 
 std::shared_ptr<FileMapping> FileMapping::of(int fd, const std::string& path, std::uint64_t reserve_bytes,
                                              std::uint64_t file_bytes, bool writable) {
+  // This call owns fd until a new mapping takes it: every way out before that (an error,
+  // an allocation that throws, an existing mapping of the same file) closes it.
+  struct FdGuard {
+    int fd;
+    ~FdGuard() {
+      if (fd >= 0) ::close(fd);
+    }
+  } owned{fd};
   struct stat st{};
-  if (fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    throw_mapping_error("fstat " + path, err);
-  }
+  if (fstat(fd, &st) != 0) throw_mapping_error("fstat " + path, errno);
   const FileId id{st.st_dev, st.st_ino, writable};
   Registry& r = registry();
   // Declared before the lock: if mapping fails, the mapping may die here, and its
@@ -102,11 +106,10 @@ std::shared_ptr<FileMapping> FileMapping::of(int fd, const std::string& path, st
   {
     std::lock_guard lock(r.mutex);
     mapping = r.mappings[id].lock();
-    if (mapping) {
-      ::close(fd);
-    } else {
+    if (!mapping) {
       r.live.reserve(r.live.size() + 1);  // so that the push_back below cannot throw
       made.reset(new FileMapping(fd, path, reserve_bytes, st.st_dev, st.st_ino, writable));
+      owned.fd = -1;  // the mapping closes it now
       mapping = std::move(made);  // on failure `made` keeps it
       r.live.push_back(mapping.get());  // its destructor removes it
     }
@@ -130,8 +133,7 @@ FileMapping::FileMapping(int fd, std::string path, std::uint64_t reserve_bytes, 
   const std::uint64_t padded = reserve_bytes + kHugePageBytes;
   void* base = mmap(nullptr, padded, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (base == MAP_FAILED) {
-    const int err = errno;
-    ::close(fd_);
+    const int err = errno;  // fd_ stays open: a constructor that throws leaves it to its caller (FileMapping::of)
     throw_mapping_error("reserving " + std::to_string(reserve_bytes) + " bytes of address space for " + path_, err);
   }
   auto* raw = static_cast<std::byte*>(base);

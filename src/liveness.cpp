@@ -26,6 +26,14 @@ namespace shmht::liveness {
 
 namespace {
 
+// Closes a descriptor on the way out of a scope, unless fd was set to -1 (handed over).
+struct FdGuard {
+  int fd;
+  ~FdGuard() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
 [[noreturn]] void throw_system(const std::string& what, int err) {
   throw Error(err == EACCES || err == EPERM ? ErrorCode::kPermissionDenied : ErrorCode::kSystem,
               what + ": " + std::strerror(err));
@@ -192,7 +200,10 @@ std::optional<LockFile> LockFile::open(const TableIdentity& table, int table_fd,
     // numbered 3 or above (keep_off_stdio says why).
     const int fd = fcntl(table_fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
     if (fd < 0) throw_system("duplicating the descriptor of " + table.path, errno);
-    return LockFile(fd, table.path, table.device, table.inode, false);
+    FdGuard owned{fd};
+    LockFile file(fd, table.path, table.device, table.inode, false);  // copying the path may throw
+    owned.fd = -1;  // `file` closes it now
+    return file;
   }
   const std::string path = lock_file_path(table.path);
   for (int attempt = 0;; ++attempt) {
@@ -221,17 +232,19 @@ std::optional<LockFile> LockFile::open(const TableIdentity& table, int table_fd,
       }
       throw_system("opening the lock file " + path, err);
     }
+    FdGuard owned{fd};  // until the LockFile below owns it: whatever throws closes it
     if (for_writer) follow_wider_table_permissions_if_mine(fd, table);
     const std::string why = distrust_after_publication(fd, table);
     if (!why.empty()) {
-      ::close(fd);
       throw Error(ErrorCode::kPermissionDenied, "the lock file " + path + " is not to be trusted: " + why +
                                                     "; whoever may delete it should remove it (rm " + path +
                                                     "), then open the table again");
     }
     struct stat st{};
     fstat(fd, &st);  // distrust() just succeeded on it
-    return LockFile(fd, path, st.st_dev, st.st_ino, true);
+    LockFile file(fd, path, st.st_dev, st.st_ino, true);  // copying the path may throw
+    owned.fd = -1;  // `file` closes it now
+    return file;
   }
 }
 
@@ -320,7 +333,12 @@ AttachmentFd::AttachmentFd(const LockFile& file) : path_(file.path()), companion
   }
   Registry& registry = Registry::get();
   std::lock_guard lock(registry.mutex);
-  registry.fds.push_back(this);
+  try {
+    registry.fds.push_back(this);
+  } catch (...) {
+    ::close(fd_);  // the destructor does not run for a constructor that throws
+    throw;
+  }
 }
 
 AttachmentFd::~AttachmentFd() {

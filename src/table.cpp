@@ -794,22 +794,35 @@ ItemRange Table::items() {
 ItemIterator::ItemIterator(Table* table) : table_(table) { fill(); }
 
 ItemIterator& ItemIterator::operator++() {
-  if (++index_ >= batch_.size()) fill();
+  if (index_ + 1 < batch_.size()) {
+    ++index_;
+  } else {
+    fill();
+  }
   return *this;
 }
 
+// The strong guarantee: the next batch is copied into a local vector and the iterator
+// changes only once that succeeded. If a copy throws (an allocation fails part-way), the
+// iterator still stands on the item it stood on, and a retried ++ copies the same batch
+// again rather than returning the items copied before the failure a second time.
 void ItemIterator::fill() {
-  batch_.clear();
-  index_ = 0;
   TableImpl& impl = table_->impl();
-  while (batch_.empty()) {
-    const std::optional<std::uint64_t> next = impl.copy_items_batch(next_slot_, &batch_);
+  std::vector<Item> batch;
+  std::uint64_t next_slot = next_slot_;
+  while (batch.empty()) {
+    const std::optional<std::uint64_t> next = impl.copy_items_batch(next_slot, &batch);
     if (!next) {
+      batch_.clear();
+      index_ = 0;
       table_ = nullptr;  // the end
       return;
     }
-    next_slot_ = *next;
+    next_slot = *next;
   }
+  batch_.swap(batch);
+  index_ = 0;
+  next_slot_ = next_slot;
 }
 
 Stats Table::stats() { return impl().stats(); }

@@ -17,14 +17,25 @@
 
 #include "shmht/table.hpp"
 
+struct shmht_iter;
+
 struct shmht_table {
   shmht::Table table;
   std::optional<shmht::Item> taken;  // what shmht_take_any returned last: its bytes are the caller's until the next call
+  bool read_only = false;            // opened with SHMHT_OPEN_READ_ONLY: every write is refused up front
+  shmht_iter* iterators = nullptr;   // the open iterators, so that shmht_close can detach them
 };
 
+// An iterator reads through its table's mapping, so it must not outlive the handle:
+// shmht_close detaches every open iterator (table = nullptr) and shmht_iter_next then
+// reports the misuse instead of reading unmapped memory. The list is intrusive so that
+// linking and unlinking never allocate (a handle belongs to one thread at a time).
 struct shmht_iter {
   shmht::ItemIterator position;  // the item shmht_iter_next returned last, once `started`
   bool started = false;
+  shmht_table* table = nullptr;  // nullptr once the table was closed
+  shmht_iter* prev = nullptr;
+  shmht_iter* next = nullptr;
 };
 
 namespace {
@@ -120,6 +131,34 @@ shmht::Table& table_of(shmht_table* t) {
   return t->table;
 }
 
+// The table of a handle that a write goes through. A read-only handle is refused here,
+// before the key is looked at, so that a write's answer does not depend on whether the
+// key exists (shmht_take would otherwise read the value into the caller's buffer first).
+shmht::Table& writable_table_of(shmht_table* t, const char* function) {
+  shmht::Table& table = table_of(t);
+  if (t->read_only) {
+    throw shmht::Error(shmht::ErrorCode::kPermissionDenied, std::string(function) + ": this table handle was opened read-only");
+  }
+  return table;
+}
+
+void link_iterator(shmht_table* t, shmht_iter* it) noexcept {
+  it->table = t;
+  it->prev = nullptr;
+  it->next = t->iterators;
+  if (t->iterators != nullptr) t->iterators->prev = it;
+  t->iterators = it;
+}
+
+void unlink_iterator(shmht_iter* it) noexcept {
+  if (it->table == nullptr) return;  // its table was closed: already detached
+  if (it->prev != nullptr) it->prev->next = it->next;
+  else it->table->iterators = it->next;
+  if (it->next != nullptr) it->next->prev = it->prev;
+  it->table = nullptr;
+  it->prev = it->next = nullptr;
+}
+
 std::optional<shmht::Engine> engine_of(uint32_t engine) {
   if (engine == SHMHT_ENGINE_ACTIVE) return std::nullopt;
   for (const shmht::Engine e : shmht::kAllEngines) {
@@ -162,13 +201,13 @@ shmht::Table open_table(const std::string& name, const shmht_options& o) {
       .max_bytes = o.max_bytes, .max_processes = o.max_processes, .mode = static_cast<mode_t>(o.mode),
       .engine = engine.value_or(shmht::kDefaultEngine), .stripes = o.stripes};
   if ((o.flags & SHMHT_OPEN_EXCL) != 0) return shmht::Table::create(name, create_options);
-  if (!engine) {
-    // Open with the active engine; create (with the default engine) only if missing.
-    try {
-      return shmht::Table::open(name, {.engine = std::nullopt, .stripes = o.stripes, .trust_foreign_owner = (o.flags & SHMHT_OPEN_TRUST_FOREIGN_OWNER) != 0});
-    } catch (const shmht::Error& e) {
-      if (e.code() != shmht::ErrorCode::kNotFound) throw;
-    }
+  // Open first (with the given engine, or the active one), so that
+  // SHMHT_OPEN_TRUST_FOREIGN_OWNER applies: CreateOptions cannot carry it. Create only if
+  // missing; open_or_create then handles a creator racing this one.
+  try {
+    return shmht::Table::open(name, {.engine = engine, .stripes = o.stripes, .trust_foreign_owner = (o.flags & SHMHT_OPEN_TRUST_FOREIGN_OWNER) != 0});
+  } catch (const shmht::Error& e) {
+    if (e.code() != shmht::ErrorCode::kNotFound) throw;
   }
   return shmht::Table::open_or_create(name, create_options);
 }
@@ -247,13 +286,17 @@ int shmht_open(const char* name, const shmht_options* opts, shmht_table** out) {
     shmht::Table table = open_table(name, options);
     // Should this allocation fail, `table` closes as the exception leaves: no attachment
     // is left behind without a handle.
-    auto* handle = new shmht_table{std::move(table), std::nullopt};
+    auto* handle = new shmht_table{std::move(table), std::nullopt, (options.flags & SHMHT_OPEN_READ_ONLY) != 0, nullptr};
     *out = handle;
     return SHMHT_OK;
   });
 }
 
-void shmht_close(shmht_table* t) { delete t; }
+void shmht_close(shmht_table* t) {
+  if (t == nullptr) return;
+  while (t->iterators != nullptr) unlink_iterator(t->iterators);
+  delete t;
+}
 
 int shmht_unlink(const char* name) { return unlink_table(name, false); }
 
@@ -261,14 +304,14 @@ int shmht_unlink_force(const char* name) { return unlink_table(name, true); }
 
 int shmht_put(shmht_table* t, const void* key, size_t klen, const void* value, size_t vlen) {
   return guarded([&]() -> int {
-    table_of(t).assign(bytes(key, klen, "key"), bytes(value, vlen, "value"));
+    writable_table_of(t, "shmht_put").assign(bytes(key, klen, "key"), bytes(value, vlen, "value"));
     return SHMHT_OK;
   });
 }
 
 int shmht_insert(shmht_table* t, const void* key, size_t klen, const void* value, size_t vlen) {
   return guarded([&]() -> int {
-    return table_of(t).insert(bytes(key, klen, "key"), bytes(value, vlen, "value")) ? SHMHT_OK : SHMHT_KEY_EXISTS;
+    return writable_table_of(t, "shmht_insert").insert(bytes(key, klen, "key"), bytes(value, vlen, "value")) ? SHMHT_OK : SHMHT_KEY_EXISTS;
   });
 }
 
@@ -288,7 +331,7 @@ int shmht_get(shmht_table* t, const void* key, size_t klen, void* buf, size_t ca
 }
 
 int shmht_del(shmht_table* t, const void* key, size_t klen) {
-  return guarded([&]() -> int { return table_of(t).erase(bytes(key, klen, "key")) ? SHMHT_OK : SHMHT_NOT_FOUND; });
+  return guarded([&]() -> int { return writable_table_of(t, "shmht_del").erase(bytes(key, klen, "key")) ? SHMHT_OK : SHMHT_NOT_FOUND; });
 }
 
 // A take that cannot drop the value: read it into the caller's buffer, then erase the key
@@ -297,7 +340,7 @@ int shmht_del(shmht_table* t, const void* key, size_t klen) {
 // before anything is erased.
 int shmht_take(shmht_table* t, const void* key, size_t klen, void* buf, size_t cap, size_t* vlen) {
   return guarded([&]() -> int {
-    shmht::Table& table = table_of(t);
+    shmht::Table& table = writable_table_of(t, "shmht_take");
     require(vlen != nullptr, "shmht_take: vlen is NULL");
     require(buf != nullptr || cap == 0, "shmht_take: buf is NULL with a capacity above 0");
     const std::string_view k = bytes(key, klen, "key");
@@ -317,6 +360,7 @@ int shmht_take(shmht_table* t, const void* key, size_t klen, void* buf, size_t c
 int shmht_take_any(shmht_table* t, const void** key, size_t* klen, const void** value, size_t* vlen) {
   return guarded([&]() -> int {
     require(t != nullptr, "shmht_take_any: the table handle is NULL");
+    writable_table_of(t, "shmht_take_any");
     require(key != nullptr && klen != nullptr && value != nullptr && vlen != nullptr,
             "shmht_take_any: an out-parameter is NULL");
     t->taken.reset();  // the previous item's bytes were the caller's until this call
@@ -335,7 +379,7 @@ int shmht_take_any(shmht_table* t, const void** key, size_t* klen, const void** 
 
 int shmht_add(shmht_table* t, const void* key, size_t klen, int64_t delta, int64_t* result) {
   return guarded([&]() -> int {
-    const std::int64_t sum = table_of(t).add(bytes(key, klen, "key"), delta);
+    const std::int64_t sum = writable_table_of(t, "shmht_add").add(bytes(key, klen, "key"), delta);
     if (result != nullptr) *result = sum;
     return SHMHT_OK;
   });
@@ -343,7 +387,7 @@ int shmht_add(shmht_table* t, const void* key, size_t klen, int64_t delta, int64
 
 int shmht_cas(shmht_table* t, const void* key, size_t klen, const void* expected, size_t elen, const void* desired, size_t dlen) {
   return guarded([&]() -> int {
-    return table_of(t).compare_and_set(bytes(key, klen, "key"), optional_bytes(expected, elen), optional_bytes(desired, dlen))
+    return writable_table_of(t, "shmht_cas").compare_and_set(bytes(key, klen, "key"), optional_bytes(expected, elen), optional_bytes(desired, dlen))
                ? SHMHT_OK
                : SHMHT_CAS_MISMATCH;
   });
@@ -386,7 +430,9 @@ int shmht_iter_open(shmht_table* t, shmht_iter** out) {
   return guarded([&]() -> int {
     shmht::Table& table = table_of(t);
     require(out != nullptr, "shmht_iter_open: out is NULL");
-    *out = new shmht_iter{table.items().begin()};
+    auto* it = new shmht_iter{table.items().begin()};
+    link_iterator(t, it);
+    *out = it;
     return SHMHT_OK;
   });
 }
@@ -394,6 +440,7 @@ int shmht_iter_open(shmht_table* t, shmht_iter** out) {
 int shmht_iter_next(shmht_iter* it, const void** key, size_t* klen, const void** value, size_t* vlen) {
   return guarded([&]() -> int {
     require(it != nullptr, "shmht_iter_next: the iterator is NULL");
+    require(it->table != nullptr, "shmht_iter_next: its table was closed (shmht_close); close the iterator with shmht_iter_close");
     require(key != nullptr && klen != nullptr && value != nullptr && vlen != nullptr, "shmht_iter_next: an out-parameter is NULL");
     // Step past the item returned last only now, so that its copies stayed valid until
     // this call (the step may copy the next batch over them).
@@ -409,6 +456,10 @@ int shmht_iter_next(shmht_iter* it, const void** key, size_t* klen, const void**
   });
 }
 
-void shmht_iter_close(shmht_iter* it) { delete it; }
+void shmht_iter_close(shmht_iter* it) {
+  if (it == nullptr) return;
+  unlink_iterator(it);
+  delete it;
+}
 
 }  // extern "C"

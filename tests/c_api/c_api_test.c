@@ -525,9 +525,88 @@ static void test_read_only(void) {
     CHECK_RC(shmht_get(r, "k", 1, buf, sizeof buf, &len), SHMHT_OK);
     CHECK(len == 1 && buf[0] == 'v');
     CHECK_RC(shmht_put(r, "k", 1, "w", 1), SHMHT_PERMISSION_DENIED);
+    /* Every write is refused before it looks at the key: present or absent, the answer
+       is PERMISSION_DENIED naming the call, and take leaves the caller's buffer alone. */
+    const char *keys[] = {"k", "absent"};
+    for (size_t i = 0; i < 2; ++i) {
+      const char *k = keys[i];
+      const size_t kl = strlen(k);
+      memset(buf, '#', sizeof buf);
+      len = 99;
+      CHECK_RC(shmht_take(r, k, kl, buf, sizeof buf, &len), SHMHT_PERMISSION_DENIED);
+      CHECK(strstr(shmht_last_error(), "shmht_take") != NULL);
+      CHECK(buf[0] == '#' && len == 99);
+      CHECK_RC(shmht_del(r, k, kl), SHMHT_PERMISSION_DENIED);
+      CHECK_RC(shmht_cas(r, k, kl, "v", 1, NULL, 0), SHMHT_PERMISSION_DENIED);
+      CHECK_RC(shmht_cas(r, k, kl, NULL, 0, NULL, 0), SHMHT_PERMISSION_DENIED);
+      CHECK_RC(shmht_insert(r, k, kl, "w", 1), SHMHT_PERMISSION_DENIED);
+      CHECK_RC(shmht_add(r, k, kl, 1, NULL), SHMHT_PERMISSION_DENIED);
+    }
+    const void *tk, *tv;
+    size_t tkl, tvl;
+    CHECK_RC(shmht_take_any(r, &tk, &tkl, &tv, &tvl), SHMHT_PERMISSION_DENIED);
+    CHECK_RC(shmht_get(r, "k", 1, buf, sizeof buf, &len), SHMHT_OK); /* nothing was taken */
+    CHECK(len == 1 && buf[0] == 'v');
   }
   shmht_close(r);
   shmht_close(t);
+  CHECK_RC(shmht_unlink(name), SHMHT_OK);
+}
+
+/* An iterator whose table was closed reports SHMHT_INVALID_ARGUMENT instead of reading
+   the unmapped table; shmht_iter_close still frees it. */
+static void test_iterator_outlives_table(void) {
+  char name[64];
+  new_name(name);
+  shmht_table *t = open_small(name, SHMHT_ENGINE_STRIPED);
+  if (t == NULL) return;
+  for (int i = 0; i < 50; ++i) {
+    char k[8];
+    const int n = snprintf(k, sizeof k, "k%d", i);
+    CHECK_RC(shmht_put(t, k, (size_t)n, "v", 1), SHMHT_OK);
+  }
+  shmht_iter *it = NULL, *unused = NULL;
+  CHECK_RC(shmht_iter_open(t, &it), SHMHT_OK);
+  CHECK_RC(shmht_iter_open(t, &unused), SHMHT_OK);
+  const void *kp, *vp;
+  size_t kl, vl;
+  CHECK_RC(shmht_iter_next(it, &kp, &kl, &vp, &vl), SHMHT_OK);
+  shmht_close(t);
+  CHECK_RC(shmht_iter_next(it, &kp, &kl, &vp, &vl), SHMHT_INVALID_ARGUMENT);
+  CHECK(strstr(shmht_last_error(), "closed") != NULL);
+  CHECK_RC(shmht_iter_next(unused, &kp, &kl, &vp, &vl), SHMHT_INVALID_ARGUMENT);
+  shmht_iter_close(it);
+  shmht_iter_close(unused);
+  CHECK_RC(shmht_unlink(name), SHMHT_OK);
+}
+
+/* SHMHT_OPEN_TRUST_FOREIGN_OWNER holds with SHMHT_OPEN_CREATE too, whatever the engine
+   option: a table whose file another user owns opens when the flag says so. Needs root to
+   give the file to another user (uid 65534); skipped otherwise. */
+static void test_trust_foreign_owner_with_create(void) {
+  if (getuid() != 0) {
+    printf("c_api: skipping the foreign-owner test (not root)\n");
+    return;
+  }
+  char name[64], path[96];
+  new_name(name);
+  shmht_table *t = open_small(name, SHMHT_ENGINE_SEQLOCK);
+  if (t == NULL) return;
+  shmht_close(t);
+  snprintf(path, sizeof path, "/dev/shm/%s", name);
+  CHECK(chown(path, 65534, 65534) == 0);
+  const uint32_t engines[] = {SHMHT_ENGINE_ACTIVE, SHMHT_ENGINE_SEQLOCK};
+  for (size_t e = 0; e < 2; ++e) {
+    shmht_options o;
+    shmht_options_init(&o);
+    o.engine = engines[e];
+    o.flags = SHMHT_OPEN_CREATE;
+    shmht_table *u = NULL;
+    CHECK_RC(shmht_open(name, &o, &u), SHMHT_PERMISSION_DENIED); /* no opt-in: refused */
+    o.flags = SHMHT_OPEN_CREATE | SHMHT_OPEN_TRUST_FOREIGN_OWNER;
+    CHECK_RC(shmht_open(name, &o, &u), SHMHT_OK);
+    shmht_close(u);
+  }
   CHECK_RC(shmht_unlink(name), SHMHT_OK);
 }
 
@@ -650,6 +729,8 @@ int main(void) {
   test_oversize_arguments();
   test_null_arguments();
   test_read_only();
+  test_iterator_outlives_table();
+  test_trust_foreign_owner_with_create();
   test_strerror();
   test_processes_share_a_table();
   check_no_leftovers();

@@ -7,7 +7,10 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <map>
 #include <new>
+#include <set>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -49,6 +52,15 @@ int with_failing_allocations(const char* what, Call call, Check after_failure) {
   return SHMHT_INTERNAL;
 }
 
+// File descriptors this process holds now: a failed open must close the ones it opened.
+long open_fds() {
+  const long saved = g_allocations_left.exchange(-1);  // counting allocates
+  long n = 0;
+  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+  g_allocations_left.store(saved);
+  return n;
+}
+
 }  // namespace
 
 void* operator new(std::size_t size) { return allocate(size); }
@@ -69,8 +81,12 @@ TEST(CApiOutOfMemory, EveryFailedAllocationIsACodeAndLosesNothing) {
 
   // Opening (creating, the first time): a failure leaves no handle.
   shmht_table* t = nullptr;
+  const long fds = open_fds();
   int rc = with_failing_allocations("shmht_open (create)", [&] { return shmht_open(name.str().c_str(), &options, &t); },
-                                    [&] { EXPECT_EQ(t, nullptr); });
+                                    [&] {
+                                      EXPECT_EQ(t, nullptr);
+                                      EXPECT_EQ(open_fds(), fds) << "a failed shmht_open left a file descriptor open";
+                                    });
   ASSERT_EQ(rc, SHMHT_OK) << shmht_last_error();
   ASSERT_NE(t, nullptr);
 
@@ -101,10 +117,85 @@ TEST(CApiOutOfMemory, EveryFailedAllocationIsACodeAndLosesNothing) {
   // Opening an existing table under failing allocations, then closing: no attachment of
   // this process is left (shmht_unlink refuses while one is).
   shmht_table* second = nullptr;
+  const long fds_with_t = open_fds();
   rc = with_failing_allocations("shmht_open (existing)", [&] { return shmht_open(name.str().c_str(), nullptr, &second); },
-                                [&] { EXPECT_EQ(second, nullptr); });
+                                [&] {
+                                  EXPECT_EQ(second, nullptr);
+                                  EXPECT_EQ(open_fds(), fds_with_t) << "a failed shmht_open left a file descriptor open";
+                                });
   ASSERT_EQ(rc, SHMHT_OK) << shmht_last_error();
   shmht_close(second);
+
+  // take_any: every SHMHT_OUT_OF_MEMORY leaves the item in the table; every success hands
+  // one over. Items are never lost or handed over twice.
+  std::set<std::string> put_keys;
+  for (int i = 0; i < 5; ++i) {
+    const std::string key = "take-any-key-long-enough-for-heap-storage-" + std::to_string(i);
+    ASSERT_EQ(shmht_put(t, key.data(), key.size(), "v", 1), SHMHT_OK);
+    put_keys.insert(key);
+  }
+  uint64_t before = 0;
+  ASSERT_EQ(shmht_size(t, &before), SHMHT_OK);
+  std::multiset<std::string> taken;
+  for (uint64_t i = 0; i < before; ++i) {
+    const void *kp = nullptr, *vp = nullptr;
+    size_t kl = 0, vl = 0;
+    rc = with_failing_allocations("shmht_take_any", [&] { return shmht_take_any(t, &kp, &kl, &vp, &vl); }, [&] {
+      uint64_t size = 0;
+      ASSERT_EQ(shmht_size(t, &size), SHMHT_OK);
+      EXPECT_EQ(size, before - i) << "a failed shmht_take_any lost an item";
+    });
+    ASSERT_EQ(rc, SHMHT_OK) << shmht_last_error();
+    taken.insert(std::string(static_cast<const char*>(kp), kl));
+  }
+  uint64_t after = 0;
+  ASSERT_EQ(shmht_size(t, &after), SHMHT_OK);
+  EXPECT_EQ(after, 0u);
+  EXPECT_EQ(taken.size(), std::set<std::string>(taken.begin(), taken.end()).size()) << "an item was handed over twice";
+  for (const std::string& key : put_keys) EXPECT_EQ(taken.count(key), 1u) << key;
+  shmht_close(t);
+  EXPECT_EQ(shmht_unlink(name.str().c_str()), SHMHT_OK) << shmht_last_error();
+}
+
+// An iteration whose shmht_iter_next fails to allocate and is retried sees every stable
+// key exactly once: a failed step leaves the iterator where it was (the strong guarantee).
+TEST(CApiOutOfMemory, AFailedIteratorStepIsRetriedWithoutDuplicates) {
+  ScopedName name;
+  shmht_options options;
+  shmht_options_init(&options);
+  options.capacity = 2000;
+  shmht_table* t = nullptr;
+  ASSERT_EQ(shmht_open(name.str().c_str(), &options, &t), SHMHT_OK) << shmht_last_error();
+  constexpr int kItems = 1500;
+  for (int i = 0; i < kItems; ++i) {
+    const std::string key = "a-key-long-enough-to-leave-small-string-storage-" + std::to_string(i);
+    ASSERT_EQ(shmht_put(t, key.data(), key.size(), "v", 1), SHMHT_OK);
+  }
+  shmht_iter* it = nullptr;
+  ASSERT_EQ(shmht_iter_open(t, &it), SHMHT_OK);
+  std::map<std::string, int> seen;
+  int failures = 0;
+  for (int calls = 0; calls < 100'000; ++calls) {
+    const void *kp = nullptr, *vp = nullptr;
+    size_t kl = 0, vl = 0;
+    g_allocations_left.store(failures < 200 ? 40 : -1);  // 40: fails part-way through a batch
+    const int rc = shmht_iter_next(it, &kp, &kl, &vp, &vl);
+    g_allocations_left.store(-1);
+    if (rc == SHMHT_END) break;
+    if (rc == SHMHT_OUT_OF_MEMORY) {
+      ++failures;
+      continue;  // retry the same call
+    }
+    ASSERT_EQ(rc, SHMHT_OK) << shmht_last_error();
+    ++seen[std::string(static_cast<const char*>(kp), kl)];
+  }
+  std::printf("shmht_iter_next: %d SHMHT_OUT_OF_MEMORY retried\n", failures);
+  EXPECT_GT(failures, 0) << "the test never made a step fail";
+  int duplicates = 0;
+  for (const auto& [key, count] : seen) duplicates += count > 1 ? 1 : 0;
+  EXPECT_EQ(duplicates, 0) << "keys seen more than once";
+  EXPECT_EQ(seen.size(), static_cast<std::size_t>(kItems)) << "keys never seen";
+  shmht_iter_close(it);
   shmht_close(t);
   EXPECT_EQ(shmht_unlink(name.str().c_str()), SHMHT_OK) << shmht_last_error();
 }
