@@ -487,33 +487,41 @@ int cmd_add(const Arguments& a) {
   return kExitOk;
 }
 
+// After take's output could not be written: stores `value` at `key` again unless the key
+// was stored meanwhile, saying which on stderr, and otherwise shows `shown` (the value or
+// the item, escaped as dump writes them) there, so what was taken is never lost unseen.
+int put_back_what_was_taken(Table& table, std::string_view key, std::string_view value, const std::string& what,
+                            const std::string& shown) {
+  std::cerr << "shmht: " << stdout_error_text() << "; " << what;
+  std::string why_not;
+  try {
+    if (table.compare_and_set(key, std::nullopt, value)) {
+      std::cerr << " was put back\n";
+      return kExitError;
+    }
+    why_not = "the key was stored again meanwhile";
+  } catch (const Error& e) {  // the table full, say: what was taken must still not be lost
+    why_not = e.what();
+  }
+  std::cerr << " could not be put back (" << why_not << "); it was, escaped as dump writes it:\n" << shown << "\n";
+  return kExitError;
+}
+
+int cmd_take_any(const Arguments& a);
+
 // take erases the key and prints what it held, in one atomic step, so of two processes
 // taking one key exactly one gets the value. Erasing cannot wait for the output to be
 // written, so a value that could not be written (stdout full or closed) is put back
 // (compare_and_set from absent): the key holds it again unless another process stored
 // the key in between; then the value goes to stderr, escaped as dump writes it. Either
 // way take exits 3.
-int cmd_take_any(const Arguments& a);
-
 int cmd_take(const Arguments& a) {
   if (a.any_key) return cmd_take_any(a);
   Table table = open_table(a);
   const std::optional<std::string> value = table.take(a.key);
   const int status = print_value(value);
   if (!value || stdout_written()) return status;
-  std::cerr << "shmht: " << stdout_error_text() << "; the value taken from " << escape_for_terminal(a.key);
-  std::string why_not;
-  try {
-    if (table.compare_and_set(a.key, std::nullopt, *value)) {
-      std::cerr << " was put back\n";
-      return kExitError;
-    }
-    why_not = "the key was stored again meanwhile";
-  } catch (const Error& e) {  // the table full, say: the value must still not be lost
-    why_not = e.what();
-  }
-  std::cerr << " could not be put back (" << why_not << "); it was, escaped as dump writes it:\n" << escape(*value) << "\n";
-  return kExitError;
+  return put_back_what_was_taken(table, a.key, *value, "the value taken from " + escape_for_terminal(a.key), escape(*value));
 }
 
 // take without KEY erases some item (Table::take_any: a work queue's pop) and prints it as
@@ -529,19 +537,7 @@ int cmd_take_any(const Arguments& a) {
   const std::string line = escape(item->first) + '\t' + escape(item->second);
   std::cout << line << "\n";
   if (stdout_written()) return kExitOk;
-  std::cerr << "shmht: " << stdout_error_text() << "; the item taken";
-  std::string why_not;
-  try {
-    if (table.compare_and_set(item->first, std::nullopt, item->second)) {
-      std::cerr << " was put back\n";
-      return kExitError;
-    }
-    why_not = "the key was stored again meanwhile";
-  } catch (const Error& e) {  // the table full, say: the item must still not be lost
-    why_not = e.what();
-  }
-  std::cerr << " could not be put back (" << why_not << "); it was, escaped as dump writes it:\n" << line << "\n";
-  return kExitError;
+  return put_back_what_was_taken(table, item->first, item->second, "the item taken", line);
 }
 
 int cmd_cas(const Arguments& a) {
