@@ -173,6 +173,18 @@ grep -q "empty" /tmp/shmht-cli-out.$$ || fail "take on an empty table did not sa
 set +e; "$shmht" take "$name-any" >/dev/full 2>/tmp/shmht-cli-out.$$; got=$?; set -e
 [ "$got" = 3 ] || fail "take without KEY to /dev/full exited $got, expected 3"
 [ "$("$shmht" get "$name-any" q3)" = precious ] || fail "take without KEY to /dev/full lost the item: $(cat /tmp/shmht-cli-out.$$)"
+# A reader that goes away (SIGPIPE) or a file-size limit (SIGXFSZ) must not kill take
+# between its erase and its put-back (review R2 F1: the item was lost, exit 141 / 153).
+"$shmht" put "$name-any" piped precious
+set +e; { sleep 0.3; "$shmht" take "$name-any" piped; } 2>/dev/null | true; set -e
+[ "$("$shmht" get "$name-any" piped 2>&1)" = precious ] || fail "take into a closed pipe lost the value"
+set +e; { sleep 0.3; "$shmht" take "$name-any"; } 2>/dev/null | true; set -e
+[ "$("$shmht" get "$name-any" piped 2>&1)$("$shmht" get "$name-any" q3 2>&1)" = preciousprecious ] ||
+  fail "take without KEY into a closed pipe lost the item"
+"$shmht" put "$name-any" big "$(head -c 4000 /dev/zero | tr '\0' x)"
+set +e; (ulimit -f 1; "$shmht" take "$name-any" big >"$scratch/limited" 2>/dev/null); got=$?; set -e
+[ "$got" = 3 ] || fail "take past a file-size limit exited $got, expected 3"
+[ "$("$shmht" get "$name-any" big | wc -c)" = 4001 ] || fail "take past a file-size limit lost the value"
 "$shmht" put "$name-rmw" text hello
 expect_status 3 "$shmht" add "$name-rmw" text
 grep -q not_a_counter /tmp/shmht-cli-out.$$ || fail "add on a non-counter did not say not_a_counter"

@@ -50,6 +50,7 @@
 #include <cstring>
 #include <exception>
 #include <new>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -490,6 +491,14 @@ int cmd_add(const Arguments& a) {
 // After take's output could not be written: stores `value` at `key` again unless the key
 // was stored meanwhile, saying which on stderr, and otherwise shows `shown` (the value or
 // the item, escaped as dump writes them) there, so what was taken is never lost unseen.
+// take writes what it erased: a reader that went away (SIGPIPE) or a file-size limit
+// (SIGXFSZ) must not kill it between the erase and the put-back. Ignored, they make the
+// write fail with EPIPE or EFBIG instead, which put_back_what_was_taken handles.
+void let_take_survive_its_write() {
+  std::signal(SIGPIPE, SIG_IGN);
+  std::signal(SIGXFSZ, SIG_IGN);
+}
+
 int put_back_what_was_taken(Table& table, std::string_view key, std::string_view value, const std::string& what,
                             const std::string& shown) {
   std::cerr << "shmht: " << stdout_error_text() << "; " << what;
@@ -517,6 +526,7 @@ int cmd_take_any(const Arguments& a);
 // way take exits 3.
 int cmd_take(const Arguments& a) {
   if (a.any_key) return cmd_take_any(a);
+  let_take_survive_its_write();
   Table table = open_table(a);
   const std::optional<std::string> value = table.take(a.key);
   const int status = print_value(value);
@@ -528,6 +538,7 @@ int cmd_take(const Arguments& a) {
 // one line, KEY<TAB>VALUE escaped as dump writes them (load reads it back); exit 1 if the
 // table is empty. An item that could not be written is put back as take's value is.
 int cmd_take_any(const Arguments& a) {
+  let_take_survive_its_write();
   Table table = open_table(a);
   const std::optional<shmht::Item> item = table.take_any();
   if (!item) {
