@@ -402,24 +402,27 @@ mkdir "$lsdir"
 printf 'a\t1\nb\t2\n' | "$shmht" load "$lsdir/alpha" 2>/dev/null
 "$shmht" create "$lsdir/beta" --capacity 100 >/dev/null
 head -c 8192 "$lsdir/beta" >"$lsdir/cut"          # the magic, then nothing
+head -c 8 "$lsdir/beta" >"$lsdir/stub"            # the magic alone: too short for a state word
 head -c 100000 /dev/urandom >"$lsdir/garbage"
 echo 'not a table' >"$lsdir/notes.txt"
-before=$(cd "$lsdir" && sha256sum alpha beta cut garbage && stat -c '%n %s %Y' alpha beta)
+before=$(cd "$lsdir" && sha256sum alpha beta cut stub garbage && stat -c '%n %s %Y' alpha beta)
 timeout 20 "$shmht" ls "$lsdir" --json >"$scratch/ls.json" || fail "ls --json exited $?"
 /usr/bin/python3 - "$scratch/ls.json" <<'PY' || fail "ls --json: $(cat "$scratch/ls.json")"
 import json, sys
 rows = {r["name"]: r for r in json.load(open(sys.argv[1]))}
-assert sorted(rows) == ["alpha", "beta", "cut"], sorted(rows)
+assert sorted(rows) == ["alpha", "beta", "cut", "stub"], sorted(rows)
 a = rows["alpha"]
 assert (a["state"], a["engine"], a["items"], a["attached_pids"]) == ("ok", "striped", 2, []), a
 assert a["apparent_bytes"] > 0 and a["resident_bytes"] > 0, a
 assert rows["beta"]["engine"] == "seqlock" and rows["beta"]["items"] == 0, rows["beta"]
 assert rows["cut"]["state"] == "corrupt" and "truncated" in rows["cut"]["problem"], rows["cut"]
+# Review R2 F5: a file holding the magic alone was listed as "initialising".
+assert rows["stub"]["state"] == "corrupt", rows["stub"]
 PY
 timeout 20 "$shmht" ls "$lsdir" >"$scratch/ls.txt" || fail "ls exited $?"
 grep -Eq '^alpha +striped +2 +[0-9.]+ (B|KiB|MiB) +[0-9.]+ (B|KiB|MiB) +\(none\)$' "$scratch/ls.txt" || fail "ls's text: $(cat "$scratch/ls.txt")"
 grep -q 'garbage\|notes\|shmht-lock' "$scratch/ls.txt" && fail "ls listed a file that is not a table: $(cat "$scratch/ls.txt")"
-[ "$(cd "$lsdir" && sha256sum alpha beta cut garbage && stat -c '%n %s %Y' alpha beta)" = "$before" ] || fail "ls changed a file"
+[ "$(cd "$lsdir" && sha256sum alpha beta cut stub garbage && stat -c '%n %s %Y' alpha beta)" = "$before" ] || fail "ls changed a file"
 # A process holding alpha's admin lock (a POSIX write lock on the lock file's byte 0
 # conflicts with the OFD lock attach takes): ls says busy at once rather than waiting.
 /usr/bin/python3 -c 'import fcntl,sys,time; f=open(sys.argv[1],"r+"); fcntl.lockf(f, fcntl.LOCK_EX, 1, 0); print("held", flush=True); time.sleep(30)' \

@@ -145,12 +145,15 @@ inline std::string listing_state_of(ErrorCode code) {
 
 // True when the header's state word (read with pread, not through a mapping) says the
 // creator finished initialising the file.
+// A file too short to hold its state word is not being initialised but damaged (creation
+// sizes the file before it writes the header): the open below calls it corrupt.
 inline bool header_says_ready(const std::string& path) {
   const ListingFd file(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
   std::uint32_t state = 0;
-  return file.fd >= 0 &&
-         pread(file.fd, &state, sizeof state, offsetof(layout::Header, state)) == static_cast<ssize_t>(sizeof state) &&
-         state == layout::kStateReady;
+  if (file.fd < 0) return false;
+  const ssize_t got = pread(file.fd, &state, sizeof state, offsetof(layout::Header, state));
+  if (got >= 0 && got < static_cast<ssize_t>(sizeof state)) return true;  // short: let Region::open say what is wrong
+  return got == static_cast<ssize_t>(sizeof state) && state == layout::kStateReady;
 }
 
 // Reads one file that starts with the magic. Never throws shmht::Error: a table that
@@ -248,9 +251,21 @@ inline TableListing describe_isolated(const std::string& name, const std::string
     row.problem = std::string("cannot make a pipe to read it in a child: ") + std::strerror(errno);
     return row;
   }
+  // A SIGCHLD ignored by whoever started us would let the kernel reap the child, and
+  // waitpid could not say how it ended: take it back to the default for the wait.
+  struct sigaction default_child{}, inherited_child{};
+  default_child.sa_handler = SIG_DFL;
+  sigemptyset(&default_child.sa_mask);
+  sigaction(SIGCHLD, &default_child, &inherited_child);
   const pid_t child = fork();
   if (child == 0) {
     ::close(pipe_fds[0]);
+    // The alarm must be able to end a hung read, whatever SIGALRM's inherited disposition.
+    ::signal(SIGALRM, SIG_DFL);
+    sigset_t alarm_only;
+    sigemptyset(&alarm_only);
+    sigaddset(&alarm_only, SIGALRM);
+    sigprocmask(SIG_UNBLOCK, &alarm_only, nullptr);
     alarm(kDescribeSeconds);
     std::string bytes;
     try {
@@ -282,7 +297,17 @@ inline TableListing describe_isolated(const std::string& name, const std::string
     return row;
   }
   int status = 0;
-  while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  pid_t waited = -1;
+  while ((waited = waitpid(child, &status, 0)) < 0 && errno == EINTR) {
+  }
+  const int wait_error = errno;
+  sigaction(SIGCHLD, &inherited_child, nullptr);
+  if (waited < 0) {
+    if (decode_row(bytes, row)) return row;  // it answered in full; how it ended is unknown
+    row.state = "error";
+    row.problem = std::string("reading it failed, and how the child ended is unknown (waitpid: ") +
+                  std::strerror(wait_error) + ")";
+    return row;
   }
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && decode_row(bytes, row)) return row;
   row.state = "error";
