@@ -231,7 +231,12 @@ typedef struct shmht_iter shmht_iter;
  * shmht::Table::for_each: a key present for the whole walk is seen exactly once; keys
  * inserted or erased meanwhile may or may not be. No lock is held between calls, so the
  * loop may write the table and may stop at any time. Once `t` is closed the iterator
- * returns SHMHT_INVALID_ARGUMENT ("its table was closed"); close it as usual. */
+ * returns SHMHT_INVALID_ARGUMENT ("its table was closed"); close it as usual. An
+ * iterator belongs to its table handle's thread (opening, closing and stepping it change
+ * the handle's list of iterators). After fork(), a child's inherited iterator may still
+ * hand out the rest of the batch it had already copied (private copies, not the table);
+ * its next batch fails with SHMHT_INVALID_ARGUMENT, as every call on an inherited handle
+ * does. */
 int shmht_iter_open(shmht_table *t, shmht_iter **out);
 /* The next item: SHMHT_OK with *key, *klen and *value, *vlen pointing at copies owned by
  * the iterator (valid until the next shmht_iter_next or shmht_iter_close), or SHMHT_END. */
