@@ -196,3 +196,49 @@ def test_a_forked_child_can_pass_its_temporary_on_after_the_parent_closed_it():
             child.kill()
             child.join(5)
     assert child.exitcode == 0
+
+
+_HOLDER = r'''
+import os, pickle, sys
+import shmht
+spare = [os.open("/dev/null", os.O_RDONLY) for _ in range(3)]  # its table fd differs from the creator's
+t = pickle.loads(sys.stdin.buffer.read())
+print("ready", flush=True)
+sys.stdin.close()
+import time
+while os.path.exists(sys.argv[1]):  # the creator removes this file once it closed the table
+    time.sleep(0.01)
+pid = os.fork()
+if pid == 0:
+    try:
+        print("child sees", t.get(b"a"), flush=True)
+    except Exception as e:
+        print("child error", type(e).__name__, e, flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+'''
+
+
+def test_a_fork_of_a_process_that_unpickled_a_temporary_keeps_it_after_the_creator_exits(tmp_path):
+    """The forked child finds its inherited descriptor of the table whatever its number
+    (review R2 F2: it looked under the creator's number and lost the table)."""
+    flag = tmp_path / "creator-alive"
+    flag.write_text("")
+    creator = textwrap.dedent(f"""
+        import pickle, subprocess, sys, os
+        import shmht
+        t = shmht.Table.temporary(capacity=10)
+        t[b"a"] = b"1"
+        holder = subprocess.Popen([sys.executable, "-c", {_HOLDER!r}, {str(flag)!r}],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        holder.stdin.write(pickle.dumps(t))
+        holder.stdin.close()
+        assert holder.stdout.readline() == b"ready\\n"
+        t.close()
+        os.unlink({str(flag)!r})
+        print(holder.stdout.read().decode(), end="")
+        holder.wait(timeout=60)
+    """)
+    result = subprocess.run([sys.executable, "-c", creator], capture_output=True, text=True, timeout=90,
+                            env=os.environ.copy())
+    assert "child sees b'1'" in result.stdout, (result.stdout, result.stderr)

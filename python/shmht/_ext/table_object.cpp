@@ -2,6 +2,7 @@
 #include "table_object.hpp"
 
 #include <pthread.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <deque>
 #include <iterator>
 #include <map>
@@ -366,8 +368,24 @@ int inherited_fd_of(const std::string& path, const FileId& file) {
     fd = fd * 10 + (c - '0');
   }
   struct stat st{};
-  if (::fstat(fd, &st) != 0 || FileId{st.st_dev, st.st_ino} != file) return -1;
-  return ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (::fstat(fd, &st) == 0 && FileId{st.st_dev, st.st_ino} == file) return ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  // Not under the parent's number: a process that unpickled the table opened it under a
+  // number of its own, which its children inherit. Any descriptor of ours on that file
+  // will do (review R2 F2: a fork of such a process lost the table once its creator exited).
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return -1;
+  int found = -1;
+  while (const dirent* entry = ::readdir(dir)) {
+    char* end = nullptr;
+    const long candidate = std::strtol(entry->d_name, &end, 10);
+    if (end == entry->d_name || *end != '\0' || candidate == ::dirfd(dir)) continue;
+    if (::fstat(static_cast<int>(candidate), &st) == 0 && FileId{st.st_dev, st.st_ino} == file) {
+      found = ::fcntl(static_cast<int>(candidate), F_DUPFD_CLOEXEC, 3);
+      break;
+    }
+  }
+  ::closedir(dir);
+  return found;
 }
 
 // Re-attaches in a forked child (sharing with the child's other objects on the table).
