@@ -28,6 +28,18 @@ int keep_off_stdio(int fd) noexcept {
   return moved;
 }
 
+int create_exclusive_off_stdio(const char* path, int flags, mode_t mode) noexcept {
+  const int fd = ::open(path, flags | O_CREAT | O_EXCL, mode);
+  if (fd < 0 || fd > STDERR_FILENO) return fd;
+  const int moved = keep_off_stdio(fd);
+  if (moved < 0) {
+    const int err = errno;
+    ::unlink(path);  // ours: O_EXCL made it, under a name nobody else uses
+    errno = err;
+  }
+  return moved;
+}
+
 namespace {
 
 using FileId = std::tuple<unsigned long, unsigned long, bool>;  // device, inode, writable

@@ -16,6 +16,8 @@
 // sides, so a child never inherits one locked by a thread it does not have.
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -32,6 +34,10 @@ namespace shmht {
 // failed open: errno is kept); else a copy at 3 or above (F_DUPFD_CLOEXEC), the original
 // closed. If copying fails, closes `fd` and returns -1 with errno set.
 int keep_off_stdio(int fd) noexcept;
+// open(path, flags | O_CREAT | O_EXCL, mode), kept off fd 0-2 as keep_off_stdio does;
+// if moving it fails, the file it just created is removed too, so a failure leaves no
+// stray file behind (a staging file under a private name, never someone else's).
+int create_exclusive_off_stdio(const char* path, int flags, mode_t mode) noexcept;
 
 class FileMapping {
  public:

@@ -155,7 +155,7 @@ bool publish_fresh_lock_file(const std::string& path, const TableIdentity& table
   char suffix[32];
   std::snprintf(suffix, sizeof suffix, "%08x%08x", random(), random());
   const std::string staging = path + ".creating-" + suffix;
-  const int fd = keep_off_stdio(::open(staging.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  const int fd = create_exclusive_off_stdio(staging.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) throw_system("creating the lock file " + staging, errno);
   struct Cleanup {
     int fd;

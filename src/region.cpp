@@ -223,7 +223,7 @@ StagingFile create_staging_file(const std::string& path, std::uint32_t mode) {
   for (int attempt = 0;; ++attempt) {
     std::snprintf(suffix, sizeof suffix, "%08x%08x", random(), random());
     staging.name = directory + "/.shmht-creating-" + suffix;
-    staging.fd = keep_off_stdio(::open(staging.name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
+    staging.fd = create_exclusive_off_stdio(staging.name.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC, mode);
     if (staging.fd >= 0) return staging;
     if (errno != EEXIST || attempt == 8) {
       const int err = errno;

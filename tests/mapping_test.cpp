@@ -2,12 +2,15 @@
 // MADV_HUGEPAGE (so shmem THP set to "advise" backs a large table with 2 MiB pages); and
 // which descriptor numbers the files it keeps get.
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -88,6 +91,38 @@ TEST(Mapping, KeepsNoDescriptorAtStdinStdoutOrStderr) {
     EXPECT_TRUE(check_table(*name).clean) << name->str() << " was damaged";
     EXPECT_EQ(Table::open(*name).get("k"), "v") << name->str();
   }
+}
+
+// A create that fails because the descriptor it got at 0 cannot be moved up (no free
+// descriptor above 2) leaves no staging file behind (review R2 F3: the lock file's
+// "<name>.shmht-lock.creating-<random>" stayed in the directory for good).
+TEST(Mapping, ACreateThatCannotKeepItsDescriptorOffStdioLeavesNoStagingFile) {
+  char dir_template[] = "/tmp/shmht-stdio-emfile-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir_template), nullptr);
+  const std::string dir = dir_template;
+  Children children;
+  children.spawn([&]() -> int {
+    const rlimit limit{16, 16};
+    if (setrlimit(RLIMIT_NOFILE, &limit) != 0) return 2;
+    while (::open("/dev/null", O_RDONLY) >= 0) {
+    }
+    // Free: fd 0 and fd 15. The table's O_TMPFILE lands at 0 and moves to 15; the lock
+    // file's staging file then lands at 0 with nowhere to move.
+    ::close(0);
+    ::close(15);
+    try {
+      Table::create(dir + "/t", {.capacity = 100});
+      return 3;  // it cannot have succeeded: it needs more descriptors than it has
+    } catch (const Error&) {
+    }
+    return 0;
+  });
+  children.expect_all_succeed(std::chrono::seconds(30));
+  std::vector<std::string> left;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) left.push_back(entry.path().filename());
+  for (const std::string& name : left) std::filesystem::remove(dir + "/" + name);
+  std::filesystem::remove(dir);
+  EXPECT_TRUE(left.empty()) << "left in the directory: " << ::testing::PrintToString(left);
 }
 
 }  // namespace
