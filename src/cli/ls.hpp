@@ -293,6 +293,7 @@ inline TableListing describe_isolated(const std::string& name, const std::string
   }
   ::close(pipe_fds[0]);
   if (child < 0) {
+    sigaction(SIGCHLD, &inherited_child, nullptr);
     row.problem = std::string("cannot fork a child to read it: ") + std::strerror(fork_error);
     return row;
   }
