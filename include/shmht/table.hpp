@@ -55,7 +55,7 @@ struct Stats {
   std::string path;
   Engine engine;
   std::uint64_t capacity;        // items guaranteed to fit
-  std::uint64_t slots;           // home slots (the load factor's denominator)
+  std::uint64_t slots;           // home slots of the current slot array (the load factor's denominator)
   std::uint64_t items;
   double load_factor;            // items / slots
   std::uint32_t max_key_bytes;
@@ -73,6 +73,12 @@ struct Stats {
   // anonymous table's /proc/<pid>/fd/<n>, which any file may take over, named when opened.
   std::uint64_t file_device;
   std::uint64_t file_inode;
+  // Growth (the slot array doubles when it fills; capacity is only the starting size):
+  std::uint64_t slot_array_bytes;        // the current slot array's bytes (64-byte buckets)
+  std::uint32_t growths;                 // doublings since create: the current array's generation
+  bool migrating;                        // entries are moving from the previous array into the current one
+  std::uint64_t migration_groups;        // home groups (old buckets) the migration moves; 0 when not migrating
+  std::uint64_t migration_groups_moved;  // of those, already moved
 };
 
 // What this handle's operations cost in coordination (the lock-free engine counts; the

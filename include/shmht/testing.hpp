@@ -25,6 +25,12 @@ enum class FaultPoint {
   kKcasMidRdcss,      // lockfree: an install (owner's or helper's) is in a word, not yet completed
   kFreeListChanged,   // an attachment's free list changed, its counters not yet
   kFileGrowthClaimed, // a larger file size is claimed (region.cpp grow_file_to), its space not yet reserved
+  // Growth of the slot array (growth.hpp):
+  kGrowthArrayClaimed,    // the chunks of a larger slot array are claimed, its offset not yet published
+  kGrowthArrayPublished,  // the larger array's offset is published, the migration not yet started
+  kGroupMoveMidway,       // a home group is partly copied into the new array, not yet marked MOVED
+  kGroupMoved,            // a home group is marked MOVED, its locks (lock engines) still held
+  kMigrationFinishing,    // every group is moved, the migration not yet marked finished
 };
 
 using FaultHook = void (*)(FaultPoint);
