@@ -269,12 +269,16 @@ void Arena::take_new_chunk(std::uint64_t* cursor, std::uint64_t* end) {
       corrupt("the chunk at arena_end " + std::to_string(start) + " is not inside the file");
     }
     entry_->claiming_chunk.store(start, std::memory_order_release);
-    std::uint64_t unclaimed = 0;
+    std::uint64_t found = 0;
     const bool won = region_->at<ChunkHeader>(start)->claim.compare_exchange_strong(
-        unclaimed, mine, std::memory_order_acq_rel, std::memory_order_acquire);
-    // Won or lost, the chunk is claimed: move arena_end past it (for its claimant if not us).
+        found, mine, std::memory_order_acq_rel, std::memory_order_acquire);
+    // Won or lost, the chunk is claimed: move arena_end past it (for its claimant if not
+    // us), or past every chunk of a slot array a grower claimed there (growth.cpp).
+    const std::uint64_t claimed = !won && layout::is_array_claim(found) && layout::array_claim_chunks(found) != 0
+                                      ? std::uint64_t{layout::array_claim_chunks(found)} * chunk
+                                      : chunk;
     std::uint64_t expected = start;
-    header.arena_end.compare_exchange_strong(expected, start + chunk, std::memory_order_acq_rel, std::memory_order_acquire);
+    header.arena_end.compare_exchange_strong(expected, start + claimed, std::memory_order_acq_rel, std::memory_order_acquire);
     if (!won) continue;
     detail::fault_point(testing::FaultPoint::kAfterChunkClaim);
     use_chunk(start);

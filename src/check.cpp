@@ -20,7 +20,7 @@ using layout::Slot;
 // A piece of the arena and what accounts for it. Every byte below arena_end is exactly
 // one of these, or was leaked by a crashed writer (a gap between them).
 struct Extent {
-  enum Kind { kLiveRecord, kFreeRecord, kChunkHeader, kChunkTail, kUnrecordedChunk };
+  enum Kind { kLiveRecord, kFreeRecord, kChunkHeader, kChunkTail, kUnrecordedChunk, kSlotArray };
   std::uint64_t begin, bytes;
   Kind kind;
 };
@@ -32,13 +32,14 @@ const char* describe(Extent::Kind kind) {
     case Extent::kChunkHeader: return "a chunk header";
     case Extent::kChunkTail: return "an attachment's unused chunk tail";
     case Extent::kUnrecordedChunk: return "a chunk an attachment is claiming";
+    case Extent::kSlotArray: return "a slot array";
   }
   return "?";
 }
 
 class Checker {
  public:
-  Checker(TableContext& ctx, bool reclaim) : ctx_(ctx), slots_(ctx.slots()), reclaim_(reclaim) {}
+  Checker(TableContext& ctx, bool reclaim) : ctx_(ctx), view_(ctx.view()), reclaim_(reclaim) {}
 
   void run(CheckReport* report) {
     report_ = report;
@@ -80,34 +81,54 @@ class Checker {
     if (layout::SlotArray::bucket_of_slot(slot) != layout::SlotArray::bucket_of_slot(slot - dist)) ++report_->past_home_bucket;
   }
 
+  // Every live array: the current one, and during a migration the old one, where only
+  // the groups not MOVED count (a moved group's words there are stale copies).
   void check_slots() {
-    const std::uint64_t seed = ctx_.fixed().hash_seed;
+    report_->generation = view_.generation;
+    report_->migrating = view_.migrating;
     std::unordered_set<std::string> keys;
+    check_array(view_.current, /*old=*/false, keys);
+    if (view_.migrating) check_array(view_.old, /*old=*/true, keys);
+  }
+
+  bool group_moved(const layout::SlotArray& slots, std::uint64_t home) const {
+    return layout::is_moved(slots.bucket(layout::SlotArray::bucket_of_slot(home)).control.load(std::memory_order_relaxed));
+  }
+
+  void check_array(const layout::SlotArray& slots, bool old, std::unordered_set<std::string>& keys) {
+    const std::uint64_t seed = ctx_.fixed().hash_seed;
+    const std::string where = old ? "old array slot " : (view_.migrating ? "new array slot " : "slot ");
     std::uint64_t previous = layout::kEmptySlot;
-    for (std::uint64_t i = 0; i < slots_.probe_limit(); previous = slots_.load(i), ++i) {
-      const std::uint64_t word = slots_.load(i);
+    for (std::uint64_t i = 0; i < slots.probe_limit(); previous = slots.load(i), ++i) {
+      const std::uint64_t word = slots.load(i);
       if (word == layout::kEmptySlot) continue;
       if (Slot::dist_of(word) == layout::kDescriptorDist) {
-        problem("slot ", i, ": holds a reference to a lock-free operation that nobody finished");
+        problem(where, i, ": holds a reference to a lock-free operation that nobody finished");
+        continue;
+      }
+      const std::uint64_t dist = Slot::dist_of(word);
+      if (dist > i || i - dist >= slots.home_slots()) {
+        problem(where, i, ": distance ", dist, " puts its home outside the home slots");
+        continue;
+      }
+      if (dist > 0 && (previous == layout::kEmptySlot || dist > Slot::dist_of(previous) + 1)) {
+        problem(where, i, ": Robin Hood order broken (distance ", dist, " after ",
+                previous == layout::kEmptySlot ? std::string("an empty slot") : "distance " + std::to_string(Slot::dist_of(previous)), ")");
+      }
+      if (old && group_moved(slots, i - dist)) continue;  // lives in the new array now
+      if (view_.migrating && !old && !group_moved(view_.old, (i - dist) / 2)) {
+        problem(where, i, ": a copy of old home group ", (i - dist) / 2 / layout::kSlotsPerBucket,
+                ", which has not moved (a mover died part way; the next write to it removes the copy)");
         continue;
       }
       ++report_->items;
-      const std::uint64_t dist = Slot::dist_of(word);
-      if (dist > i || i - dist >= slots_.home_slots()) {
-        problem("slot ", i, ": distance ", dist, " puts its home outside the home slots");
-        continue;
-      }
       count_displacement(i, dist);
-      if (dist > 0 && (previous == layout::kEmptySlot || dist > Slot::dist_of(previous) + 1)) {
-        problem("slot ", i, ": Robin Hood order broken (distance ", dist, " after ",
-                previous == layout::kEmptySlot ? std::string("an empty slot") : "distance " + std::to_string(Slot::dist_of(previous)), ")");
-      }
       const std::uint64_t offset = Slot::offset_of(word);
-      if (!live_offsets_.insert(offset).second) problem("slot ", i, ": record offset ", offset, " is used twice");
+      if (!live_offsets_.insert(offset).second) problem(where, i, ": record offset ", offset, " is used twice");
       layout::RecordHeader header{};
       const std::byte* record = ctx_.checked_record(word, &header);
       if (record == nullptr || offset + 8 > ctx_.region().arena_end(std::memory_order_relaxed)) {
-        problem("slot ", i, ": record offset ", offset, " is outside the arena or its lengths exceed the limits");
+        problem(where, i, ": record offset ", offset, " is outside the arena or its lengths exceed the limits");
         continue;
       }
       const std::uint64_t class_bytes = layout::class_bytes(layout::size_class_of(record_bytes_for(header.key_bytes, header.value_bytes)));
@@ -115,9 +136,9 @@ class Checker {
       extents_.push_back({offset, class_bytes, Extent::kLiveRecord});
       const std::string_view key = record_key(record, header);
       const std::uint64_t hash = hash_key(key, seed);
-      if (Slot::tag_of(word) != layout::SlotArray::tag_of_hash(hash)) problem("slot ", i, ": tag does not match the key's hash");
-      if (slots_.home_of(hash) != i - dist) problem("slot ", i, ": key's home is ", slots_.home_of(hash), " but slot says ", i - dist);
-      if (!keys.emplace(key).second) problem("slot ", i, ": duplicate key");
+      if (Slot::tag_of(word) != layout::SlotArray::tag_of_hash(hash)) problem(where, i, ": tag does not match the key's hash");
+      if (slots.home_of(hash) != i - dist) problem(where, i, ": key's home is ", slots.home_of(hash), " but slot says ", i - dist);
+      if (!keys.emplace(key).second) problem(where, i, ": duplicate key");
     }
   }
 
@@ -231,13 +252,29 @@ class Checker {
     const std::uint64_t arena_end = ctx_.region().arena_end(std::memory_order_relaxed);
     const std::uint64_t chunk = ctx_.fixed().chunk_bytes;
     for (std::uint64_t start = arena_begin; start + chunk <= arena_end; start += chunk) {
-      extents_.push_back({start, sizeof(layout::ChunkHeader), Extent::kChunkHeader});
       if (!ctx_.region().ensure_mapped(start, sizeof(layout::ChunkHeader))) {
+        extents_.push_back({start, sizeof(layout::ChunkHeader), Extent::kChunkHeader});
         problem("chunk at ", start, " is below arena_end but outside the file");
-      } else if (ctx_.region().at<layout::ChunkHeader>(start)->claim.load(std::memory_order_relaxed) == 0) {
-        problem("chunk at ", start, " is below arena_end but was never claimed");
+        continue;
       }
+      const std::uint64_t claim = ctx_.region().at<layout::ChunkHeader>(start)->claim.load(std::memory_order_relaxed);
+      if (layout::is_array_claim(claim)) {
+        // A slot array's run of chunks (growth.cpp): live, old (punched) or abandoned.
+        const std::uint64_t span = std::uint64_t{layout::array_claim_chunks(claim)} * chunk;
+        if (span == 0 || span > arena_end - start) {
+          problem("chunk at ", start, " claims a slot array of ", span, " bytes, past arena_end");
+          extents_.push_back({start, sizeof(layout::ChunkHeader), Extent::kChunkHeader});
+          continue;
+        }
+        extents_.push_back({start, span, Extent::kSlotArray});
+        report_->slot_array_bytes += span;
+        start += span - chunk;
+        continue;
+      }
+      extents_.push_back({start, sizeof(layout::ChunkHeader), Extent::kChunkHeader});
+      if (claim == 0) problem("chunk at ", start, " is below arena_end but was never claimed");
     }
+    if (view_.generation == 0) report_->slot_array_bytes += growth::array_bytes(view_.current.home_slots());
     for (std::uint32_t e = 0; e < ctx_.fixed().max_processes; ++e) {
       const layout::ProcessEntry& entry = ctx_.region().entry(e);
       const std::uint64_t cursor = entry.chunk_cursor.load(std::memory_order_relaxed);
@@ -288,7 +325,7 @@ class Checker {
   }
 
   TableContext& ctx_;
-  layout::SlotArray slots_;
+  const growth::ArrayView view_;
   const bool reclaim_;
   CheckReport* report_ = nullptr;
   std::unordered_set<std::uint64_t> live_offsets_;

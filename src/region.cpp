@@ -553,6 +553,14 @@ void Region::attach_mapping(std::shared_ptr<FileMapping> mapping, std::uint64_t 
   arena_offset_ = arena_offset;
 }
 
+bool Region::punch_hole(std::uint64_t offset, std::uint64_t bytes) const noexcept {
+  const std::uint64_t begin = round_up(offset, kPageBytes);
+  const std::uint64_t end = (offset + bytes) / kPageBytes * kPageBytes;
+  if (read_only() || end <= begin) return false;
+  return ::fallocate(fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(begin),
+                     static_cast<off_t>(end - begin)) == 0;
+}
+
 std::uint64_t Region::apparent_bytes() const { return fd_size(fd(), path_); }
 
 std::uint64_t Region::allocated_bytes() const {

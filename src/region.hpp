@@ -170,6 +170,10 @@ class Region {
     return (mapping_->reserved_bytes() - arena_offset_) / record_bytes;
   }
 
+  // Returns [offset, offset + bytes)'s whole pages to the filesystem (a punched hole reads
+  // as zeros; the file keeps its size). Best effort: false where the filesystem cannot.
+  bool punch_hole(std::uint64_t offset, std::uint64_t bytes) const noexcept;
+
   // File size as the filesystem reports it (apparent) and bytes actually allocated.
   std::uint64_t apparent_bytes() const;
   std::uint64_t allocated_bytes() const;

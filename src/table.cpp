@@ -64,7 +64,16 @@ void register_fork_handler() {
   });
 }
 
-constexpr std::uint64_t kForEachBatchSlots = 1024;
+// Where a walk over home slots stands: a home slot of one generation's slot array.
+struct HomeCursor {
+  std::uint32_t generation;
+  std::uint64_t slot;
+};
+
+// Home slots per batch of iteration: a multiple of 14, so every batch boundary is a home
+// group boundary of the array before (engines copy a migrating table group by group).
+constexpr std::uint64_t kForEachBatchSlots = 1022;
+static_assert(kForEachBatchSlots % 14 == 0);
 
 // Free records per size class, from the counters the arena keeps (no list is walked, so
 // this is safe next to writers; a shared stack's counter may lag by the pushes and pops
@@ -272,7 +281,13 @@ class TableImpl {
     s.path = r.path();
     s.engine = engine_kind_;
     s.capacity = r.fixed().capacity;
-    s.slots = r.fixed().home_slots;
+    const growth::ArrayView view = context_.view();
+    s.slots = view.current.home_slots();
+    s.slot_array_bytes = growth::array_bytes(view.current.home_slots());
+    s.growths = view.generation;
+    s.migrating = view.migrating;
+    s.migration_groups = view.migrating ? view.old.group_count() : 0;
+    s.migration_groups_moved = growth::moved_groups(view);
     s.items = size();
     s.load_factor = static_cast<double>(s.items) / static_cast<double>(s.slots);
     s.max_key_bytes = r.fixed().max_key_bytes;
@@ -299,16 +314,24 @@ class TableImpl {
   }
 
   // One batch of iteration (Table::items, for_each): appends the items whose home slot
-  // is in [begin, begin + kForEachBatchSlots) to *out and returns the next batch's first
-  // slot; nullopt, copying nothing, once `begin` is past the last home slot.
-  std::optional<std::uint64_t> copy_items_batch(std::uint64_t begin, std::vector<KeyValue>* out) {
+  // is in [at, at + kForEachBatchSlots) of the slot array of at.generation to *out and
+  // returns where the next batch starts (in the generation the batch was copied at: the
+  // same hashes, scaled, if the table grew meanwhile); nullopt, copying nothing, once `at`
+  // is past the last home slot. A cursor of an older generation is first scaled to the
+  // current one: a batch is never more than kForEachBatchSlots of the current array.
+  std::optional<HomeCursor> copy_items_batch(HomeCursor at, std::vector<KeyValue>* out) {
     check_usable();
-    const std::uint64_t home_slots = context_.slots().home_slots();
-    if (begin >= home_slots) return std::nullopt;
-    const std::uint64_t end = std::min(home_slots, begin + kForEachBatchSlots);
-    batch::prefetch_records_in(context_, begin, end);
-    engine_->copy_home_range(begin, end, out);
-    return end;
+    const growth::ArrayView& view = context_.view();
+    if (view.generation > at.generation) {
+      at.slot <<= view.generation - at.generation;
+      at.generation = view.generation;
+    }
+    const std::uint64_t home_slots = growth::home_slots_of(context_.fixed(), at.generation);
+    if (at.slot >= home_slots) return std::nullopt;
+    const std::uint64_t end = std::min(home_slots, at.slot + kForEachBatchSlots);
+    if (!view.migrating) batch::prefetch_records_in(context_, at.slot, end);
+    const std::uint32_t copied_at = engine_->copy_home_range(at.generation, at.slot, end, out);
+    return HomeCursor{copied_at, end << (copied_at - at.generation)};
   }
 
   // ---- take_any: a cursor over home slots, kept by this handle (Table::take_any) -----
@@ -316,7 +339,6 @@ class TableImpl {
   std::optional<std::pair<std::string, std::string>> take_any() {
     check_writable("take_any");
     check_usable();
-    const std::uint64_t home_slots = context_.slots().home_slots();
     for (;;) {
       while (!take_cursor_.keys.empty()) {
         std::string key = std::move(take_cursor_.keys.back());
@@ -327,11 +349,12 @@ class TableImpl {
         take_cursor_.scanned_since_found = 0;
         return std::pair{std::move(key), std::move(value)};
       }
+      const std::uint64_t home_slots = context_.view().current.home_slots();
       if (take_cursor_.scanned_since_found >= home_slots) {
         take_cursor_.scanned_since_found = 0;  // the next call looks a full lap again
         return std::nullopt;
       }
-      scan_for_take(home_slots);
+      scan_for_take();
     }
   }
 
@@ -351,24 +374,33 @@ class TableImpl {
   // an item early costs one take, not a walk from slot 0 (issue 21: 20,000 popitems
   // walked a default table 20,000 times).
   struct TakeCursor {
-    std::uint64_t next_slot = 0;            // first home slot of the next range to scan
+    HomeCursor next{0, 0};                  // the next range to scan starts here
     std::vector<std::string> keys;          // seen in the last range, not yet tried (back first)
     std::uint64_t scanned_since_found = 0;  // home slots scanned since take_any last found one
     std::uint64_t slots_scanned = 0;        // in all, for TableAccess (tests count the work)
   };
   // Home slots per range: small enough that a cached key is rarely stale when many
-  // handles drain one table, large enough that scanning is a sequential read.
-  static constexpr std::uint64_t kTakeAnyRangeSlots = 256;
+  // handles drain one table, large enough that scanning is a sequential read. A multiple
+  // of 14, as kForEachBatchSlots.
+  static constexpr std::uint64_t kTakeAnyRangeSlots = 252;
+  static_assert(kTakeAnyRangeSlots % 14 == 0);
 
-  void scan_for_take(std::uint64_t home_slots) {
-    const std::uint64_t begin = take_cursor_.next_slot % home_slots;
-    const std::uint64_t end = std::min(home_slots, begin + kTakeAnyRangeSlots);
+  void scan_for_take() {
+    const growth::ArrayView& view = context_.view();
+    HomeCursor at = take_cursor_.next;
+    if (view.generation > at.generation) {
+      at.slot <<= view.generation - at.generation;
+      at.generation = view.generation;
+    }
+    const std::uint64_t home_slots = growth::home_slots_of(context_.fixed(), at.generation);
+    if (at.slot >= home_slots) at.slot = 0;
+    const std::uint64_t end = std::min(home_slots, at.slot + kTakeAnyRangeSlots);
     std::vector<KeyValue> found;
-    engine_->copy_home_range(begin, end, &found);
+    const std::uint32_t copied_at = engine_->copy_home_range(at.generation, at.slot, end, &found);
     for (auto it = found.rbegin(); it != found.rend(); ++it) take_cursor_.keys.push_back(std::move(it->first));
-    take_cursor_.next_slot = end == home_slots ? 0 : end;
-    take_cursor_.scanned_since_found += end - begin;
-    take_cursor_.slots_scanned += end - begin;
+    take_cursor_.next = end == home_slots ? HomeCursor{copied_at, 0} : HomeCursor{copied_at, end << (copied_at - at.generation)};
+    take_cursor_.scanned_since_found += end - at.slot;
+    take_cursor_.slots_scanned += end - at.slot;
   }
 
   TakeCursor take_cursor_;
@@ -809,20 +841,21 @@ ItemIterator& ItemIterator::operator++() {
 void ItemIterator::fill() {
   TableImpl& impl = table_->impl();
   std::vector<Item> batch;
-  std::uint64_t next_slot = next_slot_;
+  HomeCursor next{next_generation_, next_slot_};
   while (batch.empty()) {
-    const std::optional<std::uint64_t> next = impl.copy_items_batch(next_slot, &batch);
-    if (!next) {
+    const std::optional<HomeCursor> after = impl.copy_items_batch(next, &batch);
+    if (!after) {
       batch_.clear();
       index_ = 0;
       table_ = nullptr;  // the end
       return;
     }
-    next_slot = *next;
+    next = *after;
   }
   batch_.swap(batch);
   index_ = 0;
-  next_slot_ = next_slot;
+  next_generation_ = next.generation;
+  next_slot_ = next.slot;
 }
 
 Stats Table::stats() { return impl().stats(); }

@@ -30,6 +30,13 @@ struct CheckReport {
   std::uint64_t repaired_shifts = 0;    // interrupted operations repaired while locking
   std::uint64_t reclaimed_bytes = 0;    // leaked bytes put back on the free lists (CheckOptions)
   std::string not_reclaimed_because;    // set when reclaiming was asked for but not done
+  // Growth: the current slot array's generation, whether a migration into it is under
+  // way (then both arrays were checked, each group where its MOVED bit says it lives),
+  // and the arena bytes held by slot arrays (current, old, or claimed by a grower that
+  // lost a race or died before publishing one).
+  std::uint32_t generation = 0;
+  bool migrating = false;
+  std::uint64_t slot_array_bytes = 0;
 };
 
 struct CheckOptions {

@@ -281,7 +281,8 @@ class ItemIterator {
   void fill();
 
   Table* table_ = nullptr;       // nullptr at the end
-  std::uint64_t next_slot_ = 0;  // the first home slot of the next batch
+  std::uint64_t next_slot_ = 0;  // the first home slot of the next batch,
+  std::uint32_t next_generation_ = 0;  // in the slot array of this generation (the table grows)
   std::vector<Item> batch_;
   std::size_t index_ = 0;
 };

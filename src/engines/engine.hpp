@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "arena.hpp"
+#include "growth.hpp"
 #include "layout/slot.hpp"
 #include "prefetch.hpp"
 #include "record_io.hpp"
@@ -46,13 +47,20 @@ class TableContext {
  public:
   TableContext(Region region, std::uint32_t entry_index)
       : region_(std::move(region)),
-        slots_(region_.slots()),
+        arrays_(region_),
         entry_index_(entry_index),
         arena_(region_, entry_index) {}
+  TableContext(const TableContext&) = delete;
+  TableContext& operator=(const TableContext&) = delete;
 
   Region& region() noexcept { return region_; }
   const Region& region() const noexcept { return region_; }
-  const layout::SlotArray& slots() const noexcept { return slots_; }
+  // The slot arrays as the growth word says now (growth.hpp): what every operation starts from.
+  const growth::ArrayView& view() { return arrays_.view(); }
+  growth::Arrays& arrays() noexcept { return arrays_; }
+  // The current array of the last view() (for prefetching and sizing; an operation that
+  // reads or writes slots takes its arrays from view()).
+  const layout::SlotArray& slots() const noexcept { return arrays_.last().current; }
   Arena& arena() noexcept { return arena_; }
   std::uint32_t entry_index() const noexcept { return entry_index_; }
   layout::ProcessEntry& own_entry() noexcept { return region_.entry(entry_index_); }
@@ -106,7 +114,7 @@ class TableContext {
   std::uint64_t expected_probe_end(std::uint64_t home) const noexcept {
     const std::uint64_t home_bucket_end = (layout::SlotArray::bucket_of_slot(home) + 1) * layout::kSlotsPerBucket;
     const bool runs_on = home_bucket_end - home < kExpectedProbeSlots;
-    return std::min(runs_on ? home_bucket_end + layout::kSlotsPerBucket : home_bucket_end, slots_.probe_limit());
+    return std::min(runs_on ? home_bucket_end + layout::kSlotsPerBucket : home_bucket_end, slots().probe_limit());
   }
 
   // Requests the bucket lines a lookup of `hash` is expected to read (its home bucket,
@@ -116,18 +124,18 @@ class TableContext {
   // measured side by side (batch_bench get_into, contains), single lookups ran slower
   // with it; a single lookup reads its home bucket at once anyway.
   void prefetch_probed_buckets(std::uint64_t hash) const noexcept {
-    const std::uint64_t home = slots_.home_of(hash);
+    const std::uint64_t home = slots().home_of(hash);
     const std::uint64_t first = layout::SlotArray::bucket_of_slot(home);
     const std::uint64_t last = layout::SlotArray::bucket_of_slot(expected_probe_end(home) - 1);
-    prefetch_for_read(&slots_.bucket(first));
-    if (last != first) prefetch_for_read(&slots_.bucket(last));
+    prefetch_for_read(&slots().bucket(first));
+    if (last != first) prefetch_for_read(&slots().bucket(last));
   }
 
   // Requests a key's home bucket line for writing before a write writes its record
   // (ProtocolEngine and the lock-free engine's write_record): the bucket's miss, which
   // the write's first lock or CAS would otherwise wait for, overlaps the record's stores.
   void prefetch_home_bucket_for_write(std::uint64_t hash) const noexcept {
-    prefetch_for_write(&slots_.home_bucket(hash));
+    prefetch_for_write(&slots().home_bucket(hash));
   }
 
   // Allocates a record for a write and stores the key and value in it; every engine's
@@ -155,7 +163,7 @@ class TableContext {
 
  private:
   Region region_;
-  layout::SlotArray slots_;
+  growth::Arrays arrays_;
   std::uint32_t entry_index_;
   Arena arena_;
 };
@@ -296,9 +304,14 @@ class EngineBase {
                                std::optional<std::string_view> desired, std::optional<std::string>* current) = 0;
   // Erase, also returning the erased value in *old (if set) from the same atomic step.
   virtual bool take(const HashedKey& key, std::string* old) = 0;
-  // Appends a copy of every entry whose home slot is in [begin, end) (see
-  // robin_hood::visit_home_range): for_each walks the table in such ranges.
-  virtual void copy_home_range(std::uint64_t begin, std::uint64_t end, std::vector<KeyValue>* out) = 0;
+  // Appends a copy of every entry whose home slot is in [begin, end) of slot array
+  // `generation` (see robin_hood::visit_home_range): for_each walks the table in such
+  // ranges. begin is a multiple of 14 (two buckets: one home group of the array before),
+  // end too unless it is the array's last home slot. If the table has grown since, the
+  // range is the same hashes in the current array ([begin << d, end << d) for d growths):
+  // returns the generation the range was copied at, so the caller scales its cursor.
+  virtual std::uint32_t copy_home_range(std::uint32_t generation, std::uint64_t begin, std::uint64_t end,
+                                        std::vector<KeyValue>* out) = 0;
   // Runs fn with every writer excluded, after repairing anything a dead writer left.
   // Returns the number of interrupted shifts repaired on the way in.
   virtual std::uint64_t with_exclusive_access(const std::function<void()>& fn) = 0;

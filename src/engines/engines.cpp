@@ -114,11 +114,18 @@ void switch_engine_state(Region& region, std::uint32_t engine, std::uint32_t str
     zero_lazily(region.engine_area() + layout::descriptors_offset(region.fixed().max_processes),
                 sizeof(layout::KcasDescriptor) * entries);
   }
-  const layout::SlotArray slots = region.slots();
-  for (std::uint64_t b = 0; b < slots.bucket_count(); ++b) {
-    // Only write non-zero words: reading a never-written page does not allocate it.
-    auto& control = slots.bucket(b).control;
-    if (control.load(std::memory_order_relaxed) != 0) control.store(0, std::memory_order_relaxed);
+  // Every live array's control words, keeping MOVED (growth.hpp): during a migration it
+  // is the only record of which array holds each group.
+  growth::Arrays arrays(region);
+  const growth::ArrayView& view = arrays.view();
+  for (const layout::SlotArray* slots : {&view.current, &view.old}) {
+    if (!slots->valid()) continue;
+    for (std::uint64_t b = 0; b < slots->bucket_count(); ++b) {
+      // Only write words that change: reading a never-written page does not allocate it.
+      auto& control = slots->bucket(b).control;
+      const std::uint64_t word = control.load(std::memory_order_relaxed);
+      if ((word & ~layout::kMovedBit) != 0) control.store(word & layout::kMovedBit, std::memory_order_relaxed);
+    }
   }
   detail::fault_point(testing::FaultPoint::kColdStartMidway);  // the worst moment: no engine's state
   if (e == Engine::kGlobalLock) init_global_lock_state(region);

@@ -26,6 +26,8 @@
 #include "engines/protocol_engine.hpp"
 #include "robust_mutex.hpp"
 
+#include <optional>
+
 namespace shmht {
 namespace {
 
@@ -58,35 +60,46 @@ class GlobalLockProtocol {
     std::uint64_t repaired_ = 0;
   };
 
+  // The whole table: the mutex, unless an outer scope of the same operation holds it
+  // already (a group move's second array, growth.hpp).
   class WriteScope {
    public:
-    WriteScope(GlobalLockProtocol& p, std::uint64_t) : guard_(p) { detail::fault_point(testing::FaultPoint::kAfterLock); }
+    WriteScope(GlobalLockProtocol& p, const layout::SlotArray&, std::uint64_t, const WriteScope* outer = nullptr) {
+      if (outer == nullptr) guard_.emplace(p);
+      detail::fault_point(testing::FaultPoint::kAfterLock);
+    }
     void cover(std::uint64_t) const noexcept {}
 
    private:
-    Guard guard_;
+    std::optional<Guard> guard_;
+  };
+  class ReadScope {
+   public:
+    ReadScope(GlobalLockProtocol& p, const layout::SlotArray&, std::uint64_t, const ReadScope* outer = nullptr) {
+      if (outer == nullptr) guard_.emplace(p);
+    }
+    void cover(std::uint64_t) const noexcept {}
+
+   private:
+    std::optional<Guard> guard_;
   };
 
   using ExclusiveScope = Guard;
 
-  ValueLength lookup(const HashedKey& key, std::span<char> out, std::string* out_string) {
-    Guard guard(*this);
-    detail::fault_point(testing::FaultPoint::kReadLocked);
-    return locked_lookup(ctx_, key, out, out_string, robin_hood::NoTouch{});
-  }
-
-  // One lock for a batch of lookups (Table::get_many bounds the batch's size).
+  // One lock for a batch of lookups (Table::get_many bounds the batch's size). Each key
+  // is looked up in the array that holds its group, as ProtocolEngine's locked readers do.
   void lookup_batch(std::span<const HashedKey> keys, bool want_values, BatchAnswers& out) {
     Guard guard(*this);
     detail::fault_point(testing::FaultPoint::kReadLocked);
     out.answer_each(keys, want_values, [&](const HashedKey& key, std::span<char> room) {
-      return locked_lookup(ctx_, key, room, nullptr, robin_hood::NoTouch{});
+      for (;;) {
+        const growth::ArrayView view = ctx_.view();
+        const bool in_old = view.migrating &&
+                            !group_moved(view.old, layout::SlotArray::bucket_of_slot(view.old.home_of(key.hash)));
+        if (!ctx_.arrays().unchanged(view)) continue;
+        return locked_lookup(ctx_, in_old ? view.old : view.current, key, room, nullptr, robin_hood::NoTouch{});
+      }
     });
-  }
-
-  void copy_home_range(std::uint64_t begin, std::uint64_t end, std::vector<KeyValue>* out) {
-    Guard guard(*this);
-    locked_copy_home_range(ctx_, begin, end, out, robin_hood::NoTouch{});
   }
 
  private:

@@ -191,22 +191,32 @@ class LockFreeEngine final : public EngineBase {
     return applied;
   }
 
-  void copy_home_range(std::uint64_t begin, std::uint64_t end, std::vector<KeyValue>* out) override {
+  std::uint32_t copy_home_range(std::uint32_t generation, std::uint64_t begin, std::uint64_t end,
+                                std::vector<KeyValue>* out) override {
+    // This engine does not grow its slot array (yet): its array is the one current when
+    // the handle was made, which a range of an older generation is scaled to.
+    const std::uint32_t current = ctx_.arrays().last().generation;
+    const unsigned shift = current > generation ? current - generation : 0;
+    copy_range(begin << shift, std::min(end << shift, slots_.home_slots()), out);
+    return current;
+  }
+
+  void copy_range(std::uint64_t begin, std::uint64_t end, std::vector<KeyValue>* out) {
     // Nothing can be locked, so a range that writers keep changing is split until the
     // pieces are small enough to read between two writes (one home slot at the least).
     constexpr int kAttemptsBeforeSplit = 4;
     const std::size_t keep = out->size();
     for (int attempt = 0; attempt < kAttemptsBeforeSplit || end - begin == 1; ++attempt) {
       ReadWindow window(*this);
-      if (optimistic::try_copy_home_range(ctx_, window, begin, end, out)) {
+      if (optimistic::try_copy_home_range(ctx_, slots_, window, begin, end, out)) {
         drop_pending_copies(out, keep);
         return;
       }
       out->resize(keep);
     }
     const std::uint64_t middle = begin + (end - begin) / 2;
-    copy_home_range(begin, middle, out);
-    copy_home_range(middle, end, out);
+    copy_range(begin, middle, out);
+    copy_range(middle, end, out);
   }
 
   // A pending shift's word is in two adjacent slots of one home: visited one after the
@@ -255,7 +265,7 @@ class LockFreeEngine final : public EngineBase {
                 "a shift step's slots, bucket versions and counter fit one KCAS");
 
   std::uint64_t control_offset(std::uint64_t bucket) const noexcept {
-    return ctx_.fixed().slot_array_offset + bucket * sizeof(layout::Bucket);
+    return ctx_.region().offset_of(slots_.buckets()) + bucket * sizeof(layout::Bucket);
   }
   std::uint64_t slot_offset(std::uint64_t slot) const noexcept {
     return control_offset(layout::SlotArray::bucket_of_slot(slot)) + sizeof(std::uint64_t) * (1 + slot % layout::kSlotsPerBucket);
@@ -275,6 +285,7 @@ class LockFreeEngine final : public EngineBase {
     bool still_valid() const { return noted_.unchanged(e_.slots_); }
     std::uint32_t busy_owner() const { return 0; }
     std::uint64_t version(std::uint64_t bucket) const { return noted_.noted(bucket); }
+    bool moved(std::uint64_t) const { return false; }  // this engine does not grow (yet)
 
    private:
     LockFreeEngine& e_;
@@ -331,7 +342,7 @@ class LockFreeEngine final : public EngineBase {
   ValueLength lookup(const HashedKey& key, std::span<char> out, std::string* out_string) {
     for (;;) {
       ReadWindow window(*this);
-      const optimistic::Attempt attempt = optimistic::try_lookup(ctx_, window, key, out, out_string);
+      const optimistic::Attempt attempt = optimistic::try_lookup(ctx_, slots_, window, key, out, out_string);
       if (attempt.outcome == optimistic::Outcome::kValid) return attempt.value;
     }
   }

@@ -14,6 +14,9 @@
 //   std::uint64_t load(std::uint64_t slot);  // the slot word (the engine may help first)
 //   bool still_valid() const;                // no noted bucket changed
 //   std::uint32_t busy_owner() const;        // who made enter() fail
+//   bool moved(std::uint64_t bucket) const;  // the noted control word of an entered bucket has MOVED
+// A lookup that finds its home bucket MOVED (growth.hpp) answers kMoved: the key's group
+// lives in the next array, where the caller looks next.
 #pragma once
 
 #include <array>
@@ -26,7 +29,7 @@
 
 namespace shmht::optimistic {
 
-enum class Outcome { kValid, kTorn, kBusy };
+enum class Outcome { kValid, kTorn, kBusy, kMoved };
 struct Attempt {
   Outcome outcome;
   ValueLength value = ValueLength::absent();  // kValid: the answer
@@ -73,8 +76,8 @@ class NotedVersions {
 // (written as several stores, read back in one wider load) failed store forwarding on
 // every lookup, a sixth of a cached lookup's time (perf, issue 13).
 template <class Window>
-[[gnu::always_inline]] inline Attempt try_lookup(TableContext& ctx, Window& window, const HashedKey& key, std::span<char> out, std::string* out_string) {
-  const layout::SlotArray& slots = ctx.slots();
+[[gnu::always_inline]] inline Attempt try_lookup(TableContext& ctx, const layout::SlotArray& slots, Window& window,
+                                                  const HashedKey& key, std::span<char> out, std::string* out_string) {
   auto finish = [&](ValueLength value) {
     return window.still_valid() ? Attempt{Outcome::kValid, value} : Attempt{Outcome::kTorn};
   };
@@ -83,6 +86,7 @@ template <class Window>
   const std::uint64_t limit = slots.probe_limit();
   for (std::uint64_t i = home, d = 0; i < limit; ++i, ++d) {
     if (!window.enter(i)) return {Outcome::kBusy, ValueLength::absent(), window.busy_owner()};
+    if (i == home && window.moved(layout::SlotArray::bucket_of_slot(home))) return {Outcome::kMoved};
     const std::uint64_t word = window.load(i);
     if (word == layout::kEmptySlot || layout::Slot::dist_of(word) < d) return finish(ValueLength::absent());
     if (layout::Slot::tag_of(word) != tag) continue;
@@ -111,12 +115,12 @@ template <class Window>
 // Copies every entry whose home is in [begin, end) (robin_hood::visit_home_range); false
 // if a writer got in the way (the caller drops what was appended and retries).
 template <class Window>
-bool try_copy_home_range(TableContext& ctx, Window& window, std::uint64_t begin, std::uint64_t end,
-                         std::vector<KeyValue>* out) {
+bool try_copy_home_range(TableContext& ctx, const layout::SlotArray& slots, Window& window, std::uint64_t begin,
+                         std::uint64_t end, std::vector<KeyValue>* out) {
   struct Torn {};
   try {
     robin_hood::visit_home_range(
-        ctx.slots(), begin, end,
+        slots, begin, end,
         [&](std::uint64_t, std::uint64_t word) {
           layout::RecordHeader header{};
           const std::byte* record = ctx.checked_record(word, &header);

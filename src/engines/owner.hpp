@@ -1,14 +1,15 @@
 // engines/owner.hpp - who holds a lock word, whether they can still act, and how to wait.
 //
-// OwnerId (32 bits, written into lock words so a waiter can tell a dead holder):
-//   31            16 15             0
-//   +---------------+---------------+
-//   | generation    | entry + 1     |      0 = nobody
-//   +---------------+---------------+
+// OwnerId (31 bits, written into lock words so a waiter can tell a dead holder; bit 31
+// stays 0 so that the seqlock can keep an owner and a MOVED bit in one control word):
+//   31 30         16 15             0
+//   +-+-------------+---------------+
+//   |0| generation  | entry + 1     |      0 = nobody
+//   +-+-------------+---------------+
 //   entry:      the holder's index in the attached-process table;
-//   generation: the low 16 bits of that entry's generation when the holder attached, so a
+//   generation: the low 15 bits of that entry's generation when the holder attached, so a
 //               lock left by a dead attachment is not mistaken for one held by the next
-//               attachment of the same entry. The 16 bits may wrap; that is harmless
+//               attachment of the same entry. The 15 bits may wrap; that is harmless
 //               because an entry whose holder died is reused only after everything the
 //               dead holder held was recovered (Region::attach: cold start, or TableImpl
 //               running an exclusive scope on inheriting a dead entry), so no lock word
@@ -38,12 +39,15 @@ namespace shmht {
 
 namespace owner {
 
+inline constexpr std::uint32_t kGenerationMask = 0x7FFFu;
+
 inline std::uint32_t entry_of(std::uint32_t id) noexcept { return (id & 0xFFFFu) - 1; }
 
 inline std::uint32_t id_of(const Region& region, std::uint32_t entry) noexcept {
   const std::uint32_t generation = region.entry(entry).generation.load(std::memory_order_relaxed);
-  return ((generation & 0xFFFFu) << 16) | ((entry + 1) & 0xFFFFu);
+  return ((generation & kGenerationMask) << 16) | ((entry + 1) & 0xFFFFu);
 }
+static_assert(((kGenerationMask << 16) | 0xFFFFu) == 0x7FFFFFFFu, "an OwnerId never sets bit 31");
 
 // A lock word that names the asking attachment itself, which holds no such lock: only a
 // corrupt or hostile file does that, and waiting for ourselves would never end.

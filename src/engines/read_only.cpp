@@ -50,11 +50,12 @@ class ReadOnlyEngine final : public EngineBase {
     // A batch done again answers each key again, replacing the earlier answer.
     between_rewrites([&] { reader_->lookup_batch(keys, want_values, out); });
   }
-  void copy_home_range(std::uint64_t begin, std::uint64_t end, std::vector<KeyValue>* out) override {
+  std::uint32_t copy_home_range(std::uint32_t generation, std::uint64_t begin, std::uint64_t end,
+                                std::vector<KeyValue>* out) override {
     const std::size_t keep = out->size();
-    between_rewrites([&] {
+    return between_rewrites([&] {
       out->resize(keep);
-      reader_->copy_home_range(begin, end, out);
+      return reader_->copy_home_range(generation, begin, end, out);
     });
   }
   std::int64_t item_count(Region& region) override {

@@ -37,6 +37,7 @@
 
 #include <cstdint>
 
+#include "growth.hpp"
 #include "layout/slot.hpp"
 #include "region.hpp"
 
@@ -45,7 +46,9 @@ namespace shmht::recovery {
 // Removes the duplicates interrupted shifts left, then credits `credit_entry` with the
 // difference between the occupied slots and the sum of every entry's item counter.
 // The caller excludes every other writer and reader. Returns the shifts repaired.
-std::uint64_t repair_and_recount(Region& region, const layout::SlotArray& slots, std::uint32_t credit_entry);
+// During a migration it repairs both arrays and removes what a killed mover copied of a
+// group that has not MOVED (growth.hpp).
+std::uint64_t repair_and_recount(Region& region, const growth::ArrayView& view, std::uint32_t credit_entry);
 
 // The cold path above (a Region::attach ColdStart). The caller holds the admin lock and
 // is the only live attachment. Without `recover` (nobody died attached, the engine stays)

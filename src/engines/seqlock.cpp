@@ -2,10 +2,12 @@
 //
 // DESIGN
 //   Each bucket's control word is a sequence lock:
-//     63                        32 31                         0
-//     +---------------------------+---------------------------+
-//     | owner (engines/owner.hpp) | sequence: odd = locked    |
-//     +---------------------------+---------------------------+
+//     63  62                    32 31                         0
+//     +--+------------------------+---------------------------+
+//     |MV| owner (engines/owner.hpp) | sequence: odd = locked |
+//     +--+------------------------+---------------------------+
+//   MV is MOVED (growth.hpp): set once, under the lock, by the write that moves the
+//   bucket's home group to the next array; locking and unlocking keep it.
 //   A writer takes a bucket by CAS from (even s, owner 0) to (s + 1, itself) and releases
 //   it by storing (s + 2, 0). A write locks every bucket it will read or change, one by
 //   one in address order as its probe advances (WriteScope::cover), before it changes
@@ -36,6 +38,12 @@
 //   Record lengths read optimistically are bounds-checked (TableContext::checked_record)
 //   before they are used: a torn read ends in a retry, never a wild read.
 //
+// GROWTH
+//   A reader starts in the array that holds its key's group when it looks at the growth
+//   word: the old array during a migration. A home bucket noted with MOVED sends it on to
+//   the current array; its validation then also re-reads the growth word, so an array
+//   punched out after a migration (growth.hpp) can never validate a read.
+//
 // A PROCESS THAT DIES MID-OPERATION
 //   Its buckets stay odd with its owner id. A reader or writer that has spun on an odd
 //   bucket for a while asks whether the owner is dead (owner.hpp: its liveness lock is
@@ -58,38 +66,49 @@ namespace shmht {
 namespace {
 
 constexpr std::uint64_t kSequenceMask = 0xFFFFFFFFull;
+constexpr std::uint64_t kOwnerMask = 0x7FFFFFFFull;
 
 constexpr bool is_locked(std::uint64_t control) noexcept { return (control & 1) != 0; }
-constexpr std::uint32_t owner_of(std::uint64_t control) noexcept { return static_cast<std::uint32_t>(control >> 32); }
+constexpr std::uint32_t owner_of(std::uint64_t control) noexcept { return static_cast<std::uint32_t>((control >> 32) & kOwnerMask); }
 constexpr std::uint64_t locked_by(std::uint64_t control, std::uint32_t owner) noexcept {
-  return ((control + 1) & kSequenceMask) | (std::uint64_t{owner} << 32);
+  return (control & layout::kMovedBit) | ((control + 1) & kSequenceMask) | ((std::uint64_t{owner} & kOwnerMask) << 32);
 }
-constexpr std::uint64_t unlocked_after(std::uint64_t control) noexcept { return (control + 1) & kSequenceMask; }
+constexpr std::uint64_t unlocked_after(std::uint64_t control) noexcept {
+  return (control & layout::kMovedBit) | ((control + 1) & kSequenceMask);
+}
+// A dead owner's locked word, now held by `owner`: the same sequence (still odd), MOVED kept.
+constexpr std::uint64_t taken_over_by(std::uint64_t control, std::uint32_t owner) noexcept {
+  return (control & (layout::kMovedBit | kSequenceMask)) | ((std::uint64_t{owner} & kOwnerMask) << 32);
+}
 
 static_assert(!is_locked(0), "a zeroed control word is an unlocked bucket");
 static_assert(is_locked(locked_by(0, 5)) && owner_of(locked_by(0, 5)) == 5);
 static_assert(unlocked_after(locked_by(0, 5)) == 2, "lock then unlock advances the sequence by two");
 static_assert(unlocked_after(locked_by(kSequenceMask - 1, 5)) == 0, "the sequence wraps within its 32 bits");
+static_assert(layout::is_moved(unlocked_after(locked_by(layout::kMovedBit, 0x7FFFFFFF))) &&
+                  owner_of(locked_by(layout::kMovedBit, 0x7FFFFFFF)) == 0x7FFFFFFF,
+              "locking and unlocking keep MOVED, and the largest owner id does not reach it");
 
 class SeqlockProtocol {
  public:
   explicit SeqlockProtocol(TableContext& context)
       : ctx_(context),
-        slots_(context.slots()),
         // A read-only handle has no entry, so no owner id: 0, which no lock word holds.
         me_(context.read_only() ? 0 : owner::id_of(context.region(), context.entry_index())),
         dead_(context.region()) {}
 
-  // Write-locks buckets [first, last], growing upwards.
+  // Write-locks buckets [first, last] of one array, growing upwards. Another array's
+  // scope (`outer`) holds its own buckets: nothing to share.
   class WriteScope {
    public:
-    WriteScope(SeqlockProtocol& p, std::uint64_t first_slot)
-        : p_(p), first_(layout::SlotArray::bucket_of_slot(first_slot)), end_(first_) {
+    WriteScope(SeqlockProtocol& p, const layout::SlotArray& slots, std::uint64_t first_slot,
+               const WriteScope* /*outer*/ = nullptr)
+        : p_(p), slots_(slots), first_(layout::SlotArray::bucket_of_slot(first_slot)), end_(first_) {
       cover(first_slot);
       detail::fault_point(testing::FaultPoint::kAfterLock);
     }
     ~WriteScope() {
-      for (std::uint64_t b = first_; b < end_; ++b) p_.unlock_unit(b);
+      for (std::uint64_t b = first_; b < end_; ++b) p_.unlock_bucket(slots_, b);
     }
     WriteScope(const WriteScope&) = delete;
     WriteScope& operator=(const WriteScope&) = delete;
@@ -97,26 +116,95 @@ class SeqlockProtocol {
     void cover(std::uint64_t slot) {
       const std::uint64_t bucket = layout::SlotArray::bucket_of_slot(slot);
       while (end_ <= bucket) {
-        p_.lock_unit(end_, false);
+        p_.lock_bucket(slots_, end_, false);
         ++end_;
       }
     }
 
    private:
     SeqlockProtocol& p_;
+    const layout::SlotArray slots_;
     std::uint64_t first_, end_;  // held: [first_, end_)
   };
 
-  // Every bucket, in address order; buckets left locked by dead processes are taken over.
+  // Every bucket of every live array (the old one first), in address order; buckets left
+  // locked by dead processes are taken over. The arrays are fixed when the scope begins:
+  // an array published meanwhile stays empty, since filling it needs buckets we hold.
   using ExclusiveScope = AllUnitsScope<SeqlockProtocol>;
-  std::uint64_t unit_count() const noexcept { return slots_.bucket_count(); }
+  std::uint64_t unit_count() {
+    const growth::ArrayView& view = ctx_.view();
+    exclusive_arrays_[0] = view.migrating ? view.old : layout::SlotArray();
+    exclusive_arrays_[1] = view.current;
+    return (view.migrating ? view.old.bucket_count() : 0) + view.current.bucket_count();
+  }
   TableContext& context() noexcept { return ctx_; }
+  bool lock_unit(std::uint64_t unit, bool take_over_dead) {
+    const auto [slots, bucket] = exclusive_unit(unit);
+    return lock_bucket(slots, bucket, take_over_dead);
+  }
+  void unlock_unit(std::uint64_t unit) noexcept {
+    const auto [slots, bucket] = exclusive_unit(unit);
+    unlock_bucket(slots, bucket);
+  }
+
+  ValueLength lookup(const HashedKey& key, std::span<char> out, std::string* out_string) {
+    Backoff backoff;
+    ReadOnlyWait read_only_wait;
+    for (;;) {
+      const growth::ArrayView view = ctx_.view();
+      const layout::SlotArray& first = view.migrating ? view.old : view.current;
+      ReadWindow window(ctx_, first, view);
+      const optimistic::Attempt attempt = optimistic::try_lookup(ctx_, first, window, key, out, out_string);
+      if (attempt.outcome == optimistic::Outcome::kValid) return attempt.value;
+      if (attempt.outcome != optimistic::Outcome::kMoved) {
+        wait_if_busy(attempt, key, backoff, read_only_wait, window);
+        continue;
+      }
+      if (!view.migrating) continue;  // the current array's group moved: so did the growth word
+      ReadWindow next(ctx_, view.current, view);
+      const optimistic::Attempt moved = optimistic::try_lookup(ctx_, view.current, next, key, out, out_string);
+      if (moved.outcome == optimistic::Outcome::kValid) return moved.value;
+      if (moved.outcome != optimistic::Outcome::kMoved) wait_if_busy(moved, key, backoff, read_only_wait, next);
+    }
+  }
+
+  // Entries with a home in [begin, end) of `slots`, one of `view`'s arrays. False when
+  // the view went stale (the caller starts again from a fresh one).
+  bool copy_home_range(const growth::ArrayView& view, const layout::SlotArray& slots, std::uint64_t begin,
+                       std::uint64_t end, std::vector<KeyValue>* out) {
+    return copy_checked(view, slots, begin, end, out, /*unmoved_group=*/std::nullopt);
+  }
+
+  // One home group of view.old, from whichever array holds it.
+  bool copy_group(const growth::ArrayView& view, std::uint64_t group, std::vector<KeyValue>* out) {
+    for (;;) {
+      const bool moved = layout::is_moved(view.old.bucket(group).control.load(std::memory_order_acquire));
+      if (moved) {
+        return copy_checked(view, view.current, group * kNewSlotsPerGroup, group_end_in_new(view.current, group), out,
+                            std::nullopt);
+      }
+      const std::size_t keep = out->size();
+      if (!copy_checked(view, view.old, group * layout::kSlotsPerBucket, group_end_in_old(view.old, group), out, group)) {
+        return false;
+      }
+      if (!layout::is_moved(last_copy_first_control_)) return true;
+      out->resize(keep);  // it moved before we noted its bucket: copy it from the new array
+    }
+  }
+
+ private:
+  // The array and bucket of an ExclusiveScope unit.
+  std::pair<const layout::SlotArray&, std::uint64_t> exclusive_unit(std::uint64_t unit) const noexcept {
+    const std::uint64_t old_buckets = exclusive_arrays_[0].valid() ? exclusive_arrays_[0].bucket_count() : 0;
+    if (unit < old_buckets) return {exclusive_arrays_[0], unit};
+    return {exclusive_arrays_[1], unit - old_buckets};
+  }
 
   // Takes a bucket's sequence odd. A bucket held by a dead owner is taken over
   // (take_over_dead, returns true: it stays odd and becomes ours, so readers keep
   // waiting until the repair is done) or reported (NeedsRecovery).
-  bool lock_unit(std::uint64_t bucket, bool take_over_dead) {
-    std::atomic<std::uint64_t>& control = slots_.bucket(bucket).control;
+  bool lock_bucket(const layout::SlotArray& slots, std::uint64_t bucket, bool take_over_dead) {
+    std::atomic<std::uint64_t>& control = slots.bucket(bucket).control;
     Backoff backoff;
     bool took_over = false;
     std::uint64_t current = control.load(std::memory_order_relaxed);
@@ -132,8 +220,8 @@ class SeqlockProtocol {
       if (holder == me_) owner::throw_held_by_self(ctx_.region(), "bucket", bucket);
       if (dead_.dead_after_pause(backoff, holder)) {
         if (!take_over_dead) throw NeedsRecovery{};
-        const std::uint64_t ours = (current & kSequenceMask) | (std::uint64_t{me_} << 32);
-        if (control.compare_exchange_strong(current, ours, std::memory_order_acquire, std::memory_order_relaxed)) {
+        if (control.compare_exchange_strong(current, taken_over_by(current, me_), std::memory_order_acquire,
+                                            std::memory_order_relaxed)) {
           took_over = true;
           break;
         }
@@ -145,59 +233,17 @@ class SeqlockProtocol {
     return took_over;
   }
 
-  void unlock_unit(std::uint64_t bucket) noexcept {
-    std::atomic<std::uint64_t>& control = slots_.bucket(bucket).control;
+  void unlock_bucket(const layout::SlotArray& slots, std::uint64_t bucket) noexcept {
+    std::atomic<std::uint64_t>& control = slots.bucket(bucket).control;
     control.store(unlocked_after(control.load(std::memory_order_relaxed)), std::memory_order_release);
   }
 
-  ValueLength lookup(const HashedKey& key, std::span<char> out, std::string* out_string) {
-    Backoff backoff;
-    ReadOnlyWait read_only_wait;
-    for (;;) {
-      ReadWindow window(slots_);
-      const optimistic::Attempt attempt = optimistic::try_lookup(ctx_, window, key, out, out_string);
-      if (attempt.outcome == optimistic::Outcome::kValid) return attempt.value;
-      if (attempt.outcome != optimistic::Outcome::kBusy) continue;
-      if (attempt.busy_owner == me_) owner::throw_held_by_self(ctx_.region(), "a bucket of slot", slots_.home_of(key.hash));
-      if (dead_.dead_after_pause(backoff, attempt.busy_owner)) {
-        throw NeedsRecovery{};
-      }
-      if (ctx_.read_only()) read_only_wait.still_held(ctx_.region(), window.busy_bucket(), window.busy_control());
-    }
-  }
-
-  void copy_home_range(std::uint64_t begin, std::uint64_t end, std::vector<KeyValue>* out) {
-    constexpr int kOptimisticAttempts = 8;
-    const std::size_t keep = out->size();
-    Backoff backoff;
-    ReadOnlyWait read_only_wait;
-    for (int attempt = 0; attempt < kOptimisticAttempts || ctx_.read_only(); ++attempt) {
-      ReadWindow window(slots_);
-      if (optimistic::try_copy_home_range(ctx_, window, begin, end, out)) return;
-      out->resize(keep);
-      // A read-only handle cannot lock: it retries, pausing, until the range is still; a
-      // bucket held by a dead writer ends in the recovery error, one held past
-      // kAdminLockWait by a writer it cannot judge in kInUse (owner.hpp: ReadOnlyWait).
-      if (attempt >= kOptimisticAttempts) {
-        if (window.busy_owner() == 0) {
-          backoff.pause();
-        } else if (dead_.dead_after_pause(backoff, window.busy_owner())) {
-          throw_needs_write_access(ctx_, "recovering what a dead writer left locked");
-        } else {
-          read_only_wait.still_held(ctx_.region(), window.busy_bucket(), window.busy_control());
-        }
-      }
-    }
-    // Writers keep moving under us: lock the range as a writer would, and copy.
-    WriteScope scope(*this, begin);
-    locked_copy_home_range(ctx_, begin, end, out, [&](std::uint64_t s) { scope.cover(s); });
-  }
-
- private:
-  // optimistic_read.hpp's Window: a locked (odd) bucket makes enter() fail.
+  // optimistic_read.hpp's Window: a locked (odd) bucket makes enter() fail; validation
+  // also re-reads the growth word (an array punched out since must not validate).
   class ReadWindow {
    public:
-    explicit ReadWindow(const layout::SlotArray& slots) : slots_(slots) {}
+    ReadWindow(TableContext& ctx, const layout::SlotArray& slots, const growth::ArrayView& view)
+        : ctx_(ctx), slots_(slots), view_(view) {}
     bool enter(std::uint64_t slot) {
       const std::uint64_t bucket = layout::SlotArray::bucket_of_slot(slot);
       if (noted_.covers(bucket)) return true;
@@ -212,24 +258,77 @@ class SeqlockProtocol {
       return true;
     }
     std::uint64_t load(std::uint64_t slot) const noexcept { return slots_.load(slot); }
-    bool still_valid() const { return noted_.unchanged(slots_); }
+    bool still_valid() const { return noted_.unchanged(slots_) && ctx_.arrays().unchanged(view_); }
+    bool moved(std::uint64_t bucket) const { return layout::is_moved(noted_.noted(bucket)); }
+    std::uint64_t first_control() const { return noted_.noted(noted_.first()); }
     std::uint32_t busy_owner() const { return busy_owner_; }
     // The bucket that made enter() fail, and the control word it held then.
     std::uint64_t busy_bucket() const { return busy_bucket_; }
     std::uint64_t busy_control() const { return busy_control_; }
 
    private:
+    TableContext& ctx_;
     const layout::SlotArray& slots_;
+    const growth::ArrayView& view_;
     optimistic::NotedVersions noted_;
     std::uint32_t busy_owner_ = 0;
     std::uint64_t busy_bucket_ = 0;
     std::uint64_t busy_control_ = 0;
   };
 
+  // After a busy attempt: pause, or find its holder dead (NeedsRecovery), or (read-only)
+  // give up on a holder that does not move (kInUse). A torn one is simply tried again.
+  void wait_if_busy(const optimistic::Attempt& attempt, const HashedKey& key, Backoff& backoff,
+                    ReadOnlyWait& read_only_wait, const ReadWindow& window) {
+    if (attempt.outcome != optimistic::Outcome::kBusy) return;
+    if (attempt.busy_owner == me_) owner::throw_held_by_self(ctx_.region(), "a bucket of slot", ctx_.slots().home_of(key.hash));
+    if (dead_.dead_after_pause(backoff, attempt.busy_owner)) throw NeedsRecovery{};
+    if (ctx_.read_only()) read_only_wait.still_held(ctx_.region(), window.busy_bucket(), window.busy_control());
+  }
+
+  // An optimistic copy, then (read-write handles) a locked one when writers keep moving
+  // under it. With `unmoved_group`, the caller needs the group's home bucket unmoved:
+  // last_copy_first_control_ gets the control word the copy saw there.
+  bool copy_checked(const growth::ArrayView& view, const layout::SlotArray& slots, std::uint64_t begin, std::uint64_t end,
+                    std::vector<KeyValue>* out, std::optional<std::uint64_t> unmoved_group) {
+    constexpr int kOptimisticAttempts = 8;
+    const std::size_t keep = out->size();
+    Backoff backoff;
+    ReadOnlyWait read_only_wait;
+    for (int attempt = 0; attempt < kOptimisticAttempts || ctx_.read_only(); ++attempt) {
+      ReadWindow window(ctx_, slots, view);
+      if (optimistic::try_copy_home_range(ctx_, slots, window, begin, end, out)) {
+        last_copy_first_control_ = unmoved_group ? window.first_control() : 0;
+        return true;
+      }
+      out->resize(keep);
+      if (!ctx_.arrays().unchanged(view)) return false;
+      // A read-only handle cannot lock: it retries, pausing, until the range is still; a
+      // bucket held by a dead writer ends in the recovery error, one held past
+      // kAdminLockWait by a writer it cannot judge in kInUse (owner.hpp: ReadOnlyWait).
+      if (attempt >= kOptimisticAttempts) {
+        if (window.busy_owner() == 0) {
+          backoff.pause();
+        } else if (dead_.dead_after_pause(backoff, window.busy_owner())) {
+          throw_needs_write_access(ctx_, "recovering what a dead writer left locked");
+        } else {
+          read_only_wait.still_held(ctx_.region(), window.busy_bucket(), window.busy_control());
+        }
+      }
+    }
+    // Writers keep moving under us: lock the range as a writer would, and copy.
+    WriteScope scope(*this, slots, begin);
+    last_copy_first_control_ = slots.bucket(layout::SlotArray::bucket_of_slot(begin)).control.load(std::memory_order_relaxed);
+    if (!ctx_.arrays().unchanged(view)) return false;
+    locked_copy_home_range(ctx_, slots, begin, end, out, [&](std::uint64_t s) { scope.cover(s); });
+    return true;
+  }
+
   TableContext& ctx_;
-  const layout::SlotArray& slots_;
   std::uint32_t me_;
   DeadOwners dead_;
+  layout::SlotArray exclusive_arrays_[2];    // an ExclusiveScope's arrays (old, current)
+  std::uint64_t last_copy_first_control_ = 0;
 };
 
 }  // namespace

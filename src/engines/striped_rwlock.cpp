@@ -1,8 +1,13 @@
 // engines/striped_rwlock.cpp - the striped engine: reader-writer locks over stripes of buckets.
 //
 // DESIGN
-//   The buckets are cut into S contiguous stripes (S = header.stripe_count, chosen when
-//   the engine is set up, at most kMaxStripes = 64). Stripe s has one writer word and,
+//   The home slots are cut into S contiguous stripes (S = header.stripe_count, chosen when
+//   the engine is set up, at most kMaxStripes = 64), by position: slot i of an array with
+//   H home slots is in stripe i * S / H (the tail slots past H in the last). Every array
+//   of a growing table maps onto the same stripes by hash, so a group move (growth.hpp),
+//   which holds the old array's slots before the new array's, still takes stripes in one
+//   ascending order: the first new home of an old group lies in the stripe of its first
+//   old home. Stripe s has one writer word and,
 //   for each attachment, one reader flag (layout/engine_area.hpp):
 //
 //     +64 + 64*s               writer word of stripe s (its own line): OwnerId, 0 = free
@@ -57,7 +62,6 @@ class StripedProtocol {
   explicit StripedProtocol(TableContext& context)
       : ctx_(context),
         stripes_(context.region().header().stripe_count.load(std::memory_order_acquire)),
-        buckets_(context.slots().bucket_count()),
         me_(owner::id_of(context.region(), context.entry_index())),
         writers_(reinterpret_cast<WriterWord*>(context.region().engine_area() + layout::kWriterWordsOffset)),
         readers_(reinterpret_cast<ReaderFlags*>(context.region().engine_area() + layout::kReaderFlagsOffset)),
@@ -71,15 +75,19 @@ class StripedProtocol {
     for (auto& flag : my_flags_.held) flag.store(0, std::memory_order_release);
   }
 
-  std::uint32_t stripe_of_slot(std::uint64_t slot) const noexcept {
-    return static_cast<std::uint32_t>(layout::SlotArray::bucket_of_slot(slot) * stripes_ / buckets_);
+  std::uint32_t stripe_of_slot(const layout::SlotArray& slots, std::uint64_t slot) const noexcept {
+    if (slot >= slots.home_slots()) return stripes_ - 1;
+    return static_cast<std::uint32_t>(static_cast<layout::Uint128>(slot) * stripes_ / slots.home_slots());
   }
 
-  // Holds stripes [first, end) either shared or exclusive, growing upwards.
+  // Holds stripes [first, end) either shared or exclusive, growing upwards. A scope
+  // opened while an `outer` one of the same operation is held starts past what that holds.
   template <bool kExclusive>
   class Scope {
    public:
-    Scope(StripedProtocol& p, std::uint64_t first_slot) : p_(p), first_(p.stripe_of_slot(first_slot)), end_(first_) {
+    Scope(StripedProtocol& p, const layout::SlotArray& slots, std::uint64_t first_slot, const Scope* outer = nullptr)
+        : p_(p), slots_(slots), first_(p.stripe_of_slot(slots, first_slot)), end_(first_) {
+      if (outer != nullptr) first_ = end_ = std::max(first_, outer->end_);
       cover(first_slot);
       if constexpr (kExclusive) detail::fault_point(testing::FaultPoint::kAfterLock);
     }
@@ -90,7 +98,7 @@ class StripedProtocol {
     Scope& operator=(const Scope&) = delete;
 
     void cover(std::uint64_t slot) {
-      const std::uint32_t stripe = p_.stripe_of_slot(slot);
+      const std::uint32_t stripe = p_.stripe_of_slot(slots_, slot);
       while (end_ <= stripe) {
         kExclusive ? (void)p_.lock_exclusive(end_, false) : p_.lock_shared(end_);
         ++end_;
@@ -99,6 +107,7 @@ class StripedProtocol {
 
    private:
     StripedProtocol& p_;
+    const layout::SlotArray slots_;
     std::uint32_t first_, end_;
   };
   using WriteScope = Scope<true>;
@@ -112,18 +121,6 @@ class StripedProtocol {
     return lock_exclusive(static_cast<std::uint32_t>(stripe), take_over_dead);
   }
   void unlock_unit(std::uint64_t stripe) noexcept { unlock_exclusive(static_cast<std::uint32_t>(stripe)); }
-
-  ValueLength lookup(const HashedKey& key, std::span<char> out, std::string* out_string) {
-    const std::uint64_t home = ctx_.slots().home_of(key.hash);
-    ReadScope scope(*this, home);
-    detail::fault_point(testing::FaultPoint::kReadLocked);
-    return locked_lookup(ctx_, key, out, out_string, [&](std::uint64_t s) { scope.cover(s); });
-  }
-
-  void copy_home_range(std::uint64_t begin, std::uint64_t end, std::vector<KeyValue>* out) {
-    ReadScope scope(*this, begin);
-    locked_copy_home_range(ctx_, begin, end, out, [&](std::uint64_t s) { scope.cover(s); });
-  }
 
  private:
   void lock_shared(std::uint32_t stripe) {
@@ -184,7 +181,6 @@ class StripedProtocol {
 
   TableContext& ctx_;
   std::uint32_t stripes_;
-  std::uint64_t buckets_;
   std::uint32_t me_;
   WriterWord* writers_;
   ReaderFlags* readers_;
@@ -203,9 +199,9 @@ void init_striped_state(Region& region, std::uint32_t stripes) {
     throw Error(ErrorCode::kInvalidArgument, "stripes must be between 1 and " + std::to_string(kMaxStripes) +
                                                  ", got " + std::to_string(stripes));
   }
-  // Fewer stripes than buckets never helps: a stripe holds at least one bucket.
-  const auto buckets = region.slots().bucket_count();
-  region.header().stripe_count.store(static_cast<std::uint32_t>(std::min<std::uint64_t>(stripes, buckets)),
+  // More stripes than home slots never helps: a stripe holds at least one.
+  const auto home_slots = region.fixed().home_slots;
+  region.header().stripe_count.store(static_cast<std::uint32_t>(std::min<std::uint64_t>(stripes, home_slots)),
                                      std::memory_order_release);
 }
 

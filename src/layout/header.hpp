@@ -37,8 +37,13 @@ inline constexpr char kMagic[8] = {'s', 'h', 'm', 'h', 't', '-', 'v', '1'};
 //    is a claimed length, shared free heads with a 25-bit tag, max_bytes at most 2^43;
 //    lock-free: KCAS/RDCSS states keep the 43 sequence bits a reference carries (they
 //    wrap), and a long shift may be left pending between operations (lockfree_robin_hood.cpp).
-inline constexpr std::uint32_t kLayoutVersion = 5;  // 4: XXH3 key hash (hash.hpp); 3: free counts per size class
+// 6: growth: Header::growth, migration_cursor, reclaimed_below and array_offsets; bit 63 of
+//    every control word is MOVED; array claims among the chunks; the seqlock's owner is 31 bits.
+inline constexpr std::uint32_t kLayoutVersion = 6;  // 4: XXH3 key hash (hash.hpp); 3: free counts per size class
 inline constexpr std::uint64_t kPageBytes = 4096;
+// Slot arrays a table can have over its life: each doubles the home slots, and 2^39 home
+// slots (4.6 TiB of buckets) already pass the 8 TiB a slot word can address with records.
+inline constexpr std::uint32_t kMaxGenerations = 40;
 
 // Header.state values: create() writes kReady last, with release order.
 inline constexpr std::uint32_t kStateInitializing = 0;
@@ -127,6 +132,19 @@ struct Header {
   //     Moved after the head's CAS, so a reader may see it lag by the operations in flight.
   alignas(64) std::atomic<std::uint64_t> shared_free_heads[kSizeClassCount];
   alignas(64) std::atomic<std::uint64_t> shared_free_counts[kSizeClassCount];
+
+  // --- growth of the slot array (growth.hpp has the protocol) ---
+  //   growth:           generation << 1 | migrating. Generation g's array has
+  //                     fixed.home_slots << g home slots; while migrating, generation
+  //                     g - 1's array still holds the groups not yet MOVED.
+  //   migration_cursor: generation << 40 | next old group to claim (fetch_add).
+  //   reclaimed_below:  the arrays of generations below this were punched out of the file.
+  //   array_offsets[g]: where generation g's buckets start (g >= 1; generation 0 is
+  //                     fixed.slot_array_offset); 0 until published, then never changed.
+  alignas(64) std::atomic<std::uint64_t> growth;
+  std::atomic<std::uint64_t> migration_cursor;
+  std::atomic<std::uint64_t> reclaimed_below;
+  alignas(64) std::atomic<std::uint64_t> array_offsets[kMaxGenerations];
 };
 inline constexpr unsigned kSharedOffsetBits = 39;  // offsets / 16 below 2^43 (max_bytes' limit)
 inline constexpr unsigned kSharedTagBits = 64 - kSharedOffsetBits;
@@ -151,6 +169,9 @@ static_assert(offsetof(Header, rewrite_epoch) == 140, "the rewrite epoch: in lin
 static_assert(offsetof(Header, arena_end) == 192, "arena bump pointer on its own line");
 static_assert(offsetof(Header, shared_free_heads) == 256, "shared free lists start on their own line");
 static_assert(offsetof(Header, shared_free_counts) % 64 == 0, "counts, bumped after each CAS, stay off the heads' lines");
+static_assert(offsetof(Header, growth) % 64 == 0, "the growth word, read by every operation, on its own line");
+static_assert(offsetof(Header, array_offsets) % 64 == 0 && offsetof(Header, array_offsets) == offsetof(Header, growth) + 64,
+              "array offsets right after the growth line");
 static_assert(sizeof(Header) <= kPageBytes, "the header fits in its page");
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
@@ -224,6 +245,25 @@ constexpr std::uint64_t chunk_claim(std::uint32_t entry, std::uint32_t generatio
   return (std::uint64_t{entry + 1} << 32) | generation;
 }
 static_assert(chunk_claim(0, 0) != 0, "a claimed chunk never reads as unclaimed");
+// A slot array takes several consecutive chunks (growth.cpp): its first chunk's claim is
+//   63  62            32 31                 0
+//   +--+---------------+--------------------+
+//   | 1| generation    | chunks it spans    |
+//   +--+---------------+--------------------+
+// so a chunk claimer that loses the race at that chunk moves arena_end past all of them.
+inline constexpr std::uint64_t kArrayClaimBit = std::uint64_t{1} << 63;
+constexpr std::uint64_t array_claim(std::uint32_t generation, std::uint32_t chunks) noexcept {
+  return kArrayClaimBit | (std::uint64_t{generation} << 32) | chunks;
+}
+constexpr bool is_array_claim(std::uint64_t claim) noexcept { return (claim & kArrayClaimBit) != 0; }
+constexpr std::uint32_t array_claim_chunks(std::uint64_t claim) noexcept { return static_cast<std::uint32_t>(claim); }
+constexpr std::uint32_t array_claim_generation(std::uint64_t claim) noexcept {
+  return static_cast<std::uint32_t>(claim >> 32) & 0x7FFFFFFFu;
+}
+static_assert(!is_array_claim(chunk_claim(4095, 0xFFFFFFFFu)), "a chunk claim never reads as an array claim");
+static_assert(array_claim_chunks(array_claim(3, 17)) == 17 && array_claim_generation(array_claim(3, 17)) == 3);
+// A slot array's buckets start this far into its first chunk: past the ChunkHeader, on a line.
+inline constexpr std::uint64_t kArrayLeadBytes = 64;
 
 // A record in the arena: 8-byte aligned, its size rounded up to its size class.
 struct RecordHeader {

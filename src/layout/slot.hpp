@@ -20,9 +20,12 @@
 //           so 40 bits address 8 TiB). Offset 0 is the header, never a record, so the
 //           all-zero word means EMPTY.
 //
-//   control word: owned by the engine. The global lock leaves it 0; the striped engine
-//   may keep a lock word there; the seqlock a sequence; the lock-free engine a version.
-//   Switching engines (only possible with no live process attached) zeroes them.
+//   control word: bit 63 is MOVED (growth.hpp), the same under every engine; bits 0-62
+//   are the engine's. The global lock and striped engines leave them 0; the seqlock keeps
+//   a sequence and its owner there; the lock-free engine a version. Switching engines
+//   (only possible with no live process attached, and never during a migration) zeroes them.
+//   MOVED, set once and never cleared, says that the keys whose home slot lies in this
+//   bucket (its HOME GROUP) now live in the next, larger slot array.
 //
 // SLOTS, NOT BUCKETS, ARE PROBED. Slot s lives in bucket s / 7, lane s % 7. A key's home
 // slot is fastrange(hash, home_slot_count) (the high bits of hash * count). Probing is
@@ -64,6 +67,9 @@ inline constexpr std::uint64_t kDescriptorDist = kDistMask;
 inline constexpr std::uint64_t kMaxDist = kDescriptorDist - 1;
 inline constexpr std::uint64_t kTailSlots = kMaxDist + 1;
 inline constexpr std::uint64_t kEmptySlot = 0;
+// Control-word bit 63: this bucket's home group has moved to the next slot array.
+inline constexpr std::uint64_t kMovedBit = std::uint64_t{1} << 63;
+inline constexpr bool is_moved(std::uint64_t control) noexcept { return (control & kMovedBit) != 0; }
 inline constexpr std::uint64_t kMaxRecordOffset = ((std::uint64_t{1} << kOffsetBits) - 1)
                                                   << kOffsetShift;
 
@@ -136,6 +142,10 @@ class SlotArray {
   }
 
   Bucket& bucket(std::uint64_t index) const noexcept { return buckets_[index]; }
+  const Bucket* buckets() const noexcept { return buckets_; }
+  bool valid() const noexcept { return buckets_ != nullptr; }
+  // Buckets that hold home slots: one home group each (the rest hold only tail slots).
+  std::uint64_t group_count() const noexcept { return (home_slots_ + kSlotsPerBucket - 1) / kSlotsPerBucket; }
   // The bucket holding a hash's home slot: the first line any probe for it reads.
   Bucket& home_bucket(std::uint64_t hash) const noexcept { return bucket(bucket_of_slot(home_of(hash))); }
   static std::uint64_t bucket_of_slot(std::uint64_t slot) noexcept {

@@ -1,0 +1,206 @@
+#include "growth.hpp"
+
+#include <algorithm>
+#include <string>
+
+#include "fault_injection.hpp"
+#include "shmht/error.hpp"
+
+namespace shmht::growth {
+namespace {
+
+[[noreturn]] void corrupt(const Region& region, const std::string& why) {
+  throw Error(ErrorCode::kCorrupt, region.path() + ": corrupt table: " + why + "; run `shmht check`");
+}
+
+// Where generation g's buckets start, as published (generation 0: create's array).
+std::uint64_t published_offset(const Region& region, std::uint32_t g) noexcept {
+  if (g == 0) return region.fixed().slot_array_offset;
+  return region.header().array_offsets[g].load(std::memory_order_acquire);
+}
+
+// Claims a run of whole chunks at arena_end for generation g's array and returns where
+// its buckets start. The claim is the first chunk's ChunkHeader (array_claim), taken by
+// CAS as a chunk is; whoever loses that race at a chunk moves arena_end past what the
+// winner claimed, so a claimant stopped after its claim delays nobody.
+std::uint64_t claim_array_chunks(Region& region, std::uint32_t g) {
+  const layout::ImmutableHeader& fixed = region.fixed();
+  const std::uint64_t chunk = fixed.chunk_bytes;
+  const std::uint64_t chunks = array_chunks(fixed, g);
+  const std::uint64_t span = chunks * chunk;
+  layout::Header& header = region.header();
+  for (;;) {
+    const std::uint64_t start = header.arena_end.load(std::memory_order_acquire);
+    if (start < fixed.arena_offset || (start - fixed.arena_offset) % chunk != 0) {
+      corrupt(region, "arena_end " + std::to_string(start) + " is not a chunk boundary");
+    }
+    if (start > fixed.max_bytes || span > fixed.max_bytes - start) {
+      throw Error(ErrorCode::kTableFull,
+                  region.path() + ": table full: growing the slot array to " + std::to_string(home_slots_of(fixed, g)) +
+                      " home slots needs " + std::to_string(span) + " more bytes, past the table's max_bytes " +
+                      std::to_string(fixed.max_bytes) + "; erase items, or create the table with a larger max_bytes");
+    }
+    region.grow_file_to(start + span);  // kNoSpace when the filesystem is full
+    if (!region.ensure_file_mapped(start, span)) corrupt(region, "the file does not hold the chunks at arena_end");
+    std::uint64_t found = 0;
+    const bool won = region.at<layout::ChunkHeader>(start)->claim.compare_exchange_strong(
+        found, layout::array_claim(g, static_cast<std::uint32_t>(chunks)), std::memory_order_acq_rel,
+        std::memory_order_acquire);
+    std::uint64_t advance = chunk;
+    if (won) {
+      advance = span;
+    } else if (layout::is_array_claim(found) && layout::array_claim_chunks(found) != 0) {
+      advance = std::uint64_t{layout::array_claim_chunks(found)} * chunk;  // another grower's array
+    }
+    std::uint64_t expected = start;
+    header.arena_end.compare_exchange_strong(expected, start + advance, std::memory_order_acq_rel, std::memory_order_acquire);
+    if (won) {
+      detail::fault_point(testing::FaultPoint::kGrowthArrayClaimed);
+      return start + layout::kArrayLeadBytes;
+    }
+  }
+}
+
+// Punches out generation g's array, validated first (a peer's offset must not make us
+// punch a hole into live records). Its first page, with the chunk's claim, stays.
+void punch_array(Region& region, Arrays& arrays, std::uint32_t g) noexcept {
+  try {
+    const layout::SlotArray& array = arrays.array(g);
+    region.punch_hole(region.offset_of(array.buckets()), array_bytes(array.home_slots()));
+  } catch (const Error&) {
+    // Not a valid array: nothing of ours to give back; check reports what is wrong.
+  }
+}
+
+}  // namespace
+
+std::uint64_t array_chunks(const layout::ImmutableHeader& fixed, std::uint32_t g) noexcept {
+  const std::uint64_t bytes = layout::kArrayLeadBytes + array_bytes(home_slots_of(fixed, g));
+  return (bytes + fixed.chunk_bytes - 1) / fixed.chunk_bytes;
+}
+
+std::uint32_t generation_limit(const layout::ImmutableHeader& fixed) noexcept {
+  std::uint32_t g = 0;
+  while (g + 1 < layout::kMaxGenerations && home_slots_of(fixed, g + 1) <= kMaxHomeSlots &&
+         array_bytes(home_slots_of(fixed, g + 1)) <= fixed.max_bytes) {
+    ++g;
+  }
+  return g + 1;
+}
+
+Arrays::Arrays(Region& region) : region_(&region) { view(); }
+
+const layout::SlotArray& Arrays::array(std::uint32_t g) {
+  if (g >= arrays_.size()) corrupt(*region_, "slot array generation " + std::to_string(g) + " is past the last");
+  layout::SlotArray& cached = arrays_[g];
+  if (cached.valid()) return cached;
+  const layout::ImmutableHeader& fixed = region_->fixed();
+  const std::uint64_t home_slots = home_slots_of(fixed, g);
+  if (g == 0) {
+    cached = layout::SlotArray(region_->at<layout::Bucket>(fixed.slot_array_offset), home_slots);
+    return cached;
+  }
+  // A peer may have written anything here: check it names a whole array of generation g
+  // claimed as such, inside the arena, before anything reads a bucket of it.
+  if (g >= generation_limit(fixed)) corrupt(*region_, "slot array generation " + std::to_string(g) + " is past this table's limit");
+  const std::uint64_t offset = published_offset(*region_, g);
+  const std::uint64_t chunk = fixed.chunk_bytes;
+  const std::uint64_t chunks = array_chunks(fixed, g);
+  const std::uint64_t start = offset - layout::kArrayLeadBytes;
+  const bool placed = offset >= fixed.arena_offset + layout::kArrayLeadBytes && (start - fixed.arena_offset) % chunk == 0 &&
+                      start + chunks * chunk <= region_->arena_end() && region_->ensure_mapped(start, chunks * chunk);
+  if (!placed || region_->at<layout::ChunkHeader>(start)->claim.load(std::memory_order_acquire) !=
+                     layout::array_claim(g, static_cast<std::uint32_t>(chunks))) {
+    corrupt(*region_, "slot array generation " + std::to_string(g) + " is published at " + std::to_string(offset) +
+                          ", which is not an array of that generation");
+  }
+  cached = layout::SlotArray(region_->at<layout::Bucket>(offset), home_slots);
+  return cached;
+}
+
+void Arrays::refresh(std::uint64_t word) {
+  const State state = decode(word);
+  if (state.generation >= generation_limit(region_->fixed()) || (state.migrating && state.generation == 0)) {
+    corrupt(*region_, "the growth word (" + std::to_string(word) + ") names no slot array this table can have");
+  }
+  ArrayView fresh;
+  fresh.word = word;
+  fresh.generation = state.generation;
+  fresh.migrating = state.migrating;
+  fresh.current = array(state.generation);
+  if (state.migrating) fresh.old = array(state.generation - 1);
+  view_ = fresh;
+}
+
+void start(Region& region, const ArrayView& seen, std::uint64_t initial_control) {
+  if (seen.migrating) return;
+  layout::Header& header = region.header();
+  const std::uint32_t g = seen.generation + 1;
+  if (g >= generation_limit(region.fixed())) {
+    throw Error(ErrorCode::kTableFull, region.path() + ": table full: the slot array cannot grow past " +
+                                           std::to_string(seen.current.home_slots()) +
+                                           " home slots within this table's max_bytes " +
+                                           std::to_string(region.fixed().max_bytes));
+  }
+  if (header.array_offsets[g].load(std::memory_order_acquire) == 0) {
+    const std::uint64_t offset = claim_array_chunks(region, g);
+    if (initial_control != 0) {
+      const layout::SlotArray fresh(region.at<layout::Bucket>(offset), home_slots_of(region.fixed(), g));
+      for (std::uint64_t b = 0; b < fresh.bucket_count(); ++b) fresh.bucket(b).control.store(initial_control, std::memory_order_relaxed);
+    }
+    std::uint64_t none = 0;
+    if (header.array_offsets[g].compare_exchange_strong(none, offset, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      detail::fault_point(testing::FaultPoint::kGrowthArrayPublished);
+    } else {
+      // Another grower published first: ours is never used (check counts it abandoned).
+      region.punch_hole(offset, array_bytes(home_slots_of(region.fixed(), g)));
+    }
+  }
+  // The cursor names the migration it counts for; a stale one starts this migration's.
+  std::uint64_t cursor = header.migration_cursor.load(std::memory_order_acquire);
+  while (cursor_generation(cursor) < g &&
+         !header.migration_cursor.compare_exchange_weak(cursor, cursor_word(g, 0), std::memory_order_acq_rel,
+                                                        std::memory_order_acquire)) {
+  }
+  std::uint64_t expected = seen.word;
+  header.growth.compare_exchange_strong(expected, encode({g, true}), std::memory_order_acq_rel, std::memory_order_acquire);
+}
+
+GroupRange claim_groups(Region& region, const ArrayView& view, std::uint64_t count) {
+  std::atomic<std::uint64_t>& cursor = region.header().migration_cursor;
+  const std::uint64_t groups = view.old.group_count();
+  const std::uint64_t seen = cursor.load(std::memory_order_acquire);
+  if (cursor_generation(seen) != view.generation || cursor_next(seen) >= groups) return {0, 0};
+  const std::uint64_t taken = cursor.fetch_add(count, std::memory_order_acq_rel);
+  if (cursor_generation(taken) != view.generation || cursor_next(taken) >= groups) return {0, 0};
+  return {cursor_next(taken), std::min(cursor_next(taken) + count, groups)};
+}
+
+void finish(Region& region, Arrays& arrays, const ArrayView& view) {
+  detail::fault_point(testing::FaultPoint::kMigrationFinishing);
+  layout::Header& header = region.header();
+  std::uint64_t expected = view.word;
+  header.growth.compare_exchange_strong(expected, encode({view.generation, false}), std::memory_order_acq_rel,
+                                        std::memory_order_acquire);
+  // Every array below the current one is done with: punch those not punched yet (one a
+  // finisher killed before punching included).
+  std::uint64_t reclaimed = header.reclaimed_below.load(std::memory_order_acquire);
+  while (reclaimed < view.generation) {
+    if (header.reclaimed_below.compare_exchange_weak(reclaimed, reclaimed + 1, std::memory_order_acq_rel,
+                                                     std::memory_order_acquire)) {
+      punch_array(region, arrays, static_cast<std::uint32_t>(reclaimed));
+      ++reclaimed;
+    }
+  }
+}
+
+std::uint64_t moved_groups(const ArrayView& view) noexcept {
+  if (!view.migrating) return 0;
+  std::uint64_t moved = 0;
+  for (std::uint64_t b = 0; b < view.old.group_count(); ++b) {
+    moved += layout::is_moved(view.old.bucket(b).control.load(std::memory_order_relaxed));
+  }
+  return moved;
+}
+
+}  // namespace shmht::growth
