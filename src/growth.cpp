@@ -55,6 +55,9 @@ std::uint64_t claim_array_chunks(Region& region, std::uint32_t g) {
     std::uint64_t expected = start;
     header.arena_end.compare_exchange_strong(expected, start + advance, std::memory_order_acq_rel, std::memory_order_acquire);
     if (won) {
+      // The chunks' tail past the buckets is never used: give its reserved pages back.
+      const std::uint64_t buckets_end = start + layout::kArrayLeadBytes + array_bytes(home_slots_of(fixed, g));
+      region.punch_hole(buckets_end, start + span - buckets_end);
       detail::fault_point(testing::FaultPoint::kGrowthArrayClaimed);
       return start + layout::kArrayLeadBytes;
     }
@@ -66,7 +69,11 @@ std::uint64_t claim_array_chunks(Region& region, std::uint32_t g) {
 void punch_array(Region& region, Arrays& arrays, std::uint32_t g) noexcept {
   try {
     const layout::SlotArray& array = arrays.array(g);
-    region.punch_hole(region.offset_of(array.buckets()), array_bytes(array.home_slots()));
+    const std::uint64_t offset = region.offset_of(array.buckets());
+    // Generation 0 lies before the arena; the others fill whole chunks, all of which go.
+    const std::uint64_t bytes = g == 0 ? array_bytes(array.home_slots())
+                                       : array_chunks(region.fixed(), g) * region.fixed().chunk_bytes - layout::kArrayLeadBytes;
+    region.punch_hole(offset, bytes);
   } catch (const Error&) {
     // Not a valid array: nothing of ours to give back; check reports what is wrong.
   }

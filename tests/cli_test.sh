@@ -33,12 +33,13 @@ printf 'tab\\tkey\tnew\\nline\nback\\\\slash\tv2\n' | "$shmht" load "$name" 2>/d
 expect_status 2 sh -c "printf 'no tab here\n' | '$shmht' load '$name'"
 
 json=$("$shmht" stat "$name" --json)
-for field in engine slots items load_factor apparent_bytes resident_bytes bytes_per_item attached_pids; do
+for field in engine slots items load_factor apparent_bytes resident_bytes bytes_per_item attached_pids slot_array_bytes growths migrating migration_groups migration_groups_moved; do
   echo "$json" | grep -q "\"$field\"" || fail "stat --json lacks $field: $json"
 done
 echo "$json" | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["items"]==3 and d["engine"]=="seqlock", d' ||
   fail "stat --json is not valid JSON with items=3: $json"
-"$shmht" stat "$name" | grep -q "items  *3 of capacity 1000" || fail "human stat output lacks the item count"
+"$shmht" stat "$name" | grep -q "items  *3 (" || fail "human stat output lacks the item count"
+"$shmht" stat "$name" | grep -Eq "slot array  *[0-9.]+ (B|KiB|MiB), started at capacity 1000, never grown" || fail "human stat output lacks the slot array line"
 
 expect_status 0 "$shmht" check "$name"
 "$shmht" check "$name" | grep -q "displacement from home: mean [0-9.]* slots, max [0-9]*; 0-3 slots: [0-9]* %" ||

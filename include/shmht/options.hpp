@@ -51,18 +51,25 @@ inline constexpr OptionRange kStripesRange{"stripes", 1, 64};
 
 // Fixed when the table is created; recorded in the header.
 struct CreateOptions {
-  // Items the table must hold (kCapacityRange). The slot array is sized so that
-  // `capacity` items fit at a load factor of at most 0.85; it never resizes. More items
-  // may fit: an insert fails with kTableFull only when no free slot lies within the
-  // probe-distance limit (254) of the key's home, or when the arena would pass max_bytes.
-  std::uint64_t capacity = 1u << 20;
+  // The starting size (kCapacityRange): the first slot array is sized so that `capacity`
+  // items fit at a load factor of at most 0.85. The table grows past it on its own: when
+  // the items pass 0.85 of the home slots, or an insert finds no free slot within the
+  // probe-distance limit (254) of its key's home, the slot array doubles, online, while
+  // every process keeps working (src/growth.hpp). An insert fails only when the table
+  // cannot grow: kTableFull when the file would pass max_bytes (the message names it),
+  // kNoSpace when the filesystem is full; the table stays usable for what it holds. A
+  // table that will hold many items can start larger to skip the early doublings. The
+  // default keeps a new table small: one holding a single item takes about 0.6 MiB of
+  // /dev/shm (most of it the first chunk of records and the attachment table).
+  std::uint64_t capacity = 1000;
   // Longest key and value (kMaxKeyBytesRange, kMaxValueBytesRange; together at most
   // kMaxKeyAndValueBytes).
   std::uint32_t max_key_bytes = 1024;
   std::uint32_t max_value_bytes = 64 * 1024;
   // Upper bound of the file (header + slots + arena), rounded up to a 4096-byte page
   // (kMaxBytesRange). The file itself grows on demand; this only bounds it and the
-  // virtual address range each process reserves. Past it, writes throw kTableFull.
+  // virtual address range each process reserves. Past it, writes throw kTableFull (the
+  // records and the growing slot array both live in the file).
   std::uint64_t max_bytes = std::uint64_t{64} << 30;
   // Attachment entries (kMaxProcessesRange): every open read-write handle holds one, so
   // this bounds the handles open at once, over all processes (a process with two handles

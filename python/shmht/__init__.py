@@ -58,10 +58,10 @@ __all__ = [
     "open", "close", "getval", "setval", "remove", "foreach", "error",
 ]
 
-#: Items a new table holds when `capacity` is not given (the C++ CreateOptions default).
-#: Tables never resize; the file grows on demand, so an unused capacity costs address
-#: space and the slot array (8 bytes per slot at load factor 0.85), not record memory.
-DEFAULT_CAPACITY = 1 << 20
+#: A new table's starting size when `capacity` is not given (the C++ CreateOptions
+#: default). Tables grow on their own (the slot array doubles online when it fills), so
+#: capacity only saves the early doublings of a table known to become large.
+DEFAULT_CAPACITY = 1000
 #: Longest key and value a new table accepts when not given (the C++ defaults).
 DEFAULT_MAX_KEY_BYTES = 1024
 DEFAULT_MAX_VALUE_BYTES = 64 * 1024
@@ -178,8 +178,9 @@ class Table(_shmht._TableBase, MutableMapping):
         A bare name ("users" means /dev/shm/users) or an absolute path (a regular file),
         as a str, bytes or os.PathLike (pathlib.Path), as open() takes file names.
     capacity
-        Items the table must hold, fixed at creation (it never resizes). None means
-        DEFAULT_CAPACITY (1,048,576) for a new table.
+        The starting size: items the first slot array holds. The table grows past it
+        on its own (the slot array doubles online), so this only saves the early
+        doublings of a table known to become large. None means DEFAULT_CAPACITY (1,000).
     engine
         The concurrency protocol: "global", "striped", "seqlock" or "lockfree" (see
         built_engines()). None means: the engine the table's current users have, or for

@@ -354,7 +354,9 @@ int cmd_stat(const Arguments& a) {
   for (pid_t p : s.attached_pids) {
     if (p != getpid()) others.push_back(p);
   }
-  const double per_item = s.items ? static_cast<double>(s.apparent_bytes) / static_cast<double>(s.items) : 0.0;
+  // Resident, not apparent: a grown table's file keeps the length of the slot arrays it
+  // punched out after their migrations (holes), which take no memory.
+  const double per_item = s.items ? static_cast<double>(s.resident_bytes) / static_cast<double>(s.items) : 0.0;
   // The item counters live in the shared file: anyone who may write it may damage them.
   const bool items_impossible = s.items > s.slots + shmht::kOverflowSlots;
   if (a.json) {
@@ -378,6 +380,11 @@ int cmd_stat(const Arguments& a) {
         {"live_record_bytes", s.live_record_bytes},
         {"free_record_bytes", s.free_record_bytes},
         {"free_by_class", free_classes_json(s)},
+        {"slot_array_bytes", s.slot_array_bytes},
+        {"growths", s.growths},
+        {"migrating", s.migrating},
+        {"migration_groups", s.migration_groups},
+        {"migration_groups_moved", s.migration_groups_moved},
         {"attached_pids", others},
     };
     std::cout << j.dump(-1, ' ', /*ensure_ascii=*/true, nlohmann::ordered_json::error_handler_t::replace) << "\n";
@@ -385,11 +392,17 @@ int cmd_stat(const Arguments& a) {
   }
   std::cout << "table           " << s.path << "\n"
             << "engine          " << shmht::engine_name(s.engine) << "\n"
-            << "items           " << s.items << " of capacity " << s.capacity << " ("
+            << "items           " << s.items << " ("
             << (items_impossible ? "IMPOSSIBLE: more than the table's " + std::to_string(s.slots + shmht::kOverflowSlots) +
                                        " slots; its item counters are damaged (shmht check counts the slots)"
                                  : count_of(s.slots, "home slot") + ", " + load_factor_text(s))
             << ")\n"
+            << "slot array      " << bytes_text(s.slot_array_bytes) << ", started at capacity " << s.capacity << ", "
+            << (s.growths == 0 ? std::string("never grown") : "grown " + count_of(s.growths, "time"))
+            << (s.migrating ? "; migrating: " + std::to_string(s.migration_groups_moved) + " of " +
+                                  count_of(s.migration_groups, "group") + " moved"
+                            : std::string())
+            << "\n"
             << "limits          key " << bytes_text(s.max_key_bytes) << ", value " << bytes_text(s.max_value_bytes)
             << ", file " << bytes_text(s.max_bytes) << ", " << count_of(s.max_processes, "handle") << " at once\n"
             << "file            " << bytes_text(s.apparent_bytes) << " apparent, " << bytes_text(s.resident_bytes)
@@ -774,7 +787,7 @@ std::vector<Subcommand> declare_commands(CLI::App& app, Arguments& a) {
 
   CLI::App& create = command("create", "create a table", cmd_create);
   using shmht::cli::add_create_option;
-  add_create_option(create, "--capacity", a.create.capacity, "items the table must hold (it never resizes)",
+  add_create_option(create, "--capacity", a.create.capacity, "starting size in items (the table grows past it on its own)",
                     shmht::kCapacityRange);
   add_create_option(create, "--max-key-bytes", a.create.max_key_bytes, "longest key", shmht::kMaxKeyBytesRange);
   add_create_option(create, "--max-value-bytes", a.create.max_value_bytes, "longest value", shmht::kMaxValueBytesRange);
