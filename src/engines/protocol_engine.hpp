@@ -334,9 +334,11 @@ class ProtocolEngine final : public EngineBase {
     }
   }
 
+  // Generations only grow: a view older than a range taken from an earlier view means
+  // the growth word went backwards, which only a damaged file does.
   [[noreturn]] void throw_stale_range(std::uint32_t asked, std::uint32_t now) const {
-    throw Error(ErrorCode::kInvalidArgument, ctx_.region().path() + ": an iteration range of slot array generation " +
-                                                 std::to_string(asked) + " is ahead of the table's (" + std::to_string(now) + ")");
+    throw Error(ErrorCode::kCorrupt, ctx_.region().path() + ": corrupt table: the growth word went back from slot array generation " +
+                                         std::to_string(asked) + " to " + std::to_string(now) + "; run `shmht check`");
   }
 
   // ---- reads ---------------------------------------------------------------------

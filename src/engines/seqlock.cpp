@@ -160,11 +160,20 @@ class SeqlockProtocol {
         wait_if_busy(attempt, key, backoff, read_only_wait, window);
         continue;
       }
-      if (!view.migrating) continue;  // the current array's group moved: so did the growth word
+      if (!view.migrating) {
+        // The current array's group moved: so did the growth word, unless a peer wrote
+        // MOVED where no migration put it (waiting would never end).
+        if (ctx_.arrays().unchanged(view)) throw_moved_without_migration(key);
+        continue;
+      }
       ReadWindow next(ctx_, view.current, view);
       const optimistic::Attempt moved = optimistic::try_lookup(ctx_, view.current, next, key, out, out_string);
       if (moved.outcome == optimistic::Outcome::kValid) return moved.value;
-      if (moved.outcome != optimistic::Outcome::kMoved) wait_if_busy(moved, key, backoff, read_only_wait, next);
+      if (moved.outcome != optimistic::Outcome::kMoved) {
+        wait_if_busy(moved, key, backoff, read_only_wait, next);
+      } else if (ctx_.arrays().unchanged(view)) {
+        throw_moved_without_migration(key);
+      }
     }
   }
 
@@ -275,6 +284,12 @@ class SeqlockProtocol {
     std::uint64_t busy_bucket_ = 0;
     std::uint64_t busy_control_ = 0;
   };
+
+  [[noreturn]] void throw_moved_without_migration(const HashedKey& key) {
+    throw Error(ErrorCode::kCorrupt, ctx_.region().path() + ": corrupt table: the home bucket of slot " +
+                                         std::to_string(ctx_.slots().home_of(key.hash)) +
+                                         " of the current slot array is marked MOVED, but no migration is under way; run `shmht check`");
+  }
 
   // After a busy attempt: pause, or find its holder dead (NeedsRecovery), or (read-only)
   // give up on a holder that does not move (kInUse). A torn one is simply tried again.

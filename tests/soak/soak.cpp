@@ -2,7 +2,9 @@
 // supervisor SIGKILLs and SIGSTOP/SIGCONTs them at random, for a given time; then every
 // write any process had acknowledged is checked, and `check` must find the table clean.
 //
-//   shmht-soak --engine seqlock --processes 4 --seconds 600 [--json FILE] [--seed N]
+//   shmht-soak --engine seqlock --processes 4 --seconds 600 [--json FILE] [--seed N] [--capacity N]
+//   (--capacity: the table's starting size; below the keys the workers hold, it grows
+//   while they are being killed)
 //
 // WHAT IS CHECKED
 //   Worker slot w owns the keys "w<w>-k<i>" (i < kKeysPerWorker), so the final state of
@@ -159,6 +161,7 @@ struct Options {
   double seconds = 10;
   std::uint64_t seed = 1;
   std::string json;
+  std::uint64_t capacity = 0;  // 0: every key a worker may hold (no growth); smaller: the table grows
 };
 
 Options parse(int argc, char** argv) {
@@ -174,6 +177,7 @@ Options parse(int argc, char** argv) {
     else if (flag == "--seconds") o.seconds = std::stod(value());
     else if (flag == "--seed") o.seed = std::stoull(value());
     else if (flag == "--json") o.json = value();
+    else if (flag == "--capacity") o.capacity = std::stoull(value());
     else throw std::invalid_argument("unknown option " + flag + " (see the comment at the top of tests/soak/soak.cpp)");
   }
   if (o.processes < 1 || o.processes > kMaxWorkers) throw std::invalid_argument("--processes must be 1.." + std::to_string(kMaxWorkers));
@@ -188,8 +192,10 @@ int main(int argc, char** argv) try {
   if (!engine) throw std::invalid_argument("unknown engine " + o.engine);
   const std::string name = "shmht-soak-" + std::to_string(getpid());
   // Capacity = the most keys there can be: a full table, long Robin Hood runs, many shifts
-  // for a kill to interrupt.
-  shmht::Table::create(name, {.capacity = std::uint64_t{kKeysPerWorker} * o.processes, .engine = *engine}).close();
+  // for a kill to interrupt. With --capacity smaller, the table grows while workers are
+  // killed, so kills land inside migrations too.
+  const std::uint64_t capacity = o.capacity != 0 ? o.capacity : std::uint64_t{kKeysPerWorker} * o.processes;
+  shmht::Table::create(name, {.capacity = capacity, .engine = *engine}).close();
 
   void* memory = mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (memory == MAP_FAILED) throw std::runtime_error("mmap failed");

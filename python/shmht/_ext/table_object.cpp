@@ -1269,6 +1269,11 @@ PyObject* table_stats(PyObject* object, PyObject*) {
                   put(dict.get(), "live_record_bytes", PyLong_FromUnsignedLongLong(s.live_record_bytes)) &&
                   put(dict.get(), "free_record_bytes", PyLong_FromUnsignedLongLong(s.free_record_bytes)) &&
                   put(dict.get(), "free_by_class", free_by_class.release()) &&
+                  put(dict.get(), "slot_array_bytes", PyLong_FromUnsignedLongLong(s.slot_array_bytes)) &&
+                  put(dict.get(), "growths", PyLong_FromUnsignedLong(s.growths)) &&
+                  put(dict.get(), "migrating", PyBool_FromLong(s.migrating)) &&
+                  put(dict.get(), "migration_groups", PyLong_FromUnsignedLongLong(s.migration_groups)) &&
+                  put(dict.get(), "migration_groups_moved", PyLong_FromUnsignedLongLong(s.migration_groups_moved)) &&
                   put(dict.get(), "attached_pids", pids.release());
   return ok ? dict.release() : nullptr;
 }
@@ -1391,10 +1396,11 @@ PyMethodDef g_methods[] = {
      "_shares_handle_with($self, other, /)\n--\n\nTrue if both use one attachment (unpickled copies share one)."},
     {"stats", table_stats, METH_NOARGS,
      "stats($self, /)\n--\n\n"
-     "A dict: path, engine, capacity, slots, items, load_factor, max_key_bytes,\n"
+     "A dict: path, engine, capacity (the starting size), slots, items, load_factor, max_key_bytes,\n"
      "max_value_bytes, max_bytes, max_processes, apparent_bytes, resident_bytes, arena_bytes,\n"
-     "live_record_bytes, free_record_bytes, free_by_class ({record bytes: free records}) and\n"
-     "attached_pids."},
+     "live_record_bytes, free_record_bytes, free_by_class ({record bytes: free records}),\n"
+     "attached_pids, and the growth of the slot array: slot_array_bytes, growths, migrating,\n"
+     "migration_groups and migration_groups_moved."},
     {nullptr, nullptr, 0, nullptr},
 };
 
