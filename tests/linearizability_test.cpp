@@ -603,6 +603,40 @@ TEST_P(Linearizability, EveryKeysHistoryIsLinearizable) {
               static_cast<unsigned long long>(steps));
 }
 
+// The same, while the table grows under the recorded operations (issue 20): started at
+// capacity 8, with a filler process inserting new keys for as long as the recording
+// runs, so that migrations (group moves, array switches, reclamation) overlap the
+// recorded operations on the checked keys.
+TEST_P(Linearizability, EveryKeysHistoryIsLinearizableWhileTheTableGrows) {
+  const int rounds = min_rounds();
+  std::uint32_t growths = 0;
+  for (int round = 0; !HasFailure() && round < rounds; ++round) {
+    ScopedName name;
+    Table parent = Table::create(name, {.capacity = 8, .max_bytes = std::uint64_t{1} << 30, .engine = GetParam()});
+    SharedArray<std::atomic<int>> stop(1);
+    Children filler;
+    filler.spawn([&] {
+      Table t = Table::open(name);
+      for (std::uint64_t i = 0; stop[0].load() == 0 && i < 2'000'000; ++i) t.insert("filler-" + std::to_string(i), "f");
+      return 0;
+    });
+    const std::uint64_t seed = std::random_device{}();
+    const std::vector<OpRecord> records = record<Flaw::kNone>(name, GetParam(), seed);
+    stop[0].store(1);
+    filler.expect_all_succeed(std::chrono::seconds(60));
+    ASSERT_FALSE(records.empty()) << "recording failed (seed " << seed << ")";
+    for (const KeyResult& r : check_all_keys(records)) {
+      EXPECT_EQ(r.verdict.kind, Verdict::kLinearizable)
+          << "engine " << engine_name(GetParam()) << ", round " << round << ", seed " << seed << "\n"
+          << r.report;
+    }
+    growths += parent.stats().growths;
+  }
+  std::printf("[ %s ] %d recordings while the table grew %u times in all\n", std::string(engine_name(GetParam())).c_str(),
+              rounds, growths);
+  EXPECT_GE(growths, static_cast<std::uint32_t>(rounds)) << "the table did not grow during the recordings";
+}
+
 INSTANTIATE_TEST_SUITE_P(Engines, Linearizability, ::testing::ValuesIn(built_engines()), engine_param_name);
 
 // ---- The broken variants must be caught ----
