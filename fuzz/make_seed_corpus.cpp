@@ -115,6 +115,12 @@ void table_seeds(Engine e) {
     for (int i = 0; i < 40; ++i) t.erase(key_of(i));
   });
   keep_table(name + "-killed-erasing");
+
+  // Growth (src/growth.hpp): a table that has grown past its starting capacity of 8, with
+  // a writer killed right after moving a home group, so the file holds two slot arrays,
+  // MOVED bits and (lock engines) the dead writer's locks.
+  die_in_child(e, FaultPoint::kGroupMoved, [](Table& t) { fill(t, 100, 400); });
+  keep_table(name + "-killed-mid-migration");
   Table::remove(kScratch);
 }
 
