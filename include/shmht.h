@@ -217,9 +217,13 @@ typedef struct shmht_stats {
   uint32_t max_key_bytes;
   uint32_t max_value_bytes;
   uint32_t max_processes;
-  uint64_t capacity;
+  uint64_t capacity;         /* the starting size: the table grows past it */
   uint64_t items;
   uint64_t resident_bytes;   /* memory the table's file holds */
+  /* Since 0.3.0 (a caller whose struct ends before them gets the fields it has): */
+  uint64_t slot_array_bytes; /* the current slot array */
+  uint32_t growths;          /* doublings of the slot array since create */
+  uint32_t migrating;        /* 1 while entries move into the current array */
 } shmht_stats;
 int shmht_stats_get(shmht_table *t, shmht_stats *out);
 

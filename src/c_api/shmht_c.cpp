@@ -420,6 +420,9 @@ int shmht_stats_get(shmht_table* t, shmht_stats* out) {
     full.capacity = s.capacity;
     full.items = s.items;
     full.resident_bytes = s.resident_bytes;
+    full.slot_array_bytes = s.slot_array_bytes;
+    full.growths = s.growths;
+    full.migrating = s.migrating ? 1 : 0;
     std::memcpy(out, &full, out->struct_size);  // only the fields the caller's struct has
     return SHMHT_OK;
   });

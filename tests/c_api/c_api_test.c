@@ -111,6 +111,17 @@ static void test_basic_operations(uint32_t engine) {
   CHECK(st.items == 3);
   CHECK(st.max_key_bytes == 16 && st.max_value_bytes == 64 && st.max_processes == 8);
   CHECK(st.capacity >= 1024);
+  CHECK(st.slot_array_bytes > 0 && st.growths == 0 && st.migrating == 0);
+
+  /* Past its starting capacity the table grows, and says so. */
+  char key[32];
+  for (int i = 0; i < 5000; ++i) {
+    const int n = snprintf(key, sizeof key, "grow-%d", i);
+    CHECK_RC(shmht_put(t, key, (size_t)n, "v", 1), SHMHT_OK);
+  }
+  const uint64_t first_array = st.slot_array_bytes;
+  CHECK_RC(shmht_stats_get(t, &st), SHMHT_OK);
+  CHECK(st.items == 5003 && st.growths >= 1 && st.slot_array_bytes > first_array);
 
   shmht_close(t);
   CHECK_RC(shmht_unlink(name), SHMHT_OK);

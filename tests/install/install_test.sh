@@ -74,7 +74,7 @@ step_installed() {
   [ ! -e "$prefix/include/shmht/testing.hpp" ] || fail "shmht/testing.hpp (fault injection for the tests) was installed"
   ! grep -q xxhash "$prefix/lib/pkgconfig/shmht.pc" || fail "shmht.pc requires xxhash (compiled in, header-only)"
   readelf -d "$prefix/lib/libshmht.so" | grep -q 'SONAME.*\[libshmht\.so\.0\]' || fail "libshmht.so has no soname libshmht.so.0"
-  "$prefix/bin/shmht" --version | grep -q "0.2.0" || fail "the installed CLI does not run"
+  "$prefix/bin/shmht" --version | grep -q "0.3.0" || fail "the installed CLI does not run"
 
   # Every public header compiles on its own with only the installed include directory:
   # none includes a src/ header or xxhash.
@@ -201,7 +201,7 @@ with shmht.Table(sys.argv[1], capacity=100) as t:
 shmht.unlink(sys.argv[1])
 print("pip-installed shmht works:", shmht.__file__)
 EOF
-  "$tmp/site/bin/shmht" --version | grep -q 0.2.0 || fail "the pip-installed CLI does not run"
+  "$tmp/site/bin/shmht" --version | grep -q 0.3.0 || fail "the pip-installed CLI does not run"
 }
 
 case $step in
