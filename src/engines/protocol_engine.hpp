@@ -458,6 +458,9 @@ class ProtocolEngine final : public EngineBase {
   void move_group(const growth::ArrayView& view, std::uint64_t group) {
     const layout::SlotArray& old = view.old;
     const layout::SlotArray& current = view.current;
+    // MOVED is never cleared: seen set, the group has moved (the write that asks first
+    // for its own key's group mostly finds it so, and takes no lock for it).
+    if (group_moved(old, group)) return;
     WriteScope old_scope(protocol_, old, group * layout::kSlotsPerBucket);
     const bool moved = group_moved(old, group);
     if (!ctx_.arrays().unchanged(view) || moved) return;

@@ -25,7 +25,9 @@ const std::array<ErrorClassSpec, 17> kSpecs = {{
     {ErrorCode::kValueTooLarge, "ValueTooLargeError", &PyExc_ValueError,
      "A value is longer than the table's max_value_bytes (the message names both sizes)."},
     {ErrorCode::kTableFull, "TableFullError", nullptr,
-     "No room for a new item: create the table with a larger capacity or max_bytes."},
+     "No room for a new item, and the table cannot grow: its file would pass max_bytes (the message "
+     "names it; create the table with a larger max_bytes), or, rarely, a run of slots near the key's home "
+     "is full while growth is impossible. The failing operation changed nothing."},
     {ErrorCode::kNoSpace, "NoSpaceError", &PyExc_OSError,
      "The filesystem holding the table is full (errno ENOSPC); the message names it, its size "
      "and free bytes, and what to do. The failing operation changed nothing.",
