@@ -70,6 +70,7 @@ struct DriverOptions {
   double timeout_s = 0;  // 0: derived from the workload
   std::string name_prefix;
   bool list_stores = false, list_engines = false;
+  std::uint64_t start_capacity = 0;  // 0: --keys (a shmht table that never grows)
 };
 
 std::array<std::uint32_t, kOpTypes> parse_mix(const std::string& text) {
@@ -129,6 +130,8 @@ CLI::Option* declare_options(CLI::App& app, DriverOptions& o) {
   app.add_option("--store", o.store, "the store to run (see --list-stores)")->capture_default_str();
   cli::add_number_option(app, "--processes", o.processes, "worker processes (at least 1)");
   cli::add_number_option(app, "--keys", w.keys, "distinct keys (the store's capacity)");
+  cli::add_number_option(app, "--start-capacity", o.start_capacity,
+                         "shmht only: the table's starting capacity, below --keys to make it grow during prefill (0: --keys)");
   cli::add_number_option(app, "--key-bytes", w.key_bytes, "bytes per key");
   cli::add_number_option(app, "--value-bytes", w.value_bytes, "bytes per value");
   app.add_option_function<std::string>("--mix", [&w](const std::string& text) { w.mix = parse_mix(text); },
@@ -347,6 +350,7 @@ void run(const DriverOptions& o, const StoreKind& kind, hwloc_topology_t topolog
   StoreParams params;
   params.name_prefix = o.name_prefix;
   params.capacity = o.workload.keys;
+  params.start_capacity = o.start_capacity != 0 ? o.start_capacity : o.workload.keys;
   params.key_bytes = o.workload.key_bytes;
   params.value_bytes = o.workload.value_bytes;
   params.processes = o.processes;
@@ -566,6 +570,7 @@ Json config_json(const DriverOptions& o, const StoreKind* kind) {
       {"batch", o.batch},
       {"pipeline_depth", pipeline_depth(o, kind)},
       {"timeout_s", o.timeout_s},
+      {"start_capacity", o.start_capacity},
       {"workload",
        {
            {"name", o.workload_name},
@@ -740,6 +745,9 @@ void write_result(const DriverOptions& o, const StoreKind* kind, const RunOutcom
       {"resident_bytes", r.footprint.resident_bytes},
       {"items", r.footprint.items},
       {"resident_bytes_per_item", per_item},
+      {"slot_array_bytes", r.footprint.slot_array_bytes},
+      {"growths", r.footprint.growths},
+      {"migrating", r.footprint.migrating},
   };
   result["memory"] = {{"peak_rss_kb_max", rss_max}, {"peak_rss_kb_sum", rss_sum}};
   result["server"] = server_json(r.server, all.total_ops());

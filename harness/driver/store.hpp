@@ -43,6 +43,7 @@ struct StoreParams {
   std::string name_prefix;     // every file or segment the store makes begins with it
   Backing backing;             // resolved: where the store's memory lives
   std::uint64_t capacity = 0;  // distinct keys the workload can insert
+  std::uint64_t start_capacity = 0;  // shmht: where the slot array starts (it grows to capacity)
   std::uint32_t key_bytes = 0, value_bytes = 0;
   std::uint32_t processes = 1;
   std::uint32_t batch = 1;     // writes per commit, for stores with transactions
@@ -52,6 +53,9 @@ struct StoreParams {
 struct Footprint {
   std::string location;
   std::optional<std::uint64_t> apparent_bytes, resident_bytes, items;
+  // shmht only: the slot array's size and growth (issue 20), when the run ended.
+  std::optional<std::uint64_t> slot_array_bytes, growths;
+  std::optional<bool> migrating;
 };
 
 // The result of one pipelined operation: what the one-at-a-time call would have returned,

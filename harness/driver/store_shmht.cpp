@@ -35,6 +35,8 @@ class ShmhtStore final : public Store {
     CreateOptions options;
     // Headroom over the key count: the workload may insert every key it names.
     options.capacity = std::max<std::uint64_t>(params.capacity + params.capacity / 8, 1024);
+    // --start-capacity: a table that starts small and grows to hold the keys.
+    if (params.start_capacity != 0 && params.start_capacity < params.capacity) options.capacity = params.start_capacity;
     options.max_key_bytes = params.key_bytes;
     options.max_value_bytes = params.value_bytes;
     options.max_processes = std::max<std::uint32_t>(params.processes + 8, 16);
@@ -64,6 +66,9 @@ class ShmhtStore final : public Store {
     f.apparent_bytes = s.apparent_bytes;
     f.resident_bytes = s.resident_bytes;
     f.items = s.items;
+    f.slot_array_bytes = s.slot_array_bytes;
+    f.growths = s.growths;
+    f.migrating = s.migrating;
     return f;
   }
 
