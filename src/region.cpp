@@ -303,10 +303,6 @@ layout::ProcessEntry& Region::entry(std::uint32_t index) const noexcept {
   return at<ProcessEntry>(fixed().process_table_offset)[index];
 }
 
-layout::SlotArray Region::slots() const noexcept {
-  return layout::SlotArray(at<layout::Bucket>(fixed().slot_array_offset), fixed().home_slots);
-}
-
 Region Region::create(const std::string& path, const CreateOptions& options, EngineStateInit init_engine) {
   validate_options(options);
   Region region;

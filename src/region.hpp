@@ -124,7 +124,6 @@ class Region {
   // a bound for walks, never an offset to dereference (ensure_mapped() that).
   std::uint64_t arena_end(std::memory_order order = std::memory_order_acquire) const noexcept;
   layout::ProcessEntry& entry(std::uint32_t index) const noexcept;
-  layout::SlotArray slots() const noexcept;
   std::byte* engine_area() const noexcept { return base_ + fixed().engine_area_offset; }
 
   // True when [offset, offset + bytes) is inside the arena part of this mapping.
