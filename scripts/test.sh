@@ -17,8 +17,9 @@ SHMHT_BUILDTYPE=debug \
 SHMHT_MESON_ARGS="-Db_sanitize=address,undefined -Db_lundef=false -Dcpp_args=-fno-sanitize-recover=all -Dbenchmarks=false" \
   scripts/bootstrap.sh build-sanitize
 ninja -C build-sanitize >&2
-# The overwrite-reuse test's 10M overwrites run in full above; 1M here keeps CI short.
-SHMHT_TEST_OVERWRITES=1000000 meson test -C build-sanitize --print-errorlogs --num-processes 2
+# The overwrite-reuse test's 10M overwrites and the growth test's 4 x 250,000 inserts run
+# in full above; 1M and 4 x 50,000 here keep CI short.
+SHMHT_TEST_OVERWRITES=1000000 SHMHT_TEST_GROWTH_KEYS=50000 meson test -C build-sanitize --print-errorlogs --num-processes 2
 
 echo "== TSan build: the threaded engine tests" >&2
 # Only threads_test: TSan does not follow fork()ed children, so the fork-based suites
