@@ -64,6 +64,24 @@ std::uint64_t claim_array_chunks(Region& region, std::uint32_t g) {
   }
 }
 
+// Where an array claimed for generation g (exactly its size) but never published starts,
+// or 0: a walk over the chunk claims, once per growth.
+std::uint64_t unpublished_array(Region& region, std::uint32_t g) {
+  const layout::ImmutableHeader& fixed = region.fixed();
+  const std::uint64_t chunk = fixed.chunk_bytes, end = region.arena_end();
+  const std::uint64_t wanted = layout::array_claim(g, static_cast<std::uint32_t>(array_chunks(fixed, g)));
+  for (std::uint64_t start = fixed.arena_offset; start + chunk <= end;) {
+    if (!region.ensure_mapped(start, sizeof(layout::ChunkHeader))) return 0;
+    const std::uint64_t claim = region.at<layout::ChunkHeader>(start)->claim.load(std::memory_order_acquire);
+    const std::uint64_t chunks = layout::is_array_claim(claim) ? layout::array_claim_chunks(claim) : 0;
+    if (claim == wanted && chunks * chunk <= end - start && region.ensure_mapped(start, chunks * chunk)) {
+      return start + layout::kArrayLeadBytes;
+    }
+    start += chunks != 0 && chunks <= (end - start) / chunk ? chunks * chunk : chunk;
+  }
+  return 0;
+}
+
 // Punches out generation g's array, validated first (a peer's offset must not make us
 // punch a hole into live records). Its first page, with the chunk's claim, stays.
 void punch_array(Region& region, Arrays& arrays, std::uint32_t g) noexcept {
@@ -150,16 +168,24 @@ void start(Region& region, const ArrayView& seen, std::uint64_t initial_control)
                                            std::to_string(region.fixed().max_bytes));
   }
   if (header.array_offsets[g].load(std::memory_order_acquire) == 0) {
-    const std::uint64_t offset = claim_array_chunks(region, g);
+    // A grower killed (or stopped) between claiming generation g's chunks and publishing
+    // them left an array nobody uses: adopt it rather than claim another.
+    std::uint64_t offset = unpublished_array(region, g);
+    if (offset == 0) offset = claim_array_chunks(region, g);
     if (initial_control != 0) {
+      // Only words still zero: the array may be adopted and in use by now (a stopped
+      // grower waking here), and a word once set is never zero again.
       const layout::SlotArray fresh(region.at<layout::Bucket>(offset), home_slots_of(region.fixed(), g));
-      for (std::uint64_t b = 0; b < fresh.bucket_count(); ++b) fresh.bucket(b).control.store(initial_control, std::memory_order_relaxed);
+      for (std::uint64_t b = 0; b < fresh.bucket_count(); ++b) {
+        std::uint64_t zero = 0;
+        fresh.bucket(b).control.compare_exchange_strong(zero, initial_control, std::memory_order_relaxed);
+      }
     }
-    std::uint64_t none = 0;
-    if (header.array_offsets[g].compare_exchange_strong(none, offset, std::memory_order_acq_rel, std::memory_order_acquire)) {
+    std::uint64_t published = 0;
+    if (header.array_offsets[g].compare_exchange_strong(published, offset, std::memory_order_acq_rel, std::memory_order_acquire)) {
       detail::fault_point(testing::FaultPoint::kGrowthArrayPublished);
-    } else {
-      // Another grower published first: ours is never used (check counts it abandoned).
+    } else if (published != offset) {
+      // Another grower published a different array first: ours is never used.
       region.punch_hole(offset, array_bytes(home_slots_of(region.fixed(), g)));
     }
   }
@@ -183,21 +209,45 @@ GroupRange claim_groups(Region& region, const ArrayView& view, std::uint64_t cou
   return {cursor_next(taken), std::min(cursor_next(taken) + count, groups)};
 }
 
-void finish(Region& region, Arrays& arrays, const ArrayView& view) {
+bool mark_finished(Region& region, const ArrayView& view) {
   detail::fault_point(testing::FaultPoint::kMigrationFinishing);
-  layout::Header& header = region.header();
   std::uint64_t expected = view.word;
-  header.growth.compare_exchange_strong(expected, encode({view.generation, false}), std::memory_order_acq_rel,
-                                        std::memory_order_acquire);
+  return region.header().growth.compare_exchange_strong(expected, encode({view.generation, false}), std::memory_order_acq_rel,
+                                                        std::memory_order_acquire);
+}
+
+void reclaim(Region& region, Arrays& arrays, const ArrayView& finished) {
+  layout::Header& header = region.header();
   // Every array below the current one is done with: punch those not punched yet (one a
   // finisher killed before punching included).
   std::uint64_t reclaimed = header.reclaimed_below.load(std::memory_order_acquire);
-  while (reclaimed < view.generation) {
+  while (reclaimed < finished.generation) {
     if (header.reclaimed_below.compare_exchange_weak(reclaimed, reclaimed + 1, std::memory_order_acq_rel,
                                                      std::memory_order_acquire)) {
       punch_array(region, arrays, static_cast<std::uint32_t>(reclaimed));
       ++reclaimed;
     }
+  }
+  // Runs claimed for a generation up to the current one and never published (a grower
+  // killed between its claim and its publication whose array nobody adopted, or a loser
+  // of the race that died before punching its own). A later generation's claim may be a
+  // grower's at work right now: left alone.
+  const layout::ImmutableHeader& fixed = region.fixed();
+  const std::uint64_t chunk = fixed.chunk_bytes, end = region.arena_end();
+  for (std::uint64_t start = fixed.arena_offset; start + chunk <= end;) {
+    if (!region.ensure_mapped(start, sizeof(layout::ChunkHeader))) return;
+    const std::uint64_t claim = region.at<layout::ChunkHeader>(start)->claim.load(std::memory_order_acquire);
+    const std::uint64_t chunks = layout::is_array_claim(claim) ? layout::array_claim_chunks(claim) : 0;
+    if (chunks == 0 || chunks > (end - start) / chunk) {
+      start += chunk;
+      continue;
+    }
+    const std::uint32_t g = layout::array_claim_generation(claim);
+    if (g >= 1 && g <= finished.generation && g < layout::kMaxGenerations &&
+        header.array_offsets[g].load(std::memory_order_acquire) != start + layout::kArrayLeadBytes) {
+      region.punch_hole(start + layout::kPageBytes, chunks * chunk - layout::kPageBytes);
+    }
+    start += chunks * chunk;
   }
 }
 

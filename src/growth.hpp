@@ -76,6 +76,10 @@ inline constexpr double kGrowAtLoad = 0.85;
 inline constexpr std::uint32_t kLoadCheckInterval = 64;
 // Groups a write moves per claim, on top of its own key's group.
 inline constexpr std::uint64_t kGroupsPerClaim = 8;
+// Once every group is claimed, one write in this many (per handle) checks every group and
+// finishes the migration: the claimant of the last groups does at once, but it may have
+// been killed or stopped.
+inline constexpr std::uint32_t kFinishEvery = 64;
 // Home slots of the largest array: slot indices and record offsets stay within a word.
 inline constexpr std::uint64_t kMaxHomeSlots = std::uint64_t{1} << 39;
 
@@ -161,9 +165,17 @@ struct GroupRange {
 };
 GroupRange claim_groups(Region& region, const ArrayView& view, std::uint64_t count);
 
-// Marks `view`'s migration finished (the caller found every group MOVED) and punches out
-// the old arrays nobody can use any more. Harmless if someone else finished it first.
-void finish(Region& region, Arrays& arrays, const ArrayView& view);
+// Marks `view`'s migration finished (the caller found every group MOVED). True if this
+// call did; false if someone else finished it first, or the growth word moved. A lock
+// engine calls it holding the lock of the old array's first group, which every exclusive
+// scope (check, recovery) holds too: a migration never ends under one.
+bool mark_finished(Region& region, const ArrayView& view);
+
+// Punches out every array nobody can use any more: the arrays of generations below the
+// current one, and arrays claimed for a generation up to the current one but never
+// published (their grower was killed, or lost the race). Called after mark_finished,
+// outside any lock: nobody reads those arrays and trusts it (growth word re-checks).
+void reclaim(Region& region, Arrays& arrays, const ArrayView& finished);
 
 // Groups of `view`'s old array with MOVED set (stats; reads every group's control word).
 std::uint64_t moved_groups(const ArrayView& view) noexcept;

@@ -134,7 +134,9 @@ inline std::uint64_t group_end_in_new(const layout::SlotArray& current, std::uin
 // The ExclusiveScope of protocols that lock in units (buckets, stripes): every unit in
 // address order, a unit held by a dead process taken over rather than waited for; if any
 // was, the table is repaired before the scope's owner runs. Protocol supplies
-//   std::uint64_t unit_count();                                 // fixes the units for this scope
+//   std::uint64_t unit_count(bool first);  // the units to hold; asked again (first = false) once
+//                                          // they are all held, it may add units after them
+//                                          // (never remove any)
 //   bool lock_unit(std::uint64_t unit, bool take_over_dead);  // true: taken from the dead
 //   void unlock_unit(std::uint64_t unit) noexcept;
 //   TableContext& context();
@@ -144,7 +146,13 @@ class AllUnitsScope {
   explicit AllUnitsScope(Protocol& p) : p_(p) {
     bool took_over_dead = false;
     try {
-      for (const std::uint64_t units = p_.unit_count(); held_ < units; ++held_) took_over_dead |= p_.lock_unit(held_, true);
+      // A protocol whose units are in the slot arrays (seqlock) adds the buckets of an
+      // array that a growth published while the sweep ran; the sweep ends only when a
+      // fresh count adds nothing (growth.hpp: those buckets come after, in address order).
+      for (std::uint64_t units = p_.unit_count(/*first=*/true); held_ < units;) {
+        took_over_dead |= p_.lock_unit(held_, true);
+        if (++held_ == units) units = p_.unit_count(/*first=*/false);
+      }
       if (took_over_dead) repaired_ = repair_and_recount(p_.context());
     } catch (...) {
       release();
@@ -158,7 +166,7 @@ class AllUnitsScope {
 
  private:
   void release() noexcept {
-    for (std::uint64_t u = 0; u < held_; ++u) p_.unlock_unit(u);
+    for (std::uint64_t u = held_; u > 0; --u) p_.unlock_unit(u - 1);
     held_ = 0;
   }
   Protocol& p_;
@@ -449,7 +457,10 @@ class ProtocolEngine final : public EngineBase {
     move_group(view, layout::SlotArray::bucket_of_slot(view.old.home_of(hash)));
     const growth::GroupRange claimed = growth::claim_groups(ctx_.region(), view, growth::kGroupsPerClaim);
     for (std::uint64_t group = claimed.begin; group < claimed.end; ++group) move_group(view, group);
-    if (!claimed.empty() && claimed.end == view.old.group_count()) finish_migration(view);
+    // The claimant of the last groups finishes at once; if it was killed or stopped
+    // before it could, the writes that find nothing left to claim do, now and then.
+    const bool last_claim = !claimed.empty() && claimed.end == view.old.group_count();
+    if (last_claim || (claimed.empty() && ++writes_after_last_claim_ % growth::kFinishEvery == 0)) finish_migration(view);
   }
 
   // Moves one home group of view.old into view.current, unless it has moved already or
@@ -516,13 +527,22 @@ class ProtocolEngine final : public EngineBase {
                                          " does not fit into the larger slot array; run `shmht check`");
   }
 
-  // Every group not moved yet (a stopped or killed claimant's), then the migration is over.
+  // Every group not moved yet (a stopped or killed claimant's), then the migration is
+  // over. The growth word is flipped under the old array's first group, whose bucket (or
+  // stripe, or the mutex) every ExclusiveScope holds: check and recovery, which read the
+  // old array under exclusion, never see it end (and be punched) under them. The punch
+  // comes after, outside the lock: from then on nobody trusts a read of the old array.
   void finish_migration(const growth::ArrayView& view) {
     for (std::uint64_t group = 0; group < view.old.group_count(); ++group) {
       if (!group_moved(view.old, group)) move_group(view, group);
       if (!ctx_.arrays().unchanged(view)) return;
     }
-    growth::finish(ctx_.region(), ctx_.arrays(), view);
+    bool finished = false;
+    {
+      WriteScope first_group(protocol_, view.old, 0);
+      finished = ctx_.arrays().unchanged(view) && growth::mark_finished(ctx_.region(), view);
+    }
+    if (finished) growth::reclaim(ctx_.region(), ctx_.arrays(), view);
   }
 
   // No room for a key: a larger array, or the migration under way finished first.
@@ -619,6 +639,7 @@ class ProtocolEngine final : public EngineBase {
   Protocol protocol_;
   std::vector<std::uint64_t> moving_;  // a group's slot words while it moves (reused)
   std::uint32_t inserts_since_load_check_ = 0;
+  std::uint32_t writes_after_last_claim_ = 0;
   bool load_check_due_ = false;
 };
 

@@ -128,14 +128,19 @@ class SeqlockProtocol {
   };
 
   // Every bucket of every live array (the old one first), in address order; buckets left
-  // locked by dead processes are taken over. The arrays are fixed when the scope begins:
-  // an array published meanwhile stays empty, since filling it needs buckets we hold.
+  // locked by dead processes are taken over. The arrays a growth publishes while the
+  // sweep runs are added after the others (a newer array lies further into the file);
+  // an array that stopped being live meanwhile stays held to the end of the scope.
   using ExclusiveScope = AllUnitsScope<SeqlockProtocol>;
-  std::uint64_t unit_count() {
+  std::uint64_t unit_count(bool first) {
+    if (first) {
+      exclusive_arrays_.clear();
+      exclusive_units_ = 0;
+    }
     const growth::ArrayView& view = ctx_.view();
-    exclusive_arrays_[0] = view.migrating ? view.old : layout::SlotArray();
-    exclusive_arrays_[1] = view.current;
-    return (view.migrating ? view.old.bucket_count() : 0) + view.current.bucket_count();
+    if (view.migrating) add_exclusive_array(view.old, view.generation - 1);
+    add_exclusive_array(view.current, view.generation);
+    return exclusive_units_;
   }
   TableContext& context() noexcept { return ctx_; }
   bool lock_unit(std::uint64_t unit, bool take_over_dead) {
@@ -202,11 +207,21 @@ class SeqlockProtocol {
   }
 
  private:
+  struct ExclusiveArray {
+    layout::SlotArray slots;
+    std::uint32_t generation;
+    std::uint64_t first_unit;
+  };
+  void add_exclusive_array(const layout::SlotArray& slots, std::uint32_t generation) {
+    if (!exclusive_arrays_.empty() && exclusive_arrays_.back().generation >= generation) return;
+    exclusive_arrays_.push_back({slots, generation, exclusive_units_});
+    exclusive_units_ += slots.bucket_count();
+  }
   // The array and bucket of an ExclusiveScope unit.
   std::pair<const layout::SlotArray&, std::uint64_t> exclusive_unit(std::uint64_t unit) const noexcept {
-    const std::uint64_t old_buckets = exclusive_arrays_[0].valid() ? exclusive_arrays_[0].bucket_count() : 0;
-    if (unit < old_buckets) return {exclusive_arrays_[0], unit};
-    return {exclusive_arrays_[1], unit - old_buckets};
+    std::size_t i = exclusive_arrays_.size() - 1;
+    while (i > 0 && unit < exclusive_arrays_[i].first_unit) --i;
+    return {exclusive_arrays_[i].slots, unit - exclusive_arrays_[i].first_unit};
   }
 
   // Takes a bucket's sequence odd. A bucket held by a dead owner is taken over
@@ -342,7 +357,8 @@ class SeqlockProtocol {
   TableContext& ctx_;
   std::uint32_t me_;
   DeadOwners dead_;
-  layout::SlotArray exclusive_arrays_[2];    // an ExclusiveScope's arrays (old, current)
+  std::vector<ExclusiveArray> exclusive_arrays_;  // an ExclusiveScope's arrays, oldest first
+  std::uint64_t exclusive_units_ = 0;
   std::uint64_t last_copy_first_control_ = 0;
 };
 

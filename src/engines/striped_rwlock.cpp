@@ -115,7 +115,7 @@ class StripedProtocol {
 
   // Every stripe, in address order; stripes left held by dead writers are taken over.
   using ExclusiveScope = AllUnitsScope<StripedProtocol>;
-  std::uint64_t unit_count() const noexcept { return stripes_; }
+  std::uint64_t unit_count(bool /*first*/) const noexcept { return stripes_; }  // stripes cover every array
   TableContext& context() noexcept { return ctx_; }
   bool lock_unit(std::uint64_t stripe, bool take_over_dead) {
     return lock_exclusive(static_cast<std::uint32_t>(stripe), take_over_dead);
