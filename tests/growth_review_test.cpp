@@ -5,7 +5,10 @@
 // Every multi-process case bounds its children (Children::wait_all kills overrunners; a
 // process that could block on a stopped one runs in a child too) and removes its table
 // (ScopedName).
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -19,6 +22,9 @@
 
 #include <gtest/gtest.h>
 
+#include "growth.hpp"
+#include "hash.hpp"
+#include "layout/header.hpp"
 #include "shmht/check.hpp"
 #include "shmht/table.hpp"
 #include "shmht/testing.hpp"
@@ -226,6 +232,170 @@ TEST_P(SwitchMidMigration, EveryKeyIsFoundUnderTheNewEngine) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, SwitchMidMigration, ::testing::ValuesIn(lock_engines()), engine_param_name);
+
+// ---- R3. Seqlock recovery repairs and recounts an array its ExclusiveScope does not hold --
+//
+// seqlock.cpp unit_count() fixes the ExclusiveScope's arrays from the view when the sweep
+// BEGINS ("an array published meanwhile stays empty, since filling it needs buckets we
+// hold"). That is not so: the sweep takes the old array's buckets one at a time, and a
+// migration may start meanwhile (growth::start takes no lock). Every group above the
+// sweep's position can then be moved, and written in the new array, by writers the scope
+// never excludes. When the sweep completes, AllUnitsScope calls repair_and_recount(ctx)
+// with ctx.view() read AGAIN - now the migrating view - so it repairs shifts in, purges
+// from, and recounts the new array while other writers are inside it holding its buckets.
+// Shown here through the recount: a writer W stopped at kBeforeUnlock in the new array
+// (its key linked, its counter not yet added) is counted by the recount, and counted again
+// when it resumes: size() is one more than the table holds, for good, and check reports it.
+// (repair_interrupted_shifts / purge_unmoved_copies on a half-written shift would do worse.)
+//
+// The interleaving, made deterministic with stops and a dead lock holder:
+//   D dies holding old bucket j (so a sweep has something to repair); S stops holding old
+//   bucket 16; E meets D's lock, takes an ExclusiveScope over the old array only (not
+//   migrating yet) and waits at bucket 16 for S; P0 starts the migration; P1..P3 claim
+//   groups [0,24) and wait for E or S; W claims [24,32), moves them, inserts into the new
+//   array and stops at kBeforeUnlock. S resumes: E's sweep completes, repairs and recounts
+//   with W's key linked but uncounted. Then W resumes and counts it again.
+// Fix: make the scope's arrays and the repair's the same, and include every array a
+// migration can publish: e.g. take the growth word into the scope (re-read it after the
+// sweep and, if it moved, also sweep the new array's buckets, or release and start over),
+// and pass the scope's own view to repair_and_recount.
+
+// The file's header, mapped read-only (the seed, the home slots, the migration cursor).
+class HeaderView {
+ public:
+  explicit HeaderView(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY);
+    if (fd < 0) return;
+    base_ = mmap(nullptr, layout::kPageBytes, PROT_READ, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (base_ == MAP_FAILED) base_ = nullptr;
+  }
+  ~HeaderView() {
+    if (base_ != nullptr) munmap(base_, layout::kPageBytes);
+  }
+  HeaderView(const HeaderView&) = delete;
+  HeaderView& operator=(const HeaderView&) = delete;
+  bool ok() const { return base_ != nullptr; }
+  const layout::Header& header() const { return *static_cast<const layout::Header*>(base_); }
+  // The bucket of generation 0 that holds `key`'s home slot.
+  std::uint64_t home_bucket(const std::string& key) const {
+    const std::uint64_t hash = hash_key(key, header().fixed.hash_seed);
+    const auto home = static_cast<std::uint64_t>((static_cast<layout::Uint128>(hash) * header().fixed.home_slots) >> 64);
+    return home / layout::kSlotsPerBucket;
+  }
+  std::uint64_t groups() const { return (header().fixed.home_slots + layout::kSlotsPerBucket - 1) / layout::kSlotsPerBucket; }
+  std::uint64_t cursor_next() const { return growth::cursor_next(header().migration_cursor.load()); }
+
+ private:
+  void* base_ = nullptr;
+};
+
+// The next key named prefix-<n> whose generation-0 home bucket satisfies `fits`.
+template <class Fits>
+std::string key_in(const HeaderView& h, const std::string& prefix, std::uint64_t& n, Fits&& fits) {
+  for (;; ++n) {
+    std::string key = numbered(prefix, n);
+    if (fits(h.home_bucket(key))) {
+      ++n;
+      return key;
+    }
+  }
+}
+
+TEST(SeqlockRecoveryDuringGrowth, ExclusiveScopeRecountsTheArrayItDoesNotHold) {
+  ScopedName name;
+  Table keep = Table::create(name, growing_options(Engine::kSeqlock));  // attached throughout: no cold start
+  const HeaderView h(keep.path());
+  ASSERT_TRUE(h.ok());
+  const std::uint64_t groups = h.groups();
+  ASSERT_GT(groups, 100u);
+  constexpr std::uint64_t kStopped = 16;  // S's bucket
+  const std::uint64_t dead_bucket = groups - 3;
+  // Keys of P0..P3 and W stay clear of the buckets E, S and D hold and of the claims.
+  auto safe = [&](std::uint64_t b) { return b >= 48 && b + 20 < dead_bucket; };
+  std::uint64_t n = 0;
+
+  // Prefill to just below the load that starts a growth (growth.hpp: kGrowAtLoad).
+  const auto threshold = static_cast<std::uint64_t>(growth::kGrowAtLoad * static_cast<double>(keep.stats().slots));
+  std::uint64_t stored = 0;
+  for (; stored + 40 < threshold; ++stored) ASSERT_TRUE(keep.insert(numbered("pre", stored), "v"));
+
+  Children dead;
+  const std::string dead_key = key_in(h, "dead", n, [&](std::uint64_t b) { return b == dead_bucket; });
+  dead.spawn([&] {
+    Table t = Table::open(name);
+    die_at(FaultPoint::kAfterLock);
+    t.insert(dead_key, "v");
+    return 3;
+  });
+  const auto died = dead.wait_all(30s);
+  ASSERT_EQ(died.size(), 1u);
+  ASSERT_FALSE(died[0].exited) << "D was meant to die holding its bucket";
+
+  Children kids;
+  const std::string stopped_key = key_in(h, "stopped", n, [&](std::uint64_t b) { return b == kStopped; });
+  const pid_t s = kids.spawn([&] {
+    Table t = Table::open(name);
+    stop_once_at(FaultPoint::kAfterLock);
+    return t.insert(stopped_key, "v") ? 0 : 2;
+  });
+  ASSERT_TRUE(wait_until_stopped(s, 30s));
+
+  const std::string sweeper_key = key_in(h, "sweeper", n, [&](std::uint64_t b) { return b == dead_bucket; });
+  kids.spawn([&] {
+    Table t = Table::open(name);
+    return t.get(sweeper_key) ? 2 : 0;  // meets D's lock: recovery, an ExclusiveScope
+  });
+  std::this_thread::sleep_for(1s);  // E's sweep takes buckets [0, 16) and waits for S
+
+  std::vector<std::string> p0_keys;
+  for (int i = 0; i < 200; ++i) p0_keys.push_back(key_in(h, "p0", n, safe));
+  kids.spawn([&] {
+    Table t = Table::open(name);
+    for (const std::string& key : p0_keys) {
+      if (!t.insert(key, "v")) return 2;
+      if (t.stats().migrating) return 0;  // it started the migration: stop before claiming
+    }
+    return 4;
+  });
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  auto wait_for = [&](auto&& done) {
+    while (!done()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(2ms);
+    }
+    return true;
+  };
+  ASSERT_TRUE(wait_for([&] { return keep.stats().migrating; })) << "P0 never started the migration";
+  for (std::uint64_t claimed = 8; claimed <= 24; claimed += 8) {
+    const std::string key = key_in(h, "claimer", n, safe);
+    kids.spawn([&, key] {
+      Table t = Table::open(name);
+      return t.insert(key, "v") ? 0 : 2;
+    });
+    ASSERT_TRUE(wait_for([&] { return h.cursor_next() >= claimed; })) << "no claim of groups up to " << claimed;
+  }
+  const std::string w_key = key_in(h, "w", n, safe);
+  const pid_t w = kids.spawn([&] {
+    Table t = Table::open(name);
+    stop_once_at(FaultPoint::kBeforeUnlock);
+    return t.insert(w_key, "v") ? 0 : 2;
+  });
+  ASSERT_TRUE(wait_until_stopped(w, 30s)) << "W never reached kBeforeUnlock in the new array";
+
+  kill(s, SIGCONT);
+  std::this_thread::sleep_for(2s);  // E completes its sweep (if it waits for W, it waits here)
+  kill(w, SIGCONT);
+  kids.expect_all_succeed(60s);
+  if (::testing::Test::HasFailure()) return;
+
+  std::uint64_t walked = 0;
+  keep.for_each([&](std::string_view, std::string_view) { ++walked; });
+  EXPECT_EQ(keep.size(), walked) << "size() against the items the table holds";
+  keep.close();
+  const CheckReport report = check_table(name);
+  EXPECT_TRUE(report.clean) << (report.problems.empty() ? "" : report.problems.front());
+}
 
 }  // namespace
 }  // namespace shmht::test
