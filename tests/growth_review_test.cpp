@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -396,6 +397,85 @@ TEST(SeqlockRecoveryDuringGrowth, ExclusiveScopeRecountsTheArrayItDoesNotHold) {
   const CheckReport report = check_table(name);
   EXPECT_TRUE(report.clean) << (report.problems.empty() ? "" : report.problems.front());
 }
+
+// ---- R4. The array of a grower killed after claiming it stays allocated for good ---------
+//
+// growth.cpp claim_array_chunks(): Region::grow_file_to() reserves (fallocates) the whole
+// run of chunks, then the claim CAS wins, and only the tail past the buckets is punched.
+// A grower killed at kGrowthArrayClaimed never publishes it; the next grower finds
+// array_offsets[g] still 0 and claims another run. Nobody ever punches the first: only a
+// LIVE loser of the publish race punches its own array (start()), and finish() punches
+// published generations only. check merely walks over it ("live, old (punched) or
+// abandoned"). So each such death keeps a whole slot array's memory in /dev/shm for the
+// life of the file - for a large table, hundreds of MB. Issue 20: "Once no process can
+// read an old array, its memory returns to the arena or is punched out."
+// Fix: finish() (or start(), or cold start / check under exclusion) punches every array
+// claim whose run is not the published array of its generation, e.g. found by walking
+// the chunk claims between the published arrays, or by recording the claim in the
+// claimant's entry (as claiming_chunk does for record chunks) so its heir punches it.
+class AbandonedArray : public ::testing::TestWithParam<Engine> {};
+
+TEST_P(AbandonedArray, ADeadGrowersUnpublishedArrayIsPunched) {
+  ScopedName name;
+  Table survivor = Table::create(name, growing_options(GetParam()));
+  Children children;
+  children.spawn([&] {
+    Table t = Table::open(name);
+    die_at(FaultPoint::kGrowthArrayClaimed);
+    for (std::uint64_t i = 0; i < 100'000; ++i) t.insert(numbered("victim", i), "v");
+    return 3;
+  });
+  const auto outcomes = children.wait_all(60s);
+  ASSERT_EQ(outcomes.size(), 1u);
+  ASSERT_FALSE(outcomes[0].exited) << "the grower never reached kGrowthArrayClaimed";
+  // The survivor grows the table past the dead grower's array and finishes the migration.
+  for (std::uint64_t i = 0; i < 100'000; ++i) {
+    ASSERT_TRUE(survivor.insert(numbered("after", i), "v"));
+    const Stats s = survivor.stats();
+    if (s.growths >= 1 && !s.migrating) break;
+  }
+  ASSERT_GE(survivor.stats().growths, 1u);
+
+  const int fd = ::open(survivor.path().c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  const off_t size = lseek(fd, 0, SEEK_END);
+  void* base = mmap(nullptr, static_cast<std::size_t>(size), PROT_READ, MAP_SHARED, fd, 0);
+  ASSERT_NE(base, MAP_FAILED);
+  const auto* bytes = static_cast<const std::byte*>(base);
+  const auto& header = *reinterpret_cast<const layout::Header*>(bytes);
+  const std::uint64_t chunk = header.fixed.chunk_bytes;
+  const std::uint64_t arena_end = std::min<std::uint64_t>(header.arena_end.load(), static_cast<std::uint64_t>(size));
+  std::uint64_t abandoned = 0, abandoned_resident = 0;
+  for (std::uint64_t start = header.fixed.arena_offset; start + chunk <= arena_end;) {
+    const std::uint64_t claim = reinterpret_cast<const layout::ChunkHeader*>(bytes + start)->claim.load();
+    if (!layout::is_array_claim(claim) || layout::array_claim_chunks(claim) == 0) {
+      start += chunk;
+      continue;
+    }
+    const std::uint64_t span = std::uint64_t{layout::array_claim_chunks(claim)} * chunk;
+    const std::uint32_t g = layout::array_claim_generation(claim);
+    if (header.array_offsets[g].load() != start + layout::kArrayLeadBytes) {
+      ++abandoned;
+      // What the run holds in the file past its first page (which keeps the claim): punch
+      // it ourselves (nobody can use it) and see how many blocks that gives back. SEEK_DATA
+      // cannot tell: tmpfs reports fallocated pages never written as holes.
+      const std::uint64_t from = start + layout::kPageBytes, to = std::min(start + span, arena_end);
+      struct stat before{}, after{};
+      fstat(fd, &before);
+      EXPECT_EQ(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(from),
+                          static_cast<off_t>(to - from)), 0);
+      fstat(fd, &after);
+      abandoned_resident += static_cast<std::uint64_t>(before.st_blocks - after.st_blocks) * 512;
+    }
+    start += span;
+  }
+  munmap(base, static_cast<std::size_t>(size));
+  ::close(fd);
+  ASSERT_EQ(abandoned, 1u) << "the dead grower's claimed, never published array";
+  EXPECT_EQ(abandoned_resident, 0u) << "bytes of the abandoned slot array still allocated in the file";
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, AbandonedArray, ::testing::ValuesIn(lock_engines()), engine_param_name);
 
 }  // namespace
 }  // namespace shmht::test
