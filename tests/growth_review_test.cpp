@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -535,6 +536,69 @@ TEST_P(FinishUnderCheck, CheckOfAHealthyTableIsClean) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, FinishUnderCheck, ::testing::ValuesIn(lock_engines()), engine_param_name);
+
+// ---- R6. ... and under recovery, whose purge then erases the current array ---------------
+//
+// The same unlocked finish as R5, met by repair_and_recount (recovery.cpp) instead of
+// check: the repair takes ctx.view() (migrating, every group MOVED), walks both arrays
+// (repair_interrupted_shifts: two whole-array walks, a wide window), and then
+// purge_unmoved_copies() reads the old array's MOVED bits. If the finisher has punched the
+// old array meanwhile, every bit reads clear and the purge erases every entry of the
+// current array: acknowledged keys lost. Here (global): F stops at kMigrationFinishing
+// with every group MOVED; D dies holding the mutex; E's get takes the mutex with
+// EOWNERDEAD and repairs; F resumes DELAY after E starts. SHMHT_R6_DELAY_US picks the
+// delay (the window depends on the machine: the default tries several).
+TEST(RecoveryDuringFinish, RepairNeverErasesAcknowledgedKeys) {
+  std::vector<int> delays_us = {0, 300, 1000, 2000, 4000, 8000, 16000};
+  if (const char* d = std::getenv("SHMHT_R6_DELAY_US")) delays_us = {std::atoi(d)};
+  for (const int delay : delays_us) {
+    SCOPED_TRACE("F resumed " + std::to_string(delay) + " us after E started");
+    ScopedName name;
+    { Table t = Table::create(name, growing_options(Engine::kGlobalLock)); }
+    SharedArray<std::atomic<std::uint64_t>> acked(1);
+    Children kids;
+    const pid_t f = kids.spawn([&] {
+      Table t = Table::open(name);
+      testing::set_fault_hook([](FaultPoint reached) {
+        if (reached == FaultPoint::kMigrationFinishing && g_finish_armed.exchange(false)) raise(SIGSTOP);
+      });
+      for (std::uint64_t i = 0; i < 2'000'000; ++i) {
+        if (i == 300'000) g_finish_armed = true;
+        if (!t.insert(numbered("k", i), value_of("k", i))) return 2;
+        acked[0].store(i + 1);
+        if (i >= 300'000 && !g_finish_armed) return 0;
+      }
+      return 3;
+    });
+    ASSERT_TRUE(wait_until_stopped(f, 120s));
+    const pid_t d = kids.spawn([&] {
+      Table t = Table::open(name);
+      die_at(FaultPoint::kAfterLock);
+      t.insert("dead-key", "v");
+      return 3;
+    });
+    // Until D has died holding the mutex (left unreaped: the wait below collects it).
+    siginfo_t info{};
+    for (int i = 0; i < 30'000 && info.si_pid == 0; ++i) {
+      ASSERT_EQ(waitid(P_PID, static_cast<id_t>(d), &info, WEXITED | WNOWAIT | WNOHANG), 0);
+      if (info.si_pid == 0) std::this_thread::sleep_for(1ms);
+    }
+    ASSERT_EQ(info.si_code, CLD_KILLED) << "D was meant to die holding the mutex";
+    kids.spawn([&] {
+      Table t = Table::open(name);
+      (void)t.get(numbered("k", 0));  // meets D's mutex: EOWNERDEAD, repair
+      return 0;
+    });
+    std::this_thread::sleep_for(std::chrono::microseconds(delay));
+    kill(f, SIGCONT);
+    kids.wait_all(90s);
+    Table t = Table::open(name);
+    std::uint64_t missing = 0;
+    for (std::uint64_t i = 0; i < acked[0].load(); ++i) missing += !t.contains(numbered("k", i));
+    EXPECT_EQ(missing, 0u) << "of " << acked[0].load() << " acknowledged keys";
+    if (missing != 0) return;
+  }
+}
 
 }  // namespace
 }  // namespace shmht::test
