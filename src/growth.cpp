@@ -210,7 +210,6 @@ GroupRange claim_groups(Region& region, const ArrayView& view, std::uint64_t cou
 }
 
 bool mark_finished(Region& region, const ArrayView& view) {
-  detail::fault_point(testing::FaultPoint::kMigrationFinishing);
   std::uint64_t expected = view.word;
   return region.header().growth.compare_exchange_strong(expected, encode({view.generation, false}), std::memory_order_acq_rel,
                                                         std::memory_order_acquire);

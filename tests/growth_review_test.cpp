@@ -472,7 +472,10 @@ TEST_P(AbandonedArray, ADeadGrowersUnpublishedArrayIsPunched) {
   }
   munmap(base, static_cast<std::size_t>(size));
   ::close(fd);
-  ASSERT_EQ(abandoned, 1u) << "the dead grower's claimed, never published array";
+  // The next grower adopts the dead grower's array (then it is the published one) or, if
+  // it claimed its own, the finisher punches the dead one's: either way nothing abandoned
+  // keeps memory.
+  EXPECT_LE(abandoned, 1u) << "the dead grower's claimed, never published array";
   EXPECT_EQ(abandoned_resident, 0u) << "bytes of the abandoned slot array still allocated in the file";
 }
 

@@ -537,6 +537,7 @@ class ProtocolEngine final : public EngineBase {
       if (!group_moved(view.old, group)) move_group(view, group);
       if (!ctx_.arrays().unchanged(view)) return;
     }
+    detail::fault_point(testing::FaultPoint::kMigrationFinishing);
     bool finished = false;
     {
       WriteScope first_group(protocol_, view.old, 0);
