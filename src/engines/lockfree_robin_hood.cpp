@@ -4,7 +4,8 @@
 // DESIGN (after Kelly, Pearlmutter, Maguire, "Concurrent Robin Hood Hashing", OPODIS 2018)
 //   Same slot array as every engine (layout/slot.hpp): Robin Hood linear probing, no
 //   wrap-around, backward-shift deletion. Each bucket's control word is a version (40
-//   bits). Every write is ONE multi-word CAS (lockfree/kcas.hpp) over:
+//   bits, never 0: see GROWTH) beside the MOVED bit. Every write is ONE multi-word CAS
+//   (lockfree/kcas.hpp) over:
 //     - the control word of every bucket whose slots it read to decide, bumped by one;
 //     - every slot it changes (an insertion's whole right shift, an erasure's whole
 //       backward shift, or the one slot an overwrite re-points);
@@ -48,6 +49,47 @@
 //   it overwrites. A pending shift an insert left is undone by whoever completes it, which
 //   is fine: the insert was not linearized and starts again.
 //
+// GROWTH (growth.hpp has the protocol; this is how it is done without locks)
+//   Every operation takes the arrays from the growth word (TableContext::view) and
+//   works on explicit arrays: the current one, and during a migration the old one.
+//   Invariants:
+//     - a key's truth is the array in which its home bucket is not MOVED and (but for
+//       generation 0) whose previous array has its group MOVED. MOVED is set once, never
+//       cleared; a migration into generation g + 1 starts only after the one into g
+//       finished (every group of g - 1 MOVED), so that array is always one array;
+//     - every write's KCAS expects the version of its key's home bucket in the array it
+//       writes (overwrite and erase included, decided from the home slot), noted without
+//       MOVED: it takes effect only while that array is the key's truth;
+//     - a version bump keeps MOVED and skips 0. Control words of this engine's arrays are
+//       never 0 (version 1 from create, engine switch and growth::start); a punched
+//       array reads as zeros, so a stopped writer's KCAS that names one fails, and a
+//       snapshot that notes a 0 starts again (zero_version);
+//     - readers (get, contains, batches, iteration) start in the old array during a
+//       migration and go to the current one when the home bucket they noted is MOVED;
+//       they validate their versions AND the growth word (Arrays::unchanged), so a read
+//       of an array punched since never validates. They never move anything, never wait.
+//   A group move is ONE KCAS: the old home bucket's version (expected as noted without
+//   MOVED, desired bumped | MOVED), the versions of the other old buckets read to collect
+//   the group's keys (compared, kept), and in the new array every slot the Robin Hood
+//   insertion of those keys changes plus a bumped version for every new bucket read to
+//   plan it (planned on a private copy, move_group). It is linearizable at its decision:
+//   before it the old array holds the group (a write of one of its keys there expects
+//   the home version the move bumps; any change to a bucket holding its keys moves a
+//   version the move expects), after it the new one holds exactly the same keys, pointing
+//   at the same records; the item counters do not change. A pending shift in the old
+//   array's group range is copied once (its second copy is the same record).
+//   Who moves what: a write moves its key's group, then claims kGroupsPerClaim more
+//   (fetch_add on the cursor) and moves those; whoever claims the last ones, and any
+//   write that finds no room, scans every group's MOVED bit (through the KCAS read path),
+//   moves what is left and marks the migration finished. A stopped mover stops nobody:
+//   its claim is only a hint (the scan moves its groups), and a KCAS it published is
+//   finished by whoever meets one of its words (its first is the old home bucket, which
+//   every reader and mover of that group reads).
+//   An insert that finds no room grows instead of failing (or finishes the migration in
+//   the way) and runs again; so does one whose shift would be longer than one KCAS holds,
+//   as long as the table can grow: pending shifts are the fallback at max_bytes. Every
+//   kLoadCheckInterval inserts the load is checked and a growth started past kGrowAtLoad.
+//
 // PROGRESS
 //   insert, assign, erase, take, compare_and_set: lock-free. A KCAS fails only because
 //   another operation changed one of its words, i.e. completed; a process that meets an
@@ -86,6 +128,9 @@
 //   portable, where TSO alone would have kept that order on x86-64 (the fence is free there).
 //
 // A PROCESS THAT DIES OR STOPS MID-OPERATION
+//   A mover's KCAS is no different: helped like any other (a killed mover leaves no
+//   partial copy behind, unlike a lock engine's). A process that stops with a view of
+//   arrays since punched wakes to zeros: its snapshot's versions or its KCAS fail.
 //   Before its KCAS is published: nothing is visible; a record it wrote but never linked
 //   is leaked (one record, as in every engine). After: whoever meets one of its words
 //   finishes the KCAS (both phases) as part of its own operation; the heir of its entry
