@@ -917,6 +917,9 @@ class LockFreeEngine final : public EngineBase {
                   std::to_string(changes.size()) + " words at once, more than one lock-free operation holds (" +
                   std::to_string(layout::kMaxKcasWords) + ")");
         }
+        // Planned, nothing applied: the lock engines' "partly copied" moment. Here a
+        // mover that dies or stops now has published nothing (its KCAS is all or nothing).
+        detail::fault_point(testing::FaultPoint::kGroupMoveMidway);
         if (run(changes)) {
           detail::fault_point(testing::FaultPoint::kGroupMoved);
           return;
