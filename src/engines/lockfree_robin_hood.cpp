@@ -466,10 +466,14 @@ class LockFreeEngine final : public EngineBase {
 
   // A control word whose version reads 0. Live arrays of this engine never hold one
   // (versions start at 1 and skip 0 when they wrap): it is a punched array (reads as
-  // zeros), or one an older build set up with zeros. While the view holds (not punched)
-  // the word gets version 1 in place, MOVED kept; either way the attempt starts again.
+  // zeros), or generation 0 of a file an older build set up with zeros and still uses
+  // (a cold start gives every word version 1). Only there, while the view still names a
+  // table that never grew, the word gets version 1 in place, MOVED kept. (A write into
+  // a punched array would be a write lost: the guard leaves a window only as wide as a
+  // whole growth finishing between its check and its CAS, and only on such old files.)
+  // Either way the attempt starts again.
   [[noreturn]] void zero_version(const Target& t, std::uint64_t bucket, std::uint64_t noted) {
-    if (ctx_.arrays().unchanged(*t.view)) {
+    if (t.view->generation == 0 && !t.view->migrating && ctx_.arrays().unchanged(*t.view)) {
       t.slots.bucket(bucket).control.compare_exchange_strong(noted, noted | 1, std::memory_order_acq_rel,
                                                              std::memory_order_relaxed);
     }
