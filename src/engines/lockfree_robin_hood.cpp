@@ -273,9 +273,10 @@ class LockFreeEngine final : public EngineBase {
       out->resize(keep);  // drop a partial copy from an attempt a growth overtook
       const growth::ArrayView view = ctx_.view();
       if (view.generation < generation) {
-        throw Error(ErrorCode::kInvalidArgument, ctx_.region().path() + ": an iteration range of slot array generation " +
-                                                     std::to_string(generation) + " is ahead of the table's (" +
-                                                     std::to_string(view.generation) + ")");
+        // Generations only grow: only a damaged file makes the growth word go back.
+        throw Error(ErrorCode::kCorrupt, ctx_.region().path() + ": corrupt table: the growth word went back from slot array generation " +
+                                             std::to_string(generation) + " to " + std::to_string(view.generation) +
+                                             "; run `shmht check`");
       }
       const unsigned shift = view.generation - generation;
       const std::uint64_t b = begin << shift, e = std::min(end << shift, view.current.home_slots());
@@ -863,12 +864,14 @@ class LockFreeEngine final : public EngineBase {
 
   // The key's own group first (the write needs it in the current array), then a few
   // claimed ones: bounded work per write. Whoever claims the last groups checks every
-  // group and finishes the migration.
+  // group and finishes the migration; if it was killed or stopped before it could, the
+  // writes that find nothing left to claim do, one in kFinishEvery.
   void help_migration(const growth::ArrayView& view, std::uint64_t hash) {
     move_group(view, layout::SlotArray::bucket_of_slot(view.old.home_of(hash)));
     const growth::GroupRange claimed = growth::claim_groups(ctx_.region(), view, growth::kGroupsPerClaim);
     for (std::uint64_t group = claimed.begin; group < claimed.end; ++group) move_group(view, group);
-    if (!claimed.empty() && claimed.end == view.old.group_count()) finish_migration(view);
+    const bool last_claim = !claimed.empty() && claimed.end == view.old.group_count();
+    if (last_claim || (claimed.empty() && ++writes_after_last_claim_ % growth::kFinishEvery == 0)) finish_migration(view);
   }
 
   // Every group not moved yet (a stopped or killed claimant's), then the migration is over.
@@ -878,7 +881,9 @@ class LockFreeEngine final : public EngineBase {
       if (!layout::is_moved(kcas_.read(old.control_offset(group)))) move_group(view, group);
       if (!ctx_.arrays().unchanged(view)) return;  // someone else finished it
     }
-    growth::finish(ctx_.region(), ctx_.arrays(), view);
+    // Nothing to hold here (nothing excludes): check's with_exclusive_access may see the
+    // migration end under it, and reads a punched array as such (see GROWTH).
+    if (growth::mark_finished(ctx_.region(), view)) growth::reclaim(ctx_.region(), ctx_.arrays(), view);
   }
 
   // Moves one home group of view.old into view.current: ONE KCAS over the old home
@@ -907,6 +912,8 @@ class LockFreeEngine final : public EngineBase {
               if (moving_.empty() || Slot::offset_of(moving_.back()) != Slot::offset_of(word)) moving_.push_back(word);
             },
             [&](std::uint64_t s) { last_read = s; }, [&](std::uint64_t s) { return from.word(s); });
+        // Each key's new home needs its hash, so its record: request them all at once.
+        for (const std::uint64_t word : moving_) ctx_.prefetch_record(word, 16);
         std::vector<WordChange>& changes = fresh_changes();
         for (std::uint64_t b = group; b <= layout::SlotArray::bucket_of_slot(last_read); ++b) {
           const std::uint64_t version = from.version(b);
@@ -1039,6 +1046,7 @@ class LockFreeEngine final : public EngineBase {
   std::vector<std::uint64_t> planned_;  // the new array's slots from a group's first home, as the move leaves them
   std::string key_;                     // a moving record's key (reused)
   std::uint32_t inserts_since_load_check_ = 0;
+  std::uint32_t writes_after_last_claim_ = 0;
   bool load_check_due_ = false;
   bool long_shifts_ok_ = false;  // this write may make a long shift in pending steps: the table cannot grow
   std::uint64_t failures_ = 0;
