@@ -119,7 +119,7 @@ TEST_F(LockFreeGrowth, ReadersFindEveryOldKeyWhileTwoWritersGrowTheTable) {
   }
   writers.expect_all_succeed(60s);
   EXPECT_EQ(misses, 0u) << "of " << reads << " reads";
-  EXPECT_GT(reader.stats().growths, growths_before + 5) << "the writers grew the table while it was read";
+  EXPECT_GE(reader.stats().growths, growths_before + 5) << "the writers grew the table while it was read";
   EXPECT_EQ(reader.size(), kOld + 2 * kPerWriter);
   for (std::uint64_t i = 0; i < kOld; ++i) ASSERT_EQ(reader.get(cat("old-", i)), value_for(i)) << i;
   for (int w = 0; w < 2; ++w) {

@@ -473,8 +473,13 @@ class LockFreeEngine final : public EngineBase {
   // a punched array would be a write lost: the guard leaves a window only as wide as a
   // whole growth finishing between its check and its CAS, and only on such old files.)
   // Either way the attempt starts again.
+  // Any other 0 in an array the view still names (so not punched) is damage: kCorrupt,
+  // never an endless retry.
   [[noreturn]] void zero_version(const Target& t, std::uint64_t bucket, std::uint64_t noted) {
-    if (t.view->generation == 0 && !t.view->migrating && ctx_.arrays().unchanged(*t.view)) {
+    if (ctx_.arrays().unchanged(*t.view)) {
+      if (t.view->generation != 0 || t.view->migrating) {
+        corrupt("bucket " + std::to_string(bucket) + " of a lock-free slot array has version 0");
+      }
       t.slots.bucket(bucket).control.compare_exchange_strong(noted, noted | 1, std::memory_order_acq_rel,
                                                              std::memory_order_relaxed);
     }
@@ -536,7 +541,9 @@ class LockFreeEngine final : public EngineBase {
       ReadWindow window(*this, current);
       const optimistic::Attempt attempt = optimistic::try_lookup(ctx_, current.slots, window, key, out, out_string);
       if (attempt.outcome == optimistic::Outcome::kValid) return attempt.value;
-      // kMoved here: a later growth moved the group on (the growth word moved too).
+      // kMoved here: a later growth moved the group on, and the growth word moved before
+      // it did. If it has not, nothing but a damaged word says MOVED: never an endless retry.
+      if (attempt.outcome == optimistic::Outcome::kMoved && ctx_.arrays().unchanged(view)) moved_in_current();
     }
   }
 
@@ -551,7 +558,7 @@ class LockFreeEngine final : public EngineBase {
     snap.word(home);  // notes the home bucket's version
     if (layout::is_moved(snap.version(layout::SlotArray::bucket_of_slot(home)))) {
       // Only a growth begun after our view moves groups out of the current array.
-      if (ctx_.arrays().unchanged(*snap.target().view)) corrupt("a home bucket of the current slot array is marked MOVED");
+      if (ctx_.arrays().unchanged(*snap.target().view)) moved_in_current();
       throw Torn{};
     }
     const robin_hood::Probe p = robin_hood::probe(
@@ -574,6 +581,8 @@ class LockFreeEngine final : public EngineBase {
     }
     return {true, p.slot, p.dist, record_bytes_for(header.key_bytes, header.value_bytes), record, header};
   }
+
+  [[noreturn]] void moved_in_current() const { corrupt("a home bucket of the current slot array is marked MOVED"); }
 
   [[noreturn]] void corrupt(const std::string& why) const {
     throw Error(ErrorCode::kCorrupt, ctx_.region().path() + ": corrupt table: " + why + "; run `shmht check`");
