@@ -67,7 +67,9 @@
 //     - readers (get, contains, batches, iteration) start in the old array during a
 //       migration and go to the current one when the home bucket they noted is MOVED;
 //       they validate their versions AND the growth word (Arrays::unchanged), so a read
-//       of an array punched since never validates. They never move anything, never wait.
+//       of an array punched since never validates. They never move anything, never wait;
+//     - MOVED in the current array's home bucket, or a version 0, while the growth word
+//       still reads as the view's, is damage (kCorrupt), never a reason to retry forever.
 //   A group move is ONE KCAS: the old home bucket's version (expected as noted without
 //   MOVED, desired bumped | MOVED), the versions of the other old buckets read to collect
 //   the group's keys (compared, kept), and in the new array every slot the Robin Hood
@@ -79,9 +81,11 @@
 //   at the same records; the item counters do not change. A pending shift in the old
 //   array's group range is copied once (its second copy is the same record).
 //   Who moves what: a write moves its key's group, then claims kGroupsPerClaim more
-//   (fetch_add on the cursor) and moves those; whoever claims the last ones, and any
-//   write that finds no room, scans every group's MOVED bit (through the KCAS read path),
-//   moves what is left and marks the migration finished. A stopped mover stops nobody:
+//   (fetch_add on the cursor) and moves those; whoever claims the last ones, any write
+//   that finds no room, and one in kFinishEvery of the writes that find nothing left to
+//   claim (the last claimant may be stopped or dead) scan every group's MOVED bit
+//   (through the KCAS read path), move what is left and mark the migration finished
+//   (growth::mark_finished, then reclaim punches the old array). A stopped mover stops nobody:
 //   its claim is only a hint (the scan moves its groups), and a KCAS it published is
 //   finished by whoever meets one of its words (its first is the old home bucket, which
 //   every reader and mover of that group reads).
