@@ -894,8 +894,9 @@ class LockFreeEngine final : public EngineBase {
       if (!layout::is_moved(kcas_.read(old.control_offset(group)))) move_group(view, group);
       if (!ctx_.arrays().unchanged(view)) return;  // someone else finished it
     }
+    detail::fault_point(testing::FaultPoint::kMigrationFinishing);
     // Nothing to hold here (nothing excludes): check's with_exclusive_access may see the
-    // migration end under it, and reads a punched array as such (see GROWTH).
+    // migration end under it, and the old array punched (README: run check when writers are quiet).
     if (growth::mark_finished(ctx_.region(), view)) growth::reclaim(ctx_.region(), ctx_.arrays(), view);
   }
 
