@@ -56,7 +56,9 @@ Probe probe(const SlotArray& slots, std::uint64_t home, std::uint16_t tag, Match
     touch(i);
     const std::uint64_t word = load(i);
     if (word == layout::kEmptySlot || Slot::dist_of(word) < d) return {false, i, d};
-    if (Slot::tag_of(word) == tag && matches(word)) return {true, i, d};
+    // Only a word at distance d has this home (invariant 1): others are not compared. An
+    // old array keeps moved groups' words (growth.hpp), whose records may be reused.
+    if (Slot::tag_of(word) == tag && Slot::dist_of(word) == d && matches(word)) return {true, i, d};
   }
   return {false, limit, d};
 }

@@ -180,7 +180,10 @@ INSTANTIATE_TEST_SUITE_P(Points, ExceptionEscapesKcas,
 // same order then take the same slots under both, until one of them refuses an insert.
 TEST_F(LockFreeHardening, NearCapacityLockFreeFillsAsFarAsSeqlockAndErasesNeverFail) {
   ScopedName copy;
-  Table::create(name_, {.capacity = 20000, .max_key_bytes = 16, .max_value_bytes = 8, .engine = Engine::kSeqlock}).close();
+  // At a max_bytes that leaves no room to grow: both engines meet the probe-distance limit.
+  CreateOptions options{.capacity = 20000, .max_key_bytes = 16, .max_value_bytes = 8, .engine = Engine::kSeqlock};
+  options.max_bytes = max_bytes_without_growth(options, 3);
+  Table::create(name_, options).close();
   std::filesystem::copy_file(path_of(name_), path_of(copy));
   Table seqlock = Table::open(name_);
   Table lockfree = Table::open(copy, {.engine = Engine::kLockFreeRobinHood});
@@ -197,6 +200,8 @@ TEST_F(LockFreeHardening, NearCapacityLockFreeFillsAsFarAsSeqlockAndErasesNeverF
   };
   const std::uint64_t seqlock_items = fill(seqlock);
   const std::uint64_t lockfree_items = fill(lockfree);
+  EXPECT_EQ(seqlock.stats().growths, 0u);
+  EXPECT_EQ(lockfree.stats().growths, 0u);
   EXPECT_GT(seqlock_items, 20000u);
   EXPECT_EQ(lockfree_items, seqlock_items) << "the same keys in the same order fill both engines' slots alike";
 
@@ -227,13 +232,15 @@ int g_published = 0;
 TEST_F(LockFreeHardening, PendingShiftOfAKilledEraserIsCompletedByOthers) {
   std::uint64_t n = 0;
   {
-    Table t = Table::create(name_, {.capacity = 20000, .max_key_bytes = 16, .max_value_bytes = 8,
-                                    .engine = Engine::kLockFreeRobinHood});
+    CreateOptions options{.capacity = 20000, .max_key_bytes = 16, .max_value_bytes = 8, .engine = Engine::kLockFreeRobinHood};
+    options.max_bytes = max_bytes_without_growth(options, 3);  // full at the probe-distance limit, not grown
+    Table t = Table::create(name_, options);
     try {
       while (t.insert(key_of(n), "v")) ++n;
     } catch (const Error& e) {
       ASSERT_EQ(e.code(), ErrorCode::kTableFull) << e.what();
     }
+    ASSERT_EQ(t.stats().growths, 0u);
   }
   Table t = Table::open(name_);  // attached throughout: no cold start (whose repair would complete the shift)
   SharedArray<std::uint64_t> erasing(1);
@@ -279,13 +286,15 @@ TEST_F(LockFreeHardening, ConcurrentLongShiftsNearCapacityKeepEveryKey) {
   constexpr int kProcesses = 3;
   constexpr std::uint64_t kRounds = 3000;
   std::uint64_t n = 0;
-  Table t = Table::create(name_, {.capacity = 5000, .max_key_bytes = 16, .max_value_bytes = 8,
-                                  .engine = Engine::kLockFreeRobinHood});
+  CreateOptions options{.capacity = 5000, .max_key_bytes = 16, .max_value_bytes = 8, .engine = Engine::kLockFreeRobinHood};
+  options.max_bytes = max_bytes_without_growth(options, 1);  // full at the probe-distance limit, not grown
+  Table t = Table::create(name_, options);
   try {
     while (t.insert(key_of(n), "v")) ++n;
   } catch (const Error& e) {
     ASSERT_EQ(e.code(), ErrorCode::kTableFull) << e.what();
   }
+  ASSERT_EQ(t.stats().growths, 0u);
   // present[i]: key i is in the table at the end (keys n + ... are the processes' new ones).
   const std::uint64_t keys = n + kProcesses * kRounds;
   SharedArray<std::uint8_t> present(keys);

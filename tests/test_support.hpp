@@ -3,6 +3,7 @@
 #pragma once
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -25,6 +26,7 @@
 
 #include <gtest/gtest.h>
 
+#include "layout/header.hpp"
 #include "shmht/table.hpp"
 #include "shmht/testing.hpp"
 
@@ -234,6 +236,22 @@ inline testing::FaultPoint stage_in(Engine engine, testing::FaultPoint lock_poin
 }
 
 inline std::string key_of(std::uint64_t i) { return "key-" + std::to_string(i); }
+
+// A max_bytes at which a table made with `options` has `record_chunks` arena chunks for
+// its records and nothing more: a growth (growth.hpp) is first tried at 0.85 load, when
+// the records already take most of those chunks, so the doubled slot array never fits.
+// For tests of what a table does at its probe-distance limit, as tables did before they
+// grew: such a test checks Stats::growths stays 0. Measured on a scratch table.
+inline std::uint64_t max_bytes_without_growth(CreateOptions options, std::uint64_t record_chunks) {
+  ScopedName scratch;
+  Table::create(scratch, options).close();
+  layout::ImmutableHeader fixed{};
+  const int fd = ::open(("/dev/shm/" + scratch.str()).c_str(), O_RDONLY | O_CLOEXEC);
+  const bool read = fd >= 0 && ::pread(fd, &fixed, sizeof fixed, 0) == static_cast<ssize_t>(sizeof fixed);
+  if (fd >= 0) ::close(fd);
+  if (!read) throw std::runtime_error("cannot read the scratch table's header");
+  return fixed.arena_offset + record_chunks * fixed.chunk_bytes;
+}
 
 // Every engine this build has, for value-parameterised suites.
 inline std::vector<Engine> built_engines() {

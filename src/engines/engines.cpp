@@ -115,7 +115,9 @@ void switch_engine_state(Region& region, std::uint32_t engine, std::uint32_t str
                 sizeof(layout::KcasDescriptor) * entries);
   }
   // Every live array's control words, keeping MOVED (growth.hpp): during a migration it
-  // is the only record of which array holds each group.
+  // is the only record of which array holds each group. The lock-free engine's versions
+  // start at 1, never 0 (lockfree/kcas.hpp kInitialVersion: a punched array reads as 0).
+  const std::uint64_t initial = e == Engine::kLockFreeRobinHood ? lockfree::kInitialVersion : 0;
   growth::Arrays arrays(region);
   const growth::ArrayView& view = arrays.view();
   for (const layout::SlotArray* slots : {&view.current, &view.old}) {
@@ -124,7 +126,8 @@ void switch_engine_state(Region& region, std::uint32_t engine, std::uint32_t str
       // Only write words that change: reading a never-written page does not allocate it.
       auto& control = slots->bucket(b).control;
       const std::uint64_t word = control.load(std::memory_order_relaxed);
-      if ((word & ~layout::kMovedBit) != 0) control.store(word & layout::kMovedBit, std::memory_order_relaxed);
+      const std::uint64_t reset = (word & layout::kMovedBit) | initial;
+      if (word != reset) control.store(reset, std::memory_order_relaxed);
     }
   }
   detail::fault_point(testing::FaultPoint::kColdStartMidway);  // the worst moment: no engine's state

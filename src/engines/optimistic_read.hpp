@@ -89,7 +89,11 @@ template <class Window>
     if (i == home && window.moved(layout::SlotArray::bucket_of_slot(home))) return {Outcome::kMoved};
     const std::uint64_t word = window.load(i);
     if (word == layout::kEmptySlot || layout::Slot::dist_of(word) < d) return finish(ValueLength::absent());
-    if (layout::Slot::tag_of(word) != tag) continue;
+    // Only a word at distance d has this home (slot.hpp, invariant 1). During a migration
+    // the old array still holds moved groups' words (growth.hpp), whose records may have
+    // been freed and reused, even for this very key by a write not yet linked: a stale
+    // word of another home must never be compared.
+    if (layout::Slot::tag_of(word) != tag || layout::Slot::dist_of(word) != d) continue;
     ctx.prefetch_record(word, key.bytes.size());
     layout::RecordHeader header{};
     const std::byte* record = ctx.checked_record(word, &header);

@@ -33,10 +33,34 @@ Kcas::Kcas(Region& region, std::uint32_t own_entry)
 
 layout::KcasDescriptor& Kcas::descriptor(std::uint32_t e) const noexcept { return descriptors_[e]; }
 
-// A word a KCAS may name: a word of the slot array, or an entry's item counter. Anything
-// else in a descriptor was written by a hostile or broken peer.
+bool Kcas::in_grown_array(std::uint64_t offset) const {
+  for (const auto& [begin, end] : grown_) {
+    if (offset >= begin && offset < end) return true;
+  }
+  // Arrays published since the last look: validated (an offset a peer wrote must not
+  // widen what a descriptor may name) before their bounds are trusted.
+  const std::uint32_t limit = growth::generation_limit(region_.fixed());
+  bool found = false;
+  try {
+    for (auto g = static_cast<std::uint32_t>(grown_.size() + 1); g < limit; ++g) {
+      if (region_.header().array_offsets[g].load(std::memory_order_acquire) == 0) break;
+      if (!arrays_) arrays_.emplace(region_);
+      const layout::SlotArray& array = arrays_->array(g);
+      const std::uint64_t begin = region_.offset_of(array.buckets());
+      grown_.emplace_back(begin, begin + array.bucket_count() * sizeof(layout::Bucket));
+      found |= offset >= grown_.back().first && offset < grown_.back().second;
+    }
+  } catch (const Error&) {
+    // Not a valid array (or no valid growth word): nothing there may be named.
+  }
+  return found;
+}
+
+// A word a KCAS may name: a word of a slot array (any generation's, validated), or an
+// entry's item counter. Anything else in a descriptor was written by a hostile or broken peer.
 void Kcas::check_offset(std::uint64_t offset) const {
   if (offset % 8 == 0 && offset >= slots_begin_ && offset < slots_end_) return;
+  if (offset % 8 == 0 && in_grown_array(offset)) return;
   const std::uint64_t first = region_.fixed().engine_area_offset + layout::descriptors_offset(region_.fixed().max_processes);
   if (offset >= first) {
     const std::uint64_t within = (offset - first) % sizeof(layout::KcasDescriptor);

@@ -84,15 +84,21 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
+#include "growth.hpp"
 #include "layout/engine_area.hpp"
 #include "region.hpp"
 
 namespace shmht::lockfree {
 
 inline constexpr std::uint64_t kValueMask = (std::uint64_t{1} << 40) - 1;  // versions, counters
+// The version every control word of a lock-free slot array starts at. Never 0: a punched
+// array (growth.hpp) reads as zeros, and no operation may expect those (see the engine).
+inline constexpr std::uint64_t kInitialVersion = 1;
 inline constexpr unsigned kSeqBits = 43;  // 56 value bits of a reference, less 12 (entry) and 1 (rdcss)
 
 struct Ref {
@@ -195,10 +201,17 @@ class Kcas {
   // Copies a descriptor's words while its sequence is `seq`; false if it moved on.
   bool copy_words(const layout::KcasDescriptor& d, std::uint64_t seq, std::vector<WordChange>* out) const;
   void check_offset(std::uint64_t offset) const;
+  // The word lies in a slot array of a later generation, validated (growth.hpp).
+  bool in_grown_array(std::uint64_t offset) const;
 
   Region& region_;
   std::uint32_t own_;
-  std::uint64_t slots_begin_, slots_end_;  // the slot array's bytes
+  std::uint64_t slots_begin_, slots_end_;  // generation 0's slot array's bytes
+  // Later generations' arrays, validated once each as they are published: [begin, end)
+  // bytes, generation 1 first. A punched array stays here: a stopped operation may still
+  // name its words (which read as zeros, so its KCAS fails).
+  mutable std::vector<std::pair<std::uint64_t, std::uint64_t>> grown_;
+  mutable std::optional<growth::Arrays> arrays_;  // made at the first look past generation 0
   layout::KcasDescriptor* descriptors_;     // entry 0's; the region never moves in this process
   std::uint64_t helped_ = 0;
   std::deque<std::vector<WordChange>> scratch_;  // one per helping depth (deque: stable references)
