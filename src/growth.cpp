@@ -172,14 +172,20 @@ void start(Region& region, const ArrayView& seen, std::uint64_t initial_control)
     // them left an array nobody uses: adopt it rather than claim another.
     std::uint64_t offset = unpublished_array(region, g);
     if (offset == 0) offset = claim_array_chunks(region, g);
-    if (initial_control != 0) {
-      // Only words still zero: the array may be adopted and in use by now (a stopped
-      // grower waking here), and a word once set is never zero again.
-      const layout::SlotArray fresh(region.at<layout::Bucket>(offset), home_slots_of(region.fixed(), g));
-      for (std::uint64_t b = 0; b < fresh.bucket_count(); ++b) {
-        std::uint64_t zero = 0;
-        fresh.bucket(b).control.compare_exchange_strong(zero, initial_control, std::memory_order_relaxed);
+    // Every control word as this engine starts them (the lock-free engine: version 1; the
+    // lock engines: 0). An adopted array may hold another engine's values: a grower of the
+    // engine active before a cold start switched it. Only while nobody has published the
+    // array and the growth word has not moved: a grower stopped in this loop may wake
+    // after the array was published, used and punched, and a control word set in a
+    // punched array would let a stale write succeed there.
+    const layout::SlotArray fresh(region.at<layout::Bucket>(offset), home_slots_of(region.fixed(), g));
+    for (std::uint64_t b = 0; b < fresh.bucket_count(); ++b) {
+      if (b % 64 == 0 && (header.array_offsets[g].load(std::memory_order_acquire) != 0 ||
+                          header.growth.load(std::memory_order_acquire) != seen.word)) {
+        return;  // published by someone who set every word, or the growth moved on
       }
+      std::uint64_t word = fresh.bucket(b).control.load(std::memory_order_relaxed);
+      if (word != initial_control) fresh.bucket(b).control.compare_exchange_strong(word, initial_control, std::memory_order_relaxed);
     }
     std::uint64_t published = 0;
     if (header.array_offsets[g].compare_exchange_strong(published, offset, std::memory_order_acq_rel, std::memory_order_acquire)) {
@@ -219,13 +225,12 @@ void reclaim(Region& region, Arrays& arrays, const ArrayView& finished) {
   layout::Header& header = region.header();
   // Every array below the current one is done with: punch those not punched yet (one a
   // finisher killed before punching included).
+  // Punch first, then count it punched: a finisher killed in between leaves it to the
+  // next (punching twice is harmless).
   std::uint64_t reclaimed = header.reclaimed_below.load(std::memory_order_acquire);
   while (reclaimed < finished.generation) {
-    if (header.reclaimed_below.compare_exchange_weak(reclaimed, reclaimed + 1, std::memory_order_acq_rel,
-                                                     std::memory_order_acquire)) {
-      punch_array(region, arrays, static_cast<std::uint32_t>(reclaimed));
-      ++reclaimed;
-    }
+    punch_array(region, arrays, static_cast<std::uint32_t>(reclaimed));
+    header.reclaimed_below.compare_exchange_weak(reclaimed, reclaimed + 1, std::memory_order_acq_rel, std::memory_order_acquire);
   }
   // Runs claimed for a generation up to the current one and never published (a grower
   // killed between its claim and its publication whose array nobody adopted, or a loser
@@ -241,8 +246,10 @@ void reclaim(Region& region, Arrays& arrays, const ArrayView& finished) {
       start += chunk;
       continue;
     }
+    // A claim names its generation and exactly that generation's run of chunks; a word
+    // that says anything else is no claim of ours (a damaged chunk header): not punched.
     const std::uint32_t g = layout::array_claim_generation(claim);
-    if (g >= 1 && g <= finished.generation && g < layout::kMaxGenerations &&
+    if (g >= 1 && g <= finished.generation && g < layout::kMaxGenerations && chunks == array_chunks(fixed, g) &&
         header.array_offsets[g].load(std::memory_order_acquire) != start + layout::kArrayLeadBytes) {
       region.punch_hole(start + layout::kPageBytes, chunks * chunk - layout::kPageBytes);
     }
@@ -250,10 +257,13 @@ void reclaim(Region& region, Arrays& arrays, const ArrayView& finished) {
   }
 }
 
-std::uint64_t moved_groups(const ArrayView& view) noexcept {
+std::uint64_t moved_groups(const Region& region, const ArrayView& view) noexcept {
   if (!view.migrating) return 0;
   std::uint64_t moved = 0;
   for (std::uint64_t b = 0; b < view.old.group_count(); ++b) {
+    // Once a page of buckets: a migration that ended meanwhile punched this array, and
+    // reading on would only fault its pages back in.
+    if (b % 64 == 0 && region.header().growth.load(std::memory_order_acquire) != view.word) return view.old.group_count();
     moved += layout::is_moved(view.old.bucket(b).control.load(std::memory_order_relaxed));
   }
   return moved;

@@ -178,6 +178,6 @@ bool mark_finished(Region& region, const ArrayView& view);
 void reclaim(Region& region, Arrays& arrays, const ArrayView& finished);
 
 // Groups of `view`'s old array with MOVED set (stats; reads every group's control word).
-std::uint64_t moved_groups(const ArrayView& view) noexcept;
+std::uint64_t moved_groups(const Region& region, const ArrayView& view) noexcept;
 
 }  // namespace shmht::growth

@@ -287,7 +287,7 @@ class TableImpl {
     s.growths = view.generation;
     s.migrating = view.migrating;
     s.migration_groups = view.migrating ? view.old.group_count() : 0;
-    s.migration_groups_moved = growth::moved_groups(view);
+    s.migration_groups_moved = growth::moved_groups(r, view);
     s.items = size();
     s.load_factor = static_cast<double>(s.items) / static_cast<double>(s.slots);
     s.max_key_bytes = r.fixed().max_key_bytes;

@@ -120,7 +120,18 @@ void switch_engine_state(Region& region, std::uint32_t engine, std::uint32_t str
   const std::uint64_t initial = e == Engine::kLockFreeRobinHood ? lockfree::kInitialVersion : 0;
   growth::Arrays arrays(region);
   const growth::ArrayView& view = arrays.view();
-  for (const layout::SlotArray* slots : {&view.current, &view.old}) {
+  // An array published for the next growth whose grower died before starting the
+  // migration is no view's yet, but the next growth uses it as it is: reset it too.
+  layout::SlotArray next;
+  if (!view.migrating && view.generation + 1 < growth::generation_limit(region.fixed()) &&
+      region.header().array_offsets[view.generation + 1].load(std::memory_order_acquire) != 0) {
+    try {
+      next = arrays.array(view.generation + 1);
+    } catch (const Error&) {
+      // Not a valid array: the growth that meets it reports it.
+    }
+  }
+  for (const layout::SlotArray* slots : {&view.current, &view.old, const_cast<const layout::SlotArray*>(&next)}) {
     if (!slots->valid()) continue;
     for (std::uint64_t b = 0; b < slots->bucket_count(); ++b) {
       // Only write words that change: reading a never-written page does not allocate it.

@@ -750,6 +750,9 @@ class LockFreeEngine final : public EngineBase {
         if (!slots->valid()) continue;
         const Target t = target(*slots, view);
         for (std::uint64_t s = 0; s + 1 < slots->probe_limit(); ++s) {
+          // A migration that ends meanwhile punches the old array: stop reading it (every
+          // read of a punched page would allocate it again). Checked once a page of slots.
+          if (s % 512 == 0 && !ctx_.arrays().unchanged(view)) return;
           // Until slot s holds no doubled word (a completed shift may bring another pair
           // here), at most a run's length of times: a step always moves some word.
           for (std::uint64_t tries = 0; tries <= layout::kMaxDist + kMaxShiftSlots; ++tries) {
