@@ -73,11 +73,6 @@ def test_ctrl_c_stops_a_walk(big_table):
     finally:
         timer.cancel()
     interrupted_after = time.monotonic() - started
-    # A whole walk timed again now, on a machine as busy as it was during the interrupted
-    # one (CI runs two suites at once): the interrupted walk is compared with the slower.
-    started = time.monotonic()
-    iter(big_table)
-    full_walk = max(full_walk, time.monotonic() - started)
     assert interrupted_after < full_walk / 2, f"walk took {full_walk:.3f} s, interrupted after {interrupted_after:.3f} s"
     assert len(big_table) == ITEMS
     assert_check_clean(big_table.path)

@@ -917,8 +917,13 @@ PyObject* snapshot(TableObject* self, SnapshotKind kind) {
   auto entries = std::make_unique<PackedEntries>();
   const bool keys_only = kind == SnapshotKind::kKeys;
   if (!run_batch(self, [&](shmht::Table& table, SignalPoll& poll) {
-        // A guess that avoids most regrowth; the walk may see more or fewer entries.
-        const std::size_t expected = static_cast<std::size_t>(table.size()) + 64;
+        // A guess that avoids most regrowth; the walk may see more or fewer entries. At
+        // most kFirstReserve entries up front: reserving a large table's whole walk
+        // before the first poll kept Ctrl-C waiting for it (tens of ms where the
+        // allocator fills new memory, as under meson's MALLOC_PERTURB_:
+        // python/tests/test_interrupt.py); past it, the buffers grow between polls.
+        constexpr std::size_t kFirstReserve = 16384;
+        const std::size_t expected = std::min<std::size_t>(static_cast<std::size_t>(table.size()) + 64, kFirstReserve);
         entries->reserve(expected, expected * 32);
         table.for_each([&](std::string_view key, std::string_view value) {
           poll();
