@@ -156,6 +156,7 @@
 
 #include "engines/engine.hpp"
 #include "engines/lockfree/kcas.hpp"
+#include "engines/migration_steps.hpp"
 #include "engines/optimistic_read.hpp"
 #include "fault_injection.hpp"
 #include "growth.hpp"
@@ -492,7 +493,7 @@ class LockFreeEngine final : public EngineBase {
 
   // Runs attempt(snapshot of the current array) until it returns an answer (nullopt, or a
   // Torn throw: overtaken by a write or a growth; start again). During a migration the
-  // key's home group is moved first (help_migration). No room for the key: the table
+  // key's home group is moved first (MigrationSteps::help). No room for the key: the table
   // grows (make_room) and the attempt runs again on the larger array.
   template <class Attempt>
   bool until_done(const HashedKey& key, const NewRecord* fresh, Attempt&& attempt) {
@@ -500,10 +501,13 @@ class LockFreeEngine final : public EngineBase {
     for (;;) {
       const growth::ArrayView view = ctx_.view();
       try {
-        if (view.migrating) help_migration(view, key.hash);
+        if (view.migrating) {
+          migration_.help(view, key.hash, [&](std::uint64_t group) { move_group(view, group); },
+                          [&] { finish_migration(view); });
+        }
         Snapshot snap(*this, target(view.current, view));
         if (const std::optional<bool> answer = attempt(snap)) {
-          if (load_check_due_) grow_if_loaded(view);
+          if (migration_.load_check_due()) migration_.grow_if_loaded(view, item_count(ctx_.region()));
           return *answer;
         }
       } catch (const Torn&) {
@@ -519,7 +523,7 @@ class LockFreeEngine final : public EngineBase {
   // record freed.
   void make_room(const growth::ArrayView& view, NoRoom no_room, const NewRecord* fresh) {
     try {
-      grow(view);
+      migration_.grow(view, [&] { finish_migration(view); });
     } catch (const Error& e) {
       if (no_room.long_shift && (e.code() == ErrorCode::kTableFull || e.code() == ErrorCode::kNoSpace)) {
         long_shifts_ok_ = true;
@@ -809,10 +813,7 @@ class LockFreeEngine final : public EngineBase {
       return shifted_right(snap, s, found.slot, last);
     });
     if (!run(changes)) return false;
-    if (++inserts_since_load_check_ >= growth::kLoadCheckInterval) {
-      inserts_since_load_check_ = 0;
-      load_check_due_ = true;
-    }
+    migration_.count_insert();
     return true;
   }
   // The word slot s gets in a right shift of the words [from, last) into (from, last]: its
@@ -877,18 +878,6 @@ class LockFreeEngine final : public EngineBase {
   }
 
   // ---- growth (see GROWTH above) -------------------------------------------------------
-
-  // The key's own group first (the write needs it in the current array), then a few
-  // claimed ones: bounded work per write. Whoever claims the last groups checks every
-  // group and finishes the migration; if it was killed or stopped before it could, the
-  // writes that find nothing left to claim do, one in kFinishEvery.
-  void help_migration(const growth::ArrayView& view, std::uint64_t hash) {
-    move_group(view, layout::SlotArray::bucket_of_slot(view.old.home_of(hash)));
-    const growth::GroupRange claimed = growth::claim_groups(ctx_.region(), view, growth::kGroupsPerClaim);
-    for (std::uint64_t group = claimed.begin; group < claimed.end; ++group) move_group(view, group);
-    const bool last_claim = !claimed.empty() && claimed.end == view.old.group_count();
-    if (last_claim || (claimed.empty() && ++writes_after_last_claim_ % growth::kFinishEvery == 0)) finish_migration(view);
-  }
 
   // Every group not moved yet (a stopped or killed claimant's), then the migration is over.
   void finish_migration(const growth::ArrayView& view) {
@@ -1031,29 +1020,6 @@ class LockFreeEngine final : public EngineBase {
     corrupt("home group " + std::to_string(group) + " does not fit into the larger slot array");
   }
 
-  // No room for a key: a larger array, or the migration under way finished first.
-  void grow(const growth::ArrayView& view) {
-    if (view.migrating) {
-      finish_migration(view);
-    } else {
-      growth::start(ctx_.region(), view, lockfree::kInitialVersion);
-    }
-  }
-
-  // Every kLoadCheckInterval inserts: past kGrowAtLoad, start a growth. Best effort: the
-  // insert that asked has succeeded; one that finds no room reports a failed growth.
-  void grow_if_loaded(const growth::ArrayView& view) {
-    load_check_due_ = false;
-    if (view.migrating) return;
-    const auto items = static_cast<double>(std::max<std::int64_t>(0, item_count(ctx_.region())));
-    if (items < growth::kGrowAtLoad * static_cast<double>(view.current.home_slots())) return;
-    try {
-      growth::start(ctx_.region(), view, lockfree::kInitialVersion);
-    } catch (const Error& e) {
-      if (e.code() != ErrorCode::kNoSpace && e.code() != ErrorCode::kTableFull) throw;
-    }
-  }
-
   NewRecord write_record(const HashedKey& key, std::string_view value) { return ctx_.write_new_record(key, value); }
 
   TableContext& ctx_;
@@ -1062,9 +1028,7 @@ class LockFreeEngine final : public EngineBase {
   std::vector<std::uint64_t> moving_;  // a group's old slot words while it moves (reused)
   std::vector<std::uint64_t> planned_;  // the new array's slots from a group's first home, as the move leaves them
   std::string key_;                     // a moving record's key (reused)
-  std::uint32_t inserts_since_load_check_ = 0;
-  std::uint32_t writes_after_last_claim_ = 0;
-  bool load_check_due_ = false;
+  MigrationSteps migration_{ctx_, lockfree::kInitialVersion};
   bool long_shifts_ok_ = false;  // this write may make a long shift in pending steps: the table cannot grow
   std::uint64_t failures_ = 0;
 };

@@ -57,6 +57,7 @@
 #include "hash.hpp"
 
 #include "engines/engine.hpp"
+#include "engines/migration_steps.hpp"
 #include "engines/owner.hpp"
 #include "engines/recovery.hpp"
 #include "fault_injection.hpp"
@@ -180,7 +181,7 @@ concept LockingReaders = requires { typename Protocol::ReadScope; };
 template <class Protocol>
 class ProtocolEngine final : public EngineBase {
  public:
-  explicit ProtocolEngine(TableContext& context) : ctx_(context), protocol_(context) {}
+  explicit ProtocolEngine(TableContext& context) : ctx_(context), protocol_(context), migration_(context, 0) {}
 
   std::optional<std::size_t> get(const HashedKey& key, std::span<char> out) override {
     return with_recovery([&] { return lookup(key, out, nullptr).optional(); });
@@ -435,7 +436,10 @@ class ProtocolEngine final : public EngineBase {
   bool write(const HashedKey& key, Change&& change) {
     for (;;) {
       const growth::ArrayView view = ctx_.view();
-      if (view.migrating) help_migration(view, key.hash);
+      if (view.migrating) {
+        migration_.help(view, key.hash, [&](std::uint64_t group) { move_group(view, group); },
+                        [&] { finish_migration(view); });
+      }
       std::optional<bool> done;
       {
         WriteScope scope(protocol_, view.current, view.current.home_of(key.hash));
@@ -443,24 +447,11 @@ class ProtocolEngine final : public EngineBase {
         done = change(view.current, scope);
       }
       if (done) {
-        if (load_check_due_) grow_if_loaded(view);
+        if (migration_.load_check_due()) migration_.grow_if_loaded(view, counted_items(ctx_.region()));
         return *done;
       }
-      grow(view);
+      migration_.grow(view, [&] { finish_migration(view); });
     }
-  }
-
-  // The key's own group first (the write needs it in the current array), then a few
-  // claimed ones: bounded work per write. Whoever claims the last groups checks every
-  // group and finishes the migration.
-  void help_migration(const growth::ArrayView& view, std::uint64_t hash) {
-    move_group(view, layout::SlotArray::bucket_of_slot(view.old.home_of(hash)));
-    const growth::GroupRange claimed = growth::claim_groups(ctx_.region(), view, growth::kGroupsPerClaim);
-    for (std::uint64_t group = claimed.begin; group < claimed.end; ++group) move_group(view, group);
-    // The claimant of the last groups finishes at once; if it was killed or stopped
-    // before it could, the writes that find nothing left to claim do, now and then.
-    const bool last_claim = !claimed.empty() && claimed.end == view.old.group_count();
-    if (last_claim || (claimed.empty() && ++writes_after_last_claim_ % growth::kFinishEvery == 0)) finish_migration(view);
   }
 
   // Moves one home group of view.old into view.current, unless it has moved already or
@@ -546,29 +537,6 @@ class ProtocolEngine final : public EngineBase {
     if (finished) growth::reclaim(ctx_.region(), ctx_.arrays(), view);
   }
 
-  // No room for a key: a larger array, or the migration under way finished first.
-  void grow(const growth::ArrayView& view) {
-    if (view.migrating) {
-      finish_migration(view);
-    } else {
-      growth::start(ctx_.region(), view, 0);
-    }
-  }
-
-  // Every kLoadCheckInterval inserts: past kGrowAtLoad, start a growth. Best effort: the
-  // insert that asked has succeeded; one that finds no room reports a failed growth.
-  void grow_if_loaded(const growth::ArrayView& view) {
-    load_check_due_ = false;
-    if (view.migrating) return;
-    const auto items = static_cast<double>(std::max<std::int64_t>(0, counted_items(ctx_.region())));
-    if (items < growth::kGrowAtLoad * static_cast<double>(view.current.home_slots())) return;
-    try {
-      growth::start(ctx_.region(), view, 0);
-    } catch (const Error& e) {
-      if (e.code() != ErrorCode::kNoSpace && e.code() != ErrorCode::kTableFull) throw;
-    }
-  }
-
   NewRecord write_record(const HashedKey& key, std::string_view value) { return ctx_.write_new_record(key, value); }
 
   void free(const NewRecord& record) { ctx_.arena().free(record.offset, record.bytes); }
@@ -629,19 +597,14 @@ class ProtocolEngine final : public EngineBase {
     robin_hood::apply_insert(slots, plan, layout::Slot::encode(layout::SlotArray::tag_of_hash(key.hash), 0, fresh.offset));
     detail::fault_point(testing::FaultPoint::kBeforeUnlock);
     ctx_.add_items(1);
-    if (++inserts_since_load_check_ >= growth::kLoadCheckInterval) {
-      inserts_since_load_check_ = 0;
-      load_check_due_ = true;
-    }
+    migration_.count_insert();
     return true;
   }
 
   TableContext& ctx_;
   Protocol protocol_;
   std::vector<std::uint64_t> moving_;  // a group's slot words while it moves (reused)
-  std::uint32_t inserts_since_load_check_ = 0;
-  std::uint32_t writes_after_last_claim_ = 0;
-  bool load_check_due_ = false;
+  MigrationSteps migration_;
 };
 
 }  // namespace shmht
