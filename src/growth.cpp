@@ -171,15 +171,17 @@ void start(Region& region, const ArrayView& seen, std::uint64_t initial_control)
     // A grower killed (or stopped) between claiming generation g's chunks and publishing
     // them left an array nobody uses: adopt it rather than claim another.
     std::uint64_t offset = unpublished_array(region, g);
-    if (offset == 0) offset = claim_array_chunks(region, g);
+    const bool adopted = offset != 0;
+    if (!adopted) offset = claim_array_chunks(region, g);
     // Every control word as this engine starts them (the lock-free engine: version 1; the
     // lock engines: 0). An adopted array may hold another engine's values: a grower of the
     // engine active before a cold start switched it. Only while nobody has published the
     // array and the growth word has not moved: a grower stopped in this loop may wake
     // after the array was published, used and punched, and a control word set in a
-    // punched array would let a stale write succeed there.
+    // punched array would let a stale write succeed there. A run this grower claimed is
+    // zeros already: the lock engines need not read it.
     const layout::SlotArray fresh(region.at<layout::Bucket>(offset), home_slots_of(region.fixed(), g));
-    for (std::uint64_t b = 0; b < fresh.bucket_count(); ++b) {
+    for (std::uint64_t b = 0; (adopted || initial_control != 0) && b < fresh.bucket_count(); ++b) {
       if (b % 64 == 0 && (header.array_offsets[g].load(std::memory_order_acquire) != 0 ||
                           header.growth.load(std::memory_order_acquire) != seen.word)) {
         return;  // published by someone who set every word, or the growth moved on
