@@ -36,6 +36,21 @@ struct Tally {
   std::atomic<std::uint64_t> ops, corrupt, full;
 };
 
+// Counts a failure a worker may meet on a damaged table: kCorrupt, or the table found
+// full (kTableFull; with no_space_too also kNoSpace, a damaged table failing to grow).
+// Anything else is reported and false.
+bool tally_acceptable(const Error& e, Tally* tally, bool no_space_too) {
+  if (e.code() == ErrorCode::kCorrupt) {
+    tally->corrupt.fetch_add(1);
+  } else if (e.code() == ErrorCode::kTableFull || (no_space_too && e.code() == ErrorCode::kNoSpace)) {
+    tally->full.fetch_add(1);
+  } else {
+    fprintf(stderr, "worker: unexpected %s: %s\n", std::string(error_code_name(e.code())).c_str(), e.what());
+    return false;
+  }
+  return true;
+}
+
 // Random operations on random keys until the deadline; only kCorrupt and kTableFull are
 // acceptable failures.
 // Each worker opens the table before the scribbler starts (`start`): an open that meets a
@@ -59,14 +74,7 @@ int run_worker(const std::string& name, unsigned seed, Tally* tally, StartLine* 
           break;
       }
     } catch (const Error& e) {
-      if (e.code() == ErrorCode::kCorrupt) {
-        tally->corrupt.fetch_add(1);
-      } else if (e.code() == ErrorCode::kTableFull) {
-        tally->full.fetch_add(1);
-      } else {
-        fprintf(stderr, "worker: unexpected %s: %s\n", std::string(error_code_name(e.code())).c_str(), e.what());
-        return kUnexpectedError;
-      }
+      if (!tally_acceptable(e, tally, /*no_space_too=*/false)) return kUnexpectedError;
     }
     tally->ops.fetch_add(1);
   }
@@ -158,14 +166,7 @@ int run_growing_worker(const std::string& name, unsigned seed, Tally* tally, Sta
           break;
       }
     } catch (const Error& e) {
-      if (e.code() == ErrorCode::kCorrupt) {
-        tally->corrupt.fetch_add(1);
-      } else if (e.code() == ErrorCode::kTableFull || e.code() == ErrorCode::kNoSpace) {
-        tally->full.fetch_add(1);
-      } else {
-        fprintf(stderr, "growing worker: unexpected %s: %s\n", std::string(error_code_name(e.code())).c_str(), e.what());
-        return kUnexpectedError;
-      }
+      if (!tally_acceptable(e, tally, /*no_space_too=*/true)) return kUnexpectedError;
     }
     tally->ops.fetch_add(1);
   }
