@@ -16,4 +16,10 @@ inline void fault_point(testing::FaultPoint point) {
   if (auto hook = g_fault_hook.load(std::memory_order_relaxed)) [[unlikely]] hook(point);
 }
 
+extern std::atomic<testing::Flaw> g_flaw;
+
+inline bool flaw_direct_install_of_any_word() noexcept {
+  return g_flaw.load(std::memory_order_relaxed) == testing::Flaw::kDirectInstallOfAnyWord;
+}
+
 }  // namespace shmht::detail

@@ -25,9 +25,11 @@ namespace shmht {
 
 namespace detail {
 std::atomic<testing::FaultHook> g_fault_hook{nullptr};
+std::atomic<testing::Flaw> g_flaw{testing::Flaw::kNone};
 }  // namespace detail
 
 void testing::set_fault_hook(FaultHook hook) noexcept { detail::g_fault_hook.store(hook, std::memory_order_relaxed); }
+void testing::set_flaw(Flaw flaw) noexcept { detail::g_flaw.store(flaw, std::memory_order_relaxed); }
 
 std::string_view error_code_name(ErrorCode code) noexcept {
   switch (code) {

@@ -35,6 +35,17 @@ enum class FaultPoint {
 
 using FaultHook = void (*)(FaultPoint);
 
+// Deliberately broken variants of the lock-free engine's fast paths, which the tests that
+// guard those paths must catch (a test of a fast path that passes on its broken variant
+// proves nothing). Set in a forked child or around one test only.
+enum class Flaw {
+  kNone,
+  // The owner of a multi-word CAS installs every word with a plain CAS, shifted slots and
+  // empty ones included (engines/lockfree/kcas.hpp, THE OWNER'S DIRECT INSTALLS).
+  kDirectInstallOfAnyWord,
+};
+void set_flaw(Flaw flaw) noexcept;
+
 // Installs `hook` for this process (nullptr removes it).
 void set_fault_hook(FaultHook hook) noexcept;
 

@@ -619,7 +619,7 @@ class LockFreeEngine final : public EngineBase {
     for_each_bucket(snap, found.slot - found.dist, found.slot, &changes, [&](std::uint64_t s) -> std::optional<std::uint64_t> {
       if (s != found.slot) return std::nullopt;
       return Slot::encode(Slot::tag_of(old_word), Slot::dist_of(old_word), fresh.offset);
-    });
+    }, found.slot);
     if (!run(changes)) return false;
     ctx_.arena().free(Slot::offset_of(old_word), found.record_bytes);
     return true;
@@ -633,7 +633,7 @@ class LockFreeEngine final : public EngineBase {
     std::vector<WordChange>& changes = fresh_changes();
     changes.push_back(count(&layout::KcasDescriptor::items_removed));
     // Decided from the key's home: its bucket's version says the group is this array's.
-    const std::optional<std::uint64_t> kept = plan_back_shift(snap, found.slot - found.dist, found.slot, &changes);
+    const std::optional<std::uint64_t> kept = plan_back_shift(snap, found.slot - found.dist, found.slot, &changes, found.slot);
     const std::optional<PendingShift> pending = kept ? std::optional(pending_at(snap, *kept)) : std::nullopt;
     if (!run(changes)) return false;
     ctx_.arena().free(Slot::offset_of(snap.word(found.slot)), found.record_bytes);
@@ -648,9 +648,11 @@ class LockFreeEngine final : public EngineBase {
   // before (a pending shift): returns that slot, the one whose word is left in place.
   // `decided_from`: the first slot read to decide on this shift (from, or the first copy
   // of the pending shift it completes); the KCAS expects its bucket's version too, so a
-  // decision on words that have moved since can never be applied.
+  // decision on words that have moved since can never be applied. `unlinking`: `from`
+  // when its word's record is the one this operation unlinks (an erase; not a step of a
+  // pending shift, whose word lives on in the other copy): see for_each_bucket.
   std::optional<std::uint64_t> plan_back_shift(Snapshot& snap, std::uint64_t decided_from, std::uint64_t from,
-                                               std::vector<WordChange>* changes) {
+                                               std::vector<WordChange>* changes, std::uint64_t unlinking = kUnlinksNone) {
     const std::uint64_t last = robin_hood::erase_run_end(snap.slots(), from, robin_hood::NoTouch{},
                                                          [&](std::uint64_t s) { return snap.word(s); });
     const bool whole = last - from <= kMaxShiftSlots;
@@ -667,7 +669,7 @@ class LockFreeEngine final : public EngineBase {
       if (s == last) return layout::kEmptySlot;
       const std::uint64_t next = snap.word(s + 1);
       return Slot::with_dist(next, Slot::dist_of(next) - 1);
-    });
+    }, unlinking);
     return whole ? std::nullopt : std::optional(kept);
   }
 
@@ -837,19 +839,28 @@ class LockFreeEngine final : public EngineBase {
   }
 
   // Appends, in address order, a version bump for every bucket of slots [from, to] and
-  // the new value desired(s) of each slot s for which it is set.
+  // the new value desired(s) of each slot s for which it is set. `unlinking`: the slot
+  // whose word names the record this operation unlinks (an overwrite's or an erase's key),
+  // if in range. Versions and that slot may be installed directly by the owner (one CAS,
+  // no RDCSS: kcas.hpp, THE OWNER'S DIRECT INSTALLS): a version only grows, and the
+  // record is freed only after the KCAS returns, so no slot can name it again before.
+  // Every other slot changed here holds a word that moves on (and may come back) or an
+  // empty: conditional installs.
+  static constexpr std::uint64_t kUnlinksNone = ~std::uint64_t{0};
   template <class Desired>
   void for_each_bucket(Snapshot& snap, std::uint64_t from, std::uint64_t to, std::vector<WordChange>* changes,
-                       Desired&& desired) {
+                       Desired&& desired, std::uint64_t unlinking = kUnlinksNone) {
     std::uint64_t bucket = ~std::uint64_t{0};
     for (std::uint64_t s = from; s <= to; ++s) {
       if (layout::SlotArray::bucket_of_slot(s) != bucket) {
         bucket = layout::SlotArray::bucket_of_slot(s);
         snap.word(s);  // the bucket's version is noted when its first slot is read
-        changes->push_back({snap.target().control_offset(bucket), snap.version(bucket), bumped(snap.version(bucket))});
+        changes->push_back({snap.target().control_offset(bucket), snap.version(bucket), bumped(snap.version(bucket)),
+                            lockfree::Install::kDirect});
       }
       if (const std::optional<std::uint64_t> value = desired(s)) {
-        changes->push_back({snap.target().slot_offset(s), snap.word(s), *value});
+        changes->push_back({snap.target().slot_offset(s), snap.word(s), *value,
+                            s == unlinking ? lockfree::Install::kDirect : lockfree::Install::kConditional});
       }
     }
   }
@@ -862,7 +873,7 @@ class LockFreeEngine final : public EngineBase {
   WordChange count(std::atomic<std::uint64_t> layout::KcasDescriptor::*counter) {
     const std::uint64_t offset = ctx_.region().offset_of(&(kcas_.descriptor(ctx_.entry_index()).*counter));
     const std::uint64_t value = kcas_.read(offset);
-    return {offset, value, (value + 1) & lockfree::kValueMask};
+    return {offset, value, (value + 1) & lockfree::kValueMask, lockfree::Install::kDirect};  // only grows
   }
 
   // The one buffer writes build their changes in (no allocation per operation).
@@ -923,7 +934,10 @@ class LockFreeEngine final : public EngineBase {
         std::vector<WordChange>& changes = fresh_changes();
         for (std::uint64_t b = group; b <= layout::SlotArray::bucket_of_slot(last_read); ++b) {
           const std::uint64_t version = from.version(b);
-          changes.push_back({old.control_offset(b), version, b == group ? bumped(version) | layout::kMovedBit : version});
+          // Versions (the home's only grows and gains MOVED; the others are compared and
+          // kept): the owner installs them directly (kcas.hpp, THE OWNER'S DIRECT INSTALLS).
+          changes.push_back({old.control_offset(b), version, b == group ? bumped(version) | layout::kMovedBit : version,
+                             lockfree::Install::kDirect});
         }
         plan_group_move(from, current, group, &changes);
         // Old arrays lie below newer ones (each is claimed at the arena's end), but sort
@@ -993,7 +1007,7 @@ class LockFreeEngine final : public EngineBase {
       const std::uint64_t s = base + i;
       if (layout::SlotArray::bucket_of_slot(s) != bucket) {
         bucket = layout::SlotArray::bucket_of_slot(s);
-        changes->push_back({current.control_offset(bucket), to.version(bucket), bumped(to.version(bucket))});
+        changes->push_back({current.control_offset(bucket), to.version(bucket), bumped(to.version(bucket)), lockfree::Install::kDirect});
       }
       const std::uint64_t was = to.word(s);
       if (planned_[i] != was) changes->push_back({current.slot_offset(s), was, planned_[i]});

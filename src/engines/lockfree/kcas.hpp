@@ -38,6 +38,31 @@
 //   Bits 40..47 all ones never occur in a slot word (dist <= kMaxDist = 254), in a
 //   version (40 bits) or in a counter (40 bits).
 //
+// THE OWNER'S DIRECT INSTALLS (Install::kDirect: one CAS where RDCSS takes two, and no
+// RDCSS descriptor to write)
+//   RDCSS exists for one hazard: an install that lands after the decision, in a word that
+//   holds `expected` again by then, leaves a reference behind that nothing can finalize
+//   once the descriptor moves on. The owner may install a word with a plain CAS
+//   (expected -> reference) when that hazard cannot arise for it:
+//     - its descriptor cannot move on: the owner is inside run(), and reuses it only after
+//       its own phase 2, which finalizes every word (a late reference of ours included);
+//       a helper that meets such a late reference meanwhile finalizes it the same way;
+//     - a late install finalized as FAILED gets `expected` back, which is exactly what the
+//       word held when the late CAS succeeded: nothing changed;
+//     - a late install after SUCCESS needs the word to hold `expected` again after it was
+//       given `desired`. The engine marks kDirect only words where that cannot happen
+//       while the owner is inside run(): a bucket version or an item counter (they only
+//       grow, mod 2^40: the wrap is the ABA window of any tagged word, as for sequences
+//       below), a word compared and kept (expected == desired: nothing to undo; run()
+//       treats every such word as kDirect), and a slot whose expected word names a record
+//       this very operation unlinks (an overwrite's old record, an erased key's): that
+//       record is freed only after run() returns, so no slot can name it again before.
+//   Helpers always install with RDCSS: a helper's descriptor copy may be of a use that is
+//   over, so none of the above holds for it. A slot word of a shift (the word moves on and
+//   may come back) or an empty slot (empties come back all the time) is never kDirect;
+//   testing::Flaw::kDirectInstallOfAnyWord makes them so, and tests/kcas_direct_install_test.cpp
+//   shows the duplicate key that then appears.
+//
 // SEQUENCES WRAP (43 bits, the most a reference holds beside a 12-bit entry and the flag)
 //   A state word keeps the same 43 bits (state_of masks, next_seq wraps past 2^43 - 1 to
 //   1, skipping 0, which means "never used"), so a reference and its state always
@@ -140,9 +165,13 @@ static_assert(next_seq(kSeqMask) == 1 && next_seq(kSeqMask - 1) == kSeqMask, "se
 static_assert(seq_of(state_of(kSeqMask + 5, kUndecided)) == 4, "a state keeps what a reference keeps");
 static_assert(decode_ref(encode_ref({3, false, kSeqMask})).seq == kSeqMask, "a reference keeps all 43 bits");
 
+// How the owner installs a word (see THE OWNER'S DIRECT INSTALLS). Helpers always use RDCSS.
+enum class Install : std::uint8_t { kConditional, kDirect };
+
 struct WordChange {
   std::uint64_t offset;  // region byte offset of the word
   std::uint64_t expected, desired;
+  Install install = Install::kConditional;  // the owner's only: a descriptor does not keep it
 };
 
 // Where a fault point fires inside run() (the owner only, not helpers; mid_rdcss: anyone's install).
@@ -188,6 +217,8 @@ class Kcas {
   // Installs `kcas` into the word at `offset` if it holds `expected` and `kcas` is
   // undecided. Returns the value it found there (expected on success).
   std::uint64_t install(Ref kcas, std::uint64_t offset, std::uint64_t expected);
+  // The owner's install of a kDirect word: one CAS, expected -> reference. Same return.
+  std::uint64_t install_direct(Ref kcas, std::uint64_t offset, std::uint64_t expected);
   std::uint64_t read_slow(std::uint64_t offset);
   void complete_rdcss(Ref rdcss);
   // Phase 2 on one word: `ref` (a decided operation) -> final_value. RDCSS installs still
