@@ -191,7 +191,7 @@ void run_pipelined(const WorkerContext& c, StoreSession& session, const PhaseEnd
       // The session failed (a lost connection): every operation sent in this batch failed.
       for (std::size_t i = 0; i < attempted; ++i) results[i] = {.value = ops[i] != OpType::kAssign, .error = e.what()};
     }
-    if (timed) latencies.add(batch, monotonic_ns() - t0, std::max<std::size_t>(attempted, 1));
+    if (timed && attempted > 0) latencies.add(batch, monotonic_ns() - t0, attempted);
     for (std::size_t i = 0; i < attempted; ++i) {
       if (!results[i].error.empty()) note_error(report, results[i].error);
       record_op(report, ops[i], results[i].value);
