@@ -6,8 +6,11 @@ the test checks that no driver process and no /dev/shm or /tmp file is left behi
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -253,3 +256,47 @@ def test_plots_draw_the_tail_and_the_stop_cell_from_results_alone(tmp_path):
         assert (tmp_path / "p" / f"{name}.png").stat().st_size > 0, name
     # A workload without stops has no stop figure.
     assert not (tmp_path / "p" / "stop-one-mixed.png").exists()
+
+
+def children_of(pid):
+    """{child pid: state letter} from /proc (R running, S sleeping, T stopped, Z zombie)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found[int(entry.name)] = fields[0]
+    return found
+
+
+def test_driver_interrupted_while_a_worker_is_stopped_continues_and_kills_it():
+    before = left_behind()
+    driver = subprocess.Popen([DRIVER, "--store", "global", "--processes", "2", "--keys", "1000", "--duration", "30",
+                               "--timeout", "60", "--stop-one", "10000:9000",
+                               "--name-prefix", f"shmht-bench-test-{os.getpid()}-"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Wait (by state, not by time) until a worker is stopped: from 0.5 s to 9.5 s.
+        deadline = time.monotonic() + 20
+        while "T" not in children_of(driver.pid).values():
+            assert driver.poll() is None and time.monotonic() < deadline, "no worker was ever stopped"
+            time.sleep(0.02)
+        driver.send_signal(signal.SIGINT)
+        stdout, _ = driver.communicate(timeout=20)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    result = json.loads(stdout)
+    assert driver.returncode == 1
+    assert result["status"] == "failed" and "interrupted" in result["error"]
+    assert result["stop_one"]["stops"] == 1
+    assert [w["status"] for w in result["workers"]] == ["killed", "killed"]
+    for worker in result["workers"]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(worker["pid"], 0)
+    assert left_behind() <= before
