@@ -356,12 +356,14 @@ def sweep_path(name: str) -> Path:
 def main(argv: list[str]) -> int:
     args = parse_arguments(argv)
     if args.list:
-        for name, path in sweeps.sweeps_in(EXPERIMENTS).items():
+        available = sweeps.sweeps_in(EXPERIMENTS)
+        width = max((len(name) for name in available), default=12)
+        for name, path in available.items():
             try:
                 s = sweeps.load_sweep(path)
-                print(f"{name:12} {len(s.cells):4} cells x {s.repetitions} reps  {s.description}")
+                print(f"{name:{width}} {len(s.cells):4} cells x {s.repetitions} reps  {s.description}")
             except sweeps.SweepError as error:
-                print(f"{name:12} INVALID: {error}")
+                print(f"{name:{width}} INVALID: {error}")
         return 0
 
     path = sweep_path(args.sweep)

@@ -69,6 +69,7 @@ WORKLOAD_DEFAULTS: dict[str, Any] = {
     "prefill": 1.0,
     "scenario": "mix",
     "lockstep_every": 0,
+    "stop_one": None,
 }
 
 NOISE_DEFAULTS = {"max_foreign_cores": 0.3, "sample_s": 0.2, "reruns": 1}
@@ -92,6 +93,9 @@ class Workload:
     duration_s: float | None
     scenario: str = "mix"
     lockstep_every: int = 0
+    # "PERIOD_MS:STOPPED_MS": the driver SIGSTOPs worker 0 for STOPPED_MS in every PERIOD_MS
+    # of the timed phase (shmht-driver --stop-one); None: never.
+    stop_one: str | None = None
 
     def driver_args(self) -> list[str]:
         args = [
@@ -111,6 +115,8 @@ class Workload:
             args += ["--ops", str(self.ops)]
         else:
             args += ["--duration", repr(self.duration_s)]
+        if self.stop_one is not None:
+            args += ["--stop-one", self.stop_one]
         return args
 
 
@@ -267,6 +273,7 @@ def _parse_workload(path: Path, name: str, table: Any) -> Workload:
     merged = {**WORKLOAD_DEFAULTS, **table}
     f = _Fields(path, f"workloads.{name}.", merged)
     known = set(WORKLOAD_DEFAULTS) | {"ops", "duration_s"}
+    # None in WORKLOAD_DEFAULTS means "absent": TOML has no null, so it cannot be written.
     for key in table:
         if key not in known:
             raise f.fail(key, f"unknown workload field; known: {', '.join(sorted(known))}")
@@ -274,7 +281,7 @@ def _parse_workload(path: Path, name: str, table: Any) -> Workload:
     if scenario == "seed":
         # pyshmht's multiprocess-test.py: a set pass and two iteration passes, run to the
         # end; the mix, ops and duration do not apply, and nothing is prefilled.
-        for key in ("ops", "duration_s", "mix", "distribution", "zipf_theta"):
+        for key in ("ops", "duration_s", "mix", "distribution", "zipf_theta", "stop_one"):
             if key in table:
                 raise f.fail(key, "does not apply to scenario 'seed'")
         if merged.get("prefill", 0) not in (0, 0.0) and "prefill" in table:
@@ -309,6 +316,7 @@ def _parse_workload(path: Path, name: str, table: Any) -> Workload:
     theta = f.number("zipf_theta", None, 0.0, 1.0)
     if not 0 < theta < 1:
         raise f.fail("zipf_theta", f"{theta} must be strictly between 0 and 1")
+    stop_one = _parse_stop_one(f, merged["stop_one"])
     return Workload(
         name=name,
         keys=keys,
@@ -320,7 +328,21 @@ def _parse_workload(path: Path, name: str, table: Any) -> Workload:
         prefill=f.number("prefill", None, 0.0, 1.0),
         ops=ops,
         duration_s=duration,
+        stop_one=stop_one,
     )
+
+
+def _parse_stop_one(f: _Fields, value: Any) -> str | None:
+    """stop_one = "PERIOD_MS:STOPPED_MS" with 0 < STOPPED_MS < PERIOD_MS, as the driver checks it."""
+    if value is None:
+        return None
+    parts = value.split(":") if isinstance(value, str) else []
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise f.fail("stop_one", f"{value!r} is not \"PERIOD_MS:STOPPED_MS\", e.g. \"1000:100\"")
+    period, stopped = (int(p) for p in parts)
+    if not 0 < stopped < period:
+        raise f.fail("stop_one", f"{value!r}: the stop must be shorter than the period and not 0 ms")
+    return f"{period}:{stopped}"
 
 
 def _expand_matrix(

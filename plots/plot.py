@@ -9,7 +9,12 @@ For each workload in the results:
                              bars from min to max over repetitions)
     speedup-<workload>       throughput relative to the same store at 1 process
     kernel-<workload>        sys share of CPU time, and page faults per operation
-    latency-<workload>       p50, p99 and p99.9 latency of sampled operations
+    latency-<workload>       p50, p99 and p99.9 latency of one operation
+    tail-<workload>          p99.9, p99.99 and the maximum latency of one operation (log y;
+                             results of drivers that time every operation, issue 22)
+    stop-one-<workload>      for a workload run with shmht-driver --stop-one: throughput and
+                             tail per store beside the same workload without stops, at the
+                             stopped cells' process counts
 and once:
     bytes-per-item           the table file's resident bytes per item, per store and backing
                              (Redis: the server's resident set and live heap bytes)
@@ -210,9 +215,112 @@ def plot_workload(lines: list[dict], workload: str, out: Path, written: list[Pat
         process_axis(ax, lines)
     axes[0].set_ylabel("latency of one operation (ns, log scale)")
     axes[-1].legend(fontsize=7, title="store (family)", title_fontsize=7)
-    fig.suptitle(f"Latency of sampled operations — workload '{workload}'", fontsize=11)
+    chosen = [l for l in lines if usable(l) and l["cell"]["workload"] == workload]
+    fig.suptitle(f"Latency of {timed_operations(chosen)} — workload '{workload}'", fontsize=11)
     footer(fig, lines)
     save(fig, out, f"latency-{workload}", written)
+
+    plot_tail(lines, workload, series, out, written)
+
+
+def timed_operations(lines: list[dict]) -> str:
+    """What the latency figures show: every operation, or sampled ones (older drivers,
+    or shmht-driver --latency sampled)."""
+    timed = {l["aggregate"]["latency_ns"].get("timed", "sampled") for l in lines if usable(l)}
+    return "every operation" if timed == {"every"} else "sampled operations"
+
+
+def has_tail(lines: list[dict]) -> bool:
+    return any(usable(l) and "p9999" in l["aggregate"]["latency_ns"] for l in lines)
+
+
+TAIL = [("p999", "p99.9"), ("p9999", "p99.99"), ("max", "maximum")]
+
+
+def plot_tail(lines: list[dict], workload: str, series: dict[str, dict], out: Path, written: list[Path]) -> None:
+    chosen = [l for l in lines if usable(l) and l["cell"]["workload"] == workload]
+    if not has_tail(chosen):
+        return
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.5), sharey=True)
+    for ax, (key, name) in zip(axes, TAIL):
+        plot_lines(ax, series, lambda r, key=key: r["aggregate"]["latency_ns"].get(key))
+        ax.set_yscale("log")
+        ax.set_title(name, fontsize=10)
+        process_axis(ax, chosen)
+    axes[0].set_ylabel("latency of one operation (ns, log scale)")
+    axes[-1].legend(fontsize=7, title="store (family)", title_fontsize=7)
+    fig.suptitle(f"Tail latency of {timed_operations(chosen)}, all workers — workload '{workload}'\n"
+                 "median over repetitions, bars from min to max", fontsize=11)
+    footer(fig, lines)
+    save(fig, out, f"tail-{workload}", written)
+
+
+def stop_one_of(line: dict) -> dict | None:
+    return (line.get("config") or {}).get("stop_one")
+
+
+def same_workload(a: dict, b: dict) -> bool:
+    """Two results ran the same workload (its name aside)."""
+    keys = ("keys", "key_bytes", "value_bytes", "mix", "distribution", "zipf_theta", "prefill", "ops", "duration_s")
+    wa, wb = a["config"]["workload"], b["config"]["workload"]
+    return all(wa.get(k) == wb.get(k) for k in keys)
+
+
+def plot_stop_one(lines: list[dict], out: Path, written: list[Path]) -> None:
+    """Per stopped workload: each store's throughput and tail with worker 0 stopped, beside
+    the same workload without stops at the same process counts (grouped bars, median over
+    repetitions, whiskers from min to max)."""
+    stopped_lines = [l for l in lines if usable(l) and stop_one_of(l)]
+    for workload in sorted({l["cell"]["workload"] for l in stopped_lines}):
+        stopped = [l for l in stopped_lines if l["cell"]["workload"] == workload]
+        plan = stop_one_of(stopped[0])
+        procs = sorted({l["cell"]["processes"] for l in stopped})
+        plain = [l for l in lines if usable(l) and not stop_one_of(l) and l["cell"]["processes"] in procs
+                 and same_workload(l, stopped[0])]
+        stores = sorted({l["cell"]["store"] for l in stopped}, key=lambda s: (s not in ("global", "striped", "seqlock",
+                                                                                         "lockfree"), s))
+        variants = [(n, False) for n in procs if any(l["cell"]["processes"] == n for l in plain)]
+        variants += [(n, True) for n in procs]
+        variants.sort()
+        picks = [("throughput (million ops/s, all processes)", lambda r: throughput(r) / 1e6, False)]
+        picks += [(f"{name} latency (ns, log scale)", lambda r, k=key: r["aggregate"]["latency_ns"].get(k), True)
+                  for key, name in TAIL]
+        fig, axes = plt.subplots(1, len(picks), figsize=(4.4 * len(picks) + 1.5, 4.8))
+        width = 0.8 / len(variants)
+        for ax, (ylabel, pick, log) in zip(axes, picks):
+            for v, (n, is_stopped) in enumerate(variants):
+                source = stopped if is_stopped else plain
+                medians, errs = [], [[], []]
+                for store in stores:
+                    runs = [l for l in source if l["cell"]["store"] == store and l["cell"]["processes"] == n]
+                    quiet = [r for r in runs if not r["noise"]["loaded"]] or runs
+                    m, lo, hi = stat(quiet, pick)
+                    medians.append(m)
+                    errs[0].append(m - lo)
+                    errs[1].append(hi - m)
+                if is_stopped:  # the stops made, as recorded (a cell shorter than half a period makes none)
+                    made = [(r.get("stop_one") or {}).get("stops", 0) for r in source if r["cell"]["processes"] == n]
+                    label = (f"{n} processes, worker 0 stopped\n{plan['stopped_ms']} ms every {plan['period_ms']} ms"
+                             f" ({statistics.median(made):g} stops per run)")
+                else:
+                    label = f"{n} processes, no stops"
+                xs = [i - 0.4 + width * (v + 0.5) for i in range(len(stores))]
+                ax.bar(xs, medians, width=width, yerr=errs, capsize=2, label=label,
+                       hatch="//" if is_stopped else None, alpha=0.85)
+            ax.set_xticks(list(range(len(stores))))
+            ax.set_xticklabels(stores, fontsize=8)
+            ax.set_xlabel("store")
+            ax.set_ylabel(ylabel)
+            if log:
+                ax.set_yscale("log")
+            ax.grid(True, axis="y", alpha=0.3)
+        axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        fig.suptitle(f"One worker stopped (SIGSTOP) {plan['stopped_ms']} ms in every {plan['period_ms']} ms — "
+                     f"workload '{workload}' against the same workload without stops\n"
+                     f"latency of {timed_operations(stopped)}, all workers; median over repetitions, "
+                     "whiskers from min to max", fontsize=10)
+        footer(fig, lines)
+        save(fig, out, f"stop-one-{workload}", written)
 
 
 def plot_bytes_per_item(lines: list[dict], out: Path, written: list[Path]) -> None:
@@ -265,6 +373,7 @@ def main(argv: list[str]) -> int:
     workloads = sorted({l["cell"]["workload"] for l in lines if usable(l)})
     for workload in workloads:
         plot_workload(lines, workload, out, written)
+    plot_stop_one(lines, out, written)
     plot_bytes_per_item(lines, out, written)
     print(f"plot.py: {len(written)} files in {out}", file=sys.stderr)
     return 0

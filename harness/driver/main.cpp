@@ -23,6 +23,8 @@
 #include <cstring>
 #include <ctime>
 #include <iostream>
+#include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -58,6 +60,27 @@ struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// --stop-one: the parent SIGSTOPs worker 0 for stopped_ms in every period_ms of the timed
+// phase (issue 22: what a preempted or paused process costs the others).
+struct StopOne {
+  std::uint32_t period_ms = 0, stopped_ms = 0;
+};
+
+std::optional<StopOne> parse_stop_one(const std::string& text) {
+  const auto colon = text.find(':');
+  if (colon == std::string::npos) return std::nullopt;
+  const auto period = cli::parse_number<std::uint32_t>(text.substr(0, colon));
+  const auto stopped = cli::parse_number<std::uint32_t>(text.substr(colon + 1));
+  if (!period || !stopped || *stopped == 0 || *stopped >= *period) return std::nullopt;
+  return StopOne{*period, *stopped};
+}
+
+std::optional<LatencyTiming> parse_latency_timing(const std::string& text) {
+  if (text == "every") return LatencyTiming::kEvery;
+  if (text == "sampled") return LatencyTiming::kSampled;
+  return std::nullopt;
+}
+
 struct DriverOptions {
   std::string store = "global";
   std::uint32_t processes = 1;
@@ -71,6 +94,8 @@ struct DriverOptions {
   std::string name_prefix;
   bool list_stores = false, list_engines = false;
   std::uint64_t start_capacity = 0;  // 0: --keys (a shmht table that never grows)
+  LatencyTiming latency = LatencyTiming::kEvery;
+  std::optional<StopOne> stop_one;  // --stop-one PERIOD_MS:STOPPED_MS
 };
 
 std::array<std::uint32_t, kOpTypes> parse_mix(const std::string& text) {
@@ -161,6 +186,20 @@ CLI::Option* declare_options(CLI::App& app, DriverOptions& o) {
   app.add_option("--name-prefix", o.name_prefix, "prefix of every file and segment the run makes")
       ->capture_default_str();
   app.add_option("--workload-name", o.workload_name, "a label for the workload, copied into the result");
+  add_choice_option(app, "--latency", o.latency, parse_latency_timing, {"every", "sampled"},
+                    "which operations are timed: every one (p99.99 and max over all ops; two clock reads per op) "
+                    "or every k-th (the cheaper sampling of earlier drivers) (default every)");
+  app.add_option_function<std::string>(
+         "--stop-one",
+         [&o](const std::string& text) {
+           o.stop_one = parse_stop_one(text);
+           if (!o.stop_one) {
+             throw CLI::ValidationError("--stop-one", "'" + text + "' is not PERIOD_MS:STOPPED_MS with 0 < STOPPED_MS < PERIOD_MS");
+           }
+         },
+         "SIGSTOP worker 0 for STOPPED_MS in the middle of every PERIOD_MS of the timed phase, e.g. 1000:100 "
+         "(default: never)")
+      ->type_name("PERIOD_MS:STOPPED_MS");
   return prefill;
 }
 
@@ -168,6 +207,9 @@ CLI::Option* declare_options(CLI::App& app, DriverOptions& o) {
 void finish_options(DriverOptions& o, bool prefill_given) {
   if (o.processes == 0) throw UsageError("--processes must be at least 1");
   if (o.batch == 0) throw UsageError("--batch must be at least 1");
+  if (o.stop_one && o.workload.scenario == Scenario::kSeed) {
+    throw UsageError("--stop-one applies to the timed mix, not to --scenario seed");
+  }
   if (o.workload.scenario == Scenario::kSeed) {
     if (!prefill_given) o.workload.prefill = 0;  // the scenario writes its own keys
     if (o.processes > seed_scenario::kMaxProcesses) {
@@ -236,6 +278,8 @@ struct RunOutcome {
   Footprint footprint;
   std::optional<ServerUsage> server;  // over the timed phase, for stores served by a process
   double create_s = 0, prefill_s = 0, wall_s = 0;
+  std::uint32_t stops = 0;  // --stop-one: SIGSTOPs sent to worker 0
+  double stopped_s = 0;     // and the time from each SIGSTOP to its SIGCONT, summed
 };
 
 // Operations per round trip in the timed phase.
@@ -302,20 +346,89 @@ std::size_t reap_exited(RunOutcome& r) {
 }
 
 // Waits until `done()` or the deadline; SIGCHLD wakes us early, SIGINT/SIGTERM/SIGHUP
-// abort. Returns "" or why it stopped waiting.
-template <class Done>
-std::string wait_until(RunOutcome& r, const sigset_t& signals, std::uint64_t deadline_ns, long poll_ns, Done done) {
+// abort. `act(now)` does whatever is due at `now` and returns when it next needs to run
+// (UINT64_MAX: never). Returns "" or why it stopped waiting.
+template <class Done, class Act>
+std::string wait_until(RunOutcome& r, const sigset_t& signals, std::uint64_t deadline_ns, long poll_ns, Done done,
+                       Act act) {
   for (;;) {
     reap_exited(r);
     if (done()) return "";
     const std::uint64_t now = monotonic_ns();
     if (now >= deadline_ns) return "timeout";
-    const std::uint64_t wait_ns = std::min<std::uint64_t>(deadline_ns - now, static_cast<std::uint64_t>(poll_ns));
+    const std::uint64_t wake = std::min({deadline_ns, now + static_cast<std::uint64_t>(poll_ns), act(now)});
+    const std::uint64_t wait_ns = wake > now ? wake - now : 0;
     timespec ts{static_cast<time_t>(wait_ns / 1'000'000'000), static_cast<long>(wait_ns % 1'000'000'000)};
     const int sig = sigtimedwait(&signals, nullptr, &ts);
     if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP) return "interrupted by signal " + std::to_string(sig);
   }
 }
+
+template <class Done>
+std::string wait_until(RunOutcome& r, const sigset_t& signals, std::uint64_t deadline_ns, long poll_ns, Done done) {
+  return wait_until(r, signals, deadline_ns, poll_ns, done, [](std::uint64_t) { return UINT64_MAX; });
+}
+
+// --stop-one's schedule, kept by the parent while it waits for the timed phase: worker 0
+// is stopped over [k P + (P - S) / 2, k P + (P + S) / 2) after the start, centred in each
+// period P (a 1 s phase with 1000:100 has one stop, from 450 to 550 ms), for every k whose
+// stop begins before the phase's planned end (in --ops mode: while the worker runs). A
+// window the parent wakes too late for entirely is skipped, never shifted, so no stop is
+// longer than S; `stops` counts the ones made. The worker is continued as soon as it
+// should be, when it exits, by finish(), and by the destructor on any other way out.
+class WorkerStopper {
+ public:
+  WorkerStopper(const std::optional<StopOne>& plan, pid_t pid, std::uint64_t start_ns, std::uint64_t end_ns)
+      : plan_(plan), pid_(pid), start_ns_(start_ns), end_ns_(end_ns) {}
+  ~WorkerStopper() { finish(); }
+  WorkerStopper(const WorkerStopper&) = delete;
+  WorkerStopper& operator=(const WorkerStopper&) = delete;
+
+  // Sends what is due at `now` while the worker is `running`; returns when to call again.
+  std::uint64_t act(std::uint64_t now, bool running) {
+    if (!plan_) return UINT64_MAX;
+    const std::uint64_t period = plan_->period_ms * 1'000'000ULL, stopped = plan_->stopped_ms * 1'000'000ULL;
+    const std::uint64_t offset = (period - stopped) / 2;
+    if (stopped_) {
+      const std::uint64_t resume_at = window_begin_ + stopped;
+      if (now < resume_at && running) return resume_at;
+      resume(now);
+    }
+    for (; running; ++next_window_) {
+      const std::uint64_t begin = start_ns_ + next_window_ * period + offset;
+      if (begin >= end_ns_) break;
+      if (now < begin) return begin;
+      if (now >= begin + stopped) continue;  // woke too late for this window: skip it
+      if (kill(pid_, SIGSTOP) == 0) {
+        stopped_ = true;
+        window_begin_ = begin;
+        since_ns_ = now;
+        ++stops_;
+      }
+      ++next_window_;
+      return begin + stopped;
+    }
+    return UINT64_MAX;
+  }
+  void finish() { resume(monotonic_ns()); }
+  std::uint32_t stops() const { return stops_; }
+  double stopped_s() const { return static_cast<double>(stopped_ns_) / 1e9; }
+
+ private:
+  void resume(std::uint64_t now) {
+    if (!stopped_) return;
+    kill(pid_, SIGCONT);
+    stopped_ = false;
+    stopped_ns_ += now - since_ns_;
+  }
+
+  std::optional<StopOne> plan_;
+  pid_t pid_;
+  std::uint64_t start_ns_, end_ns_;
+  std::uint64_t next_window_ = 0, window_begin_ = 0, since_ns_ = 0, stopped_ns_ = 0;
+  bool stopped_ = false;
+  std::uint32_t stops_ = 0;
+};
 
 bool any_worker_gone_before_ready(const RunOutcome& r) {
   for (std::size_t i = 0; i < r.pids.size(); ++i) {
@@ -409,6 +522,7 @@ void run(const DriverOptions& o, const StoreKind& kind, hwloc_topology_t topolog
     c.store = store.get();
     c.prefill_here = kind.process_private;
     c.pipeline_depth = pipeline_depth(o, &kind);
+    c.latency_timing = o.latency;
     c.topology = topology;
     c.placement = r.plan[i];
     c.memory_policy = o.memory;
@@ -433,7 +547,14 @@ void run(const DriverOptions& o, const StoreKind& kind, hwloc_topology_t topolog
   if (stop.empty() && r.control->ready.load(std::memory_order_acquire) == o.processes) {
     const std::optional<ServerUsage> server_before = store->server_usage();
     release_workers(*r.control);
-    stop = wait_until(r, signals, deadline, 1'000'000'000, [&] { return reap_exited(r) == 0; });
+    const std::uint64_t phase_end = o.workload.total_ops > 0 ? UINT64_MAX
+                                    : r.control->go_ns + static_cast<std::uint64_t>(o.workload.duration_s * 1e9);
+    WorkerStopper stopper(o.stop_one, r.pids[0], r.control->go_ns, phase_end);
+    stop = wait_until(r, signals, deadline, 1'000'000'000, [&] { return reap_exited(r) == 0; },
+                      [&](std::uint64_t now) { return stopper.act(now, r.exit_status[0] == -1); });
+    stopper.finish();  // before any kill below: no worker is left stopped
+    r.stops = stopper.stops();
+    r.stopped_s = stopper.stopped_s();
     r.server = timed_phase_usage(server_before, store->server_usage());
   } else if (stop.empty()) {
     stop = "a worker exited before the start";
@@ -476,8 +597,35 @@ Percentiles percentiles(std::vector<std::uint32_t> samples) {
   return p;
 }
 
-Json percentiles_json(const Percentiles& p) {
-  return {{"p50", p.p50}, {"p99", p.p99}, {"p999", p.p999}, {"samples", p.samples}};
+const char* latency_timing_name(LatencyTiming timing) {
+  return timing == LatencyTiming::kEvery ? "every" : "sampled";
+}
+
+// latency_ns: percentiles from the histogram of every timed operation (all of them with
+// --latency every), its exact maximum, and under "sampled" the exact percentiles of the
+// kept samples (every k-th op), which is how earlier drivers computed p50/p99/p999.
+Json latency_json(const LatencyHistogram& histogram, std::vector<std::uint32_t> samples, LatencyTiming timing,
+                  double clock_read_ns) {
+  const bool any = histogram.count() > 0;
+  auto at = [&](double q) { return any ? std::optional<double>(static_cast<double>(histogram.percentile(q))) : std::nullopt; };
+  const Percentiles sampled = percentiles(samples);
+  const auto sample_max = samples.empty() ? std::nullopt
+                                          : std::optional<double>(*std::max_element(samples.begin(), samples.end()));
+  return {
+      {"p50", at(0.50)},
+      {"p99", at(0.99)},
+      {"p999", at(0.999)},
+      {"p9999", at(0.9999)},
+      {"max", any ? std::optional<double>(static_cast<double>(histogram.max())) : std::nullopt},
+      {"samples", histogram.count()},
+      {"method", "histogram"},
+      {"timed", latency_timing_name(timing)},
+      {"relative_error", LatencyHistogram::kRelativeError},
+      {"clock_read_ns", clock_read_ns},
+      {"sampled",
+       {{"p50", sampled.p50}, {"p99", sampled.p99}, {"p999", sampled.p999}, {"max", sample_max},
+        {"samples", sampled.samples}}},
+  };
 }
 
 // Sums over workers, written as the "aggregate" object and per worker.
@@ -487,6 +635,9 @@ struct Figures {
   std::uint64_t failed_cas = 0, helped = 0;
   std::uint64_t start_ns = UINT64_MAX, end_ns = 0;
   std::vector<std::uint32_t> samples;
+  LatencyHistogram histogram;
+  double clock_read_ns_sum = 0;
+  std::size_t workers = 0;
 
   void add(const WorkerReport& w) {
     for (std::size_t i = 0; i < kOpTypes; ++i) {
@@ -505,12 +656,15 @@ struct Figures {
     if (w.start_ns) start_ns = std::min(start_ns, w.start_ns);
     end_ns = std::max(end_ns, w.end_ns);
     samples.insert(samples.end(), w.latency_ns, w.latency_ns + w.sample_count);
+    histogram.merge(w.latency_histogram);
+    clock_read_ns_sum += w.clock_read_ns;
+    ++workers;
   }
   std::uint64_t total_ops() const { return ops[0] + ops[1] + ops[2] + ops[3]; }
   double elapsed_s() const { return end_ns > start_ns ? static_cast<double>(end_ns - start_ns) / 1e9 : 0; }
 
   // The fields the "aggregate" object and each worker's share, added to `j`.
-  void add_to(Json& j) const {
+  void add_to(Json& j, LatencyTiming timing) const {
     const double total = static_cast<double>(total_ops());
     const double cpu_s = static_cast<double>(user_us + sys_us) / 1e6;
     auto per_op = [&](double value) { return total > 0 ? value / total : 0.0; };
@@ -525,7 +679,7 @@ struct Figures {
     j["errors"] = errors;
     j["elapsed_s"] = elapsed_s();
     j["throughput_ops_s"] = elapsed_s() > 0 ? total / elapsed_s() : 0.0;
-    j["latency_ns"] = percentiles_json(percentiles(samples));
+    j["latency_ns"] = latency_json(histogram, samples, timing, workers ? clock_read_ns_sum / static_cast<double>(workers) : 0.0);
     j["cpu"] = {
         {"user_s", static_cast<double>(user_us) / 1e6},
         {"sys_s", static_cast<double>(sys_us) / 1e6},
@@ -571,6 +725,11 @@ Json config_json(const DriverOptions& o, const StoreKind* kind) {
       {"pipeline_depth", pipeline_depth(o, kind)},
       {"timeout_s", o.timeout_s},
       {"start_capacity", o.start_capacity},
+      {"latency_timing", latency_timing_name(o.latency)},
+      {"stop_one", o.stop_one ? Json{{"period_ms", o.stop_one->period_ms},
+                                     {"stopped_ms", o.stop_one->stopped_ms},
+                                     {"worker", 0}}
+                              : Json(nullptr)},
       {"workload",
        {
            {"name", o.workload_name},
@@ -705,14 +864,16 @@ void write_result(const DriverOptions& o, const StoreKind* kind, const RunOutcom
   }
   result["placement"] = placement_json(o, r, reported);
 
-  Figures all;
+  auto all_workers = std::make_unique<Figures>();
+  Figures& all = *all_workers;
   Json workers = Json::array();
   std::uint64_t rss_max = 0, rss_sum = 0;
   double attach_max = 0;
   for (std::size_t i = 0; i < reported; ++i) {
     const WorkerReport& w = r.control->reports[i];
-    Figures mine;
-    mine.add(w);
+    // Figures holds a histogram (15 KiB): on the heap, one worker at a time.
+    auto mine = std::make_unique<Figures>();
+    mine->add(w);
     all.add(w);
     rss_max = std::max(rss_max, w.peak_rss_kb);
     rss_sum += w.peak_rss_kb;
@@ -727,12 +888,12 @@ void write_result(const DriverOptions& o, const StoreKind* kind, const RunOutcom
         {"attach_s", static_cast<double>(w.attach_ns) / 1e9},
         {"peak_rss_kb", w.peak_rss_kb},
     };
-    mine.add_to(worker);
+    mine->add_to(worker, o.latency);
     workers.push_back(std::move(worker));
   }
   result["workers"] = std::move(workers);
   Json aggregate = Json::object();
-  all.add_to(aggregate);
+  all.add_to(aggregate, o.latency);
   result["aggregate"] = std::move(aggregate);
 
   std::optional<double> per_item;
@@ -751,6 +912,15 @@ void write_result(const DriverOptions& o, const StoreKind* kind, const RunOutcom
   };
   result["memory"] = {{"peak_rss_kb_max", rss_max}, {"peak_rss_kb_sum", rss_sum}};
   result["server"] = server_json(r.server, all.total_ops());
+  // What --stop-one did: stops made, and the time worker 0 spent stopped (the parent's
+  // SIGSTOP to SIGCONT, summed); null without the option.
+  result["stop_one"] = o.stop_one ? Json{{"worker", 0},
+                                         {"pid", r.pids.empty() ? Json(nullptr) : Json(r.pids[0])},
+                                         {"period_ms", o.stop_one->period_ms},
+                                         {"stopped_ms", o.stop_one->stopped_ms},
+                                         {"stops", r.stops},
+                                         {"stopped_s", r.stopped_s}}
+                                  : Json(nullptr);
   result["seed"] = o.workload.scenario == Scenario::kSeed ? seed_json(o, r) : Json(nullptr);
   result["timing"] = {
       {"create_s", r.create_s},

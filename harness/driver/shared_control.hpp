@@ -15,12 +15,18 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "latency_histogram.hpp"
 #include "workload.hpp"
 
 namespace shmht::harness {
 
 // Latency samples each worker keeps (every k-th op; k doubles when the buffer fills).
 inline constexpr std::size_t kMaxLatencySamples = 16384;
+
+// Which operations a worker times (--latency): every one (the histogram then holds every
+// operation, so p99.99 and the maximum mean what they say), or only the sampled ones (the
+// driver's cost before the histogram: one clock read pair per sample, not per op).
+enum class LatencyTiming : std::uint32_t { kEvery = 0, kSampled = 1 };
 
 enum class WorkerState : std::uint32_t { kStarting = 0, kReady = 1, kDone = 2, kFailed = 3 };
 
@@ -53,6 +59,12 @@ struct WorkerReport {
   std::uint32_t sample_stride = 1;
   std::uint32_t sample_count = 0;
   std::uint32_t latency_ns[kMaxLatencySamples] = {};
+  // Every timed operation's latency (a pipelined batch counts once per operation in it),
+  // with the exact maximum; see latency_histogram.hpp for its resolution.
+  LatencyHistogram latency_histogram;
+  // What one monotonic_ns() read cost this worker, measured before the timed phase
+  // (the mean over a run of back-to-back reads): timing an op costs two of them.
+  double clock_read_ns = 0;
 };
 
 struct ControlBlock {

@@ -52,6 +52,36 @@ class LatencySampler {
   WorkerReport& report_;
 };
 
+// Where a timed latency goes: the histogram (every timed operation) and the sampler (every
+// k-th). With LatencyTiming::kEvery every operation is timed; with kSampled only those
+// the sampler keeps, so the histogram then holds the samples alone.
+class LatencyRecorder {
+ public:
+  LatencyRecorder(WorkerReport& report, LatencyTiming timing)
+      : sampler_(report), histogram_(report.latency_histogram), every_(timing == LatencyTiming::kEvery) {}
+  bool should_time(std::uint64_t n) const { return every_ || sampler_.should_sample(n); }
+  // `ns` timed operation (or batch) number n, which stands for `ops` operations.
+  void add(std::uint64_t n, std::uint64_t ns, std::uint64_t ops = 1) {
+    histogram_.add(ns, ops);
+    if (sampler_.should_sample(n)) sampler_.add(ns);
+  }
+
+ private:
+  LatencySampler sampler_;
+  LatencyHistogram& histogram_;
+  bool every_;
+};
+
+// The mean cost of one monotonic_ns() over back-to-back reads: what timing costs here
+// (two reads per timed operation), reported so a reader can weigh the overhead.
+double measure_clock_read_ns() {
+  constexpr int kReads = 1000;
+  const std::uint64_t first = monotonic_ns();
+  std::uint64_t last = first;
+  for (int i = 0; i < kReads; ++i) last = monotonic_ns();
+  return static_cast<double>(last - first) / kReads;
+}
+
 void bind(const WorkerContext& c, WorkerReport& report) {
   const BindingOutcome cpu = bind_worker_cpu(c.topology, c.placement);
   const BindingOutcome memory = bind_process_memory(c.topology, c.memory_policy, c.placement, c.nodes_used);
@@ -113,16 +143,17 @@ struct PhaseEnd {
   std::uint64_t left(std::uint64_t done) const { return ops != 0 ? ops - done : UINT64_MAX; }
 };
 
-// One operation at a time; each sampled latency is one operation.
+// One operation at a time; each timed latency is one operation (the store call alone:
+// choosing the key and counting the result are outside the clock reads).
 void run_one_by_one(const WorkerContext& c, StoreSession& session, const PhaseEnd& end, WorkerReport& report) {
   OpStream stream(c);
   const std::string value(c.spec->value_bytes, 'v');
   std::string value_out(c.spec->value_bytes, '\0');
-  LatencySampler sampler(report);
+  LatencyRecorder latencies(report, c.latency_timing);
   for (std::uint64_t n = 0;; ++n) {
     if ((end.ops != 0 || n % kClockCheckInterval == 0) && end.reached(n)) break;
     const OpType op = stream.next();
-    const bool timed = sampler.should_sample(n);
+    const bool timed = latencies.should_time(n);
     const std::uint64_t t0 = timed ? monotonic_ns() : 0;
     bool returned = op != OpType::kAssign;  // an operation that throws counts as a hit
     try {
@@ -130,23 +161,24 @@ void run_one_by_one(const WorkerContext& c, StoreSession& session, const PhaseEn
     } catch (const std::exception& e) {
       note_error(report, e.what());
     }
-    if (timed) sampler.add(monotonic_ns() - t0);
+    if (timed) latencies.add(n, monotonic_ns() - t0);
     record_op(report, op, returned);
   }
 }
 
-// `depth` operations per round trip (StoreKind::pipelined); each sampled latency is one
-// batch's round trip, which is also how long each of its operations waited for its reply.
+// `depth` operations per round trip (StoreKind::pipelined); each timed latency is one
+// batch's round trip, which is also how long each of its operations waited for its reply
+// (the histogram counts it once per operation in the batch, the sampler once).
 void run_pipelined(const WorkerContext& c, StoreSession& session, const PhaseEnd& end, WorkerReport& report) {
   OpStream stream(c);
   const std::string value(c.spec->value_bytes, 'v');
   std::vector<OpType> ops(c.pipeline_depth);
   std::vector<OpResult> results(c.pipeline_depth);
-  LatencySampler sampler(report);
+  LatencyRecorder latencies(report, c.latency_timing);
   std::uint64_t n = 0;
   for (std::uint64_t batch = 0; !end.reached(n); ++batch) {
     const std::size_t size = static_cast<std::size_t>(std::min<std::uint64_t>(c.pipeline_depth, end.left(n)));
-    const bool timed = sampler.should_sample(batch);
+    const bool timed = latencies.should_time(batch);
     const std::uint64_t t0 = timed ? monotonic_ns() : 0;
     std::size_t attempted = 0;
     try {
@@ -159,7 +191,7 @@ void run_pipelined(const WorkerContext& c, StoreSession& session, const PhaseEnd
       // The session failed (a lost connection): every operation sent in this batch failed.
       for (std::size_t i = 0; i < attempted; ++i) results[i] = {.value = ops[i] != OpType::kAssign, .error = e.what()};
     }
-    if (timed) sampler.add(monotonic_ns() - t0);
+    if (timed && attempted > 0) latencies.add(batch, monotonic_ns() - t0, attempted);
     for (std::size_t i = 0; i < attempted; ++i) {
       if (!results[i].error.empty()) note_error(report, results[i].error);
       record_op(report, ops[i], results[i].value);
@@ -242,6 +274,7 @@ void run_worker(const WorkerContext& c) {
     std::unique_ptr<StoreSession> session = c.store->attach();
     report.attach_ns = monotonic_ns() - attach_start;
     if (c.prefill_here) prefill(*session, *c.spec, c.pipeline_depth);
+    report.clock_read_ns = measure_clock_read_ns();
     report.state.store(WorkerState::kReady, std::memory_order_release);
     c.control->ready.fetch_add(1, std::memory_order_acq_rel);
     wait_for_go(*c.control);

@@ -26,6 +26,7 @@ struct WorkerContext {
   // Operations per round trip in the timed phase: --batch for a pipelined store
   // (StoreKind::pipelined), 1 otherwise.
   std::uint32_t pipeline_depth = 1;
+  LatencyTiming latency_timing = LatencyTiming::kEvery;
   hwloc_topology_t topology = nullptr;
   WorkerPlacement placement;
   MemoryPolicy memory_policy = MemoryPolicy::kFirstTouch;

@@ -115,6 +115,12 @@ def test_bad_sweep_files_name_the_field(tmp_path, text, field, words):
     ("keys = 100\nops = 10\nprefill = 1.5", "workloads.w.prefill", "out of range"),
     ("keys = 100000\nops = 10\nkey_bytes = 4", "workloads.w.key_bytes", "too small"),
     ("keys = 100\nops = 10\ndistribution = 'pareto'", "workloads.w.distribution", "not one of"),
+    ("keys = 100\nops = 10\nstop_one = '1000'", "workloads.w.stop_one", "PERIOD_MS:STOPPED_MS"),
+    ("keys = 100\nops = 10\nstop_one = 1000", "workloads.w.stop_one", "PERIOD_MS:STOPPED_MS"),
+    ("keys = 100\nops = 10\nstop_one = '100:-5'", "workloads.w.stop_one", "PERIOD_MS:STOPPED_MS"),
+    ("keys = 100\nops = 10\nstop_one = '100:100'", "workloads.w.stop_one", "shorter than the period"),
+    ("keys = 100\nops = 10\nstop_one = '100:0'", "workloads.w.stop_one", "not 0 ms"),
+    ("keys = 100\nscenario = 'seed'\nstop_one = '1000:100'", "workloads.w.stop_one", "does not apply"),
 ])
 def test_bad_workloads_name_the_field(tmp_path, workload, field, words):
     with pytest.raises(sweeps.SweepError) as error:
@@ -149,3 +155,54 @@ def test_the_quick_and_compare_sweeps_run_both_redis_peers_at_every_process_coun
         engine_procs = {c.processes for c in s.cells if c.store == "global" and c.backing == "tmpfs"}
         for store in ("redis", "redis-pipelined"):
             assert {c.processes for c in s.cells if c.store == store} == engine_procs, (name, store)
+
+
+def test_stop_one_is_a_workload_key_passed_to_the_driver(tmp_path):
+    path = write(tmp_path, """
+engines = ["global"]
+processes = [2]
+[workloads.plain]
+keys = 100
+duration_s = 0.5
+[workloads.stopped]
+keys = 100
+duration_s = 0.5
+stop_one = "1000:100"
+""")
+    cells = {c.workload.name: c for c in sweeps.load_sweep(path).cells}
+    assert cells["plain"].workload.stop_one is None
+    assert "--stop-one" not in cells["plain"].workload.driver_args()
+    args = cells["stopped"].workload.driver_args()
+    assert args[args.index("--stop-one") + 1] == "1000:100"
+    # run.py --duration keeps the stops (it replaces the length only).
+    shorter = sweeps.with_duration([cells["stopped"]], 0.2)[0]
+    assert shorter.workload.stop_one == "1000:100" and shorter.workload.duration_s == 0.2
+
+
+def oversubscribed(name):
+    return sweeps.load_sweep(HARNESS.parent / "experiments" / f"{name}.toml")
+
+
+def test_the_oversubscribed_sweep_is_issue_22s_matrix():
+    s = oversubscribed("oversubscribed")
+    assert s.repetitions == 5
+    engines = {"global", "striped", "seqlock", "lockfree"}
+    plain = [c for c in s.cells if c.workload.stop_one is None]
+    stopped = [c for c in s.cells if c.workload.stop_one is not None]
+    assert {(c.store, c.processes) for c in plain} == {(e, n) for e in engines for n in (2, 4, 8, 16)}
+    assert {(c.store, c.processes) for c in stopped} == {(e, n) for e in engines for n in (2, 4)}
+    assert {c.workload.stop_one for c in stopped} == {"1000:100"}
+    for c in s.cells:
+        w = c.workload
+        assert (w.keys, w.key_bytes, w.value_bytes, w.prefill, w.duration_s) == (1_000_000, 16, 32, 1.0, 1.0)
+        assert w.mix == {"get": 50, "insert": 0, "assign": 50, "erase": 0}
+        assert (w.distribution, w.zipf_theta) == ("zipf", 0.99)
+
+
+def test_the_16_core_sweep_runs_the_same_workloads_at_1_to_16_processes():
+    small, large = oversubscribed("oversubscribed"), oversubscribed("oversubscribed-16core")
+    assert small.workloads == large.workloads  # the two machines' results stay comparable
+    assert large.repetitions == small.repetitions
+    plain = {c.processes for c in large.cells if c.workload.stop_one is None}
+    assert plain == set(range(1, 17))
+    assert {c.store for c in large.cells} == {c.store for c in small.cells}
