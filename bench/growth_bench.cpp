@@ -7,6 +7,10 @@
 //     (never grows), alternately, ROUNDS times per engine. Prints the median throughput of
 //     each and grown/presized. Target: >= 0.7.
 //
+//   build/bench/growth_bench insert  [ROUNDS=5] [KEYS=1000000] [ENGINES...]
+//     Loads KEYS new keys into a table created at capacity KEYS, every engine once per
+//     round (order rotating): insert throughput side by side (issue 22).
+//
 //   build/bench/growth_bench latency [KEYS=3000000] [ENGINES...]
 //     A writer process inserts KEYS new keys into a table started at capacity 1,000 while
 //     a reader process gets random keys among 100,000 inserted first, timing every get
@@ -230,11 +234,35 @@ int run_seed() {
 
 }  // namespace
 
+// Loads KEYS new keys into a table created at capacity KEYS (it never grows), for every
+// engine in turn within each round, the order rotating round by round: the engines'
+// insert throughput side by side (issue 22's "insert 1M new keys" cell).
+int run_insert(int argc, char** argv) {
+  const int rounds = argc > 2 ? std::atoi(argv[2]) : 5;
+  const std::uint64_t keys = argc > 3 ? std::stoull(argv[3]) : 1'000'000;
+  const std::vector<shmht::Engine> engines = engines_from(argc, argv, 4);
+  std::vector<std::vector<double>> rates(engines.size());
+  for (int r = 0; r < rounds; ++r) {
+    for (std::size_t i = 0; i < engines.size(); ++i) {
+      const std::size_t e = (i + static_cast<std::size_t>(r)) % engines.size();
+      rates[e].push_back(load_once(engines[e], keys, keys));
+      std::printf("insert %s round %d: %.3f M/s\n", std::string(shmht::engine_name(engines[e])).c_str(), r, rates[e].back() / 1e6);
+      std::fflush(stdout);
+    }
+  }
+  for (std::size_t e = 0; e < engines.size(); ++e) {
+    std::printf("{\"bench\": \"insert\", \"engine\": \"%s\", \"keys\": %llu, \"rounds\": %d, \"median_mops\": %.4f}\n",
+                std::string(shmht::engine_name(engines[e])).c_str(), (unsigned long long)keys, rounds, median(rates[e]) / 1e6);
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "load") return run_load(argc, argv);
+  if (mode == "insert") return run_insert(argc, argv);
   if (mode == "latency") return run_latency(argc, argv);
   if (mode == "seed") return run_seed();
-  std::fprintf(stderr, "usage: growth_bench load [ROUNDS] [KEYS] [ENGINES...] | latency [KEYS] [ENGINES...] | seed\n");
+  std::fprintf(stderr, "usage: growth_bench load [ROUNDS] [KEYS] [ENGINES...] | insert [ROUNDS] [KEYS] [ENGINES...] | latency [KEYS] [ENGINES...] | seed\n");
   return 2;
 }

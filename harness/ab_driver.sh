@@ -8,6 +8,8 @@
 #
 # Usage: harness/ab_driver.sh BASE_DRIVER NEW_DRIVER [ROUNDS=3] [ENGINES="global striped seqlock lockfree"]
 #   AB_CELLS="get mixed" picks some of the cells (default: all three).
+#   AB_NEW_ARGS / AB_BASE_ARGS: extra driver options for one side, e.g. AB_NEW_ARGS="--latency sampled"
+#   when the base driver predates the latency histogram (it samples every 8th operation).
 # BASE_DRIVER / NEW_DRIVER: shmht-driver binaries (build/harness/shmht-driver of two builds).
 # Results: experiments/results/ab/<UTC time>-driver/ (one JSON per run, summary.txt).
 set -euo pipefail
@@ -26,11 +28,11 @@ for round in $(seq "$rounds"); do
   for engine in $engines; do
     for cell in ${AB_CELLS:-get mixed churn}; do
       for side in base new; do
-        driver=$base
-        [[ $side == new ]] && driver=$new
+        driver=$base extra=${AB_BASE_ARGS:-}
+        [[ $side == new ]] && driver=$new extra=${AB_NEW_ARGS:-}
         # shellcheck disable=SC2086
         "$driver" --store "$engine" --keys 1000000 --key-bytes 16 --value-bytes 32 --duration 2 \
-          ${cells[$cell]} > "$out/$engine-$cell-$side-$round.json" || true
+          ${cells[$cell]} $extra > "$out/$engine-$cell-$side-$round.json" || true
       done
     done
   done

@@ -181,7 +181,7 @@ TEST(LockFreeHeir, CompletesTheDeadHoldersInstallBeforeReusingItsDescriptor) {
   victims.spawn([&] {
     Table t = Table::open(name);  // entry 1
     die_at(FaultPoint::kKcasMidRdcss);
-    t.insert("victim", "v");  // its first install (its item counter) kills it
+    t.insert("victim", "v");  // its first RDCSS install (the new key's slot: the counter and version are direct) kills it
     return 3;
   });
   const auto died = victims.wait_all(std::chrono::seconds(30));

@@ -23,6 +23,7 @@ enum class FaultPoint {
   kKcasDecided,       // lockfree: succeeded or failed is decided, references still in place
   kKcasMidCleanup,    // lockfree: its first word has its final value, the others not yet
   kKcasMidRdcss,      // lockfree: an install (owner's or helper's) is in a word, not yet completed
+  kKcasOwnerInstalling,  // lockfree: the owner is about to install one of its words (reached once per word)
   kFreeListChanged,   // an attachment's free list changed, its counters not yet
   kFileGrowthClaimed, // a larger file size is claimed (region.cpp grow_file_to), its space not yet reserved
   // Growth of the slot array (growth.hpp):

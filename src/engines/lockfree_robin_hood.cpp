@@ -12,6 +12,11 @@
 //     - this attachment's item counter (items_added or items_removed),
 //   except that a shift longer than kMaxShiftSlots (1,280; one KCAS holds 1,536 words) is
 //   made in steps, each one KCAS, through PENDING SHIFTS (below).
+//   The owner installs the versions, its counter and the slot of the key an overwrite or an
+//   erase unlinks with one CAS each; the slots a shift moves words through, and empty ones,
+//   with RDCSS (kcas.hpp, THE OWNER'S DIRECT INSTALLS, has why that split is safe): an
+//   overwrite of a key in its home bucket is then five RMWs (two installs, the decision,
+//   two finalizations) where it was seven.
 //   The write is planned from an optimistic snapshot (versions noted as the probe enters
 //   each bucket, exactly as a seqlock reader does); the KCAS succeeds only if no version
 //   and no slot changed since, so the plan is applied to the state it was computed on, or

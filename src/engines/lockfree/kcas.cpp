@@ -14,6 +14,7 @@ void KcasFaults::mid_install() { detail::fault_point(testing::FaultPoint::kKcasM
 void KcasFaults::decided() { detail::fault_point(testing::FaultPoint::kKcasDecided); }
 void KcasFaults::mid_cleanup() { detail::fault_point(testing::FaultPoint::kKcasMidCleanup); }
 void KcasFaults::mid_rdcss() { detail::fault_point(testing::FaultPoint::kKcasMidRdcss); }
+void KcasFaults::owner_installing() { detail::fault_point(testing::FaultPoint::kKcasOwnerInstalling); }
 
 namespace {
 
@@ -149,6 +150,7 @@ bool Kcas::help(Ref kcas, std::span<const WordChange> own_changes) {
     for (std::size_t i = 0; i < changes.size() && decision == kSucceeded; ++i) {
       const bool direct = as_owner && (changes[i].install == Install::kDirect ||
                                        changes[i].expected == changes[i].desired || detail::flaw_direct_install_of_any_word());
+      if (as_owner) KcasFaults::owner_installing();
       for (;;) {
         const std::uint64_t found = direct ? install_direct(kcas, changes[i].offset, changes[i].expected)
                                            : install(kcas, changes[i].offset, changes[i].expected);

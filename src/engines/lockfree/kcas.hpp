@@ -182,6 +182,7 @@ struct KcasFaults {
   static void decided();       // status decided, references still in place
   static void mid_cleanup();   // the first word has its final value
   static void mid_rdcss();     // an install (owner's or helper's) is in a word, not completed
+  static void owner_installing();  // the owner is about to install one of its words (each word)
 };
 
 class Kcas {
