@@ -186,6 +186,7 @@ void start(Region& region, const ArrayView& seen, std::uint64_t initial_control)
                           header.growth.load(std::memory_order_acquire) != seen.word)) {
         return;  // published by someone who set every word, or the growth moved on
       }
+      if (b % 64 == 0) detail::fault_point(testing::FaultPoint::kGrowthResettingControls);
       std::uint64_t word = fresh.bucket(b).control.load(std::memory_order_relaxed);
       if (word != initial_control) fresh.bucket(b).control.compare_exchange_strong(word, initial_control, std::memory_order_relaxed);
     }
