@@ -20,9 +20,11 @@
 #include <gtest/gtest.h>
 
 #include "engines/lockfree/kcas.hpp"
+#include "hash.hpp"
 #include "layout/header.hpp"
 #include "layout/slot.hpp"
 #include "shmht/check.hpp"
+#include "shmht/error.hpp"
 #include "shmht/table.hpp"
 #include "shmht/testing.hpp"
 #include "test_support.hpp"
@@ -201,6 +203,130 @@ TEST(ReviewDirectInstall, AGrowerStoppedInItsResetLoopNeverClearsMovedInTheOldAr
     if (seen != "v2" && wrong++ == 0) example = cat("p", i) + " reads " + (seen ? *seen : "nothing");
   }
   EXPECT_EQ(wrong, 0u) << wrong << " keys do not read back what was just assigned, e.g. " << example;
+  const CheckReport report = check_table(name);
+  EXPECT_TRUE(report.clean) << (report.problems.empty() ? "" : report.problems.front());
+  alarm(0);
+}
+
+// Generation 0's home slot of a key, from the file's header (seed and home slot count).
+class HomeSlots {
+ public:
+  explicit HomeSlots(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY);
+    if (fd < 0) return;
+    void* base = mmap(nullptr, layout::kPageBytes, PROT_READ, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (base == MAP_FAILED) return;
+    const auto& fixed = static_cast<const layout::Header*>(base)->fixed;
+    seed_ = fixed.hash_seed;
+    home_slots_ = fixed.home_slots;
+    munmap(base, layout::kPageBytes);
+  }
+  std::uint64_t home(const std::string& key) const {
+    return static_cast<std::uint64_t>((static_cast<layout::Uint128>(hash_key(key, seed_)) * home_slots_) >> 64);
+  }
+  // The first key named prefix-<n> whose home slot is `slot`.
+  std::string key_at(const std::string& prefix, std::uint64_t slot) const {
+    for (std::uint64_t n = 0;; ++n) {
+      std::string key = cat(prefix + "-", n);
+      if (home(key) == slot) return key;
+    }
+  }
+
+ private:
+  std::uint64_t seed_ = 0;
+  std::uint64_t home_slots_ = 0;
+};
+
+// resolve() (kcas.cpp) helps the KCAS a word refers to and then throws kCorrupt if the
+// word still holds that reference: "a KCAS reference is installed at most once per word,
+// before the decision". The owner's direct install breaks that premise: it may install
+// AFTER the decision (a late install, finalized later by its own phase 2), so a process
+// that finalized the word and re-reads it may find the owner's late reference there and
+// report a healthy table corrupt. Under RDCSS the owner's late install was an RDCSS
+// reference (another value), completed back to the expected one by the owner itself.
+//
+// The interleaving (all stops by fault hooks; h = the last slot of bucket 2):
+//   The table holds a0 at h. O inserts k (home h): its KCAS is O's item counter, the
+//     versions of buckets 2 and 3, and slot h + 1 (bucket 3). O installs its counter and
+//     stops (kKcasMidInstall): next it would install bucket 2's version, directly.
+//   The parent inserts d at h + 2 (bucket 3 only): O's KCAS will fail at bucket 3's version.
+//   H runs check: help_all helps O's KCAS and stops with its RDCSS in bucket 2's version.
+//   P reads a0: meets that RDCSS, completes it (the version word holds O's reference),
+//     resolves that: helps O's KCAS to FAILED, finalizes every word (bucket 2's version is
+//     its old value again), and stops before re-reading the word (kKcasResolveHelped, a
+//     fault point added on this branch).
+//   O resumes: its direct install of bucket 2's version (expected: the value it holds
+//     again) succeeds, after the decision; bucket 3's version fails; O stops (kKcasDecided)
+//     before its phase 2.
+//   P resumes: the word holds O's reference again: kCorrupt on a healthy table.
+std::atomic<int> g_owner_stops{0};
+void stop_at_mid_install_then_decided(FaultPoint reached) {
+  if ((reached == FaultPoint::kKcasMidInstall && g_owner_stops == 0) || (reached == FaultPoint::kKcasDecided && g_owner_stops == 1)) {
+    ++g_owner_stops;
+    raise(SIGSTOP);
+  }
+}
+
+TEST(ReviewDirectInstall, AReaderNeverReportsCorruptionWhenTheOwnersLateDirectInstallLandsAfterItsHelp) {
+  alarm(120);
+  ScopedName name;
+  Table parent = Table::create(name, {.capacity = 64, .max_processes = 8, .engine = Engine::kLockFreeRobinHood});
+  const HomeSlots homes(parent.path());
+  const std::uint64_t h = 3 * layout::kSlotsPerBucket - 1;  // last slot of bucket 2
+  const std::string a0 = homes.key_at("a", h), k = homes.key_at("k", h), d = homes.key_at("d", h + 2);
+  ASSERT_TRUE(parent.insert(a0, "a"));
+  Children owner, helper, reader;
+  const pid_t o = owner.spawn([&] {
+    Table t = Table::open(name);
+    testing::set_fault_hook(stop_at_mid_install_then_decided);
+    if (!t.insert(k, "k")) return 4;
+    return g_owner_stops == 2 ? 0 : 3;
+  });
+  ASSERT_TRUE(wait_until_stopped(o, 30s)) << "O never installed its first word";
+  ASSERT_TRUE(parent.insert(d, "d"));
+
+  const pid_t hp = helper.spawn([&] {
+    stop_once_at(FaultPoint::kKcasMidRdcss);
+    try {
+      (void)check_table(name);
+    } catch (const Error&) {
+      return 4;
+    }
+    return stop_pending() ? 3 : 0;
+  });
+  const bool h_stopped = wait_until_stopped(hp, 30s);
+  const pid_t p = reader.spawn([&] {
+    Table t = Table::open(name);
+    stop_once_at(FaultPoint::kKcasResolveHelped);
+    try {
+      if (t.get(a0) != "a") return 5;
+    } catch (const Error& e) {
+      return e.code() == ErrorCode::kCorrupt ? 7 : 8;
+    }
+    return stop_pending() ? 3 : 0;
+  });
+  const bool p_stopped = h_stopped && wait_until_stopped(p, 30s);
+  kill(o, SIGCONT);
+  const bool o_stopped = p_stopped && wait_until_stopped(o, 30s);
+  kill(p, SIGCONT);
+  const auto p_done = reader.wait_all(30s);
+  kill(o, SIGCONT);
+  kill(hp, SIGCONT);
+  const auto o_done = owner.wait_all(30s);
+  const auto h_done = helper.wait_all(30s);
+  ASSERT_TRUE(h_stopped) << "check never installed into O's words";
+  ASSERT_TRUE(p_stopped) << "P never resolved O's reference";
+  ASSERT_TRUE(o_stopped) << "O never reached its decision";
+  ASSERT_EQ(p_done.size(), 1u);
+  EXPECT_TRUE(p_done[0].exited && p_done[0].code_or_signal == 0)
+      << "P's get() on a healthy table: " << (p_done[0].code_or_signal == 7 ? std::string("kCorrupt") : std::to_string(p_done[0].code_or_signal));
+  ASSERT_EQ(o_done.size(), 1u);
+  EXPECT_TRUE(o_done[0].exited && o_done[0].code_or_signal == 0) << "O: " << o_done[0].code_or_signal;
+  ASSERT_EQ(h_done.size(), 1u);
+  EXPECT_TRUE(h_done[0].exited && h_done[0].code_or_signal == 0) << "H: " << h_done[0].code_or_signal;
+  EXPECT_EQ(parent.get(k), "k");
+  EXPECT_EQ(parent.size(), 3u);
   const CheckReport report = check_table(name);
   EXPECT_TRUE(report.clean) << (report.problems.empty() ? "" : report.problems.front());
   alarm(0);

@@ -32,6 +32,7 @@ enum class FaultPoint {
   kGroupMoveMidway,       // a home group is partly copied into the new array, not yet marked MOVED
   kGroupMoved,            // a home group is marked MOVED, its locks (lock engines) still held
   kMigrationFinishing,    // every group is moved, the migration not yet marked finished
+  kKcasResolveHelped,  // lockfree: resolve() has helped the KCAS a word refers to, not yet re-read the word (anyone)
   kGrowthResettingControls,  // a grower passed its "still unpublished" check and is about to reset 64 control words
 };
 

@@ -262,6 +262,7 @@ void Kcas::resolve(std::uint64_t offset, std::uint64_t value) {
     complete_rdcss(r);
   } else {
     help(r);
+    detail::fault_point(testing::FaultPoint::kKcasResolveHelped);
   }
   // Once helped, the reference is gone from the word for good: a KCAS reference is
   // installed at most once per word, before the decision, and phase 2 (which help() has
