@@ -263,13 +263,19 @@ void Kcas::resolve(std::uint64_t offset, std::uint64_t value) {
   } else {
     help(r);
     detail::fault_point(testing::FaultPoint::kKcasResolveHelped);
+    // The owner's direct install (kcas.hpp, THE OWNER'S DIRECT INSTALLS) is no RDCSS: an
+    // owner that read "undecided" and stalled before installing this word may install it
+    // after the decision, once, after our phase 2 put the word's final value back. That
+    // use is still current (its owner is inside run() and finalizes it itself): finish it
+    // again, once. Helpers cannot install late (their installs are RDCSS).
+    if (word(offset).load(std::memory_order_acquire) == value) help(r);
   }
-  // Once helped, the reference is gone from the word for good: a KCAS reference is
-  // installed at most once per word, before the decision, and phase 2 (which help() has
-  // just run) removes it from every word the operation names; an RDCSS reference is
-  // swapped out by complete_rdcss() or by its owner before its state moves. One still in
-  // place names an operation that is over, unpublished, or not about this word: helping
-  // again would never end.
+  // Once helped (twice at most, above), the reference is gone from the word for good: a
+  // KCAS reference is installed in a word by helpers only before the decision and by the
+  // owner at most once, and phase 2 removes it from every word the operation names; an
+  // RDCSS reference is swapped out by complete_rdcss() or by its owner before its state
+  // moves. One still in place names an operation that is over, unpublished, or not about
+  // this word: helping again would never end.
   if (word(offset).load(std::memory_order_acquire) == value) {
     corrupt(region_, "the word at offset " + std::to_string(offset) +
                          " refers to a lock-free operation that is over or does not name it");
