@@ -64,24 +64,6 @@ std::uint64_t claim_array_chunks(Region& region, std::uint32_t g) {
   }
 }
 
-// Where an array claimed for generation g (exactly its size) but never published starts,
-// or 0: a walk over the chunk claims, once per growth.
-std::uint64_t unpublished_array(Region& region, std::uint32_t g) {
-  const layout::ImmutableHeader& fixed = region.fixed();
-  const std::uint64_t chunk = fixed.chunk_bytes, end = region.arena_end();
-  const std::uint64_t wanted = layout::array_claim(g, static_cast<std::uint32_t>(array_chunks(fixed, g)));
-  for (std::uint64_t start = fixed.arena_offset; start + chunk <= end;) {
-    if (!region.ensure_mapped(start, sizeof(layout::ChunkHeader))) return 0;
-    const std::uint64_t claim = region.at<layout::ChunkHeader>(start)->claim.load(std::memory_order_acquire);
-    const std::uint64_t chunks = layout::is_array_claim(claim) ? layout::array_claim_chunks(claim) : 0;
-    if (claim == wanted && chunks * chunk <= end - start && region.ensure_mapped(start, chunks * chunk)) {
-      return start + layout::kArrayLeadBytes;
-    }
-    start += chunks != 0 && chunks <= (end - start) / chunk ? chunks * chunk : chunk;
-  }
-  return 0;
-}
-
 // Punches out generation g's array, validated first (a peer's offset must not make us
 // punch a hole into live records). Its first page, with the chunk's claim, stays.
 void punch_array(Region& region, Arrays& arrays, std::uint32_t g) noexcept {
@@ -168,34 +150,38 @@ void start(Region& region, const ArrayView& seen, std::uint64_t initial_control)
                                            std::to_string(region.fixed().max_bytes));
   }
   if (header.array_offsets[g].load(std::memory_order_acquire) == 0) {
-    // A grower killed (or stopped) between claiming generation g's chunks and publishing
-    // them left an array nobody uses: adopt it rather than claim another.
-    std::uint64_t offset = unpublished_array(region, g);
-    const bool adopted = offset != 0;
-    if (!adopted) offset = claim_array_chunks(region, g);
-    // Every control word as this engine starts them (the lock-free engine: version 1; the
-    // lock engines: 0). An adopted array may hold another engine's values: a grower of the
-    // engine active before a cold start switched it. Only while nobody has published the
-    // array and the growth word has not moved: a grower stopped in this loop may wake
-    // after the array was published, used and punched, and a control word set in a
-    // punched array would let a stale write succeed there. A run this grower claimed is
-    // zeros already: the lock engines need not read it.
+    // A run of our own, never another grower's unpublished one: only its claimer ever
+    // writes or publishes an array, so a claimer stopped anywhere below wakes to an array
+    // nobody else has used. (Adopting a stopped grower's array let it wake inside this
+    // loop and set a live array's versions back to 1 and clear its MOVED bits: the review
+    // of issue 22, tests/review_direct_install_test.cpp.) A dead claimer's run is punched
+    // by the finisher of the next migration (reclaim, below).
+    const std::uint64_t offset = claim_array_chunks(region, g);
     const layout::SlotArray fresh(region.at<layout::Bucket>(offset), home_slots_of(region.fixed(), g));
-    for (std::uint64_t b = 0; (adopted || initial_control != 0) && b < fresh.bucket_count(); ++b) {
+    const auto give_up_ours = [&] {
+      if (header.array_offsets[g].load(std::memory_order_acquire) != offset) {
+        region.punch_hole(offset, array_bytes(home_slots_of(region.fixed(), g)));
+      }
+    };
+    // Every control word as this engine starts them: the lock-free engine's version 1 (a
+    // claimed run is zeros, which the lock engines start at). Checked once a page of
+    // buckets: another grower published its array, or the growth moved on (ours is then
+    // never used, and the finisher may have punched it already: writing on would only
+    // fault its pages back in).
+    for (std::uint64_t b = 0; initial_control != 0 && b < fresh.bucket_count(); ++b) {
       if (b % 64 == 0 && (header.array_offsets[g].load(std::memory_order_acquire) != 0 ||
                           header.growth.load(std::memory_order_acquire) != seen.word)) {
-        return;  // published by someone who set every word, or the growth moved on
+        give_up_ours();
+        return;  // published by someone else (who flips the growth word), or the growth moved on
       }
       if (b % 64 == 0) detail::fault_point(testing::FaultPoint::kGrowthResettingControls);
-      std::uint64_t word = fresh.bucket(b).control.load(std::memory_order_relaxed);
-      if (word != initial_control) fresh.bucket(b).control.compare_exchange_strong(word, initial_control, std::memory_order_relaxed);
+      fresh.bucket(b).control.store(initial_control, std::memory_order_relaxed);
     }
     std::uint64_t published = 0;
     if (header.array_offsets[g].compare_exchange_strong(published, offset, std::memory_order_acq_rel, std::memory_order_acquire)) {
       detail::fault_point(testing::FaultPoint::kGrowthArrayPublished);
-    } else if (published != offset) {
-      // Another grower published a different array first: ours is never used.
-      region.punch_hole(offset, array_bytes(home_slots_of(region.fixed(), g)));
+    } else {
+      give_up_ours();  // another grower published a different array first: ours is never used
     }
   }
   // The cursor names the migration it counts for; a stale one starts this migration's.
@@ -236,8 +222,8 @@ void reclaim(Region& region, Arrays& arrays, const ArrayView& finished) {
     header.reclaimed_below.compare_exchange_weak(reclaimed, reclaimed + 1, std::memory_order_acq_rel, std::memory_order_acquire);
   }
   // Runs claimed for a generation up to the current one and never published (a grower
-  // killed between its claim and its publication whose array nobody adopted, or a loser
-  // of the race that died before punching its own). A later generation's claim may be a
+  // killed between its claim and its publication, or a loser of the race that died before
+  // punching its own; a stopped one punches its own again when it wakes). A later generation's claim may be a
   // grower's at work right now: left alone.
   const layout::ImmutableHeader& fixed = region.fixed();
   const std::uint64_t chunk = fixed.chunk_bytes, end = region.arena_end();

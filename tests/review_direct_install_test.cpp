@@ -1,7 +1,12 @@
 // review_direct_install_test.cpp - reproducers from the adversarial review of the lock-free
 // KCAS's owner direct installs (commit 967bac4, engines/lockfree/kcas.hpp THE OWNER'S DIRECT
 // INSTALLS). That argument rests on "a bucket version only grows (mod 2^40) while the owner
-// is inside run()". This file checks that premise where growth.cpp can break it.
+// is inside run()". This file checks that premise where growth.cpp could break it, and the
+// reader that met the owner's late direct install.
+// Fixed: growth::start no longer adopts another grower's unpublished array (only its claimer
+// writes or publishes an array, so a stopped one wakes to an array nobody used); resolve()
+// helps an operation a second time when the owner's late direct install put its reference
+// back after the first help. Each test below failed before its fix.
 //
 // Every multi-process case bounds its children (Children::wait_all kills overrunners),
 // SIGCONTs what it stopped, and removes its table (ScopedName) whatever happens.
@@ -82,8 +87,8 @@ std::vector<std::uint64_t> controls_of(const std::string& path, std::uint32_t g,
 
 // A grower G1 claims the chunks of generation 1's array and starts setting its control
 // words (version 1), checking once every 64 buckets that nobody has published the array.
-// G1 stops (SIGSTOP, or any preemption) just after such a check. The parent's growth finds
-// the claimed, unpublished array and adopts it (growth::start, unpublished_array), sets
+// G1 stops (SIGSTOP, or any preemption) just after such a check. Before the fix, the parent's
+// growth found the claimed, unpublished array and adopted it (growth::start), set
 // every control word, publishes it and migrates into it: group moves and writes bump its
 // versions past 1. G1 resumes inside its loop and, for the up to 64 buckets before its
 // next check, loads each control word and CASes it back to version 1.
@@ -109,7 +114,7 @@ TEST(ReviewDirectInstall, AGrowerStoppedInItsResetLoopNeverTurnsALiveArraysVersi
   ASSERT_TRUE(wait_until_stopped(grower, 60s)) << "the grower never reached its control-word loop";
   EXPECT_EQ(parent.stats().growths, 0u) << "the stopped grower has not published anything";
 
-  // The parent grows (adopting the stopped grower's array) and finishes the migration.
+  // The parent grows (before the fix, into the stopped grower's adopted array) and finishes the migration.
   std::uint64_t i = 0;
   for (; i < slots0 && (parent.stats().growths == 0 || parent.stats().migrating); ++i) {
     ASSERT_TRUE(parent.insert(cat("p", i), "v"));
@@ -145,7 +150,7 @@ TEST(ReviewDirectInstall, AGrowerStoppedInItsResetLoopNeverTurnsALiveArraysVersi
   alarm(0);
 }
 
-// The same stopped grower, resumed later: its adopted array has become the OLD array of
+// The same stopped grower, resumed later: (before the fix) its adopted array has become the OLD array of
 // the next migration, and groups of it are MOVED. Its reset (load, CAS to version 1)
 // drops MOVED too ("set once, never cleared", lockfree_robin_hood.cpp GROWTH): the next
 // write to a key of such a group moves the group AGAIN, into an array that already holds
@@ -168,7 +173,7 @@ TEST(ReviewDirectInstall, AGrowerStoppedInItsResetLoopNeverClearsMovedInTheOldAr
   });
   ASSERT_TRUE(wait_until_stopped(grower, 60s)) << "the grower never reached its control-word loop";
 
-  // Growth 1 (into the stopped grower's adopted array), finished; then growth 2 started
+  // Growth 1 (before the fix, into the stopped grower's adopted array), finished; then growth 2 started
   // and partly done: generation 1 is the old array, its first groups MOVED.
   std::uint64_t keys = 0;
   for (; keys < 8 * slots0 && !(parent.stats().growths == 2 && parent.stats().migrating); ++keys) {

@@ -108,13 +108,19 @@ class Children {
     const auto deadline = std::chrono::steady_clock::now() + limit;
     std::vector<Outcome> outcomes;
     while (!pids_.empty()) {
-      int status = 0;
-      const pid_t pid = waitpid(-1, &status, WNOHANG);
-      if (pid > 0) {
-        std::erase(pids_, pid);
-        outcomes.push_back({pid, WIFEXITED(status) != 0, WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status)});
-        continue;
+      // This set's children only (never waitpid(-1)): a test with several sets must not
+      // reap another set's child, which that set would then wait for until its deadline.
+      bool reaped = false;
+      for (const pid_t child : pids_) {
+        int status = 0;
+        if (waitpid(child, &status, WNOHANG) == child && (WIFEXITED(status) || WIFSIGNALED(status))) {
+          std::erase(pids_, child);
+          outcomes.push_back({child, WIFEXITED(status) != 0, WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status)});
+          reaped = true;
+          break;  // pids_ changed under the loop
+        }
       }
+      if (reaped) continue;
       if (std::chrono::steady_clock::now() > deadline) {
         if (overrun_fails) ADD_FAILURE() << pids_.size() << " child process(es) overran " << limit.count() << " s; killing them";
         for (pid_t p : pids_) outcomes.push_back({p, false, SIGKILL});

@@ -57,6 +57,10 @@
 //       treats every such word as kDirect), and a slot whose expected word names a record
 //       this very operation unlinks (an overwrite's old record, an erased key's): that
 //       record is freed only after run() returns, so no slot can name it again before.
+//   A late direct install may land after a helper's phase 2 has finalized the word: the
+//   reference is back once, in a word whose operation is decided but still current. A
+//   process that meets it finishes that operation again (resolve() helps twice before it
+//   calls a lingering reference corrupt), and the owner's own phase 2 would anyway.
 //   Helpers always install with RDCSS: a helper's descriptor copy may be of a use that is
 //   over, so none of the above holds for it. A slot word of a shift (the word moves on and
 //   may come back) or an empty slot (empties come back all the time) is never kDirect;
