@@ -18,7 +18,9 @@ timing=--latency=sampled  # a driver built before the histogram samples anyway, 
 "$driver" --help | grep -q -- --latency || timing=
 out=experiments/results/lockfree-targets/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"
-{ echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src include || echo ' (modified)')"; uptime; nproc; } > "$out/run.txt"
+src=$(cd "$build/.." && pwd)  # the checkout the build was made from
+{ echo "build: $build, from $src at commit $(git -C "$src" rev-parse --short HEAD)$(git -C "$src" diff --quiet HEAD -- src include || echo ' (modified)')"
+  uptime; nproc; } > "$out/run.txt"
 declare -A cells=(
   [get1]="--processes 1 --mix get=100 --distribution uniform"
   [mixed2]="--processes 2 --mix get=50,assign=50 --distribution zipf --zipf-theta 0.99"

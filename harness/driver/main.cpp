@@ -866,6 +866,10 @@ void write_result(const DriverOptions& o, const StoreKind* kind, const RunOutcom
 
   auto all_workers = std::make_unique<Figures>();
   Figures& all = *all_workers;
+  // With --stop-one: every worker but the stopped one (worker 0), whose own operation that
+  // a stop lands in lasts the whole stop. What the others' latencies show is what the stop
+  // cost THEM: a lock engine's survivor waits for a lock the stopped worker holds.
+  auto survivor_workers = std::make_unique<Figures>();
   Json workers = Json::array();
   std::uint64_t rss_max = 0, rss_sum = 0;
   double attach_max = 0;
@@ -875,6 +879,7 @@ void write_result(const DriverOptions& o, const StoreKind* kind, const RunOutcom
     auto mine = std::make_unique<Figures>();
     mine->add(w);
     all.add(w);
+    if (i != 0) survivor_workers->add(w);
     rss_max = std::max(rss_max, w.peak_rss_kb);
     rss_sum += w.peak_rss_kb;
     attach_max = std::max(attach_max, static_cast<double>(w.attach_ns) / 1e9);
@@ -914,12 +919,18 @@ void write_result(const DriverOptions& o, const StoreKind* kind, const RunOutcom
   result["server"] = server_json(r.server, all.total_ops());
   // What --stop-one did: stops made, and the time worker 0 spent stopped (the parent's
   // SIGSTOP to SIGCONT, summed); null without the option.
+  Json survivors = nullptr;
+  if (o.stop_one && reported > 1) {
+    survivors = Json::object();
+    survivor_workers->add_to(survivors, o.latency);
+  }
   result["stop_one"] = o.stop_one ? Json{{"worker", 0},
                                          {"pid", r.pids.empty() ? Json(nullptr) : Json(r.pids[0])},
                                          {"period_ms", o.stop_one->period_ms},
                                          {"stopped_ms", o.stop_one->stopped_ms},
                                          {"stops", r.stops},
-                                         {"stopped_s", r.stopped_s}}
+                                         {"stopped_s", r.stopped_s},
+                                         {"survivors", std::move(survivors)}}
                                   : Json(nullptr);
   result["seed"] = o.workload.scenario == Scenario::kSeed ? seed_json(o, r) : Json(nullptr);
   result["timing"] = {

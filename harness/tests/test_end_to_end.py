@@ -201,6 +201,12 @@ def test_driver_stop_one_stops_worker_0_and_still_reports():
     check_latency(aggregate["latency_ns"], aggregate["ops"], "every")
     assert aggregate["ops"] == sum(w["ops"] for w in result["workers"])
     assert aggregate["latency_ns"]["max"] == max(w["latency_ns"]["max"] for w in result["workers"])
+    # The survivors: every worker but the stopped one, merged the same way.
+    survivors = stops["survivors"]
+    others = result["workers"][1:]
+    assert survivors["ops"] == sum(w["ops"] for w in others)
+    check_latency(survivors["latency_ns"], survivors["ops"], "every")
+    assert survivors["latency_ns"]["max"] == max(w["latency_ns"]["max"] for w in others)
 
 
 def test_driver_kills_a_worker_it_left_stopped_at_the_timeout():
