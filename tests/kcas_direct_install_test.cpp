@@ -39,6 +39,7 @@
 #include "shmht/check.hpp"
 #include "shmht/table.hpp"
 #include "shmht/testing.hpp"
+#include "home_slots.hpp"
 #include "test_support.hpp"
 
 namespace shmht::test {
@@ -54,37 +55,6 @@ std::int64_t now_ns() {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
 }
-
-// Generation 0's home slot of `key`, from the file's header (seed and home slot count).
-class HomeSlots {
- public:
-  explicit HomeSlots(const std::string& path) {
-    const int fd = ::open(path.c_str(), O_RDONLY);
-    if (fd < 0) return;
-    void* base = mmap(nullptr, layout::kPageBytes, PROT_READ, MAP_SHARED, fd, 0);
-    ::close(fd);
-    if (base == MAP_FAILED) return;
-    const auto& fixed = static_cast<const layout::Header*>(base)->fixed;
-    seed_ = fixed.hash_seed;
-    home_slots_ = fixed.home_slots;
-    munmap(base, layout::kPageBytes);
-  }
-  bool ok() const { return home_slots_ != 0; }
-  std::uint64_t home(const std::string& key) const {
-    return static_cast<std::uint64_t>((static_cast<layout::Uint128>(hash_key(key, seed_)) * home_slots_) >> 64);
-  }
-  // The first key named prefix-<n> whose home slot is `slot`.
-  std::string key_at(const std::string& prefix, std::uint64_t slot) const {
-    for (std::uint64_t n = 0;; ++n) {
-      std::string key = prefix + "-" + std::to_string(n);
-      if (home(key) == slot) return key;
-    }
-  }
-
- private:
-  std::uint64_t seed_ = 0;
-  std::uint64_t home_slots_ = 0;
-};
 
 // P's hook: stop (SIGSTOP) before the owner's third install of its insert.
 std::atomic<int> g_installs{0};
@@ -144,7 +114,9 @@ Outcome run_interleaving(testing::Flaw flaw) {
   kill(p, SIGCONT);
   const auto done = children.wait_all(std::chrono::seconds(20));
   EXPECT_EQ(done.size(), 1u);
-  if (done.size() == 1) EXPECT_TRUE(done[0].exited && done[0].code_or_signal == 0) << "P's insert of kn did not return true";
+  if (done.size() == 1) {
+    EXPECT_TRUE(done[0].exited && done[0].code_or_signal == 0) << "P's insert of kn did not return true";
+  }
   out.kn_history.push_back({.process = 1, .kind = OpKind::kInsert, .value = 3, .result = true, .call = p_times[0], .ret = p_times[1]});
 
   // kn again: its record is the one the erase freed (the parent's free list hands it back

@@ -32,6 +32,7 @@
 #include "shmht/error.hpp"
 #include "shmht/table.hpp"
 #include "shmht/testing.hpp"
+#include "home_slots.hpp"
 #include "test_support.hpp"
 
 namespace shmht::test {
@@ -41,29 +42,6 @@ using namespace std::chrono_literals;
 using testing::FaultPoint;
 
 std::string cat(std::string prefix, std::uint64_t i) { return prefix.append(std::to_string(i)); }
-
-// The versions (MOVED stripped) of the first `count` buckets of generation `g`'s array,
-// read from the file. Empty if the array is not published or not in the file.
-std::vector<std::uint64_t> versions_of(const std::string& path, std::uint32_t g, std::uint64_t count) {
-  std::vector<std::uint64_t> versions;
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) return versions;
-  const off_t size = lseek(fd, 0, SEEK_END);
-  void* base = mmap(nullptr, static_cast<std::size_t>(size), PROT_READ, MAP_SHARED, fd, 0);
-  ::close(fd);
-  if (base == MAP_FAILED) return versions;
-  const auto* bytes = static_cast<const std::byte*>(base);
-  const auto* header = reinterpret_cast<const layout::Header*>(bytes);
-  const std::uint64_t array = header->array_offsets[g].load();
-  if (array != 0 && array + count * sizeof(layout::Bucket) <= static_cast<std::uint64_t>(size)) {
-    for (std::uint64_t b = 0; b < count; ++b) {
-      const auto* bucket = reinterpret_cast<const layout::Bucket*>(bytes + array + b * sizeof(layout::Bucket));
-      versions.push_back(bucket->control.load() & lockfree::kValueMask);
-    }
-  }
-  munmap(base, static_cast<std::size_t>(size));
-  return versions;
-}
 
 // The raw control words of the first `count` buckets of generation `g`'s array.
 std::vector<std::uint64_t> controls_of(const std::string& path, std::uint32_t g, std::uint64_t count) {
@@ -85,6 +63,31 @@ std::vector<std::uint64_t> controls_of(const std::string& path, std::uint32_t g,
   return controls;
 }
 
+// The versions (MOVED stripped) of the same buckets.
+std::vector<std::uint64_t> versions_of(const std::string& path, std::uint32_t g, std::uint64_t count) {
+  std::vector<std::uint64_t> versions = controls_of(path, g, count);
+  for (std::uint64_t& v : versions) v &= lockfree::kValueMask;
+  return versions;
+}
+
+// A lock-free table at capacity 1,000 (its first growth comes after about 1,000 inserts).
+const CreateOptions kGrowingOptions{.capacity = 1000, .max_key_bytes = 32, .max_value_bytes = 32, .max_processes = 4,
+                                    .engine = Engine::kLockFreeRobinHood};
+
+// G1: a child that inserts until it starts the first growth and stops (SIGSTOP) inside its
+// control-word loop; once continued it exits 0 (4: an insert failed, 5: it never grew).
+pid_t spawn_grower_stopping_in_its_reset_loop(Children& children, const std::string& name, std::uint64_t slots0) {
+  return children.spawn([&name, slots0] {
+    Table t = Table::open(name);
+    stop_once_at(FaultPoint::kGrowthResettingControls);
+    for (std::uint64_t i = 0; i < 2 * slots0; ++i) {
+      if (!t.insert(cat("g", i), "v")) return 4;
+      if (!stop_pending()) return 0;  // grew (stopped and continued): done
+    }
+    return 5;  // never grew
+  });
+}
+
 // A grower G1 claims the chunks of generation 1's array and starts setting its control
 // words (version 1), checking once every 64 buckets that nobody has published the array.
 // G1 stops (SIGSTOP, or any preemption) just after such a check. Before the fix, the parent's
@@ -98,19 +101,10 @@ std::vector<std::uint64_t> controls_of(const std::string& path, std::uint32_t g,
 TEST(ReviewDirectInstall, AGrowerStoppedInItsResetLoopNeverTurnsALiveArraysVersionsBack) {
   alarm(120);
   ScopedName name;
-  Table parent = Table::create(name, {.capacity = 1000, .max_key_bytes = 32, .max_value_bytes = 32, .max_processes = 4,
-                                      .engine = Engine::kLockFreeRobinHood});
+  Table parent = Table::create(name, kGrowingOptions);
   const std::uint64_t slots0 = parent.stats().slots;
   Children children;
-  const pid_t grower = children.spawn([&] {
-    Table t = Table::open(name);
-    stop_once_at(FaultPoint::kGrowthResettingControls);
-    for (std::uint64_t i = 0; i < 2 * slots0; ++i) {
-      if (!t.insert(cat("g", i), "v")) return 4;
-      if (!stop_pending()) return 0;  // grew (stopped and continued): done
-    }
-    return 5;  // never grew
-  });
+  const pid_t grower = spawn_grower_stopping_in_its_reset_loop(children, name, slots0);
   ASSERT_TRUE(wait_until_stopped(grower, 60s)) << "the grower never reached its control-word loop";
   EXPECT_EQ(parent.stats().growths, 0u) << "the stopped grower has not published anything";
 
@@ -158,19 +152,10 @@ TEST(ReviewDirectInstall, AGrowerStoppedInItsResetLoopNeverTurnsALiveArraysVersi
 TEST(ReviewDirectInstall, AGrowerStoppedInItsResetLoopNeverClearsMovedInTheOldArray) {
   alarm(120);
   ScopedName name;
-  Table parent = Table::create(name, {.capacity = 1000, .max_key_bytes = 32, .max_value_bytes = 32, .max_processes = 4,
-                                      .engine = Engine::kLockFreeRobinHood});
+  Table parent = Table::create(name, kGrowingOptions);
   const std::uint64_t slots0 = parent.stats().slots;
   Children children;
-  const pid_t grower = children.spawn([&] {
-    Table t = Table::open(name);
-    stop_once_at(FaultPoint::kGrowthResettingControls);
-    for (std::uint64_t i = 0; i < 2 * slots0; ++i) {
-      if (!t.insert(cat("g", i), "v")) return 4;
-      if (!stop_pending()) return 0;
-    }
-    return 5;
-  });
+  const pid_t grower = spawn_grower_stopping_in_its_reset_loop(children, name, slots0);
   ASSERT_TRUE(wait_until_stopped(grower, 60s)) << "the grower never reached its control-word loop";
 
   // Growth 1 (before the fix, into the stopped grower's adopted array), finished; then growth 2 started
@@ -212,36 +197,6 @@ TEST(ReviewDirectInstall, AGrowerStoppedInItsResetLoopNeverClearsMovedInTheOldAr
   EXPECT_TRUE(report.clean) << (report.problems.empty() ? "" : report.problems.front());
   alarm(0);
 }
-
-// Generation 0's home slot of a key, from the file's header (seed and home slot count).
-class HomeSlots {
- public:
-  explicit HomeSlots(const std::string& path) {
-    const int fd = ::open(path.c_str(), O_RDONLY);
-    if (fd < 0) return;
-    void* base = mmap(nullptr, layout::kPageBytes, PROT_READ, MAP_SHARED, fd, 0);
-    ::close(fd);
-    if (base == MAP_FAILED) return;
-    const auto& fixed = static_cast<const layout::Header*>(base)->fixed;
-    seed_ = fixed.hash_seed;
-    home_slots_ = fixed.home_slots;
-    munmap(base, layout::kPageBytes);
-  }
-  std::uint64_t home(const std::string& key) const {
-    return static_cast<std::uint64_t>((static_cast<layout::Uint128>(hash_key(key, seed_)) * home_slots_) >> 64);
-  }
-  // The first key named prefix-<n> whose home slot is `slot`.
-  std::string key_at(const std::string& prefix, std::uint64_t slot) const {
-    for (std::uint64_t n = 0;; ++n) {
-      std::string key = cat(prefix + "-", n);
-      if (home(key) == slot) return key;
-    }
-  }
-
- private:
-  std::uint64_t seed_ = 0;
-  std::uint64_t home_slots_ = 0;
-};
 
 // resolve() (kcas.cpp) helps the KCAS a word refers to and then throws kCorrupt if the
 // word still holds that reference: "a KCAS reference is installed at most once per word,
