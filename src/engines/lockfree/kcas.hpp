@@ -65,7 +65,7 @@
 //   over, so none of the above holds for it. A slot word of a shift (the word moves on and
 //   may come back) or an empty slot (empties come back all the time) is never kDirect;
 //   testing::Flaw::kDirectInstallOfAnyWord makes them so, and tests/kcas_direct_install_test.cpp
-//   shows the duplicate key that then appears.
+//   shows an erased key's word come back, naming a freed record.
 //
 // SEQUENCES WRAP (43 bits, the most a reference holds beside a 12-bit entry and the flag)
 //   A state word keeps the same 43 bits (state_of masks, next_seq wraps past 2^43 - 1 to
